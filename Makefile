@@ -1,0 +1,111 @@
+# esbridge — build, test, demo, benchmark.
+#
+#   make                 build/esbridge
+#   make check           every test (unit + integration against real services)
+#   make unit            unit tests only (no services)
+#   make demo            services up, sample events, catch-up, a search
+#   make DEVELOPER=1     warnings are errors (CI)
+#   make SANITIZE=address,undefined unit
+
+CC      ?= cc
+PREFIX  ?= /usr/local
+BUILD   ?= build
+
+VERSION := $(shell cat VERSION 2>/dev/null || echo 0.0.0)
+
+WARN := -Wall -Wextra -Wpedantic -Wformat=2 -Wshadow -Wstrict-prototypes \
+	-Wmissing-prototypes -Wold-style-definition -Wpointer-arith \
+	-Wwrite-strings -Wvla -Wundef -Wimplicit-fallthrough -fno-common
+ifeq ($(DEVELOPER),1)
+WARN += -Werror
+endif
+
+OPT ?= -O2 -g
+MAPPINGS_DIR ?= mappings
+CFLAGS_ALL := -std=c11 $(OPT) $(WARN) $(CFLAGS)
+CPPFLAGS_ALL := -D_POSIX_C_SOURCE=200809L -Iinclude \
+	-DESBRIDGE_VERSION='"$(VERSION)"' \
+	-DESBRIDGE_MAPPINGS_DIR='"$(MAPPINGS_DIR)"' $(CPPFLAGS)
+
+# library headers as system headers: their warnings are not ours
+PKG_CFLAGS := $(shell pkg-config --cflags libcurl yajl libpq 2>/dev/null | sed 's/-I/-isystem /g') \
+	-isystem $(shell pg_config --includedir 2>/dev/null || echo /usr/include/postgresql)
+PKG_LIBS := $(shell pkg-config --libs libcurl yajl libpq 2>/dev/null) -lev -lz -lm
+
+ifneq ($(SANITIZE),)
+SAN_FLAGS := -fsanitize=$(SANITIZE) -fno-sanitize-recover=all -fno-omit-frame-pointer
+CFLAGS_ALL += $(SAN_FLAGS)
+LDFLAGS += $(SAN_FLAGS)
+endif
+
+LIB_SRCS := $(filter-out src/main.c,$(wildcard src/*.c src/projections/*.c))
+LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o)
+MAIN_OBJ := $(BUILD)/src/main.o
+
+UNIT_SRCS := $(wildcard tests/unit/test_*.c)
+UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
+UNIT_SUPPORT := $(BUILD)/tests/unit/support.o
+INTEG_SRCS := $(wildcard tests/integration/test_*.c)
+INTEG_BINS := $(INTEG_SRCS:tests/integration/%.c=$(BUILD)/tests/%)
+INTEG_SUPPORT := $(BUILD)/tests/integration/harness.o
+
+.PHONY: all deps services unit integration check demo bench clean install FORCE
+
+all: $(BUILD)/esbridge
+
+# Recompile everything when the flags change (like redis' .make-settings).
+$(BUILD)/.flags: FORCE
+	@mkdir -p $(BUILD)
+	@echo '$(CC) $(CFLAGS_ALL) $(CPPFLAGS_ALL) $(LDFLAGS)' | cmp -s - $@ || \
+		echo '$(CC) $(CFLAGS_ALL) $(CPPFLAGS_ALL) $(LDFLAGS)' > $@
+
+$(BUILD)/%.o: %.c $(BUILD)/.flags
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS_ALL) $(PKG_CFLAGS) $(CFLAGS_ALL) -MMD -MP -c -o $@ $<
+
+$(BUILD)/libesbridge.a: $(LIB_OBJS)
+	rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/esbridge: $(MAIN_OBJ) $(BUILD)/libesbridge.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
+
+# Unit tests: Criterion, no services.
+$(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(BUILD)/libesbridge.a $(wildcard $(UNIT_SUPPORT))
+	$(CC) $(LDFLAGS) -o $@ $< $(filter %support.o,$^) $(BUILD)/libesbridge.a $(PKG_LIBS) -lcriterion
+
+$(BUILD)/tests/integration-%: $(BUILD)/tests/integration/test_%.o $(INTEG_SUPPORT) $(BUILD)/libesbridge.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lcriterion
+
+deps:
+	@scripts/deps
+
+unit: $(UNIT_BINS)
+	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t --jobs 1; done
+
+INTEG_RUN := $(INTEG_SRCS:tests/integration/test_%.c=$(BUILD)/tests/integration-%)
+
+# Integration tests need the real services; they are started here when absent.
+integration: $(BUILD)/esbridge $(INTEG_RUN)
+	@set -e; eval "$$(scripts/services start)"; \
+	for t in $(INTEG_RUN); do echo "== $$t"; ESBRIDGE_BIN=$(BUILD)/esbridge $$t --jobs 1; done
+
+check: deps
+	@$(MAKE) --no-print-directory unit
+	@$(MAKE) --no-print-directory integration
+
+demo: deps $(BUILD)/esbridge
+	@scripts/demo
+
+bench: deps $(BUILD)/esbridge
+	@scripts/bench
+
+install: $(BUILD)/esbridge
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/esbridge/mappings
+	install -m 755 $(BUILD)/esbridge $(DESTDIR)$(PREFIX)/bin/esbridge
+	install -m 644 mappings/*.json $(DESTDIR)$(PREFIX)/share/esbridge/mappings/
+
+clean:
+	rm -rf $(BUILD)
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -1,0 +1,123 @@
+#ifndef ESBRIDGE_BULK_H
+#define ESBRIDGE_BULK_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <yajl/yajl_tree.h>
+
+#include "esbridge/buf.h"
+
+/*
+ * The _bulk wire format: pending document operations, their NDJSON
+ * rendering (always through yajl's generator, never pasted strings) and the
+ * reading of _bulk responses. Knows nothing of the domain or of HTTP.
+ */
+
+enum bulk_kind {
+	BULK_NONE = 0,  /* nothing to send (e.g. rejected and skipped) */
+	BULK_INDEX,     /* replace the whole document with `fields` */
+	BULK_UPDATE,    /* merge `fields` into the document (doc_as_upsert) */
+	BULK_DELETE,    /* remove the document */
+};
+
+enum bulk_value_kind {
+	BV_NULL = 0,
+	BV_JSON,    /* a value of a parsed event, owned by that event's tree */
+	BV_STRING,  /* a string owned by the operation */
+	BV_INT,     /* a whole number */
+	BV_CENTS,   /* a money amount in cents, written as a decimal number */
+};
+
+struct bulk_value {
+	enum bulk_value_kind kind;
+	union {
+		yajl_val json;
+		char *string;
+		long long i;
+		int64_t cents;
+	} u;
+};
+
+struct bulk_field {
+	const char *name;      /* a string literal or a key of an event's tree */
+	struct bulk_value value;
+};
+
+/*
+ * The pending operation on one document. A projection folds the events of
+ * the document into it, in order; several events become one action.
+ */
+struct bulk_op {
+	char *id;                  /* the document _id, owned */
+	enum bulk_kind kind;
+	struct bulk_field *fields; /* owned array; values as described above */
+	size_t n_fields, cap_fields;
+	/* the events folded into this operation, in order (for dead letters) */
+	struct position *events;
+	size_t n_events, cap_events;
+};
+
+/* Sets up an empty operation for document `id` (copied); -1 on no memory. */
+__attribute__((warn_unused_result))
+int bulk_op_init(struct bulk_op *op, const char *id, size_t id_len);
+void bulk_op_release(struct bulk_op *op);
+
+/* Drops every field (the kind stays). */
+void bulk_op_clear_fields(struct bulk_op *op);
+
+/* Sets field `name` (replacing a field of that name); -1 on no memory. A
+ * BV_STRING value is copied. `name` must outlive the operation. */
+__attribute__((warn_unused_result))
+int bulk_op_set(struct bulk_op *op, const char *name, struct bulk_value v);
+
+/* Looks a field up; NULL if absent. */
+struct bulk_value *bulk_op_get(struct bulk_op *op, const char *name);
+
+/* Records that the event at `at` was folded in; -1 on no memory. */
+__attribute__((warn_unused_result))
+int bulk_op_note_event(struct bulk_op *op, struct position at);
+
+/*
+ * Appends the NDJSON lines of `op` (action line, then the source line for
+ * index and update), each ending in '\n', to `body`. Writes nothing for
+ * BULK_NONE. Returns 0, or -1 with `err` set (generator failure, invalid
+ * UTF-8 in a string, buffer over its limit).
+ */
+__attribute__((warn_unused_result))
+int bulk_write_op(struct buf *body, const struct bulk_op *op, char *err, size_t errsz);
+
+/* One item of a _bulk response, in request order. */
+struct bulk_item {
+	int status;
+	char error_type[64];    /* "" when the item has no error */
+	char error_reason[256];
+};
+
+struct bulk_response {
+	bool errors;
+	size_t n_items;
+	struct bulk_item *items;  /* owned */
+};
+
+/*
+ * The query string that makes Elasticsearch answer with one small entry per
+ * action (status and error) and nothing else.
+ */
+#define BULK_FILTER_PATH "filter_path=errors,items.*.status,items.*.error.type,items.*.error.reason"
+
+/* Reads a _bulk response body; 0, or -1 with `err` set. */
+__attribute__((warn_unused_result))
+int bulk_response_parse(const char *body, size_t len, struct bulk_response *r, char *err, size_t errsz);
+void bulk_response_release(struct bulk_response *r);
+
+enum bulk_outcome {
+	BULK_ITEM_OK,       /* applied (2xx; 404 of a delete: already gone) */
+	BULK_ITEM_RETRY,    /* 429 or 5xx: send again later */
+	BULK_ITEM_REJECT,   /* other 4xx: the document cannot be written as is */
+};
+
+enum bulk_outcome bulk_item_outcome(const struct bulk_item *item);
+
+#endif

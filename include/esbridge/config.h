@@ -1,0 +1,71 @@
+#ifndef ESBRIDGE_CONFIG_H
+#define ESBRIDGE_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+
+/*
+ * Settings: built-in defaults, overridden by ESBRIDGE_* environment
+ * variables, overridden by command-line flags. Every option is declared once
+ * in the table in config.c (name, type, default, bounds, help); the flag is
+ * "--NAME", the variable "ESBRIDGE_" + NAME upper-cased with '-' as '_'.
+ *
+ * Errors are one line, lowercase, naming the option and the problem, written
+ * into a caller-owned buffer.
+ */
+
+#define CONFIG_MAX_PROJECTIONS 16
+
+struct config {
+	char *pg;               /* libpq conninfo or URI; "" = libpq defaults (PG*) */
+	char *es;               /* Elasticsearch base URL */
+	char *mappings_dir;     /* folder with NAME.json mapping files */
+	long batch_size;        /* events read per query */
+	long bulk_actions;      /* max actions in one _bulk request */
+	long bulk_bytes;        /* max bytes of one _bulk body */
+	long inflight;          /* _bulk requests in flight per projection */
+	double poll_interval;   /* seconds between polls when no NOTIFY comes */
+	double request_timeout; /* seconds one HTTP request may take */
+	double retry_max;       /* seconds: cap of the retry backoff */
+	char *log_level;        /* error, warn, info, debug */
+	char *ca_file;          /* CA bundle for https; "" = system default */
+	bool insecure;          /* skip TLS verification (explicit only) */
+	/* --projection NAME, repeatable; none = every registered projection */
+	char *projections[CONFIG_MAX_PROJECTIONS];
+	int n_projections;
+};
+
+/* Fills in the defaults; config_release() frees what it owns. */
+void config_init(struct config *c);
+void config_release(struct config *c);
+
+/* Sets one option by its name ("batch-size"); 0 or -1 with `err` set. */
+__attribute__((warn_unused_result))
+int config_set(struct config *c, const char *name, const char *value, char *err, size_t errsz);
+
+/* Applies every ESBRIDGE_* variable that names an option. */
+__attribute__((warn_unused_result))
+int config_load_env(struct config *c, char *err, size_t errsz);
+
+/* True if `name` is an option taking a value (for the flag parser). */
+bool config_has_option(const char *name);
+
+/* Checks what single options cannot: required settings, URL forms. */
+__attribute__((warn_unused_result))
+int config_validate(const struct config *c, char *err, size_t errsz);
+
+/* Prints the effective settings, one `name = value` a line, secrets masked. */
+void config_print(const struct config *c, FILE *f);
+
+/* Prints the option table for --help. */
+void config_usage(FILE *f);
+
+/*
+ * Copies `url` into `out` with any user:password replaced by "***".
+ * Copies `conninfo` with any password replaced by "***".
+ */
+void config_redact_url(const char *url, char *out, size_t outsz);
+void config_redact_conninfo(const char *conninfo, char *out, size_t outsz);
+
+#endif

@@ -1,0 +1,62 @@
+#ifndef ESBRIDGE_PROJECTION_H
+#define ESBRIDGE_PROJECTION_H
+
+#include <stddef.h>
+
+#include <yajl/yajl_tree.h>
+
+#include "esbridge/buf.h"
+#include "esbridge/bulk.h"
+#include "esbridge/event.h"
+
+/*
+ * A projection turns events into document operations of one index. It knows
+ * nothing of SQL or HTTP: the pipeline reads the events, parses their data
+ * once, asks the projection which document an event touches, and lets it
+ * fold the event into that document's pending operation (struct bulk_op),
+ * so several events of one document in one request become one action.
+ *
+ * Adding a projection: one file under src/projections/, one mapping file
+ * mappings/NAME.json, one line in the registry in src/projection.c.
+ */
+
+/* What apply() and doc_id() may answer besides 0. */
+#define PROJECTION_REJECT (-1)  /* the event cannot be projected: dead letter */
+
+struct projection {
+	const char *name;                 /* alias, index prefix, mapping file stem */
+	const char *const *event_types;   /* the event types it reads, NULL-terminated */
+
+	/*
+	 * Writes the _id of the document the event touches into `id`.
+	 * 0, or PROJECTION_REJECT with the reason in `err`.
+	 */
+	int (*doc_id)(const struct event *ev, yajl_val data, struct buf *id,
+		      char *err, size_t errsz);
+
+	/*
+	 * Folds the event into `op`, the pending operation of its document
+	 * (kind BULK_NONE for the first event of the document in this request).
+	 * Values taken from `data` may be stored as BV_JSON: the tree lives
+	 * until the operation is sent. On PROJECTION_REJECT `op` must be left
+	 * as it was. Returns -2 on no memory.
+	 */
+	int (*apply)(const struct event *ev, yajl_val data, struct bulk_op *op,
+		     char *err, size_t errsz);
+};
+
+/* The registry: every projection, NULL-terminated. */
+extern const struct projection *const projection_registry[];
+
+/* Finds a projection by name; NULL if none. */
+const struct projection *projection_find(const char *name);
+
+/*
+ * Helpers for projections: look up a member of an object, and check its type.
+ * projection_get_id() accepts a non-empty string or an integer and writes
+ * its text into `id`.
+ */
+yajl_val projection_member(yajl_val obj, const char *key);
+int projection_get_id(yajl_val data, const char *key, struct buf *id, char *err, size_t errsz);
+
+#endif

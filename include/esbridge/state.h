@@ -1,0 +1,69 @@
+#ifndef ESBRIDGE_STATE_H
+#define ESBRIDGE_STATE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "esbridge/event.h"
+
+/*
+ * The bridge's own tables in PostgreSQL (schema esbridge): index
+ * generations with their checkpoints, and dead letters. Created and migrated
+ * by state_open(). Knows nothing of Elasticsearch.
+ */
+
+struct state;
+
+enum gen_state { GEN_BUILDING, GEN_READY, GEN_ACTIVE, GEN_RETIRED };
+
+struct generation {
+	int number;
+	char index[160];
+	enum gen_state state;
+	struct position checkpoint;
+};
+
+const char *gen_state_name(enum gen_state s);
+
+/* Connects and migrates; NULL with `err` set. Freed by state_close(). */
+struct state *state_open(const char *conninfo, char *err, size_t errsz);
+void state_close(struct state *st);
+
+/*
+ * The generation the projection currently runs: the newest one that is
+ * building, ready or active. Returns 1 and fills `g`, 0 if there is none,
+ * -1 on error.
+ */
+__attribute__((warn_unused_result))
+int state_current_generation(struct state *st, const char *proj, struct generation *g,
+			     char *err, size_t errsz);
+
+/* Records a new generation (state building, checkpoint {0,0}). */
+__attribute__((warn_unused_result))
+int state_create_generation(struct state *st, const char *proj, int number, const char *index,
+			    char *err, size_t errsz);
+
+/* Moves the checkpoint of a generation forward. */
+__attribute__((warn_unused_result))
+int state_save_checkpoint(struct state *st, const char *proj, int number, struct position at,
+			  char *err, size_t errsz);
+
+/* Sets the state of a generation. */
+__attribute__((warn_unused_result))
+int state_set_generation_state(struct state *st, const char *proj, int number, enum gen_state s,
+			       char *err, size_t errsz);
+
+/*
+ * Records a dead letter for the event at `at` (its row is copied from the
+ * events table) with `reason`.
+ */
+__attribute__((warn_unused_result))
+int state_dead_letter(struct state *st, const char *proj, int number, struct position at,
+		      const char *reason, char *err, size_t errsz);
+
+/* Prints one line per generation of every projection (for `status`). */
+__attribute__((warn_unused_result))
+int state_print_status(struct state *st, char *err, size_t errsz);
+
+#endif

@@ -1,0 +1,78 @@
+#ifndef ESBRIDGE_STORE_H
+#define ESBRIDGE_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "esbridge/event.h"
+
+/*
+ * The event store: gap-safe batch reads of the events table in commit order,
+ * LISTEN wake-ups. Knows nothing of Elasticsearch. Never writes to events.
+ *
+ * A read returns events after a position, in (transaction_id,
+ * global_position) order, and only of transactions below the snapshot's
+ * xmin: every transaction that could still commit an event before the
+ * returned ones is finished, so no event is ever passed over.
+ */
+
+#define STORE_CHANNEL "esbridge_events"
+
+struct store;
+
+/* Connects; NULL with `err` set. The caller frees with store_close(). */
+struct store *store_open(const char *conninfo, char *err, size_t errsz);
+void store_close(struct store *s);
+
+/* LISTEN on STORE_CHANNEL. */
+__attribute__((warn_unused_result))
+int store_listen(struct store *s, char *err, size_t errsz);
+
+/*
+ * Reconnects after the connection was lost (LISTEN again when `listen`).
+ * The socket may change: watch store_socket() anew.
+ */
+__attribute__((warn_unused_result))
+int store_reconnect(struct store *s, bool listen, char *err, size_t errsz);
+
+/* True while the connection is up. */
+bool store_connected(const struct store *s);
+
+/* The connection's socket, to watch for notifications. */
+int store_socket(const struct store *s);
+
+/*
+ * Reads what arrived on the socket and drops pending notifications.
+ * Returns how many there were, or -1 if the connection is lost.
+ */
+int store_drain_notifies(struct store *s);
+
+/* The xmin of a fresh snapshot: every transaction below it is finished. */
+__attribute__((warn_unused_result))
+int store_xmin(struct store *s, uint64_t *xmin, char *err, size_t errsz);
+
+/* A batch of events; owned by the caller, freed with store_batch_release(). */
+struct store_batch {
+	void *res;  /* the PGresult */
+	int n;
+};
+
+/*
+ * Reads at most `limit` events of the given types after `after`. When
+ * `bound` is non-zero, only events of transactions below it are read (used
+ * to stop at the head as it was at a given moment).
+ */
+__attribute__((warn_unused_result))
+int store_read(struct store *s, struct position after, uint64_t bound,
+	       const char *const *types, int limit, struct store_batch *out,
+	       char *err, size_t errsz);
+
+/* Fills `ev` with event `i` of the batch (pointers into the batch). */
+void store_batch_event(const struct store_batch *b, int i, struct event *ev);
+void store_batch_release(struct store_batch *b);
+
+/* Parses an unsigned decimal; -1 if not one. */
+int store_parse_u64(const char *s, uint64_t *out);
+
+#endif

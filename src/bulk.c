@@ -1,0 +1,375 @@
+#include "esbridge/bulk.h"
+#include "esbridge/event.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <yajl/yajl_gen.h>
+
+int bulk_op_init(struct bulk_op *op, const char *id, size_t id_len)
+{
+	memset(op, 0, sizeof(*op));
+	op->id = malloc(id_len + 1);
+	if (!op->id)
+		return -1;
+	memcpy(op->id, id, id_len);
+	op->id[id_len] = '\0';
+	return 0;
+}
+
+static void value_release(struct bulk_value *v)
+{
+	if (v->kind == BV_STRING)
+		free(v->u.string);
+	v->kind = BV_NULL;
+}
+
+void bulk_op_clear_fields(struct bulk_op *op)
+{
+	for (size_t i = 0; i < op->n_fields; i++)
+		value_release(&op->fields[i].value);
+	op->n_fields = 0;
+}
+
+void bulk_op_release(struct bulk_op *op)
+{
+	bulk_op_clear_fields(op);
+	free(op->fields);
+	free(op->events);
+	free(op->id);
+	memset(op, 0, sizeof(*op));
+}
+
+struct bulk_value *bulk_op_get(struct bulk_op *op, const char *name)
+{
+	for (size_t i = 0; i < op->n_fields; i++)
+		if (!strcmp(op->fields[i].name, name))
+			return &op->fields[i].value;
+	return NULL;
+}
+
+int bulk_op_set(struct bulk_op *op, const char *name, struct bulk_value v)
+{
+	struct bulk_value *slot = bulk_op_get(op, name);
+
+	if (v.kind == BV_STRING) {
+		char *copy = strdup(v.u.string);
+		if (!copy)
+			return -1;
+		v.u.string = copy;
+	}
+	if (!slot) {
+		if (op->n_fields == op->cap_fields) {
+			size_t ncap = op->cap_fields ? op->cap_fields * 2 : 8;
+			struct bulk_field *nf = realloc(op->fields, ncap * sizeof(*nf));
+			if (!nf) {
+				value_release(&v);
+				return -1;
+			}
+			op->fields = nf;
+			op->cap_fields = ncap;
+		}
+		op->fields[op->n_fields].name = name;
+		slot = &op->fields[op->n_fields++].value;
+		slot->kind = BV_NULL;
+	}
+	value_release(slot);
+	*slot = v;
+	return 0;
+}
+
+int bulk_op_note_event(struct bulk_op *op, struct position at)
+{
+	if (op->n_events == op->cap_events) {
+		size_t ncap = op->cap_events ? op->cap_events * 2 : 4;
+		struct position *ne = realloc(op->events, ncap * sizeof(*ne));
+		if (!ne)
+			return -1;
+		op->events = ne;
+		op->cap_events = ncap;
+	}
+	op->events[op->n_events++] = at;
+	return 0;
+}
+
+/* yajl cannot report a failed write; the buffer's sticky error does. */
+static void print_to_buf(void *ctx, const char *s, size_t len)
+{
+	(void)buf_append(ctx, s, len);
+}
+
+static yajl_gen_status gen_str(yajl_gen g, const char *s)
+{
+	return yajl_gen_string(g, (const unsigned char *)s, strlen(s));
+}
+
+static yajl_gen_status gen_tree(yajl_gen g, yajl_val v)
+{
+	yajl_gen_status st = yajl_gen_status_ok;
+
+	switch (v->type) {
+	case yajl_t_string:
+		return gen_str(g, v->u.string);
+	case yajl_t_number:
+		/* the parser validated the text; keep it exact (no double round trip) */
+		return yajl_gen_number(g, v->u.number.r, strlen(v->u.number.r));
+	case yajl_t_object:
+		st = yajl_gen_map_open(g);
+		for (size_t i = 0; st == yajl_gen_status_ok && i < v->u.object.len; i++) {
+			st = gen_str(g, v->u.object.keys[i]);
+			if (st == yajl_gen_status_ok)
+				st = gen_tree(g, v->u.object.values[i]);
+		}
+		return st == yajl_gen_status_ok ? yajl_gen_map_close(g) : st;
+	case yajl_t_array:
+		st = yajl_gen_array_open(g);
+		for (size_t i = 0; st == yajl_gen_status_ok && i < v->u.array.len; i++)
+			st = gen_tree(g, v->u.array.values[i]);
+		return st == yajl_gen_status_ok ? yajl_gen_array_close(g) : st;
+	case yajl_t_true:
+		return yajl_gen_bool(g, 1);
+	case yajl_t_false:
+		return yajl_gen_bool(g, 0);
+	case yajl_t_null:
+	case yajl_t_any:
+		return yajl_gen_null(g);
+	}
+	return yajl_gen_null(g);
+}
+
+static yajl_gen_status gen_value(yajl_gen g, const struct bulk_value *v)
+{
+	char num[32];
+	int n;
+
+	switch (v->kind) {
+	case BV_NULL:
+		return yajl_gen_null(g);
+	case BV_JSON:
+		return v->u.json ? gen_tree(g, v->u.json) : yajl_gen_null(g);
+	case BV_STRING:
+		return gen_str(g, v->u.string);
+	case BV_INT:
+		return yajl_gen_integer(g, v->u.i);
+	case BV_CENTS: {
+		int64_t c = v->u.cents;
+		uint64_t a = c < 0 ? (uint64_t)0 - (uint64_t)c : (uint64_t)c;
+		n = snprintf(num, sizeof(num), "%s%" PRIu64 ".%02u", c < 0 ? "-" : "",
+			     a / 100, (unsigned)(a % 100));
+		return yajl_gen_number(g, num, (size_t)n);
+	}
+	}
+	return yajl_gen_null(g);
+}
+
+static const char *gen_status_text(yajl_gen_status st)
+{
+	switch (st) {
+	case yajl_gen_invalid_string:
+		return "a string is not valid UTF-8";
+	case yajl_gen_invalid_number:
+		return "a number is not finite";
+	case yajl_max_depth_exceeded:
+		return "nested too deeply";
+	default:
+		return "the JSON generator failed";
+	}
+}
+
+int bulk_write_op(struct buf *body, const struct bulk_op *op, char *err, size_t errsz)
+{
+	const char *action;
+	yajl_gen g;
+	yajl_gen_status st;
+	size_t mark = body->len;
+
+	switch (op->kind) {
+	case BULK_NONE:
+		return 0;
+	case BULK_INDEX:
+		action = "index";
+		break;
+	case BULK_UPDATE:
+		action = "update";
+		break;
+	case BULK_DELETE:
+		action = "delete";
+		break;
+	default:
+		snprintf(err, errsz, "unknown bulk operation %d", (int)op->kind);
+		return -1;
+	}
+
+	g = yajl_gen_alloc(NULL);
+	if (!g) {
+		snprintf(err, errsz, "out of memory");
+		return -1;
+	}
+	yajl_gen_config(g, yajl_gen_print_callback, print_to_buf, body);
+	yajl_gen_config(g, yajl_gen_validate_utf8, 1);
+
+	/* action line: {"index":{"_id":"..."}} */
+	st = yajl_gen_map_open(g);
+	if (st == yajl_gen_status_ok)
+		st = gen_str(g, action);
+	if (st == yajl_gen_status_ok)
+		st = yajl_gen_map_open(g);
+	if (st == yajl_gen_status_ok)
+		st = gen_str(g, "_id");
+	if (st == yajl_gen_status_ok)
+		st = gen_str(g, op->id);
+	if (st == yajl_gen_status_ok)
+		st = yajl_gen_map_close(g);
+	if (st == yajl_gen_status_ok)
+		st = yajl_gen_map_close(g);
+	(void)buf_append_char(body, '\n');
+
+	if (st == yajl_gen_status_ok && op->kind != BULK_DELETE) {
+		yajl_gen_reset(g, NULL);
+		st = yajl_gen_map_open(g);
+		if (st == yajl_gen_status_ok && op->kind == BULK_UPDATE) {
+			st = gen_str(g, "doc");
+			if (st == yajl_gen_status_ok)
+				st = yajl_gen_map_open(g);
+		}
+		for (size_t i = 0; st == yajl_gen_status_ok && i < op->n_fields; i++) {
+			st = gen_str(g, op->fields[i].name);
+			if (st == yajl_gen_status_ok)
+				st = gen_value(g, &op->fields[i].value);
+		}
+		if (st == yajl_gen_status_ok && op->kind == BULK_UPDATE) {
+			st = yajl_gen_map_close(g);
+			if (st == yajl_gen_status_ok)
+				st = gen_str(g, "doc_as_upsert");
+			if (st == yajl_gen_status_ok)
+				st = yajl_gen_bool(g, 1);
+		}
+		if (st == yajl_gen_status_ok)
+			st = yajl_gen_map_close(g);
+		(void)buf_append_char(body, '\n');
+	}
+	yajl_gen_free(g);
+
+	if (st != yajl_gen_status_ok) {
+		snprintf(err, errsz, "document '%.64s': %s", op->id, gen_status_text(st));
+		goto undo;
+	}
+	if (buf_error(body)) {
+		snprintf(err, errsz, "document '%.64s': request body %s", op->id,
+			 buf_strerror(buf_error(body)));
+		return -1;
+	}
+	return 0;
+undo:
+	/* drop the half-written lines so the body stays valid NDJSON */
+	if (!buf_error(body)) {
+		body->len = mark;
+		body->data[mark] = '\0';
+	}
+	return -1;
+}
+
+static void copy_text(char *dst, size_t dstsz, const char *src)
+{
+	snprintf(dst, dstsz, "%s", src ? src : "");
+}
+
+int bulk_response_parse(const char *body, size_t len, struct bulk_response *r, char *err, size_t errsz)
+{
+	char perr[256];
+	char *copy;
+	yajl_val root, items, errors;
+	static const char *errors_path[] = { "errors", NULL };
+	static const char *items_path[] = { "items", NULL };
+
+	memset(r, 0, sizeof(*r));
+	/* yajl_tree_parse wants a NUL-terminated string */
+	copy = malloc(len + 1);
+	if (!copy) {
+		snprintf(err, errsz, "out of memory");
+		return -1;
+	}
+	memcpy(copy, body, len);
+	copy[len] = '\0';
+	root = yajl_tree_parse(copy, perr, sizeof(perr));
+	free(copy);
+	if (!root) {
+		char *nl = strchr(perr, '\n');
+		if (nl)
+			*nl = '\0';
+		snprintf(err, errsz, "unreadable _bulk response: %s", perr);
+		return -1;
+	}
+	if (!YAJL_IS_OBJECT(root)) {
+		snprintf(err, errsz, "unreadable _bulk response: not an object");
+		goto fail;
+	}
+	errors = yajl_tree_get(root, errors_path, yajl_t_any);
+	if (!errors || !(YAJL_IS_TRUE(errors) || YAJL_IS_FALSE(errors))) {
+		snprintf(err, errsz, "unreadable _bulk response: no 'errors' flag");
+		goto fail;
+	}
+	r->errors = YAJL_IS_TRUE(errors);
+	items = yajl_tree_get(root, items_path, yajl_t_array);
+	if (items && items->u.array.len) {
+		r->items = calloc(items->u.array.len, sizeof(*r->items));
+		if (!r->items) {
+			snprintf(err, errsz, "out of memory");
+			goto fail;
+		}
+		r->n_items = items->u.array.len;
+		for (size_t i = 0; i < r->n_items; i++) {
+			static const char *status_path[] = { "status", NULL };
+			static const char *type_path[] = { "error", "type", NULL };
+			static const char *reason_path[] = { "error", "reason", NULL };
+			yajl_val it = items->u.array.values[i], inner, st, t, why;
+			if (!YAJL_IS_OBJECT(it) || it->u.object.len != 1 ||
+			    !YAJL_IS_OBJECT(it->u.object.values[0])) {
+				snprintf(err, errsz, "unreadable _bulk response: item %zu is malformed", i);
+				goto fail;
+			}
+			inner = it->u.object.values[0];
+			st = yajl_tree_get(inner, status_path, yajl_t_number);
+			if (!st || !YAJL_IS_INTEGER(st)) {
+				snprintf(err, errsz, "unreadable _bulk response: item %zu has no status", i);
+				goto fail;
+			}
+			r->items[i].status = (int)YAJL_GET_INTEGER(st);
+			t = yajl_tree_get(inner, type_path, yajl_t_string);
+			why = yajl_tree_get(inner, reason_path, yajl_t_string);
+			copy_text(r->items[i].error_type, sizeof(r->items[i].error_type),
+				  t ? YAJL_GET_STRING(t) : NULL);
+			copy_text(r->items[i].error_reason, sizeof(r->items[i].error_reason),
+				  why ? YAJL_GET_STRING(why) : NULL);
+		}
+	} else if (r->errors) {
+		snprintf(err, errsz, "unreadable _bulk response: errors without items");
+		goto fail;
+	}
+	yajl_tree_free(root);
+	return 0;
+fail:
+	yajl_tree_free(root);
+	bulk_response_release(r);
+	return -1;
+}
+
+void bulk_response_release(struct bulk_response *r)
+{
+	free(r->items);
+	memset(r, 0, sizeof(*r));
+}
+
+enum bulk_outcome bulk_item_outcome(const struct bulk_item *item)
+{
+	if (item->status >= 200 && item->status < 300)
+		return BULK_ITEM_OK;
+	/* a delete of a document that is not there: the goal is reached */
+	if (item->status == 404 && !item->error_type[0])
+		return BULK_ITEM_OK;
+	if (item->status == 429 || item->status >= 500)
+		return BULK_ITEM_RETRY;
+	return BULK_ITEM_REJECT;
+}

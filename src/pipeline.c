@@ -1,0 +1,911 @@
+#include "esbridge/pipeline.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <yajl/yajl_tree.h>
+
+#include "esbridge/bulk.h"
+#include "esbridge/log.h"
+#include "esbridge/rebuild.h"
+#include "esbridge/state.h"
+#include "esbridge/store.h"
+
+/* One read from the event store; settled once all its events are. */
+struct rbatch {
+	struct rbatch *next;
+	struct position last;
+	size_t unsettled;
+};
+
+/* `n` events of read batch `rb` are held by an operation set. */
+struct settle {
+	struct rbatch *rb;
+	size_t n;
+};
+
+/*
+ * The operations of one request: one per document, in first-seen order,
+ * found by _id through an open-addressing table; the parsed events their
+ * values point into; and what they settle.
+ */
+struct opset {
+	struct bulk_op *ops;
+	size_t n_ops, cap_ops;
+	uint32_t *slots;      /* op index + 1; 0 = empty */
+	size_t n_slots;       /* a power of two, or 0 */
+	yajl_val *trees;
+	size_t n_trees, cap_trees;
+	struct settle *settles;
+	size_t n_settles, cap_settles;
+	size_t est_bytes;
+};
+
+struct lane {
+	struct pipeline *p;
+	int idx;
+	struct opset building;  /* filling from reads */
+	struct opset sending;   /* the request in flight or waiting to be sent again */
+	bool busy;              /* a request is in flight */
+	bool waiting;           /* the retry timer runs */
+	int attempts;
+	size_t n_written;
+	ev_timer retry;
+};
+
+struct pipeline {
+	struct ev_loop *loop;
+	const struct config *cfg;
+	const struct projection *proj;
+	struct es_client *es;
+	struct store *store;
+	struct state *state;
+	struct generation gen;
+	bool once;
+	uint64_t bound;            /* with --once: read only below this xid */
+	struct position read_at;   /* the last event read */
+	struct position settled;   /* everything up to here is settled */
+	struct position committed; /* saved in PostgreSQL */
+	struct rbatch *rb_head, *rb_tail;
+	size_t unsettled;
+	size_t max_unsettled;
+	struct lane *lanes;
+	int n_lanes;
+	bool started, at_head, reached_end, stopping, finished, failed, hold;
+	bool notify_on;
+	double activate_after;
+	double caught_up_logged;
+	ev_idle idle;
+	ev_timer poll;
+	ev_io notify;
+	pipeline_finish_fn done;
+	void *done_arg;
+	struct pipeline_stats stats;
+	struct buf id;
+	char path[256];
+};
+
+#define PLOG(lvl, p, ...) LOG_AT(lvl, (p)->proj->name, (p)->gen.number, __VA_ARGS__)
+
+static void kick(struct pipeline *p);
+static void finish(struct pipeline *p);
+
+/* ---- operation sets ---------------------------------------------------- */
+
+static uint64_t hash_id(const char *s, size_t n)
+{
+	uint64_t h = 1469598103934665603ULL;
+
+	for (size_t i = 0; i < n; i++) {
+		h ^= (unsigned char)s[i];
+		h *= 1099511628211ULL;
+	}
+	return h;
+}
+
+static void opset_release(struct opset *o)
+{
+	for (size_t i = 0; i < o->n_ops; i++)
+		bulk_op_release(&o->ops[i]);
+	for (size_t i = 0; i < o->n_trees; i++)
+		yajl_tree_free(o->trees[i]);
+	free(o->ops);
+	free(o->slots);
+	free(o->trees);
+	free(o->settles);
+	memset(o, 0, sizeof(*o));
+}
+
+static int opset_rehash(struct opset *o, size_t n_slots)
+{
+	uint32_t *slots = calloc(n_slots, sizeof(*slots));
+
+	if (!slots)
+		return -1;
+	for (size_t i = 0; i < o->n_ops; i++) {
+		size_t j = hash_id(o->ops[i].id, strlen(o->ops[i].id)) & (n_slots - 1);
+		while (slots[j])
+			j = (j + 1) & (n_slots - 1);
+		slots[j] = (uint32_t)(i + 1);
+	}
+	free(o->slots);
+	o->slots = slots;
+	o->n_slots = n_slots;
+	return 0;
+}
+
+/* The pending operation of document `id`, created when absent. */
+static struct bulk_op *opset_get(struct opset *o, const char *id, size_t len, bool *created)
+{
+	size_t j;
+
+	*created = false;
+	if ((o->n_ops + 1) * 2 > o->n_slots && opset_rehash(o, o->n_slots ? o->n_slots * 2 : 64))
+		return NULL;
+	j = hash_id(id, len) & (o->n_slots - 1);
+	while (o->slots[j]) {
+		struct bulk_op *op = &o->ops[o->slots[j] - 1];
+		if (!strcmp(op->id, id))
+			return op;
+		j = (j + 1) & (o->n_slots - 1);
+	}
+	if (o->n_ops == o->cap_ops) {
+		size_t ncap = o->cap_ops ? o->cap_ops * 2 : 64;
+		struct bulk_op *nops = realloc(o->ops, ncap * sizeof(*nops));
+		if (!nops)
+			return NULL;
+		o->ops = nops;
+		o->cap_ops = ncap;
+	}
+	if (bulk_op_init(&o->ops[o->n_ops], id, len))
+		return NULL;
+	o->slots[j] = (uint32_t)(o->n_ops + 1);
+	*created = true;
+	return &o->ops[o->n_ops++];
+}
+
+/* Drops the operation just created by opset_get (it stayed empty). */
+static void opset_drop_last(struct opset *o)
+{
+	struct bulk_op *op = &o->ops[o->n_ops - 1];
+	size_t j = hash_id(op->id, strlen(op->id)) & (o->n_slots - 1);
+
+	while (o->slots[j] != o->n_ops)
+		j = (j + 1) & (o->n_slots - 1);
+	bulk_op_release(op);
+	o->n_ops--;
+	/* re-insert the probe chain after the hole */
+	o->slots[j] = 0;
+	for (size_t k = (j + 1) & (o->n_slots - 1); o->slots[k]; k = (k + 1) & (o->n_slots - 1)) {
+		uint32_t v = o->slots[k];
+		size_t h;
+		o->slots[k] = 0;
+		h = hash_id(o->ops[v - 1].id, strlen(o->ops[v - 1].id)) & (o->n_slots - 1);
+		while (o->slots[h])
+			h = (h + 1) & (o->n_slots - 1);
+		o->slots[h] = v;
+	}
+}
+
+static int opset_keep_tree(struct opset *o, yajl_val tree)
+{
+	if (o->n_trees == o->cap_trees) {
+		size_t ncap = o->cap_trees ? o->cap_trees * 2 : 64;
+		yajl_val *nt = realloc(o->trees, ncap * sizeof(*nt));
+		if (!nt)
+			return -1;
+		o->trees = nt;
+		o->cap_trees = ncap;
+	}
+	o->trees[o->n_trees++] = tree;
+	return 0;
+}
+
+static int opset_add_settle(struct opset *o, struct rbatch *rb)
+{
+	if (o->n_settles && o->settles[o->n_settles - 1].rb == rb) {
+		o->settles[o->n_settles - 1].n++;
+		return 0;
+	}
+	if (o->n_settles == o->cap_settles) {
+		size_t ncap = o->cap_settles ? o->cap_settles * 2 : 8;
+		struct settle *ns = realloc(o->settles, ncap * sizeof(*ns));
+		if (!ns)
+			return -1;
+		o->settles = ns;
+		o->cap_settles = ncap;
+	}
+	o->settles[o->n_settles].rb = rb;
+	o->settles[o->n_settles].n = 1;
+	o->n_settles++;
+	return 0;
+}
+
+/* ---- dead letters and failure ------------------------------------------ */
+
+static void fail(struct pipeline *p, const char *why)
+{
+	PLOG(LOG_ERROR, p, "stopping: %s", why);
+	p->failed = true;
+	p->hold = true;
+	p->stopping = true;
+	kick(p);
+}
+
+static void dead_letter(struct pipeline *p, struct position at, const char *reason)
+{
+	char err[512];
+
+	PLOG(LOG_WARN, p, "dead letter: position %" PRId64 ": %s", at.pos, reason);
+	if (state_dead_letter(p->state, p->proj->name, p->gen.number, at, reason, err, sizeof(err))) {
+		/* the event is neither projected nor recorded: never move past it */
+		fail(p, err);
+		return;
+	}
+	p->stats.dead_letters++;
+}
+
+/* ---- reading ----------------------------------------------------------- */
+
+static bool opset_full(const struct pipeline *p, const struct opset *o)
+{
+	return o->n_ops >= (size_t)p->cfg->bulk_actions || o->est_bytes >= (size_t)p->cfg->bulk_bytes;
+}
+
+static bool can_read(const struct pipeline *p)
+{
+	if (!p->started || p->stopping || p->finished || p->at_head || p->reached_end)
+		return false;
+	if (p->unsettled >= p->max_unsettled)
+		return false;
+	for (int i = 0; i < p->n_lanes; i++) {
+		const struct lane *l = &p->lanes[i];
+		if ((l->busy || l->waiting) && opset_full(p, &l->building))
+			return false;
+	}
+	return true;
+}
+
+static void process_event(struct pipeline *p, struct rbatch *rb, const struct event *ev)
+{
+	char err[512], perr[256];
+	yajl_val tree;
+	struct lane *l;
+	struct bulk_op *op;
+	bool created;
+	int rc;
+
+	p->stats.events++;
+	tree = yajl_tree_parse(ev->data, perr, sizeof(perr));
+	if (!tree) {
+		char *nl = strchr(perr, '\n');
+		if (nl)
+			*nl = '\0';
+		snprintf(err, sizeof(err), "invalid JSON in data: %s", perr);
+		dead_letter(p, ev->at, err);
+		return;
+	}
+	rc = p->proj->doc_id(ev, tree, &p->id, err, sizeof(err));
+	if (rc) {
+		yajl_tree_free(tree);
+		if (rc == PROJECTION_REJECT)
+			dead_letter(p, ev->at, err);
+		else
+			fail(p, "out of memory");
+		return;
+	}
+	l = &p->lanes[hash_id(p->id.data, p->id.len) % (uint64_t)p->n_lanes];
+	op = opset_get(&l->building, p->id.data, p->id.len, &created);
+	if (!op) {
+		yajl_tree_free(tree);
+		fail(p, "out of memory");
+		return;
+	}
+	rc = p->proj->apply(ev, tree, op, err, sizeof(err));
+	if (rc) {
+		if (created && op->kind == BULK_NONE && !op->n_events)
+			opset_drop_last(&l->building);
+		yajl_tree_free(tree);
+		if (rc == PROJECTION_REJECT)
+			dead_letter(p, ev->at, err);
+		else
+			fail(p, "out of memory");
+		return;
+	}
+	if (bulk_op_note_event(op, ev->at) || opset_keep_tree(&l->building, tree)) {
+		yajl_tree_free(tree);
+		fail(p, "out of memory");
+		return;
+	}
+	if (opset_add_settle(&l->building, rb)) {
+		fail(p, "out of memory");
+		return;
+	}
+	rb->unsettled++;
+	p->unsettled++;
+	l->building.est_bytes += ev->data_len + p->id.len + 48;
+}
+
+static void read_once(struct pipeline *p)
+{
+	char err[512];
+	struct store_batch b;
+	struct rbatch *rb;
+	struct event ev;
+
+	if (store_read(p->store, p->read_at, p->bound, p->proj->event_types,
+		       (int)p->cfg->batch_size, &b, err, sizeof(err))) {
+		PLOG(LOG_WARN, p, "%s; trying again in %gs", err, p->cfg->poll_interval);
+		p->at_head = true; /* the poll timer tries again */
+		if (!store_connected(p->store)) {
+			ev_io_stop(p->loop, &p->notify);
+			p->notify_on = false;
+		}
+		return;
+	}
+	/* notifications that arrived during the read */
+	(void)store_drain_notifies(p->store);
+	if (b.n == 0) {
+		store_batch_release(&b);
+		p->at_head = true;
+		p->reached_end = p->once;
+		return;
+	}
+	rb = calloc(1, sizeof(*rb));
+	if (!rb) {
+		store_batch_release(&b);
+		fail(p, "out of memory");
+		return;
+	}
+	if (p->rb_tail)
+		p->rb_tail->next = rb;
+	else
+		p->rb_head = rb;
+	p->rb_tail = rb;
+	for (int i = 0; i < b.n && !p->hold; i++) {
+		store_batch_event(&b, i, &ev);
+		process_event(p, rb, &ev);
+		rb->last = ev.at;
+	}
+	p->read_at = rb->last;
+	PLOG(LOG_DEBUG, p, "read %d events up to %" PRIu64 "/%" PRId64, b.n, rb->last.txid, rb->last.pos);
+	if (b.n < p->cfg->batch_size) {
+		p->at_head = true;
+		p->reached_end = p->once;
+	}
+	store_batch_release(&b);
+}
+
+/* ---- checkpoint -------------------------------------------------------- */
+
+static void advance_checkpoint(struct pipeline *p)
+{
+	char err[512];
+
+	if (p->hold)
+		return;
+	while (p->rb_head && p->rb_head->unsettled == 0) {
+		struct rbatch *rb = p->rb_head;
+		p->settled = rb->last;
+		p->rb_head = rb->next;
+		if (!p->rb_head)
+			p->rb_tail = NULL;
+		free(rb);
+	}
+	if (position_cmp(p->settled, p->committed) == 0)
+		return;
+	if (state_save_checkpoint(p->state, p->proj->name, p->gen.number, p->settled, err, sizeof(err))) {
+		/* the batch stays unacknowledged; it is sent again after a restart */
+		PLOG(LOG_WARN, p, "%s", err);
+		return;
+	}
+	p->committed = p->settled;
+	PLOG(LOG_DEBUG, p, "checkpoint %" PRIu64 "/%" PRId64, p->committed.txid, p->committed.pos);
+}
+
+/* ---- sending ----------------------------------------------------------- */
+
+static void send_lane(struct lane *l);
+
+static void settle_sending(struct lane *l)
+{
+	struct pipeline *p = l->p;
+
+	for (size_t i = 0; i < l->sending.n_settles; i++) {
+		l->sending.settles[i].rb->unsettled -= l->sending.settles[i].n;
+		p->unsettled -= l->sending.settles[i].n;
+	}
+	opset_release(&l->sending);
+	l->attempts = 0;
+}
+
+static void abandon_sending(struct lane *l)
+{
+	/* its events stay unsettled: the checkpoint never passes them */
+	opset_release(&l->sending);
+	l->attempts = 0;
+}
+
+static void dead_letter_op(struct pipeline *p, struct bulk_op *op, const char *reason)
+{
+	for (size_t i = 0; i < op->n_events; i++)
+		dead_letter(p, op->events[i], reason);
+	op->kind = BULK_NONE;
+}
+
+static void lane_retry_later(struct lane *l, const char *why)
+{
+	struct pipeline *p = l->p;
+	double delay;
+
+	p->stats.retries++;
+	l->attempts++;
+	if (p->stopping) {
+		PLOG(LOG_WARN, p, "bulk request failed while stopping, not sent again: %s", why);
+		abandon_sending(l);
+		kick(p);
+		return;
+	}
+	delay = 0.25 * pow(2.0, l->attempts < 20 ? l->attempts - 1 : 19);
+	if (delay > p->cfg->retry_max)
+		delay = p->cfg->retry_max;
+	delay *= 0.5 + 0.5 * ((double)rand() / (double)RAND_MAX);
+	PLOG(LOG_WARN, p, "bulk request failed (attempt %d), sending again in %.2fs: %s",
+	     l->attempts, delay, why);
+	l->waiting = true;
+	ev_timer_set(&l->retry, delay, 0.0);
+	ev_timer_start(p->loop, &l->retry);
+}
+
+static void lane_done(void *arg, const struct es_response *r)
+{
+	struct lane *l = arg;
+	struct pipeline *p = l->p;
+	struct bulk_response br;
+	char err[512], why[512] = "";
+	size_t item = 0;
+	bool again = false;
+
+	l->busy = false;
+	kick(p);
+	if (r->transport_error) {
+		lane_retry_later(l, r->error);
+		return;
+	}
+	if (r->status != 200) {
+		snprintf(err, sizeof(err), "HTTP %ld: %.200s", r->status, r->body);
+		for (char *c = err; *c; c++)
+			if (*c == '\n' || *c == '\r')
+				*c = ' ';
+		lane_retry_later(l, err);
+		return;
+	}
+	if (bulk_response_parse(r->body, r->len, &br, err, sizeof(err))) {
+		lane_retry_later(l, err);
+		return;
+	}
+	if (br.n_items != l->n_written) {
+		snprintf(err, sizeof(err), "the response has %zu items for %zu actions", br.n_items,
+			 l->n_written);
+		bulk_response_release(&br);
+		lane_retry_later(l, err);
+		return;
+	}
+	p->stats.requests++;
+	for (size_t i = 0; i < l->sending.n_ops; i++) {
+		struct bulk_op *op = &l->sending.ops[i];
+		const struct bulk_item *it;
+		if (op->kind == BULK_NONE)
+			continue;
+		it = &br.items[item++];
+		switch (bulk_item_outcome(it)) {
+		case BULK_ITEM_OK:
+			op->kind = BULK_NONE; /* applied: not sent again */
+			break;
+		case BULK_ITEM_REJECT:
+			snprintf(err, sizeof(err), "rejected by Elasticsearch: HTTP %d %s: %s", it->status,
+				 it->error_type, it->error_reason);
+			dead_letter_op(p, op, err);
+			break;
+		case BULK_ITEM_RETRY:
+			if (!again)
+				snprintf(why, sizeof(why), "item HTTP %d %s: %s", it->status, it->error_type,
+					 it->error_reason);
+			again = true;
+			break;
+		}
+	}
+	bulk_response_release(&br);
+	if (again) {
+		lane_retry_later(l, why);
+		return;
+	}
+	settle_sending(l);
+}
+
+/* Renders the operations still to send and starts the request. */
+static void send_sending(struct lane *l)
+{
+	struct pipeline *p = l->p;
+	struct buf body;
+	char err[512];
+	char *data;
+	size_t len;
+
+	buf_init(&body, (size_t)p->cfg->bulk_bytes * 2 + ((size_t)16 << 20));
+	l->n_written = 0;
+	for (size_t i = 0; i < l->sending.n_ops; i++) {
+		struct bulk_op *op = &l->sending.ops[i];
+		if (op->kind == BULK_NONE)
+			continue;
+		if (bulk_write_op(&body, op, err, sizeof(err))) {
+			if (buf_error(&body)) {
+				buf_release(&body);
+				fail(p, err);
+				abandon_sending(l);
+				return;
+			}
+			dead_letter_op(p, op, err);
+			continue;
+		}
+		l->n_written++;
+	}
+	if (l->n_written == 0) {
+		buf_release(&body);
+		settle_sending(l);
+		kick(p);
+		return;
+	}
+	data = buf_take(&body, &len);
+	if (!data) {
+		fail(p, "out of memory");
+		abandon_sending(l);
+		return;
+	}
+	p->stats.actions += l->n_written;
+	p->stats.bytes += len;
+	PLOG(LOG_DEBUG, p, "lane %d: _bulk of %zu actions, %zu bytes", l->idx, l->n_written, len);
+	if (es_request(p->es, "POST", p->path, data, len, true, lane_done, l)) {
+		lane_retry_later(l, "cannot start the request");
+		return;
+	}
+	l->busy = true;
+}
+
+static void send_lane(struct lane *l)
+{
+	l->sending = l->building;
+	memset(&l->building, 0, sizeof(l->building));
+	send_sending(l);
+}
+
+static void retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct lane *l = (struct lane *)((char *)w - offsetof(struct lane, retry));
+
+	(void)loop;
+	(void)revents;
+	l->waiting = false;
+	if (l->p->stopping) {
+		abandon_sending(l);
+		kick(l->p);
+		return;
+	}
+	send_sending(l);
+}
+
+static bool lane_sendable(const struct pipeline *p, const struct lane *l)
+{
+	if (l->busy || l->waiting || l->building.n_ops == 0 || p->stopping)
+		return false;
+	return opset_full(p, &l->building) || p->at_head || p->reached_end || !can_read(p);
+}
+
+static void send_ready(struct pipeline *p)
+{
+	for (int i = 0; i < p->n_lanes; i++)
+		if (lane_sendable(p, &p->lanes[i]))
+			send_lane(&p->lanes[i]);
+}
+
+/* ---- the pump ---------------------------------------------------------- */
+
+static bool all_quiet(const struct pipeline *p)
+{
+	for (int i = 0; i < p->n_lanes; i++) {
+		const struct lane *l = &p->lanes[i];
+		if (l->busy || l->waiting || l->building.n_ops || l->sending.n_ops)
+			return false;
+	}
+	return true;
+}
+
+static bool any_in_flight(const struct pipeline *p)
+{
+	for (int i = 0; i < p->n_lanes; i++)
+		if (p->lanes[i].busy)
+			return true;
+	return false;
+}
+
+static void caught_up(struct pipeline *p)
+{
+	char err[512];
+	double now = ev_now(p->loop);
+
+	if (!(p->at_head || p->reached_end) || p->rb_head || !all_quiet(p) ||
+	    position_cmp(p->settled, p->committed) != 0)
+		return;
+	if (p->caught_up_logged == 0) {
+		PLOG(LOG_INFO, p, "caught up at %" PRIu64 "/%" PRId64 ": %" PRIu64 " events, %" PRIu64
+		     " actions, %" PRIu64 " requests, %" PRIu64 " dead letters",
+		     p->committed.txid, p->committed.pos, p->stats.events, p->stats.actions,
+		     p->stats.requests, p->stats.dead_letters);
+		p->caught_up_logged = now;
+	}
+	if (p->gen.state != GEN_ACTIVE && now >= p->activate_after) {
+		if (rebuild_activate(p->state, p->es, p->proj, &p->gen, err, sizeof(err))) {
+			PLOG(LOG_WARN, p, "cannot make %s visible yet: %s", p->gen.index, err);
+			p->activate_after = now + 5.0;
+			if (p->reached_end) {
+				fail(p, err);
+				return;
+			}
+		}
+	}
+	if (p->reached_end && p->gen.state == GEN_ACTIVE)
+		finish(p);
+}
+
+static void pump(struct pipeline *p)
+{
+	if (p->finished)
+		return;
+	advance_checkpoint(p);
+	if (p->stopping) {
+		for (int i = 0; i < p->n_lanes; i++) {
+			struct lane *l = &p->lanes[i];
+			/* read but not sent: read again after the restart */
+			opset_release(&l->building);
+			if (l->waiting) {
+				ev_timer_stop(p->loop, &l->retry);
+				l->waiting = false;
+				abandon_sending(l);
+			}
+		}
+		if (!any_in_flight(p)) {
+			advance_checkpoint(p);
+			finish(p);
+		}
+		ev_idle_stop(p->loop, &p->idle);
+		return;
+	}
+	send_ready(p);
+	if (can_read(p)) {
+		read_once(p);
+		send_ready(p);
+		advance_checkpoint(p);
+	}
+	caught_up(p);
+	if (p->finished || p->stopping)
+		return;
+	if (!can_read(p)) {
+		bool more = false;
+		for (int i = 0; i < p->n_lanes; i++)
+			more = more || lane_sendable(p, &p->lanes[i]);
+		if (!more)
+			ev_idle_stop(p->loop, &p->idle);
+	}
+}
+
+static void idle_cb(struct ev_loop *loop, ev_idle *w, int revents)
+{
+	struct pipeline *p = (struct pipeline *)((char *)w - offsetof(struct pipeline, idle));
+
+	(void)loop;
+	(void)revents;
+	pump(p);
+}
+
+static void kick(struct pipeline *p)
+{
+	if (!p->finished)
+		ev_idle_start(p->loop, &p->idle);
+}
+
+static void wake(struct pipeline *p)
+{
+	if (!p->reached_end)
+		p->at_head = false;
+	kick(p);
+}
+
+static void reconnect(struct pipeline *p)
+{
+	char err[512];
+
+	if (store_reconnect(p->store, !p->once, err, sizeof(err))) {
+		PLOG(LOG_WARN, p, "%s", err);
+		return;
+	}
+	PLOG(LOG_INFO, p, "reconnected to PostgreSQL");
+	if (!p->once) {
+		ev_io_set(&p->notify, store_socket(p->store), EV_READ);
+		ev_io_start(p->loop, &p->notify);
+		p->notify_on = true;
+	}
+}
+
+static void poll_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct pipeline *p = (struct pipeline *)((char *)w - offsetof(struct pipeline, poll));
+
+	(void)loop;
+	(void)revents;
+	if (!store_connected(p->store))
+		reconnect(p);
+	wake(p);
+}
+
+static void notify_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct pipeline *p = (struct pipeline *)((char *)w - offsetof(struct pipeline, notify));
+
+	(void)revents;
+	if (store_drain_notifies(p->store) < 0) {
+		PLOG(LOG_WARN, p, "lost the PostgreSQL connection; reconnecting at the next poll");
+		ev_io_stop(loop, &p->notify);
+		p->notify_on = false;
+		return;
+	}
+	wake(p);
+}
+
+/* ---- lifecycle --------------------------------------------------------- */
+
+static void finish(struct pipeline *p)
+{
+	if (p->finished)
+		return;
+	p->finished = true;
+	ev_idle_stop(p->loop, &p->idle);
+	ev_timer_stop(p->loop, &p->poll);
+	ev_io_stop(p->loop, &p->notify);
+	for (int i = 0; i < p->n_lanes; i++)
+		ev_timer_stop(p->loop, &p->lanes[i].retry);
+	PLOG(p->failed ? LOG_ERROR : LOG_INFO, p,
+	     "%s at checkpoint %" PRIu64 "/%" PRId64 ": %" PRIu64 " events, %" PRIu64 " actions, %" PRIu64
+	     " requests, %" PRIu64 " retries, %" PRIu64 " dead letters",
+	     p->failed ? "stopped on an error" : "stopped", p->committed.txid, p->committed.pos,
+	     p->stats.events, p->stats.actions, p->stats.requests, p->stats.retries,
+	     p->stats.dead_letters);
+	if (p->done)
+		p->done(p->done_arg, p);
+}
+
+struct pipeline *pipeline_new(struct ev_loop *loop, const struct config *cfg,
+			      const struct projection *proj, struct es_client *es, bool once,
+			      char *err, size_t errsz)
+{
+	struct pipeline *p = calloc(1, sizeof(*p));
+	size_t per;
+
+	if (!p) {
+		snprintf(err, errsz, "out of memory");
+		return NULL;
+	}
+	p->loop = loop;
+	p->cfg = cfg;
+	p->proj = proj;
+	p->es = es;
+	p->once = once;
+	buf_init(&p->id, 4096);
+	p->n_lanes = (int)cfg->inflight;
+	p->lanes = calloc((size_t)p->n_lanes, sizeof(*p->lanes));
+	if (!p->lanes) {
+		snprintf(err, errsz, "out of memory");
+		goto fail;
+	}
+	for (int i = 0; i < p->n_lanes; i++) {
+		p->lanes[i].p = p;
+		p->lanes[i].idx = i;
+		ev_init(&p->lanes[i].retry, retry_cb);
+	}
+	/* enough read ahead to fill every lane twice, and one read batch */
+	per = (size_t)(cfg->bulk_actions > cfg->batch_size ? cfg->bulk_actions : cfg->batch_size);
+	p->max_unsettled = per * (size_t)(p->n_lanes + 1) * 2;
+	ev_idle_init(&p->idle, idle_cb);
+	ev_timer_init(&p->poll, poll_cb, cfg->poll_interval, cfg->poll_interval);
+	ev_init(&p->notify, notify_cb);
+
+	p->state = state_open(cfg->pg, err, errsz);
+	if (!p->state)
+		goto fail;
+	p->store = store_open(cfg->pg, err, errsz);
+	if (!p->store)
+		goto fail;
+	if (rebuild_prepare(p->state, es, cfg, proj, &p->gen, err, errsz))
+		goto fail;
+	p->read_at = p->settled = p->committed = p->gen.checkpoint;
+	snprintf(p->path, sizeof(p->path), "/%s/_bulk?%s", p->gen.index, BULK_FILTER_PATH);
+	if (once) {
+		if (store_xmin(p->store, &p->bound, err, errsz))
+			goto fail;
+	} else {
+		if (store_listen(p->store, err, errsz))
+			goto fail;
+		ev_io_set(&p->notify, store_socket(p->store), EV_READ);
+	}
+	return p;
+fail:
+	pipeline_free(p);
+	return NULL;
+}
+
+void pipeline_start(struct pipeline *p, pipeline_finish_fn done, void *arg)
+{
+	p->done = done;
+	p->done_arg = arg;
+	p->started = true;
+	PLOG(LOG_INFO, p, "starting on %s from checkpoint %" PRIu64 "/%" PRId64 "%s", p->gen.index,
+	     p->committed.txid, p->committed.pos, p->once ? " (once)" : "");
+	if (!p->once) {
+		ev_io_start(p->loop, &p->notify);
+		p->notify_on = true;
+	}
+	ev_timer_start(p->loop, &p->poll);
+	kick(p);
+}
+
+void pipeline_stop(struct pipeline *p)
+{
+	if (p->finished || p->stopping)
+		return;
+	PLOG(LOG_INFO, p, "stopping: finishing the requests in flight");
+	p->stopping = true;
+	kick(p);
+}
+
+bool pipeline_finished(const struct pipeline *p)
+{
+	return p->finished;
+}
+
+int pipeline_exit_code(const struct pipeline *p)
+{
+	return p->failed ? 1 : 0;
+}
+
+const struct pipeline_stats *pipeline_get_stats(const struct pipeline *p)
+{
+	return &p->stats;
+}
+
+void pipeline_free(struct pipeline *p)
+{
+	if (!p)
+		return;
+	if (p->loop) {
+		ev_idle_stop(p->loop, &p->idle);
+		ev_timer_stop(p->loop, &p->poll);
+		ev_io_stop(p->loop, &p->notify);
+	}
+	for (int i = 0; p->lanes && i < p->n_lanes; i++) {
+		ev_timer_stop(p->loop, &p->lanes[i].retry);
+		opset_release(&p->lanes[i].building);
+		opset_release(&p->lanes[i].sending);
+	}
+	free(p->lanes);
+	while (p->rb_head) {
+		struct rbatch *rb = p->rb_head;
+		p->rb_head = rb->next;
+		free(rb);
+	}
+	store_close(p->store);
+	state_close(p->state);
+	buf_release(&p->id);
+	free(p);
+}

@@ -1,0 +1,325 @@
+#include "esbridge/state.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <libpq-fe.h>
+
+#include "esbridge/store.h"
+
+struct state {
+	PGconn *conn;
+};
+
+static const char *const state_names[] = { "building", "ready", "active", "retired" };
+
+const char *gen_state_name(enum gen_state s)
+{
+	return (unsigned)s < 4 ? state_names[s] : "unknown";
+}
+
+static int gen_state_parse(const char *s, enum gen_state *out)
+{
+	for (int i = 0; i < 4; i++)
+		if (!strcmp(s, state_names[i])) {
+			*out = (enum gen_state)i;
+			return 0;
+		}
+	return -1;
+}
+
+/* Server notices ("already exists, skipping") are not ours to print. */
+static void ignore_notice(void *arg, const char *message)
+{
+	(void)arg;
+	(void)message;
+}
+
+static void pq_error(char *err, size_t errsz, const char *what, const char *msg)
+{
+	size_t n;
+
+	snprintf(err, errsz, "%s: %s", what, msg && *msg ? msg : "unknown error");
+	n = strlen(err);
+	while (n && (err[n - 1] == '\n' || err[n - 1] == ' '))
+		err[--n] = '\0';
+	for (char *p = err; *p; p++)
+		if (*p == '\n')
+			*p = ' ';
+}
+
+/* Runs a statement that returns no rows. */
+static int exec_params(struct state *st, const char *what, const char *sql, int n,
+		       const char *const *params, char *err, size_t errsz)
+{
+	PGresult *res = PQexecParams(st->conn, sql, n, NULL, params, NULL, NULL, 0);
+	int rc = 0;
+
+	if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK) {
+		pq_error(err, errsz, what, PQresultErrorMessage(res));
+		rc = -1;
+	}
+	PQclear(res);
+	return rc;
+}
+
+/*
+ * Migrations, applied in order under an advisory lock so that two starting
+ * processes do not race. Each runs once; the version is kept in
+ * esbridge.schema_version.
+ */
+static const char *const migrations[] = {
+	/* 1: generations and dead letters */
+	"CREATE TABLE esbridge.generations ("
+	"  projection text NOT NULL,"
+	"  generation int NOT NULL,"
+	"  index_name text NOT NULL,"
+	"  state text NOT NULL CHECK (state IN ('building','ready','active','retired')),"
+	"  checkpoint_txid xid8 NOT NULL DEFAULT '0',"
+	"  checkpoint_pos bigint NOT NULL DEFAULT 0,"
+	"  created_at timestamptz NOT NULL DEFAULT now(),"
+	"  updated_at timestamptz NOT NULL DEFAULT now(),"
+	"  PRIMARY KEY (projection, generation));"
+	"CREATE TABLE esbridge.dead_letters ("
+	"  id bigserial PRIMARY KEY,"
+	"  projection text NOT NULL,"
+	"  generation int NOT NULL,"
+	"  global_position bigint NOT NULL,"
+	"  transaction_id xid8 NOT NULL,"
+	"  stream_id text,"
+	"  event_type text,"
+	"  reason text NOT NULL,"
+	"  data text,"
+	"  status text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending','retried','discarded')),"
+	"  created_at timestamptz NOT NULL DEFAULT now());"
+	"CREATE INDEX ON esbridge.dead_letters (projection, status);",
+};
+
+#define N_MIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
+
+static int migrate(struct state *st, char *err, size_t errsz)
+{
+	PGresult *res;
+	int version = 0, rc = -1;
+
+	res = PQexec(st->conn,
+		     "BEGIN;"
+		     "SELECT pg_advisory_xact_lock(hashtext('esbridge.migrate'));"
+		     "CREATE SCHEMA IF NOT EXISTS esbridge;"
+		     "CREATE TABLE IF NOT EXISTS esbridge.schema_version (version int NOT NULL);");
+	if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+		pq_error(err, errsz, "cannot prepare the esbridge schema", PQresultErrorMessage(res));
+		PQclear(res);
+		goto rollback;
+	}
+	PQclear(res);
+	res = PQexec(st->conn, "SELECT coalesce(max(version), 0) FROM esbridge.schema_version");
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		pq_error(err, errsz, "cannot read the esbridge schema version", PQresultErrorMessage(res));
+		PQclear(res);
+		goto rollback;
+	}
+	version = atoi(PQgetvalue(res, 0, 0));
+	PQclear(res);
+	if (version > N_MIGRATIONS) {
+		snprintf(err, errsz, "the esbridge schema is at version %d, newer than this program knows (%d)",
+			 version, N_MIGRATIONS);
+		goto rollback;
+	}
+	for (int v = version; v < N_MIGRATIONS; v++) {
+		char num[16];
+		const char *params[1] = { num };
+		res = PQexec(st->conn, migrations[v]);
+		if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+			char what[64];
+			snprintf(what, sizeof(what), "esbridge schema migration %d failed", v + 1);
+			pq_error(err, errsz, what, PQresultErrorMessage(res));
+			PQclear(res);
+			goto rollback;
+		}
+		PQclear(res);
+		snprintf(num, sizeof(num), "%d", v + 1);
+		if (exec_params(st, "cannot record the schema version",
+				"INSERT INTO esbridge.schema_version VALUES ($1::int)", 1, params, err, errsz))
+			goto rollback;
+	}
+	res = PQexec(st->conn, "COMMIT");
+	if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+		pq_error(err, errsz, "cannot commit the esbridge schema", PQresultErrorMessage(res));
+		PQclear(res);
+		return -1;
+	}
+	PQclear(res);
+	return 0;
+rollback:
+	PQclear(PQexec(st->conn, "ROLLBACK"));
+	return rc;
+}
+
+struct state *state_open(const char *conninfo, char *err, size_t errsz)
+{
+	struct state *st = calloc(1, sizeof(*st));
+
+	if (!st) {
+		snprintf(err, errsz, "out of memory");
+		return NULL;
+	}
+	st->conn = PQconnectdb(conninfo);
+	if (!st->conn || PQstatus(st->conn) != CONNECTION_OK) {
+		pq_error(err, errsz, "cannot connect to PostgreSQL",
+			 st->conn ? PQerrorMessage(st->conn) : "out of memory");
+		state_close(st);
+		return NULL;
+	}
+	PQsetNoticeProcessor(st->conn, ignore_notice, NULL);
+	if (migrate(st, err, errsz)) {
+		state_close(st);
+		return NULL;
+	}
+	return st;
+}
+
+void state_close(struct state *st)
+{
+	if (!st)
+		return;
+	if (st->conn)
+		PQfinish(st->conn);
+	free(st);
+}
+
+int state_current_generation(struct state *st, const char *proj, struct generation *g,
+			     char *err, size_t errsz)
+{
+	const char *params[1] = { proj };
+	PGresult *res;
+	int rc = 0;
+	uint64_t txid;
+
+	res = PQexecParams(st->conn,
+			   "SELECT generation, index_name, state, checkpoint_txid::text, checkpoint_pos"
+			   " FROM esbridge.generations"
+			   " WHERE projection = $1 AND state IN ('building','ready','active')"
+			   " ORDER BY generation DESC LIMIT 1",
+			   1, NULL, params, NULL, NULL, 0);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		pq_error(err, errsz, "cannot read the generations", PQresultErrorMessage(res));
+		PQclear(res);
+		return -1;
+	}
+	if (PQntuples(res) == 1) {
+		g->number = atoi(PQgetvalue(res, 0, 0));
+		snprintf(g->index, sizeof(g->index), "%s", PQgetvalue(res, 0, 1));
+		if (gen_state_parse(PQgetvalue(res, 0, 2), &g->state) ||
+		    store_parse_u64(PQgetvalue(res, 0, 3), &txid)) {
+			snprintf(err, errsz, "unexpected generation row for '%s'", proj);
+			PQclear(res);
+			return -1;
+		}
+		g->checkpoint.txid = txid;
+		g->checkpoint.pos = strtoll(PQgetvalue(res, 0, 4), NULL, 10);
+		rc = 1;
+	}
+	PQclear(res);
+	return rc;
+}
+
+int state_create_generation(struct state *st, const char *proj, int number, const char *index,
+			    char *err, size_t errsz)
+{
+	char num[16];
+	const char *params[3] = { proj, num, index };
+
+	snprintf(num, sizeof(num), "%d", number);
+	return exec_params(st, "cannot record the new generation",
+			   "INSERT INTO esbridge.generations (projection, generation, index_name, state)"
+			   " VALUES ($1, $2::int, $3, 'building')",
+			   3, params, err, errsz);
+}
+
+int state_save_checkpoint(struct state *st, const char *proj, int number, struct position at,
+			  char *err, size_t errsz)
+{
+	char num[16], txid[24], pos[24];
+	const char *params[4] = { proj, num, txid, pos };
+	PGresult *res;
+	int rc = 0;
+
+	snprintf(num, sizeof(num), "%d", number);
+	snprintf(txid, sizeof(txid), "%" PRIu64, at.txid);
+	snprintf(pos, sizeof(pos), "%" PRId64, at.pos);
+	res = PQexecParams(st->conn,
+			   "UPDATE esbridge.generations"
+			   " SET checkpoint_txid = $3::xid8, checkpoint_pos = $4::bigint, updated_at = now()"
+			   " WHERE projection = $1 AND generation = $2::int",
+			   4, NULL, params, NULL, NULL, 0);
+	if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+		pq_error(err, errsz, "cannot save the checkpoint", PQresultErrorMessage(res));
+		rc = -1;
+	} else if (strcmp(PQcmdTuples(res), "1") != 0) {
+		snprintf(err, errsz, "cannot save the checkpoint: generation %d of '%s' is gone", number, proj);
+		rc = -1;
+	}
+	PQclear(res);
+	return rc;
+}
+
+int state_set_generation_state(struct state *st, const char *proj, int number, enum gen_state s,
+			       char *err, size_t errsz)
+{
+	char num[16];
+	const char *params[3] = { proj, num, gen_state_name(s) };
+
+	snprintf(num, sizeof(num), "%d", number);
+	return exec_params(st, "cannot update the generation",
+			   "UPDATE esbridge.generations SET state = $3, updated_at = now()"
+			   " WHERE projection = $1 AND generation = $2::int",
+			   3, params, err, errsz);
+}
+
+int state_dead_letter(struct state *st, const char *proj, int number, struct position at,
+		      const char *reason, char *err, size_t errsz)
+{
+	char num[16], pos[24];
+	const char *params[4] = { proj, num, reason, pos };
+
+	snprintf(num, sizeof(num), "%d", number);
+	snprintf(pos, sizeof(pos), "%" PRId64, at.pos);
+	return exec_params(st, "cannot record a dead letter",
+			   "INSERT INTO esbridge.dead_letters"
+			   " (projection, generation, global_position, transaction_id, stream_id,"
+			   "  event_type, reason, data)"
+			   " SELECT $1, $2::int, global_position, transaction_id, stream_id, event_type,"
+			   "  $3, data::text FROM events WHERE global_position = $4::bigint",
+			   4, params, err, errsz);
+}
+
+int state_print_status(struct state *st, char *err, size_t errsz)
+{
+	PGresult *res = PQexec(st->conn,
+		"SELECT g.projection, g.generation, g.index_name, g.state,"
+		"  g.checkpoint_txid::text, g.checkpoint_pos,"
+		"  (SELECT count(*) FROM esbridge.dead_letters d"
+		"    WHERE d.projection = g.projection AND d.status = 'pending'),"
+		"  to_char(g.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
+		" FROM esbridge.generations g ORDER BY g.projection, g.generation");
+
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		pq_error(err, errsz, "cannot read the generations", PQresultErrorMessage(res));
+		PQclear(res);
+		return -1;
+	}
+	printf("%-16s %4s %-24s %-9s %-24s %8s %s\n", "PROJECTION", "GEN", "INDEX", "STATE",
+	       "CHECKPOINT(txid/pos)", "DEAD", "UPDATED");
+	for (int i = 0; i < PQntuples(res); i++) {
+		char at[64];
+		snprintf(at, sizeof(at), "%s/%s", PQgetvalue(res, i, 4), PQgetvalue(res, i, 5));
+		printf("%-16s %4s %-24s %-9s %-24s %8s %s\n", PQgetvalue(res, i, 0),
+		       PQgetvalue(res, i, 1), PQgetvalue(res, i, 2), PQgetvalue(res, i, 3),
+		       at, PQgetvalue(res, i, 6), PQgetvalue(res, i, 7));
+	}
+	PQclear(res);
+	return 0;
+}

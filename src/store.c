@@ -1,0 +1,273 @@
+#include "esbridge/store.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <libpq-fe.h>
+
+#include "esbridge/buf.h"
+
+struct store {
+	PGconn *conn;
+	bool prepared;
+};
+
+/* libpq messages end in a newline; ours are one line. */
+/* Server notices ("already exists, skipping") are not ours to print. */
+static void ignore_notice(void *arg, const char *message)
+{
+	(void)arg;
+	(void)message;
+}
+
+static void pq_error(char *err, size_t errsz, const char *what, const char *msg)
+{
+	size_t n;
+
+	snprintf(err, errsz, "%s: %s", what, msg && *msg ? msg : "unknown error");
+	n = strlen(err);
+	while (n && (err[n - 1] == '\n' || err[n - 1] == ' '))
+		err[--n] = '\0';
+	for (char *p = err; *p; p++)
+		if (*p == '\n')
+			*p = ' ';
+}
+
+static int set_utc(struct store *s, char *err, size_t errsz);
+
+struct store *store_open(const char *conninfo, char *err, size_t errsz)
+{
+	struct store *s = calloc(1, sizeof(*s));
+
+	if (!s) {
+		snprintf(err, errsz, "out of memory");
+		return NULL;
+	}
+	s->conn = PQconnectdb(conninfo);
+	if (!s->conn || PQstatus(s->conn) != CONNECTION_OK) {
+		pq_error(err, errsz, "cannot connect to PostgreSQL",
+			 s->conn ? PQerrorMessage(s->conn) : "out of memory");
+		store_close(s);
+		return NULL;
+	}
+	PQsetNoticeProcessor(s->conn, ignore_notice, NULL);
+	/* timestamps in UTC regardless of the server's setting */
+	if (set_utc(s, err, errsz)) {
+		store_close(s);
+		return NULL;
+	}
+	return s;
+}
+
+void store_close(struct store *s)
+{
+	if (!s)
+		return;
+	if (s->conn)
+		PQfinish(s->conn);
+	free(s);
+}
+
+int store_listen(struct store *s, char *err, size_t errsz)
+{
+	PGresult *res = PQexec(s->conn, "LISTEN " STORE_CHANNEL);
+	int rc = 0;
+
+	if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+		pq_error(err, errsz, "LISTEN failed", PQresultErrorMessage(res));
+		rc = -1;
+	}
+	PQclear(res);
+	return rc;
+}
+
+static int set_utc(struct store *s, char *err, size_t errsz)
+{
+	PGresult *res = PQexec(s->conn, "SET TIME ZONE 'UTC'");
+	int rc = 0;
+
+	if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+		pq_error(err, errsz, "cannot set the time zone", PQresultErrorMessage(res));
+		rc = -1;
+	}
+	PQclear(res);
+	return rc;
+}
+
+int store_reconnect(struct store *s, bool listen, char *err, size_t errsz)
+{
+	s->prepared = false;
+	PQreset(s->conn);
+	if (PQstatus(s->conn) != CONNECTION_OK) {
+		pq_error(err, errsz, "cannot reconnect to PostgreSQL", PQerrorMessage(s->conn));
+		return -1;
+	}
+	if (set_utc(s, err, errsz))
+		return -1;
+	return listen ? store_listen(s, err, errsz) : 0;
+}
+
+bool store_connected(const struct store *s)
+{
+	return PQstatus(s->conn) == CONNECTION_OK;
+}
+
+int store_socket(const struct store *s)
+{
+	return PQsocket(s->conn);
+}
+
+int store_drain_notifies(struct store *s)
+{
+	PGnotify *n;
+	int count = 0;
+
+	if (!PQconsumeInput(s->conn) || PQstatus(s->conn) != CONNECTION_OK)
+		return -1;
+	while ((n = PQnotifies(s->conn))) {
+		count++;
+		PQfreemem(n);
+	}
+	return count;
+}
+
+int store_parse_u64(const char *s, uint64_t *out)
+{
+	char *end;
+	unsigned long long v;
+
+	if (!s || *s < '0' || *s > '9')
+		return -1;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno || *end)
+		return -1;
+	*out = (uint64_t)v;
+	return 0;
+}
+
+int store_xmin(struct store *s, uint64_t *xmin, char *err, size_t errsz)
+{
+	PGresult *res = PQexec(s->conn, "SELECT pg_snapshot_xmin(pg_current_snapshot())::text");
+	int rc = 0;
+
+	if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+		pq_error(err, errsz, "cannot read the snapshot", PQresultErrorMessage(res));
+		rc = -1;
+	} else if (store_parse_u64(PQgetvalue(res, 0, 0), xmin)) {
+		snprintf(err, errsz, "cannot read the snapshot: unexpected xmin");
+		rc = -1;
+	}
+	PQclear(res);
+	return rc;
+}
+
+/*
+ * The read. The row comparison uses the (transaction_id, global_position)
+ * index; transaction_id below the snapshot's xmin means every transaction
+ * that could still add an event before these has ended.
+ */
+static const char read_sql[] =
+	"SELECT global_position, transaction_id::text, stream_id, event_type, data::text, version,"
+	" to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+	" FROM events"
+	" WHERE (transaction_id, global_position) > ($1::xid8, $2::bigint)"
+	"   AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())"
+	"   AND ($3::xid8 IS NULL OR transaction_id < $3::xid8)"
+	"   AND event_type = ANY($4::text[])"
+	" ORDER BY transaction_id, global_position"
+	" LIMIT $5";
+
+/* Renders the types as a text[] literal, each element quoted and escaped. */
+static int types_literal(const char *const *types, struct buf *out)
+{
+	(void)buf_append_char(out, '{');
+	for (const char *const *t = types; *t; t++) {
+		if (t != types)
+			(void)buf_append_char(out, ',');
+		(void)buf_append_char(out, '"');
+		for (const char *c = *t; *c; c++) {
+			if (*c == '"' || *c == '\\')
+				(void)buf_append_char(out, '\\');
+			(void)buf_append_char(out, *c);
+		}
+		(void)buf_append_char(out, '"');
+	}
+	(void)buf_append_char(out, '}');
+	return buf_error(out) ? -1 : 0;
+}
+
+int store_read(struct store *s, struct position after, uint64_t bound,
+	       const char *const *types, int limit, struct store_batch *out,
+	       char *err, size_t errsz)
+{
+	char txid[24], pos[24], bnd[24], lim[16];
+	const char *params[5];
+	struct buf tl = BUF_INIT(1 << 16);
+	PGresult *res;
+
+	out->res = NULL;
+	out->n = 0;
+	if (!s->prepared) {
+		res = PQprepare(s->conn, "esbridge_read", read_sql, 5, NULL);
+		if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+			pq_error(err, errsz, "cannot prepare the event read", PQresultErrorMessage(res));
+			PQclear(res);
+			return -1;
+		}
+		PQclear(res);
+		s->prepared = true;
+	}
+	if (types_literal(types, &tl)) {
+		snprintf(err, errsz, "out of memory");
+		buf_release(&tl);
+		return -1;
+	}
+	snprintf(txid, sizeof(txid), "%" PRIu64, after.txid);
+	snprintf(pos, sizeof(pos), "%" PRId64, after.pos);
+	snprintf(bnd, sizeof(bnd), "%" PRIu64, bound);
+	snprintf(lim, sizeof(lim), "%d", limit);
+	params[0] = txid;
+	params[1] = pos;
+	params[2] = bound ? bnd : NULL;
+	params[3] = tl.data;
+	params[4] = lim;
+	res = PQexecPrepared(s->conn, "esbridge_read", 5, params, NULL, NULL, 0);
+	buf_release(&tl);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		pq_error(err, errsz, "cannot read events", PQresultErrorMessage(res));
+		PQclear(res);
+		if (PQstatus(s->conn) != CONNECTION_OK)
+			s->prepared = false;
+		return -1;
+	}
+	out->res = res;
+	out->n = PQntuples(res);
+	return 0;
+}
+
+void store_batch_event(const struct store_batch *b, int i, struct event *ev)
+{
+	const PGresult *res = b->res;
+	uint64_t u = 0;
+
+	ev->at.pos = strtoll(PQgetvalue(res, i, 0), NULL, 10);
+	(void)store_parse_u64(PQgetvalue(res, i, 1), &u);
+	ev->at.txid = u;
+	ev->stream_id = PQgetvalue(res, i, 2);
+	ev->type = PQgetvalue(res, i, 3);
+	ev->data = PQgetvalue(res, i, 4);
+	ev->data_len = (size_t)PQgetlength(res, i, 4);
+	ev->version = (int32_t)strtol(PQgetvalue(res, i, 5), NULL, 10);
+	ev->created_at = PQgetvalue(res, i, 6);
+}
+
+void store_batch_release(struct store_batch *b)
+{
+	PQclear(b->res);
+	b->res = NULL;
+	b->n = 0;
+}
