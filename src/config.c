@@ -45,7 +45,7 @@ static const struct option_def options[] = {
 	  "maximum bytes of one _bulk request body" },
 	{ "inflight", OPT_INT, OFF(inflight), "2", 1, 64, false,
 	  "_bulk requests in flight per projection" },
-	{ "poll-interval", OPT_SECONDS, OFF(poll_interval), "5", 0.01, 3600, false,
+	{ "poll-interval", OPT_SECONDS, OFF(poll_interval), "1", 0.01, 3600, false,
 	  "seconds between polls of the event store when no NOTIFY arrives" },
 	{ "request-timeout", OPT_SECONDS, OFF(request_timeout), "120", 1, 3600, false,
 	  "seconds one Elasticsearch request may take before it counts as failed" },
