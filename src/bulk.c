@@ -33,8 +33,26 @@ void bulk_op_clear_fields(struct bulk_op *op)
 	op->n_fields = 0;
 }
 
+static void fields_free(struct bulk_field *f, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		value_release(&f[i].value);
+	free(f);
+}
+
+void bulk_op_clear_entries(struct bulk_op *op)
+{
+	for (size_t i = 0; i < op->n_entries; i++) {
+		fields_free(op->entries[i].set, op->entries[i].n_set);
+		fields_free(op->entries[i].add, op->entries[i].n_add);
+	}
+	op->n_entries = 0;
+}
+
 void bulk_op_release(struct bulk_op *op)
 {
+	bulk_op_clear_entries(op);
+	free(op->entries);
 	bulk_op_clear_fields(op);
 	free(op->fields);
 	free(op->events);
@@ -50,10 +68,15 @@ struct bulk_value *bulk_op_get(struct bulk_op *op, const char *name)
 	return NULL;
 }
 
-int bulk_op_set(struct bulk_op *op, const char *name, struct bulk_value v)
+/* Sets `name` in a field array (replacing a field of that name). */
+static int fields_set(struct bulk_field **fields, size_t *n, size_t *cap, const char *name,
+		      struct bulk_value v)
 {
-	struct bulk_value *slot = bulk_op_get(op, name);
+	struct bulk_value *slot = NULL;
 
+	for (size_t i = 0; i < *n; i++)
+		if (!strcmp((*fields)[i].name, name))
+			slot = &(*fields)[i].value;
 	if (v.kind == BV_STRING) {
 		char *copy = strdup(v.u.string);
 		if (!copy)
@@ -61,23 +84,58 @@ int bulk_op_set(struct bulk_op *op, const char *name, struct bulk_value v)
 		v.u.string = copy;
 	}
 	if (!slot) {
-		if (op->n_fields == op->cap_fields) {
-			size_t ncap = op->cap_fields ? op->cap_fields * 2 : 8;
-			struct bulk_field *nf = realloc(op->fields, ncap * sizeof(*nf));
+		if (*n == *cap) {
+			size_t ncap = *cap ? *cap * 2 : 8;
+			struct bulk_field *nf = realloc(*fields, ncap * sizeof(*nf));
 			if (!nf) {
 				value_release(&v);
 				return -1;
 			}
-			op->fields = nf;
-			op->cap_fields = ncap;
+			*fields = nf;
+			*cap = ncap;
 		}
-		op->fields[op->n_fields].name = name;
-		slot = &op->fields[op->n_fields++].value;
+		(*fields)[*n].name = name;
+		slot = &(*fields)[(*n)++].value;
 		slot->kind = BV_NULL;
 	}
 	value_release(slot);
 	*slot = v;
 	return 0;
+}
+
+struct bulk_entry *bulk_op_add_entry(struct bulk_op *op, struct position at)
+{
+	struct bulk_entry *e;
+
+	if (op->n_entries == op->cap_entries) {
+		size_t ncap = op->cap_entries ? op->cap_entries * 2 : 4;
+		struct bulk_entry *ne = realloc(op->entries, ncap * sizeof(*ne));
+		if (!ne)
+			return NULL;
+		op->entries = ne;
+		op->cap_entries = ncap;
+	}
+	e = &op->entries[op->n_entries++];
+	memset(e, 0, sizeof(*e));
+	e->at = at;
+	return e;
+}
+
+int bulk_entry_set(struct bulk_entry *e, const char *name, struct bulk_value v)
+{
+	return fields_set(&e->set, &e->n_set, &e->cap_set, name, v);
+}
+
+int bulk_entry_add(struct bulk_entry *e, const char *name, struct bulk_value v)
+{
+	if (v.kind != BV_INT && v.kind != BV_CENTS)
+		return -1;
+	return fields_set(&e->add, &e->n_add, &e->cap_add, name, v);
+}
+
+int bulk_op_set(struct bulk_op *op, const char *name, struct bulk_value v)
+{
+	return fields_set(&op->fields, &op->n_fields, &op->cap_fields, name, v);
 }
 
 int bulk_op_note_event(struct bulk_op *op, struct position at)
@@ -160,9 +218,143 @@ static yajl_gen_status gen_value(yajl_gen g, const struct bulk_value *v)
 			     a / 100, (unsigned)(a % 100));
 		return yajl_gen_number(g, num, (size_t)n);
 	}
+	case BV_POSITION: {
+		yajl_gen_status st = yajl_gen_map_open(g);
+		if (st == yajl_gen_status_ok)
+			st = gen_str(g, "txid");
+		if (st == yajl_gen_status_ok)
+			st = yajl_gen_integer(g, (long long)v->u.at.txid);
+		if (st == yajl_gen_status_ok)
+			st = gen_str(g, "position");
+		if (st == yajl_gen_status_ok)
+			st = yajl_gen_integer(g, (long long)v->u.at.pos);
+		return st == yajl_gen_status_ok ? yajl_gen_map_close(g) : st;
+	}
 	}
 	return yajl_gen_null(g);
 }
+
+/* Chains generator calls: the first failure sticks in `st`. */
+#define G(call) do { if (st == yajl_gen_status_ok) st = (call); } while (0)
+
+static yajl_gen_status gen_fields(yajl_gen g, const struct bulk_field *f, size_t n)
+{
+	yajl_gen_status st = yajl_gen_map_open(g);
+
+	for (size_t i = 0; i < n; i++) {
+		G(gen_str(g, f[i].name));
+		G(gen_value(g, &f[i].value));
+	}
+	G(yajl_gen_map_close(g));
+	return st;
+}
+
+/* Whole numbers go to "i", money to "m" as integer cents. */
+static yajl_gen_status gen_adds(yajl_gen g, const struct bulk_entry *e, enum bulk_value_kind kind)
+{
+	yajl_gen_status st = yajl_gen_map_open(g);
+
+	for (size_t i = 0; i < e->n_add; i++) {
+		if (e->add[i].value.kind != kind)
+			continue;
+		G(gen_str(g, e->add[i].name));
+		G(yajl_gen_integer(g, kind == BV_CENTS ? (long long)e->add[i].value.u.cents
+						     : e->add[i].value.u.i));
+	}
+	G(yajl_gen_map_close(g));
+	return st;
+}
+
+static yajl_gen_status gen_script(yajl_gen g, const struct bulk_op *op)
+{
+	yajl_gen_status st = gen_str(g, "script");
+
+	G(yajl_gen_map_open(g));
+	G(gen_str(g, "id"));
+	G(gen_str(g, BULK_SCRIPT_ID));
+	G(gen_str(g, "params"));
+	G(yajl_gen_map_open(g));
+	G(gen_str(g, "events"));
+	G(yajl_gen_array_open(g));
+	for (size_t i = 0; i < op->n_entries; i++) {
+		const struct bulk_entry *e = &op->entries[i];
+		G(yajl_gen_map_open(g));
+		G(gen_str(g, "t"));
+		G(yajl_gen_integer(g, (long long)e->at.txid));
+		G(gen_str(g, "p"));
+		G(yajl_gen_integer(g, (long long)e->at.pos));
+		G(gen_str(g, "s"));
+		G(gen_fields(g, e->set, e->n_set));
+		G(gen_str(g, "i"));
+		G(gen_adds(g, e, BV_INT));
+		G(gen_str(g, "m"));
+		G(gen_adds(g, e, BV_CENTS));
+		G(yajl_gen_map_close(g));
+	}
+	G(yajl_gen_array_close(g));
+	G(yajl_gen_map_close(g));
+	G(yajl_gen_map_close(g));
+	if (op->upsert) {
+		G(gen_str(g, "scripted_upsert"));
+		G(yajl_gen_bool(g, 1));
+		G(gen_str(g, "upsert"));
+		G(yajl_gen_map_open(g));
+		G(yajl_gen_map_close(g));
+	}
+	return st;
+}
+
+/* The line after the action line. */
+static yajl_gen_status gen_source(yajl_gen g, const struct bulk_op *op)
+{
+	yajl_gen_status st = yajl_gen_status_ok;
+
+	switch (op->kind) {
+	case BULK_INDEX:
+		return gen_fields(g, op->fields, op->n_fields);
+	case BULK_UPDATE:
+		G(yajl_gen_map_open(g));
+		G(gen_str(g, "doc"));
+		G(gen_fields(g, op->fields, op->n_fields));
+		G(gen_str(g, "doc_as_upsert"));
+		G(yajl_gen_bool(g, 1));
+		G(yajl_gen_map_close(g));
+		return st;
+	case BULK_SCRIPT:
+		G(yajl_gen_map_open(g));
+		G(gen_script(g, op));
+		G(yajl_gen_map_close(g));
+		return st;
+	case BULK_NONE:
+	case BULK_DELETE:
+		break;
+	}
+	return st;
+}
+
+/*
+ * The stored script of BULK_SCRIPT operations. Money is read back as cents
+ * (the stored decimal has at most two places, so rounding the double times
+ * 100 is exact below 2^53 cents) and written as a BigDecimal with scale 2.
+ */
+const char bulk_script_source[] =
+	"def s = ctx._source; long lt = -1L; long lp = -1L;"
+	" if (s.last_event != null) {"
+	"   lt = ((Number) s.last_event.txid).longValue();"
+	"   lp = ((Number) s.last_event.position).longValue(); }"
+	" boolean changed = false;"
+	" for (def e : params.events) {"
+	"   long t = ((Number) e.t).longValue(); long p = ((Number) e.p).longValue();"
+	"   if (t < lt || (t == lt && p <= lp)) { continue; }"
+	"   for (def k : e.s.keySet()) { s[k] = e.s[k]; }"
+	"   for (def k : e.i.keySet()) {"
+	"     long v = s[k] == null ? 0L : ((Number) s[k]).longValue();"
+	"     s[k] = v + ((Number) e.i[k]).longValue(); }"
+	"   for (def k : e.m.keySet()) {"
+	"     long c = s[k] == null ? 0L : Math.round(((Number) s[k]).doubleValue() * 100.0);"
+	"     s[k] = BigDecimal.valueOf(c + ((Number) e.m[k]).longValue()).movePointLeft(2); }"
+	"   lt = t; lp = p; changed = true; }"
+	" if (changed) { s.last_event = ['txid': lt, 'position': lp]; } else { ctx.op = 'none'; }";
 
 static const char *gen_status_text(yajl_gen_status st)
 {
@@ -197,6 +389,9 @@ int bulk_write_op(struct buf *body, const struct bulk_op *op, char *err, size_t 
 	case BULK_DELETE:
 		action = "delete";
 		break;
+	case BULK_SCRIPT:
+		action = "update";
+		break;
 	default:
 		snprintf(err, errsz, "unknown bulk operation %d", (int)op->kind);
 		return -1;
@@ -228,26 +423,7 @@ int bulk_write_op(struct buf *body, const struct bulk_op *op, char *err, size_t 
 
 	if (st == yajl_gen_status_ok && op->kind != BULK_DELETE) {
 		yajl_gen_reset(g, NULL);
-		st = yajl_gen_map_open(g);
-		if (st == yajl_gen_status_ok && op->kind == BULK_UPDATE) {
-			st = gen_str(g, "doc");
-			if (st == yajl_gen_status_ok)
-				st = yajl_gen_map_open(g);
-		}
-		for (size_t i = 0; st == yajl_gen_status_ok && i < op->n_fields; i++) {
-			st = gen_str(g, op->fields[i].name);
-			if (st == yajl_gen_status_ok)
-				st = gen_value(g, &op->fields[i].value);
-		}
-		if (st == yajl_gen_status_ok && op->kind == BULK_UPDATE) {
-			st = yajl_gen_map_close(g);
-			if (st == yajl_gen_status_ok)
-				st = gen_str(g, "doc_as_upsert");
-			if (st == yajl_gen_status_ok)
-				st = yajl_gen_bool(g, 1);
-		}
-		if (st == yajl_gen_status_ok)
-			st = yajl_gen_map_close(g);
+		st = gen_source(g, op);
 		(void)buf_append_char(body, '\n');
 	}
 	yajl_gen_free(g);

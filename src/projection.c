@@ -4,9 +4,11 @@
 #include <string.h>
 
 extern const struct projection projection_products;
+extern const struct projection projection_orders;
 
 const struct projection *const projection_registry[] = {
 	&projection_products,
+	&projection_orders,
 	NULL,
 };
 
@@ -54,4 +56,92 @@ int projection_get_id(yajl_val data, const char *key, struct buf *id, char *err,
 		return -2;
 	}
 	return 0;
+}
+
+int projection_get_cents(yajl_val data, const char *key, int64_t *cents, char *err, size_t errsz)
+{
+	yajl_val v = projection_member(data, key);
+	const char *s;
+	int64_t whole = 0, frac = 0;
+	int digits = 0, decimals = 0;
+	bool neg = false;
+
+	if (!v) {
+		snprintf(err, errsz, "missing field '%s'", key);
+		return PROJECTION_REJECT;
+	}
+	if (!YAJL_IS_NUMBER(v)) {
+		snprintf(err, errsz, "field '%s' must be a number", key);
+		return PROJECTION_REJECT;
+	}
+	s = v->u.number.r;
+	if (*s == '-') {
+		neg = true;
+		s++;
+	}
+	for (; *s >= '0' && *s <= '9'; s++) {
+		if (++digits > 13)
+			goto too_big;
+		whole = whole * 10 + (*s - '0');
+	}
+	if (*s == '.') {
+		for (s++; *s >= '0' && *s <= '9'; s++) {
+			if (++decimals > 2) {
+				/* trailing zeros are harmless: 1.500 is 1.50 */
+				if (*s != '0')
+					goto bad_scale;
+				continue;
+			}
+			frac = frac * 10 + (*s - '0');
+		}
+		if (decimals == 1)
+			frac *= 10;
+	}
+	if (*s || digits == 0) {
+		snprintf(err, errsz, "field '%s' must be a plain decimal number (no exponent)", key);
+		return PROJECTION_REJECT;
+	}
+	*cents = (whole * 100 + frac) * (neg ? -1 : 1);
+	return 0;
+too_big:
+	snprintf(err, errsz, "field '%s' is too large for an amount of money", key);
+	return PROJECTION_REJECT;
+bad_scale:
+	snprintf(err, errsz, "field '%s' has more than two decimals", key);
+	return PROJECTION_REJECT;
+}
+
+int projection_get_int(yajl_val data, const char *key, long long min, long long max,
+		       long long *out, char *err, size_t errsz)
+{
+	yajl_val v = projection_member(data, key);
+
+	if (!v) {
+		snprintf(err, errsz, "missing field '%s'", key);
+		return PROJECTION_REJECT;
+	}
+	if (!YAJL_IS_INTEGER(v) || YAJL_GET_INTEGER(v) < min || YAJL_GET_INTEGER(v) > max) {
+		snprintf(err, errsz, "field '%s' must be a whole number from %lld to %lld", key, min, max);
+		return PROJECTION_REJECT;
+	}
+	*out = YAJL_GET_INTEGER(v);
+	return 0;
+}
+
+yajl_val projection_get_string(yajl_val data, const char *key, bool required, bool *bad,
+			       char *err, size_t errsz)
+{
+	yajl_val v = projection_member(data, key);
+
+	*bad = false;
+	if (v && YAJL_IS_STRING(v))
+		return v;
+	if ((!v || YAJL_IS_NULL(v)) && !required)
+		return NULL;
+	*bad = true;
+	if (!v)
+		snprintf(err, errsz, "missing field '%s'", key);
+	else
+		snprintf(err, errsz, "field '%s' must be a string", key);
+	return NULL;
 }

@@ -8,6 +8,7 @@
 #include <yajl/yajl_gen.h>
 #include <yajl/yajl_tree.h>
 
+#include "esbridge/bulk.h"
 #include "esbridge/log.h"
 
 #define SMALL_BODY ((size_t)1 << 20)
@@ -221,6 +222,35 @@ out:
 	return rc;
 }
 
+/* Installs (or replaces, identically) the stored script of BULK_SCRIPT. */
+static int put_script(struct es_client *es, char *err, size_t errsz)
+{
+	struct buf body = BUF_INIT(SMALL_BODY), resp = BUF_INIT(SMALL_BODY);
+	yajl_gen g = json_begin(&body);
+	int rc;
+
+	if (!g) {
+		snprintf(err, errsz, "out of memory");
+		return -1;
+	}
+	yajl_gen_map_open(g);
+	gstr(g, "script");
+	yajl_gen_map_open(g);
+	gstr(g, "lang");
+	gstr(g, "painless");
+	gstr(g, "source");
+	gstr(g, bulk_script_source);
+	yajl_gen_map_close(g);
+	yajl_gen_map_close(g);
+	yajl_gen_free(g);
+	rc = buf_error(&body) ? -1
+			      : call(es, "PUT", "/_scripts/" BULK_SCRIPT_ID, body.data, body.len, &resp,
+				     err, errsz);
+	buf_release(&body);
+	buf_release(&resp);
+	return rc;
+}
+
 int rebuild_prepare(struct state *st, struct es_client *es, const struct config *cfg,
 		    const struct projection *proj, struct generation *g,
 		    char *err, size_t errsz)
@@ -228,7 +258,7 @@ int rebuild_prepare(struct state *st, struct es_client *es, const struct config 
 	int found = state_current_generation(st, proj->name, g, err, errsz);
 	bool named;
 
-	if (found < 0)
+	if (found < 0 || put_script(es, err, errsz))
 		return -1;
 	if (!found) {
 		memset(g, 0, sizeof(*g));

@@ -8,6 +8,7 @@
 #include <yajl/yajl_tree.h>
 
 #include "esbridge/buf.h"
+#include "esbridge/event.h"
 
 /*
  * The _bulk wire format: pending document operations, their NDJSON
@@ -20,6 +21,7 @@ enum bulk_kind {
 	BULK_INDEX,     /* replace the whole document with `fields` */
 	BULK_UPDATE,    /* merge `fields` into the document (doc_as_upsert) */
 	BULK_DELETE,    /* remove the document */
+	BULK_SCRIPT,    /* apply `entries` through the stored script, guarded */
 };
 
 enum bulk_value_kind {
@@ -28,6 +30,7 @@ enum bulk_value_kind {
 	BV_STRING,  /* a string owned by the operation */
 	BV_INT,     /* a whole number */
 	BV_CENTS,   /* a money amount in cents, written as a decimal number */
+	BV_POSITION, /* an event position, written as {"txid":..,"position":..} */
 };
 
 struct bulk_value {
@@ -37,12 +40,26 @@ struct bulk_value {
 		char *string;
 		long long i;
 		int64_t cents;
+		struct position at;
 	} u;
 };
 
 struct bulk_field {
 	const char *name;      /* a string literal or a key of an event's tree */
 	struct bulk_value value;
+};
+
+/*
+ * One event's effect in a BULK_SCRIPT operation: fields to set, whole
+ * numbers to add (BV_INT) and money to add (BV_CENTS), applied by the stored
+ * script only if the event is newer than the document's `last_event`.
+ */
+struct bulk_entry {
+	struct position at;
+	struct bulk_field *set;
+	size_t n_set, cap_set;
+	struct bulk_field *add;
+	size_t n_add, cap_add;
 };
 
 /*
@@ -54,6 +71,11 @@ struct bulk_op {
 	enum bulk_kind kind;
 	struct bulk_field *fields; /* owned array; values as described above */
 	size_t n_fields, cap_fields;
+	/* BULK_SCRIPT: the events to apply, in order; create the document from
+	 * nothing when it is missing (else a missing document is an error) */
+	struct bulk_entry *entries;
+	size_t n_entries, cap_entries;
+	bool upsert;
 	/* the events folded into this operation, in order (for dead letters) */
 	struct position *events;
 	size_t n_events, cap_events;
@@ -74,6 +96,29 @@ int bulk_op_set(struct bulk_op *op, const char *name, struct bulk_value v);
 
 /* Looks a field up; NULL if absent. */
 struct bulk_value *bulk_op_get(struct bulk_op *op, const char *name);
+
+/* Drops every script entry. */
+void bulk_op_clear_entries(struct bulk_op *op);
+
+/* Appends an empty entry for the event at `at`; NULL on no memory. */
+struct bulk_entry *bulk_op_add_entry(struct bulk_op *op, struct position at);
+
+/* Sets a field / adds an amount (BV_INT or BV_CENTS) in an entry; -1 on no memory. */
+__attribute__((warn_unused_result))
+int bulk_entry_set(struct bulk_entry *e, const char *name, struct bulk_value v);
+__attribute__((warn_unused_result))
+int bulk_entry_add(struct bulk_entry *e, const char *name, struct bulk_value v);
+
+/*
+ * The stored script that applies BULK_SCRIPT entries (installed by
+ * rebuild_prepare). For each entry newer than the document's `last_event`
+ * {txid, position}: set fields, add whole numbers, add money (kept exact:
+ * cents are computed from the stored decimal and written back as a
+ * BigDecimal with two decimals); then `last_event` moves to the newest
+ * applied entry. An update that applies nothing is a no-op.
+ */
+#define BULK_SCRIPT_ID "esbridge-apply-v1"
+extern const char bulk_script_source[];
 
 /* Records that the event at `at` was folded in; -1 on no memory. */
 __attribute__((warn_unused_result))

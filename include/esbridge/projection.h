@@ -1,7 +1,9 @@
 #ifndef ESBRIDGE_PROJECTION_H
 #define ESBRIDGE_PROJECTION_H
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include <yajl/yajl_tree.h>
 
@@ -58,5 +60,23 @@ const struct projection *projection_find(const char *name);
  */
 yajl_val projection_member(yajl_val obj, const char *key);
 int projection_get_id(yajl_val data, const char *key, struct buf *id, char *err, size_t errsz);
+
+/*
+ * Reads member `key` as money: a JSON number with at most two decimals and
+ * no exponent, below 10^13 in size, converted exactly (from its text, never
+ * through a double) into cents. 0, or PROJECTION_REJECT with `err` set.
+ */
+int projection_get_cents(yajl_val data, const char *key, int64_t *cents, char *err, size_t errsz);
+
+/* Reads member `key` as a whole number in [min, max]. */
+int projection_get_int(yajl_val data, const char *key, long long min, long long max,
+		       long long *out, char *err, size_t errsz);
+
+/*
+ * Checks that member `key` is a string (or, when `nullable`, null or absent
+ * too); returns it or NULL. On a wrong type: NULL with *bad set and `err`.
+ */
+yajl_val projection_get_string(yajl_val data, const char *key, bool required, bool *bad,
+			       char *err, size_t errsz);
 
 #endif

@@ -153,6 +153,9 @@ static int apply_partial(struct bulk_op *op, yajl_val data, const struct field_r
 		break;
 	case BULK_INDEX:
 		break;
+	case BULK_SCRIPT:
+		snprintf(err, errsz, "products never writes through a script");
+		return PROJECTION_REJECT;
 	}
 	return set_fields(op, data, rules);
 }

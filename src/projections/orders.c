@@ -1,0 +1,262 @@
+/*
+ * orders: one document per order, _id = order_id.
+ *
+ *   OrderCreated     {order_id, customer_id, created_at}
+ *                    → {order_id, customer_id, status "pending", total_amount 0,
+ *                       item_count 0, created_at}, replacing any document
+ *   OrderItemAdded   {order_id, product_id, price, quantity}
+ *                    → total_amount += price × quantity, item_count += 1
+ *   OrderItemRemoved {order_id, product_id, price, quantity}
+ *                    → total_amount −= price × quantity, item_count −= 1
+ *   OrderShipped     {order_id, shipped_at} → status "shipped", shipped_at
+ *   OrderCompleted   {order_id, customer_id, total_amount, item_count, completed_at}
+ *                    → status "completed", completed_at (the totals in the
+ *                      event are not copied: the document keeps its own)
+ *   OrderCancelled   {order_id, cancelled_at, reason}
+ *                    → status "cancelled", cancelled_at, cancellation_reason
+ *
+ * Every document carries updated_at (the created_at column of the last
+ * event applied) and last_event {txid, position}, the replay guard.
+ *
+ * Money is kept in integer cents and written as a decimal with two places.
+ *
+ * How events become writes, per request and document:
+ *  - when the document's first event in the request is OrderCreated, the
+ *    whole document is computed here and written with one plain `index`
+ *    (a replay may briefly write an older state; the later events then
+ *    apply again on top of it, guarded, and the result converges);
+ *  - otherwise the events are sent, in order, to the stored script (see
+ *    bulk.h), which applies only those newer than the document's
+ *    last_event: replaying them adds nothing twice. An event for an order
+ *    the index does not hold is answered 404 and becomes a dead letter.
+ */
+#include "esbridge/projection.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#define MAX_QUANTITY 1000000LL
+
+enum order_event {
+	O_CREATED, O_ITEM_ADDED, O_ITEM_REMOVED, O_SHIPPED, O_COMPLETED, O_CANCELLED, O_UNKNOWN,
+};
+
+static const char *const orders_types[] = {
+	"OrderCreated", "OrderItemAdded", "OrderItemRemoved", "OrderShipped", "OrderCompleted",
+	"OrderCancelled", NULL,
+};
+
+static enum order_event kind_of(const char *type)
+{
+	for (int i = 0; orders_types[i]; i++)
+		if (!strcmp(orders_types[i], type))
+			return (enum order_event)i;
+	return O_UNKNOWN;
+}
+
+/* What one event does, checked before anything is changed. */
+struct effect {
+	enum order_event kind;
+	int64_t amount;                  /* cents added to total_amount */
+	int count;                       /* added to item_count */
+	const char *status;              /* NULL: unchanged */
+	const char *time_field;          /* shipped_at, completed_at, cancelled_at */
+	yajl_val time;
+	yajl_val reason;                 /* cancellation_reason */
+	yajl_val order_id, customer_id, created_at;
+};
+
+static int id_like(yajl_val data, const char *key, yajl_val *out, char *err, size_t errsz)
+{
+	yajl_val v = projection_member(data, key);
+
+	if (!v || !((YAJL_IS_STRING(v) && v->u.string[0]) || YAJL_IS_INTEGER(v))) {
+		snprintf(err, errsz, "field '%s' must be a non-empty string or an integer", key);
+		return PROJECTION_REJECT;
+	}
+	*out = v;
+	return 0;
+}
+
+static int opt_string(yajl_val data, const char *key, yajl_val *out, char *err, size_t errsz)
+{
+	bool bad;
+
+	*out = projection_get_string(data, key, false, &bad, err, errsz);
+	return bad ? PROJECTION_REJECT : 0;
+}
+
+static int read_effect(const struct event *ev, yajl_val data, struct effect *fx,
+		       char *err, size_t errsz)
+{
+	int64_t price;
+	long long qty;
+	yajl_val product;
+
+	memset(fx, 0, sizeof(*fx));
+	fx->kind = kind_of(ev->type);
+	if (id_like(data, "order_id", &fx->order_id, err, errsz))
+		return PROJECTION_REJECT;
+	switch (fx->kind) {
+	case O_CREATED:
+		if (id_like(data, "customer_id", &fx->customer_id, err, errsz) ||
+		    opt_string(data, "created_at", &fx->created_at, err, errsz))
+			return PROJECTION_REJECT;
+		fx->status = "pending";
+		return 0;
+	case O_ITEM_ADDED:
+	case O_ITEM_REMOVED:
+		if (id_like(data, "product_id", &product, err, errsz) ||
+		    projection_get_cents(data, "price", &price, err, errsz) ||
+		    projection_get_int(data, "quantity", 1, MAX_QUANTITY, &qty, err, errsz))
+			return PROJECTION_REJECT;
+		if (price < 0) {
+			snprintf(err, errsz, "field 'price' must not be negative");
+			return PROJECTION_REJECT;
+		}
+		/* prices stay below 10^15 cents, quantities at most 10^6: keep the
+		 * product, and the totals it feeds, far from overflow */
+		if (price > INT64_MAX / MAX_QUANTITY / 1000) {
+			snprintf(err, errsz, "price × quantity is too large");
+			return PROJECTION_REJECT;
+		}
+		fx->amount = price * (int64_t)qty;
+		fx->count = 1;
+		if (fx->kind == O_ITEM_REMOVED) {
+			fx->amount = -fx->amount;
+			fx->count = -1;
+		}
+		return 0;
+	case O_SHIPPED:
+		fx->status = "shipped";
+		fx->time_field = "shipped_at";
+		return opt_string(data, "shipped_at", &fx->time, err, errsz);
+	case O_COMPLETED:
+		fx->status = "completed";
+		fx->time_field = "completed_at";
+		return opt_string(data, "completed_at", &fx->time, err, errsz);
+	case O_CANCELLED:
+		fx->status = "cancelled";
+		fx->time_field = "cancelled_at";
+		if (opt_string(data, "reason", &fx->reason, err, errsz))
+			return PROJECTION_REJECT;
+		return opt_string(data, "cancelled_at", &fx->time, err, errsz);
+	case O_UNKNOWN:
+		break;
+	}
+	snprintf(err, errsz, "unknown event type '%.64s'", ev->type);
+	return PROJECTION_REJECT;
+}
+
+static struct bulk_value json_value(yajl_val v)
+{
+	struct bulk_value b = { .kind = v ? BV_JSON : BV_NULL };
+
+	b.u.json = v;
+	return b;
+}
+
+static struct bulk_value str_value(const char *s)
+{
+	struct bulk_value b = { .kind = BV_STRING };
+
+	b.u.string = (char *)(uintptr_t)s; /* copied by bulk_op_set */
+	return b;
+}
+
+/* The whole document: folded here, written with one `index`. */
+static int fold_index(const struct event *ev, const struct effect *fx, struct bulk_op *op)
+{
+	struct bulk_value v;
+	int rc = 0;
+
+	if (fx->kind == O_CREATED) {
+		bulk_op_clear_fields(op);
+		bulk_op_clear_entries(op);
+		op->kind = BULK_INDEX;
+		rc |= bulk_op_set(op, "order_id", json_value(fx->order_id));
+		rc |= bulk_op_set(op, "customer_id", json_value(fx->customer_id));
+		rc |= bulk_op_set(op, "status", str_value("pending"));
+		v.kind = BV_CENTS;
+		v.u.cents = 0;
+		rc |= bulk_op_set(op, "total_amount", v);
+		v.kind = BV_INT;
+		v.u.i = 0;
+		rc |= bulk_op_set(op, "item_count", v);
+		rc |= bulk_op_set(op, "created_at", json_value(fx->created_at));
+	} else {
+		struct bulk_value *total = bulk_op_get(op, "total_amount");
+		struct bulk_value *count = bulk_op_get(op, "item_count");
+		if (!total || !count)
+			return -2;
+		total->u.cents += fx->amount;
+		count->u.i += fx->count;
+		if (fx->status)
+			rc |= bulk_op_set(op, "status", str_value(fx->status));
+		if (fx->time_field)
+			rc |= bulk_op_set(op, fx->time_field, json_value(fx->time));
+		if (fx->kind == O_CANCELLED)
+			rc |= bulk_op_set(op, "cancellation_reason", json_value(fx->reason));
+	}
+	rc |= bulk_op_set(op, "updated_at", str_value(ev->created_at));
+	v.kind = BV_POSITION;
+	v.u.at = ev->at;
+	rc |= bulk_op_set(op, "last_event", v);
+	return rc ? -2 : 0;
+}
+
+/* One guarded entry for the stored script. */
+static int fold_script(const struct event *ev, const struct effect *fx, struct bulk_op *op)
+{
+	struct bulk_entry *e;
+	struct bulk_value v;
+	int rc = 0;
+
+	op->kind = BULK_SCRIPT;
+	op->upsert = false; /* a missing order is an error: dead letter */
+	e = bulk_op_add_entry(op, ev->at);
+	if (!e)
+		return -2;
+	if (fx->amount || fx->count) {
+		v.kind = BV_CENTS;
+		v.u.cents = fx->amount;
+		rc |= bulk_entry_add(e, "total_amount", v);
+		v.kind = BV_INT;
+		v.u.i = fx->count;
+		rc |= bulk_entry_add(e, "item_count", v);
+	}
+	if (fx->status)
+		rc |= bulk_entry_set(e, "status", str_value(fx->status));
+	if (fx->time_field)
+		rc |= bulk_entry_set(e, fx->time_field, json_value(fx->time));
+	if (fx->kind == O_CANCELLED)
+		rc |= bulk_entry_set(e, "cancellation_reason", json_value(fx->reason));
+	rc |= bulk_entry_set(e, "updated_at", str_value(ev->created_at));
+	return rc ? -2 : 0;
+}
+
+static int orders_doc_id(const struct event *ev, yajl_val data, struct buf *id,
+			 char *err, size_t errsz)
+{
+	(void)ev;
+	return projection_get_id(data, "order_id", id, err, errsz);
+}
+
+static int orders_apply(const struct event *ev, yajl_val data, struct bulk_op *op,
+			char *err, size_t errsz)
+{
+	struct effect fx;
+
+	if (read_effect(ev, data, &fx, err, errsz))
+		return PROJECTION_REJECT;
+	if (fx.kind == O_CREATED || op->kind == BULK_INDEX)
+		return fold_index(ev, &fx, op);
+	return fold_script(ev, &fx, op);
+}
+
+const struct projection projection_orders = {
+	.name = "orders",
+	.event_types = orders_types,
+	.doc_id = orders_doc_id,
+	.apply = orders_apply,
+};
