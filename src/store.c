@@ -166,19 +166,21 @@ int store_xmin(struct store *s, uint64_t *xmin, char *err, size_t errsz)
 }
 
 /*
- * The read. The row comparison uses the (transaction_id, global_position)
- * index; transaction_id below the snapshot's xmin means every transaction
+ * The read. The row comparison and the ORDER BY use the (transaction_id,
+ * global_position) index; transaction_id below the snapshot's xmin means every transaction
  * that could still add an event before these has ended.
  */
 static const char read_sql[] =
-	"SELECT global_position, transaction_id::text, stream_id, event_type, data::text, version,"
-	" to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
-	" FROM events"
-	" WHERE (transaction_id, global_position) > ($1::xid8, $2::bigint)"
-	"   AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())"
-	"   AND ($3::xid8 IS NULL OR transaction_id < $3::xid8)"
-	"   AND event_type = ANY($4::text[])"
-	" ORDER BY transaction_id, global_position"
+	"SELECT e.global_position AS pos, e.transaction_id::text AS txid, e.stream_id,"
+	" e.event_type, e.data::text AS data, e.version,"
+	" to_char(e.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS created"
+	" FROM events e"
+	" WHERE (e.transaction_id, e.global_position) > ($1::xid8, $2::bigint)"
+	"   AND e.transaction_id < pg_snapshot_xmin(pg_current_snapshot())"
+	"   AND ($3::xid8 IS NULL OR e.transaction_id < $3::xid8)"
+	"   AND e.event_type = ANY($4::text[])"
+	/* the table's columns, not the text outputs: xids must not sort as text */
+	" ORDER BY e.transaction_id, e.global_position"
 	" LIMIT $5";
 
 /* Renders the types as a text[] literal, each element quoted and escaped. */
