@@ -57,6 +57,8 @@ static const struct option_def options[] = {
 	  "CA bundle to verify Elasticsearch's certificate (empty: system default)" },
 	{ "insecure", OPT_BOOL, OFF(insecure), "false", 0, 0, false,
 	  "skip TLS certificate verification (logs a warning)" },
+	{ "coalesce", OPT_BOOL, OFF(coalesce), "true", 0, 0, false,
+	  "fold the events of one document in one request into one action (off: one action per event, for comparison)" },
 	{ "projection", OPT_LIST, OFF(projections), "", 0, 0, false,
 	  "run only this projection (repeatable; default: all)" },
 };
@@ -75,6 +77,12 @@ bool config_has_option(const char *name)
 {
 	const struct option_def *o = find_option(name);
 	return o && o->type != OPT_BOOL;
+}
+
+bool config_is_switch(const char *name)
+{
+	const struct option_def *o = find_option(name);
+	return o && o->type == OPT_BOOL;
 }
 
 static char **str_at(struct config *c, const struct option_def *o)

@@ -225,8 +225,11 @@ int main(int argc, char **argv)
 		}
 		eq = strchr(a + 2, '=');
 		snprintf(name, sizeof(name), "%.*s", eq ? (int)(eq - a - 2) : (int)strlen(a + 2), a + 2);
-		if (!strcmp(name, "insecure") && !eq) {
+		if (!eq && config_is_switch(name)) {
 			value = "true";
+		} else if (!eq && !strncmp(name, "no-", 3) && config_is_switch(name + 3)) {
+			memmove(name, name + 3, strlen(name + 3) + 1);
+			value = "false";
 		} else if (eq) {
 			value = eq + 1;
 		} else if (config_has_option(name)) {

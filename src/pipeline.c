@@ -137,8 +137,13 @@ static int opset_rehash(struct opset *o, size_t n_slots)
 	return 0;
 }
 
-/* The pending operation of document `id`, created when absent. */
-static struct bulk_op *opset_get(struct opset *o, const char *id, size_t len, bool *created)
+/*
+ * The pending operation of document `id`, created when absent. With
+ * `fresh`, a new operation is appended even when one exists (no coalescing;
+ * the lookup then finds the newest).
+ */
+static struct bulk_op *opset_get(struct opset *o, const char *id, size_t len, bool fresh,
+				 bool *created)
 {
 	size_t j;
 
@@ -148,8 +153,11 @@ static struct bulk_op *opset_get(struct opset *o, const char *id, size_t len, bo
 	j = hash_id(id, len) & (o->n_slots - 1);
 	while (o->slots[j]) {
 		struct bulk_op *op = &o->ops[o->slots[j] - 1];
-		if (!strcmp(op->id, id))
-			return op;
+		if (!strcmp(op->id, id)) {
+			if (!fresh)
+				return op;
+			break; /* the slot now names the newest operation */
+		}
 		j = (j + 1) & (o->n_slots - 1);
 	}
 	if (o->n_ops == o->cap_ops) {
@@ -298,7 +306,7 @@ static void process_event(struct pipeline *p, struct rbatch *rb, const struct ev
 		return;
 	}
 	l = &p->lanes[hash_id(p->id.data, p->id.len) % (uint64_t)p->n_lanes];
-	op = opset_get(&l->building, p->id.data, p->id.len, &created);
+	op = opset_get(&l->building, p->id.data, p->id.len, !p->cfg->coalesce, &created);
 	if (!op) {
 		yajl_tree_free(tree);
 		fail(p, "out of memory");

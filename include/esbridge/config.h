@@ -31,6 +31,7 @@ struct config {
 	char *log_level;        /* error, warn, info, debug */
 	char *ca_file;          /* CA bundle for https; "" = system default */
 	bool insecure;          /* skip TLS verification (explicit only) */
+	bool coalesce;          /* fold a document's events in a request into one action */
 	/* --projection NAME, repeatable; none = every registered projection */
 	char *projections[CONFIG_MAX_PROJECTIONS];
 	int n_projections;
@@ -50,6 +51,9 @@ int config_load_env(struct config *c, char *err, size_t errsz);
 
 /* True if `name` is an option taking a value (for the flag parser). */
 bool config_has_option(const char *name);
+
+/* True if `name` is a true/false option: `--NAME` sets it, `--no-NAME` clears it. */
+bool config_is_switch(const char *name);
 
 /* Checks what single options cannot: required settings, URL forms. */
 __attribute__((warn_unused_result))

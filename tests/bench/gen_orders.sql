@@ -1,6 +1,7 @@
 -- Deterministic order history: psql -v orders=N -v seed=0.42 -f gen_orders.sql
--- Each order: created, 1-5 items added, sometimes one removed, then shipped
--- and completed, or cancelled, or left open. Events of different orders are
+-- Each order: created, 1-5 items added a few minutes apart, sometimes one
+-- removed, then shipped a day later and completed three days later, or
+-- cancelled within hours, or left open. Events of different orders are
 -- interleaved in time, the way a shop writes them.
 SELECT setseed(:seed);
 CREATE TEMP TABLE gen_orders AS
@@ -12,7 +13,10 @@ SELECT o,
 FROM generate_series(1, :orders) AS o;
 
 CREATE TEMP TABLE gen_events AS
-SELECT o, start_s, step, kind, n_items FROM (
+SELECT o, start_s, step, kind, n_items,
+       start_s + CASE kind WHEN 'OrderShipped' THEN 86400 WHEN 'OrderCompleted' THEN 3 * 86400
+                           WHEN 'OrderCancelled' THEN 7200 ELSE step * 120 END AS at_s
+FROM (
   SELECT o, start_s, 0 AS step, 'OrderCreated' AS kind, n_items FROM gen_orders
   UNION ALL
   SELECT o, start_s, i, 'OrderItemAdded', n_items FROM gen_orders, generate_series(1, n_items) AS i
@@ -37,14 +41,14 @@ SELECT 'order-' || o,
          WHEN 'OrderItemRemoved' THEN jsonb_build_object('order_id', 'o' || o, 'product_id', 'p' || ((o * 7 + 1) % 5000),
               'price', ((o * 31 + 17) % 20000) / 100.0, 'quantity', 1)
          WHEN 'OrderShipped' THEN jsonb_build_object('order_id', 'o' || o,
-              'shipped_at', to_char(to_timestamp(1767225600 + start_s + step * 60) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'))
+              'shipped_at', to_char(to_timestamp(1767225600 + at_s) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'))
          WHEN 'OrderCompleted' THEN jsonb_build_object('order_id', 'o' || o, 'customer_id', 'c' || (o % 997),
               'total_amount', 0, 'item_count', n_items,
-              'completed_at', to_char(to_timestamp(1767225600 + start_s + step * 60) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'))
+              'completed_at', to_char(to_timestamp(1767225600 + at_s) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'))
          ELSE jsonb_build_object('order_id', 'o' || o, 'reason', 'customer request',
-              'cancelled_at', to_char(to_timestamp(1767225600 + start_s + step * 60) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'))
+              'cancelled_at', to_char(to_timestamp(1767225600 + at_s) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'))
        END,
        step + 1,
-       to_timestamp(1767225600 + start_s + step * 60)
+       to_timestamp(1767225600 + at_s)
 FROM gen_events
-ORDER BY start_s + step * 60, o, step;
+ORDER BY at_s, o, step;
