@@ -59,6 +59,8 @@ static const struct option_def options[] = {
 	  "skip TLS certificate verification (logs a warning)" },
 	{ "coalesce", OPT_BOOL, OFF(coalesce), "true", 0, 0, false,
 	  "fold the events of one document in one request into one action (off: one action per event, for comparison)" },
+	{ "dump-bulk", OPT_STRING, OFF(dump_bulk), "", 0, 0, false,
+	  "folder that receives a copy of every _bulk body sent (benchmarks and debugging)" },
 	{ "projection", OPT_LIST, OFF(projections), "", 0, 0, false,
 	  "run only this projection (repeatable; default: all)" },
 };

@@ -86,6 +86,7 @@ struct pipeline {
 	struct pipeline_stats stats;
 	struct buf id;
 	char path[256];
+	uint64_t dump_seq;
 };
 
 #define PLOG(lvl, p, ...) LOG_AT(lvl, (p)->proj->name, (p)->gen.number, __VA_ARGS__)
@@ -534,6 +535,25 @@ static void lane_done(void *arg, const struct es_response *r)
 	settle_sending(l);
 }
 
+/* With --dump-bulk, keeps a copy of the body: DIR/PROJECTION-GEN-SEQ.ndjson. */
+static void dump_body(struct pipeline *p, const char *data, size_t len)
+{
+	char path[1024];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/%s-%d-%08" PRIu64 ".ndjson", p->cfg->dump_bulk, p->proj->name,
+		 p->gen.number, p->dump_seq++);
+	f = fopen(path, "wb");
+	if (!f || fwrite(data, 1, len, f) != len) {
+		PLOG(LOG_WARN, p, "cannot write %s", path);
+		if (f)
+			fclose(f);
+		return;
+	}
+	if (fclose(f))
+		PLOG(LOG_WARN, p, "cannot write %s", path);
+}
+
 /* Renders the operations still to send and starts the request. */
 static void send_sending(struct lane *l)
 {
@@ -575,6 +595,8 @@ static void send_sending(struct lane *l)
 	}
 	p->stats.actions += l->n_written;
 	p->stats.bytes += len;
+	if (*p->cfg->dump_bulk)
+		dump_body(p, data, len);
 	PLOG(LOG_DEBUG, p, "lane %d: _bulk of %zu actions, %zu bytes", l->idx, l->n_written, len);
 	if (es_request(p->es, "POST", p->path, data, len, true, lane_done, l)) {
 		lane_retry_later(l, "cannot start the request");

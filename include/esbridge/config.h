@@ -32,6 +32,7 @@ struct config {
 	char *ca_file;          /* CA bundle for https; "" = system default */
 	bool insecure;          /* skip TLS verification (explicit only) */
 	bool coalesce;          /* fold a document's events in a request into one action */
+	char *dump_bulk;        /* folder that receives a copy of every _bulk body; "" = none */
 	/* --projection NAME, repeatable; none = every registered projection */
 	char *projections[CONFIG_MAX_PROJECTIONS];
 	int n_projections;
