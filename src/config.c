@@ -332,12 +332,9 @@ void config_redact_url(const char *url, char *out, size_t outsz)
 {
 	const char *scheme_end = strstr(url, "://");
 	const char *host = scheme_end ? scheme_end + 3 : url;
-	const char *slash = strchr(host, '/');
-	const char *at = NULL;
+	/* the last '@' anywhere: a password may hold an unencoded '/' */
+	const char *at = strrchr(host, '@');
 
-	for (const char *p = host; *p && (!slash || p < slash); p++)
-		if (*p == '@')
-			at = p;
 	if (!at) {
 		snprintf(out, outsz, "%s", url);
 		return;
@@ -366,7 +363,8 @@ void config_redact_conninfo(const char *conninfo, char *out, size_t outsz)
 		int n;
 		if (!o->val)
 			continue;
-		if (!strcmp(o->keyword, "password"))
+		/* libpq marks every secret option (password, sslpassword...) with '*' */
+		if (o->dispchar && o->dispchar[0] == '*')
 			n = snprintf(out + pos, outsz - pos, "%s%s=***", pos ? " " : "", o->keyword);
 		else
 			n = snprintf(out + pos, outsz - pos, "%s%s=%s", pos ? " " : "", o->keyword, o->val);
