@@ -8,6 +8,12 @@
 #   make SANITIZE=address,undefined unit
 
 CC      ?= cc
+# make V=1 shows the full commands
+ifeq ($(V),1)
+Q :=
+else
+Q := @
+endif
 PREFIX  ?= /usr/local
 BUILD   ?= build
 
@@ -61,21 +67,25 @@ $(BUILD)/.flags: FORCE
 
 $(BUILD)/%.o: %.c $(BUILD)/.flags
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS_ALL) $(PKG_CFLAGS) $(CFLAGS_ALL) -MMD -MP -c -o $@ $<
+	@$(if $(Q),echo "  CC      $<")
+	$(Q)$(CC) $(CPPFLAGS_ALL) $(PKG_CFLAGS) $(CFLAGS_ALL) -MMD -MP -c -o $@ $<
 
 $(BUILD)/libesbridge.a: $(LIB_OBJS)
-	rm -f $@
-	ar rcs $@ $^
+	$(Q)rm -f $@
+	$(Q)ar rcs $@ $^
 
 $(BUILD)/esbridge: $(MAIN_OBJ) $(BUILD)/libesbridge.a
-	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
 # Unit tests: Criterion, no services.
 $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(BUILD)/libesbridge.a $(wildcard $(UNIT_SUPPORT))
-	$(CC) $(LDFLAGS) -o $@ $< $(filter %support.o,$^) $(BUILD)/libesbridge.a $(PKG_LIBS) -lcriterion
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $< $(filter %support.o,$^) $(BUILD)/libesbridge.a $(PKG_LIBS) -lcriterion
 
 $(BUILD)/tests/integration-%: $(BUILD)/tests/integration/test_%.o $(INTEG_SUPPORT) $(BUILD)/libesbridge.a
-	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lcriterion
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lcriterion
 
 deps:
 	@scripts/deps
