@@ -36,6 +36,7 @@
 #include <string.h>
 
 #define MAX_QUANTITY 1000000LL
+#define MAX_LINE_CENTS 1000000000000000LL   /* 10^13 in money */
 
 enum order_event {
 	O_CREATED, O_ITEM_ADDED, O_ITEM_REMOVED, O_SHIPPED, O_COMPLETED, O_CANCELLED, O_UNKNOWN,
@@ -114,13 +115,12 @@ static int read_effect(const struct event *ev, yajl_val data, struct effect *fx,
 			snprintf(err, errsz, "field 'price' must not be negative");
 			return PROJECTION_REJECT;
 		}
-		/* prices stay below 10^15 cents, quantities at most 10^6: keep the
-		 * product, and the totals it feeds, far from overflow */
-		if (price > INT64_MAX / MAX_QUANTITY / 1000) {
-			snprintf(err, errsz, "price × quantity is too large");
+		/* price < 10^15 cents and quantity <= 10^6 cannot overflow int64 */
+		fx->amount = price * (int64_t)qty;
+		if (fx->amount > MAX_LINE_CENTS) {
+			snprintf(err, errsz, "price × quantity is more than 10^13");
 			return PROJECTION_REJECT;
 		}
-		fx->amount = price * (int64_t)qty;
 		fx->count = 1;
 		if (fx->kind == O_ITEM_REMOVED) {
 			fx->amount = -fx->amount;
@@ -249,6 +249,14 @@ static int orders_apply(const struct event *ev, yajl_val data, struct bulk_op *o
 
 	if (read_effect(ev, data, &fx, err, errsz))
 		return PROJECTION_REJECT;
+	if (fx.kind != O_CREATED && op->kind == BULK_INDEX) {
+		const struct bulk_value *total = bulk_op_get(op, "total_amount");
+		int64_t sum;
+		if (total && __builtin_add_overflow(total->u.cents, fx.amount, &sum)) {
+			snprintf(err, errsz, "the order total would overflow");
+			return PROJECTION_REJECT;
+		}
+	}
 	if (fx.kind == O_CREATED || op->kind == BULK_INDEX)
 		return fold_index(ev, &fx, op);
 	return fold_script(ev, &fx, op);
