@@ -1,0 +1,908 @@
+/*
+ * Integration test harness (see harness.h).
+ */
+#include "harness.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <criterion/criterion.h>
+#include <criterion/logging.h>
+#include <curl/curl.h>
+#include <yajl/yajl_gen.h>
+#include <yajl/yajl_tree.h>
+
+#define MAX_PROCS 16
+#define MAX_CONNS 8
+#define SCROLL_SIZE 2000
+
+static PGconn *conn;
+static PGconn *extra_conns[MAX_CONNS];
+static struct h_proc procs[MAX_PROCS];
+static int n_procs;
+static CURL *curl;
+static char es_base[512];
+static char bin[512];
+static char log_path[1024];
+
+/* ---- time -------------------------------------------------------------- */
+
+double h_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+void h_sleep(double seconds)
+{
+	struct timespec ts;
+
+	if (seconds <= 0)
+		return;
+	ts.tv_sec = (time_t)seconds;
+	ts.tv_nsec = (long)((seconds - (double)ts.tv_sec) * 1e9);
+	while (nanosleep(&ts, &ts) && errno == EINTR)
+		;
+}
+
+bool h_eventually(bool (*cond)(void *arg), void *arg, double secs)
+{
+	double deadline = h_now() + secs;
+
+	for (;;) {
+		if (cond(arg))
+			return true;
+		if (h_now() > deadline)
+			return false;
+		h_sleep(0.05);
+	}
+}
+
+/* ---- small utilities ------------------------------------------------------ */
+
+struct sbuf {
+	char *data;
+	size_t len, cap;
+};
+
+static void sb_add(struct sbuf *b, const char *s, size_t n)
+{
+	if (b->len + n + 1 > b->cap) {
+		size_t ncap = b->cap ? b->cap : 256;
+		while (b->len + n + 1 > ncap)
+			ncap *= 2;
+		b->data = realloc(b->data, ncap);
+		cr_assert_not_null(b->data, "out of memory");
+		b->cap = ncap;
+	}
+	memcpy(b->data + b->len, s, n);
+	b->len += n;
+	b->data[b->len] = '\0';
+}
+
+static char *read_file(const char *path, long from, size_t *len_out)
+{
+	FILE *f = fopen(path, "rb");
+	struct sbuf b = { 0 };
+	char chunk[8192];
+	size_t n;
+
+	cr_assert_not_null(f, "cannot open %s: %s", path, strerror(errno));
+	if (from > 0)
+		fseek(f, from, SEEK_SET);
+	sb_add(&b, "", 0);
+	while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0)
+		sb_add(&b, chunk, n);
+	fclose(f);
+	if (len_out)
+		*len_out = b.len;
+	return b.data;
+}
+
+static void mkdirs(const char *path)
+{
+	char tmp[1024];
+
+	snprintf(tmp, sizeof(tmp), "%s", path);
+	for (char *p = tmp + 1; *p; p++) {
+		if (*p == '/') {
+			*p = '\0';
+			(void)mkdir(tmp, 0777);
+			*p = '/';
+		}
+	}
+	(void)mkdir(tmp, 0777);
+}
+
+/* ---- PostgreSQL ---------------------------------------------------------- */
+
+static PGconn *open_conn(void)
+{
+	const char *ci = getenv("ESBRIDGE_PG");
+	PGconn *c;
+
+	cr_assert(ci != NULL, "ESBRIDGE_PG is not set (eval \"$(scripts/services start)\")");
+	c = PQconnectdb(ci);
+	if (PQstatus(c) != CONNECTION_OK) {
+		char msg[512];
+		snprintf(msg, sizeof(msg), "%s", PQerrorMessage(c));
+		PQfinish(c);
+		cr_assert_fail("PostgreSQL is unreachable (%s): %s", ci, msg);
+	}
+	PQclear(PQexec(c, "SET client_min_messages = warning"));
+	return c;
+}
+
+PGconn *h_pg(void)
+{
+	cr_assert_not_null(conn, "h_begin() was not called");
+	return conn;
+}
+
+PGconn *h_connect(void)
+{
+	for (int i = 0; i < MAX_CONNS; i++) {
+		if (!extra_conns[i]) {
+			extra_conns[i] = open_conn();
+			return extra_conns[i];
+		}
+	}
+	cr_assert_fail("too many connections in one test");
+	return NULL;
+}
+
+void h_disconnect(PGconn *c)
+{
+	for (int i = 0; i < MAX_CONNS; i++) {
+		if (extra_conns[i] == c) {
+			PQfinish(c);
+			extra_conns[i] = NULL;
+			return;
+		}
+	}
+	cr_assert_fail("h_disconnect: not a connection of h_connect()");
+}
+
+PGresult *h_exec(PGconn *c, const char *sql, int n, const char *const *params)
+{
+	PGresult *res;
+	ExecStatusType st;
+
+	if (!c)
+		c = h_pg();
+	res = PQexecParams(c, sql, n, NULL, params, NULL, NULL, 0);
+	st = PQresultStatus(res);
+	if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+		char msg[1024];
+		snprintf(msg, sizeof(msg), "%s", PQresultErrorMessage(res));
+		PQclear(res);
+		cr_assert_fail("SQL failed: %s\n  statement: %.400s", msg, sql);
+	}
+	return res;
+}
+
+void h_sql(PGconn *c, const char *sql)
+{
+	PGresult *res;
+	ExecStatusType st;
+
+	if (!c)
+		c = h_pg();
+	res = PQexec(c, sql);
+	st = PQresultStatus(res);
+	if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+		char msg[1024];
+		snprintf(msg, sizeof(msg), "%s", PQresultErrorMessage(res));
+		PQclear(res);
+		cr_assert_fail("SQL failed: %s\n  statement: %.400s", msg, sql);
+	}
+	PQclear(res);
+}
+
+long long h_query_ll(PGconn *c, const char *sql, int n, const char *const *params, long long dflt)
+{
+	PGresult *res = h_exec(c, sql, n, params);
+	long long v = dflt;
+
+	cr_assert_eq(PQntuples(res), 1, "expected one row from: %s", sql);
+	if (!PQgetisnull(res, 0, 0))
+		v = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+	PQclear(res);
+	return v;
+}
+
+char *h_query_text(PGconn *c, const char *sql, int n, const char *const *params)
+{
+	PGresult *res = h_exec(c, sql, n, params);
+	char *v = NULL;
+
+	cr_assert_eq(PQntuples(res), 1, "expected one row from: %s", sql);
+	if (!PQgetisnull(res, 0, 0)) {
+		v = strdup(PQgetvalue(res, 0, 0));
+		cr_assert_not_null(v);
+	}
+	PQclear(res);
+	return v;
+}
+
+int64_t h_event(PGconn *c, const char *stream, const char *type, const char *data)
+{
+	const char *params[3] = { stream, type, data };
+
+	return (int64_t)h_query_ll(c,
+		"INSERT INTO public.events (stream_id, event_type, data, version)"
+		" VALUES ($1, $2, $3::jsonb,"
+		"  (SELECT coalesce(max(version), 0) + 1 FROM public.events WHERE stream_id = $1))"
+		" RETURNING global_position",
+		3, params, -1);
+}
+
+uint64_t h_event_txid(int64_t pos)
+{
+	char p[32];
+	const char *params[1] = { p };
+	char *t;
+	uint64_t v;
+
+	snprintf(p, sizeof(p), "%" PRId64, pos);
+	t = h_query_text(NULL, "SELECT transaction_id::text FROM public.events WHERE global_position = $1::bigint",
+			 1, params);
+	cr_assert_not_null(t, "no event at %s", p);
+	v = strtoull(t, NULL, 10);
+	free(t);
+	return v;
+}
+
+bool h_checkpoint(uint64_t *txid, int64_t *pos)
+{
+	PGresult *res;
+	bool found = false;
+
+	if (!h_query_ll(NULL, "SELECT (to_regclass('esbridge.generations') IS NOT NULL)::int", 0, NULL, 0))
+		return false;
+	res = h_exec(NULL,
+		     "SELECT checkpoint_txid::text, checkpoint_pos FROM esbridge.generations"
+		     " WHERE projection = 'products' ORDER BY generation DESC LIMIT 1",
+		     0, NULL);
+	if (PQntuples(res) == 1) {
+		*txid = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
+		*pos = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
+		found = true;
+	}
+	PQclear(res);
+	return found;
+}
+
+long long h_dead_letter_count(void)
+{
+	if (!h_query_ll(NULL, "SELECT (to_regclass('esbridge.dead_letters') IS NOT NULL)::int", 0, NULL, 0))
+		return 0;
+	return h_query_ll(NULL, "SELECT count(*) FROM esbridge.dead_letters", 0, NULL, 0);
+}
+
+/* ---- the search node ------------------------------------------------------- */
+
+static size_t on_body(char *ptr, size_t size, size_t nmemb, void *arg)
+{
+	sb_add(arg, ptr, size * nmemb);
+	return size * nmemb;
+}
+
+struct h_http h_es(const char *method, const char *path, const char *body)
+{
+	struct h_http r = { 0 };
+	struct sbuf b = { 0 };
+	struct curl_slist *hdrs = NULL;
+	char url[2048], errbuf[CURL_ERROR_SIZE] = "";
+	CURLcode rc;
+
+	cr_assert_not_null(curl, "h_begin() was not called");
+	snprintf(url, sizeof(url), "%s%s", es_base, path);
+	curl_easy_reset(curl);
+	curl_easy_setopt(curl, CURLOPT_URL, url);
+	curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method);
+	curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_body);
+	curl_easy_setopt(curl, CURLOPT_WRITEDATA, &b);
+	curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, errbuf);
+	curl_easy_setopt(curl, CURLOPT_TIMEOUT, 60L);
+	curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+	if (body) {
+		hdrs = curl_slist_append(hdrs, "Content-Type: application/json");
+		curl_easy_setopt(curl, CURLOPT_HTTPHEADER, hdrs);
+		curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body);
+		curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
+	}
+	rc = curl_easy_perform(curl);
+	curl_slist_free_all(hdrs);
+	if (rc != CURLE_OK) {
+		free(b.data);
+		cr_assert_fail("search node unreachable: %s %s: %s", method, url,
+			       errbuf[0] ? errbuf : curl_easy_strerror(rc));
+	}
+	curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &r.status);
+	sb_add(&b, "", 0);
+	r.body = b.data;
+	r.len = b.len;
+	return r;
+}
+
+void h_http_free(struct h_http *r)
+{
+	free(r->body);
+	r->body = NULL;
+	r->len = 0;
+}
+
+static yajl_val parse_json(const struct h_http *r, const char *what)
+{
+	char err[256];
+	yajl_val v = yajl_tree_parse(r->body, err, sizeof(err));
+
+	cr_assert_not_null(v, "%s: unreadable JSON (%s): %.300s", what, err, r->body);
+	return v;
+}
+
+bool h_alias_exists(void)
+{
+	struct h_http r = h_es("GET", "/_alias/products", NULL);
+	long st = r.status;
+
+	h_http_free(&r);
+	cr_assert(st == 200 || st == 404, "GET /_alias/products: HTTP %ld", st);
+	return st == 200;
+}
+
+bool h_alias_is(const char *index)
+{
+	struct h_http r = h_es("GET", "/_alias/products", NULL);
+	yajl_val v;
+	bool ok;
+
+	if (r.status != 200) {
+		h_http_free(&r);
+		return false;
+	}
+	v = parse_json(&r, "GET /_alias/products");
+	ok = YAJL_IS_OBJECT(v) && v->u.object.len == 1 && !strcmp(v->u.object.keys[0], index);
+	yajl_tree_free(v);
+	h_http_free(&r);
+	return ok;
+}
+
+long long h_index_ops(const char *index)
+{
+	static const char *idx_path[] = { "_all", "primaries", "indexing", "index_total", NULL };
+	static const char *del_path[] = { "_all", "primaries", "indexing", "delete_total", NULL };
+	char path[256];
+	struct h_http r;
+	yajl_val v, a, d;
+	long long n;
+
+	snprintf(path, sizeof(path), "/%s/_stats/indexing", index);
+	r = h_es("GET", path, NULL);
+	cr_assert_eq(r.status, 200, "GET %s: HTTP %ld: %.300s", path, r.status, r.body);
+	v = parse_json(&r, path);
+	a = yajl_tree_get(v, idx_path, yajl_t_number);
+	d = yajl_tree_get(v, del_path, yajl_t_number);
+	if (!a || !d) {
+		yajl_tree_free(v);
+		cr_assert_fail("GET %s: no indexing stats in %.300s", path, r.body);
+	}
+	n = YAJL_GET_INTEGER(a) + YAJL_GET_INTEGER(d);
+	yajl_tree_free(v);
+	h_http_free(&r);
+	return n;
+}
+
+static void print_cb(void *ctx, const char *s, size_t len)
+{
+	sb_add(ctx, s, len);
+}
+
+static yajl_gen_status gen_tree(yajl_gen g, yajl_val v)
+{
+	yajl_gen_status st;
+
+	switch (v->type) {
+	case yajl_t_string:
+		return yajl_gen_string(g, (const unsigned char *)v->u.string, strlen(v->u.string));
+	case yajl_t_number:
+		/* the exact text: jsonb compares numbers by value (19.9 = 19.90) */
+		return yajl_gen_number(g, v->u.number.r, strlen(v->u.number.r));
+	case yajl_t_object:
+		st = yajl_gen_map_open(g);
+		for (size_t i = 0; st == yajl_gen_status_ok && i < v->u.object.len; i++) {
+			const char *k = v->u.object.keys[i];
+			st = yajl_gen_string(g, (const unsigned char *)k, strlen(k));
+			if (st == yajl_gen_status_ok)
+				st = gen_tree(g, v->u.object.values[i]);
+		}
+		return st == yajl_gen_status_ok ? yajl_gen_map_close(g) : st;
+	case yajl_t_array:
+		st = yajl_gen_array_open(g);
+		for (size_t i = 0; st == yajl_gen_status_ok && i < v->u.array.len; i++)
+			st = gen_tree(g, v->u.array.values[i]);
+		return st == yajl_gen_status_ok ? yajl_gen_array_close(g) : st;
+	case yajl_t_true:
+		return yajl_gen_bool(g, 1);
+	case yajl_t_false:
+		return yajl_gen_bool(g, 0);
+	case yajl_t_null:
+	case yajl_t_any:
+		break;
+	}
+	return yajl_gen_null(g);
+}
+
+/* Renders a parsed value back to JSON text; malloc'd. */
+static char *to_json(yajl_val v)
+{
+	struct sbuf b = { 0 };
+	yajl_gen g = yajl_gen_alloc(NULL);
+	yajl_gen_status st;
+
+	cr_assert_not_null(g);
+	yajl_gen_config(g, yajl_gen_print_callback, print_cb, &b);
+	st = gen_tree(g, v);
+	yajl_gen_free(g);
+	cr_assert_eq(st, yajl_gen_status_ok, "cannot render a document as JSON (%d)", (int)st);
+	sb_add(&b, "", 0);
+	return b.data;
+}
+
+char *h_search_source(const char *id)
+{
+	static const char *hits_path[] = { "hits", "hits", NULL };
+	struct sbuf q = { 0 };
+	struct h_http r;
+	yajl_gen g = yajl_gen_alloc(NULL);
+	yajl_val v, hits;
+	char *out = NULL;
+
+	/* {"query":{"ids":{"values":[id]}}}, rendered by yajl (the id is text) */
+	cr_assert_not_null(g);
+	yajl_gen_config(g, yajl_gen_print_callback, print_cb, &q);
+	yajl_gen_map_open(g);
+	yajl_gen_string(g, (const unsigned char *)"query", 5);
+	yajl_gen_map_open(g);
+	yajl_gen_string(g, (const unsigned char *)"ids", 3);
+	yajl_gen_map_open(g);
+	yajl_gen_string(g, (const unsigned char *)"values", 6);
+	yajl_gen_array_open(g);
+	yajl_gen_string(g, (const unsigned char *)id, strlen(id));
+	yajl_gen_array_close(g);
+	yajl_gen_map_close(g);
+	yajl_gen_map_close(g);
+	yajl_gen_map_close(g);
+	yajl_gen_free(g);
+	sb_add(&q, "", 0);
+	r = h_es("POST", "/products/_search", q.data);
+	free(q.data);
+	if (r.status == 404) { /* no alias yet */
+		h_http_free(&r);
+		return NULL;
+	}
+	cr_assert_eq(r.status, 200, "search for %s: HTTP %ld: %.300s", id, r.status, r.body);
+	v = parse_json(&r, "_search");
+	hits = yajl_tree_get(v, hits_path, yajl_t_array);
+	if (hits && hits->u.array.len == 1) {
+		static const char *src_path[] = { "_source", NULL };
+		yajl_val src = yajl_tree_get(hits->u.array.values[0], src_path, yajl_t_object);
+		if (src)
+			out = to_json(src);
+	}
+	yajl_tree_free(v);
+	h_http_free(&r);
+	return out;
+}
+
+/* Inserts the hits of one search/scroll page; returns their count. */
+static long insert_hits(yajl_val page)
+{
+	static const char *hits_path[] = { "hits", "hits", NULL };
+	static const char *id_path[] = { "_id", NULL };
+	static const char *src_path[] = { "_source", NULL };
+	yajl_val hits = yajl_tree_get(page, hits_path, yajl_t_array);
+
+	cr_assert_not_null(hits, "a search page without hits.hits");
+	for (size_t i = 0; i < hits->u.array.len; i++) {
+		yajl_val h = hits->u.array.values[i];
+		yajl_val id = yajl_tree_get(h, id_path, yajl_t_string);
+		yajl_val src = yajl_tree_get(h, src_path, yajl_t_any);
+		const char *params[2];
+		char *json;
+
+		cr_assert(id && src, "a hit without _id or _source");
+		json = to_json(src);
+		params[0] = YAJL_GET_STRING(id);
+		params[1] = json;
+		PQclear(h_exec(NULL, "INSERT INTO es_docs (id, doc) VALUES ($1, $2::jsonb)", 2, params));
+		free(json);
+	}
+	return (long)hits->u.array.len;
+}
+
+long h_load_es_docs(void)
+{
+	static const char *scroll_id_path[] = { "_scroll_id", NULL };
+	struct h_http r;
+	yajl_val page;
+	long total = 0, n;
+	char body[256];
+	char *scroll_id = NULL;
+
+	h_sql(NULL, "DROP TABLE IF EXISTS pg_temp.es_docs");
+	h_sql(NULL, "CREATE TEMP TABLE es_docs (id text PRIMARY KEY, doc jsonb NOT NULL)");
+	r = h_es("POST", "/products/_refresh", NULL);
+	cr_assert_eq(r.status, 200, "POST /products/_refresh: HTTP %ld: %.300s", r.status, r.body);
+	h_http_free(&r);
+
+	snprintf(body, sizeof(body), "{\"size\":%d,\"query\":{\"match_all\":{}},\"sort\":[\"_doc\"]}",
+		 SCROLL_SIZE);
+	r = h_es("POST", "/products/_search?scroll=1m", body);
+	cr_assert_eq(r.status, 200, "scroll search: HTTP %ld: %.300s", r.status, r.body);
+	h_sql(NULL, "BEGIN");
+	for (;;) {
+		yajl_val sid;
+		page = parse_json(&r, "scroll page");
+		h_http_free(&r);
+		sid = yajl_tree_get(page, scroll_id_path, yajl_t_string);
+		if (sid) {
+			free(scroll_id);
+			scroll_id = strdup(sid->u.string);
+			cr_assert_not_null(scroll_id);
+		}
+		n = insert_hits(page);
+		yajl_tree_free(page);
+		total += n;
+		if (n == 0 || !scroll_id)
+			break;
+		{
+			struct sbuf q = { 0 };
+			sb_add(&q, "{\"scroll\":\"1m\",\"scroll_id\":\"", 28);
+			sb_add(&q, scroll_id, strlen(scroll_id)); /* base64url: no escaping needed */
+			sb_add(&q, "\"}", 2);
+			r = h_es("POST", "/_search/scroll", q.data);
+			free(q.data);
+		}
+		cr_assert_eq(r.status, 200, "scroll: HTTP %ld: %.300s", r.status, r.body);
+	}
+	h_sql(NULL, "COMMIT");
+	if (scroll_id) {
+		struct sbuf q = { 0 };
+		sb_add(&q, "{\"scroll_id\":[\"", 15);
+		sb_add(&q, scroll_id, strlen(scroll_id));
+		sb_add(&q, "\"]}", 3);
+		r = h_es("DELETE", "/_search/scroll", q.data);
+		free(q.data);
+		h_http_free(&r);
+		free(scroll_id);
+	}
+	return total;
+}
+
+static void create_oracle_view(void)
+{
+	const char *path = getenv("ESBRIDGE_ORACLE");
+	struct sbuf sql = { 0 };
+	char *text;
+	size_t len;
+
+	if (!path || !*path)
+		path = "tests/oracle/products.sql";
+	text = read_file(path, 0, &len);
+	while (len && (text[len - 1] == ';' || text[len - 1] == '\n' || text[len - 1] == ' ' ||
+		       text[len - 1] == '\t' || text[len - 1] == '\r'))
+		text[--len] = '\0';
+	sb_add(&sql, "CREATE OR REPLACE TEMP VIEW oracle_products AS\n", 47);
+	sb_add(&sql, text, len);
+	free(text);
+	h_sql(NULL, sql.data);
+	free(sql.data);
+}
+
+static void log_rows(const char *title, const char *sql)
+{
+	PGresult *res = h_exec(NULL, sql, 0, NULL);
+
+	for (int i = 0; i < PQntuples(res); i++)
+		cr_log_error("%s: id=%s\n    oracle: %s\n    search: %s", title, PQgetvalue(res, i, 0),
+			     PQgetisnull(res, i, 1) ? "(none)" : PQgetvalue(res, i, 1),
+			     PQgetisnull(res, i, 2) ? "(none)" : PQgetvalue(res, i, 2));
+	PQclear(res);
+}
+
+void h_compare_oracle(long *only_oracle, long *only_es)
+{
+	create_oracle_view();
+	*only_oracle = (long)h_query_ll(NULL,
+		"SELECT count(*) FROM (SELECT id, doc FROM oracle_products"
+		" EXCEPT SELECT id, doc FROM es_docs) x", 0, NULL, 0);
+	*only_es = (long)h_query_ll(NULL,
+		"SELECT count(*) FROM (SELECT id, doc FROM es_docs"
+		" EXCEPT SELECT id, doc FROM oracle_products) x", 0, NULL, 0);
+	if (*only_oracle == 0 && *only_es == 0)
+		return;
+	cr_log_error("documents differ from the oracle: %ld rows only in the oracle, %ld only in the index",
+		     *only_oracle, *only_es);
+	log_rows("different",
+		 "SELECT o.id, o.doc::text, e.doc::text FROM oracle_products o JOIN es_docs e USING (id)"
+		 " WHERE o.doc <> e.doc ORDER BY o.id LIMIT 5");
+	log_rows("missing",
+		 "SELECT o.id, o.doc::text, NULL FROM oracle_products o"
+		 " WHERE NOT EXISTS (SELECT 1 FROM es_docs e WHERE e.id = o.id) ORDER BY o.id LIMIT 5");
+	log_rows("extra",
+		 "SELECT e.id, NULL, e.doc::text FROM es_docs e"
+		 " WHERE NOT EXISTS (SELECT 1 FROM oracle_products o WHERE o.id = e.id) ORDER BY e.id LIMIT 5");
+}
+
+void h_assert_docs_match_oracle(void)
+{
+	long only_oracle, only_es;
+	long n = h_load_es_docs();
+	long want;
+
+	h_compare_oracle(&only_oracle, &only_es);
+	want = (long)h_query_ll(NULL, "SELECT count(*) FROM oracle_products", 0, NULL, 0);
+	cr_assert(only_oracle == 0 && only_es == 0,
+		  "documents differ from the oracle: %ld only in the oracle, %ld only in the index"
+		  " (index %ld docs, oracle %ld)", only_oracle, only_es, n, want);
+	cr_assert_eq(n, want, "index holds %ld documents, the oracle %ld", n, want);
+}
+
+/* ---- the daemon --------------------------------------------------------- */
+
+struct h_proc *h_spawn(unsigned flags, const char *const *args)
+{
+	const char *argv[64];
+	struct h_proc *p;
+	struct sbuf hdr = { 0 };
+	int argc = 0, fd;
+	struct stat stt;
+	pid_t pid;
+
+	cr_assert_lt(n_procs, MAX_PROCS, "too many processes in one test");
+	p = &procs[n_procs++];
+	memset(p, 0, sizeof(*p));
+	snprintf(p->log, sizeof(p->log), "%s", log_path);
+	argv[argc++] = bin;
+	for (int i = 0; args && args[i]; i++) {
+		cr_assert_lt(argc, 62);
+		argv[argc++] = args[i];
+	}
+	argv[argc] = NULL;
+
+	sb_add(&hdr, "=== spawn:", 10);
+	for (int i = 0; i < argc; i++) {
+		sb_add(&hdr, " ", 1);
+		sb_add(&hdr, argv[i], strlen(argv[i]));
+	}
+	if (flags & H_NO_ES_ENV)
+		sb_add(&hdr, " (without ESBRIDGE_ES)", 22);
+	sb_add(&hdr, "\n", 1);
+	fd = open(p->log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0666);
+	cr_assert(fd >= 0, "cannot open %s: %s", p->log, strerror(errno));
+	if (write(fd, hdr.data, hdr.len) != (ssize_t)hdr.len)
+		cr_assert_fail("cannot write %s", p->log);
+	free(hdr.data);
+	cr_assert_eq(fstat(fd, &stt), 0);
+	p->log_from = (long)stt.st_size;
+
+	fflush(NULL);
+	pid = fork();
+	cr_assert(pid >= 0, "fork: %s", strerror(errno));
+	if (pid == 0) {
+		int devnull = open("/dev/null", O_RDONLY);
+		/* never outlive the test process, whatever happens to it */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (devnull >= 0)
+			dup2(devnull, 0);
+		dup2(fd, 1);
+		dup2(fd, 2);
+		if (flags & H_NO_ES_ENV)
+			unsetenv("ESBRIDGE_ES");
+		{
+			sigset_t none;
+			sigemptyset(&none);
+			sigprocmask(SIG_SETMASK, &none, NULL);
+			signal(SIGTERM, SIG_DFL);
+			signal(SIGINT, SIG_DFL);
+			signal(SIGPIPE, SIG_DFL);
+		}
+		execv(bin, (char *const *)argv);
+		dprintf(2, "exec %s: %s\n", bin, strerror(errno));
+		_exit(127);
+	}
+	close(fd);
+	p->pid = pid;
+	p->running = true;
+	return p;
+}
+
+/* Fails the test when the process's output holds a sanitizer report. */
+static void check_sanitizers(const struct h_proc *p)
+{
+	static const char *const marks[] = {
+		"ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+		"WARNING: ThreadSanitizer", NULL,
+	};
+	char *out = h_proc_output(p);
+
+	for (int i = 0; marks[i]; i++) {
+		const char *at = strstr(out, marks[i]);
+		if (at) {
+			cr_log_error("sanitizer report in %s:\n%.2000s", p->log, at);
+			cr_expect_fail("the daemon (pid %d) reported '%s' (see %s)", (int)p->pid, marks[i],
+				       p->log);
+			break;
+		}
+	}
+	free(out);
+}
+
+bool h_wait(struct h_proc *p, double secs)
+{
+	double deadline = h_now() + secs;
+
+	if (!p->running)
+		return true;
+	for (;;) {
+		pid_t r = waitpid(p->pid, &p->status, WNOHANG);
+		if (r == p->pid) {
+			p->running = false;
+			check_sanitizers(p);
+			return true;
+		}
+		cr_assert(r == 0, "waitpid(%d): %s", (int)p->pid, strerror(errno));
+		if (h_now() > deadline)
+			return false;
+		h_sleep(0.01);
+	}
+}
+
+void h_signal(struct h_proc *p, int sig)
+{
+	cr_assert(p->running, "signal %d to a process that has exited", sig);
+	cr_assert_eq(kill(p->pid, sig), 0, "kill(%d, %d): %s", (int)p->pid, sig, strerror(errno));
+}
+
+int h_exit_code(const struct h_proc *p)
+{
+	if (p->running || !WIFEXITED(p->status))
+		return -1;
+	return WEXITSTATUS(p->status);
+}
+
+void h_kill(struct h_proc *p)
+{
+	if (!p->running)
+		return;
+	(void)kill(p->pid, SIGKILL);
+	while (waitpid(p->pid, &p->status, 0) < 0 && errno == EINTR)
+		;
+	p->running = false;
+}
+
+char *h_proc_output(const struct h_proc *p)
+{
+	return read_file(p->log, p->log_from, NULL);
+}
+
+int h_run_once(const char *const *args, double secs)
+{
+	const char *argv[32];
+	struct h_proc *p;
+	int n = 0, code;
+
+	argv[n++] = "run";
+	argv[n++] = "--once";
+	for (int i = 0; args && args[i]; i++) {
+		cr_assert_lt(n, 30);
+		argv[n++] = args[i];
+	}
+	argv[n] = NULL;
+	p = h_spawn(0, argv);
+	if (!h_wait(p, secs)) {
+		h_kill(p);
+		cr_assert_fail("run --once did not finish within %.0fs (log: %s)", secs, p->log);
+	}
+	code = h_exit_code(p);
+	if (code != 0)
+		cr_log_error("run --once exited with status 0x%x (log: %s)", (unsigned)p->status, p->log);
+	return code;
+}
+
+/* ---- world --------------------------------------------------------------- */
+
+static void reset_search(void)
+{
+	struct h_http r;
+
+	r = h_es("DELETE", "/products*?expand_wildcards=all", NULL);
+	cr_assert(r.status == 200 || r.status == 404, "DELETE /products*: HTTP %ld: %.300s", r.status,
+		  r.body);
+	h_http_free(&r);
+	cr_assert(!h_alias_exists(), "the alias products remains after deleting products*");
+	r = h_es("GET", "/_cat/indices/products*?format=json", NULL);
+	cr_assert_eq(r.status, 200, "GET /_cat/indices: HTTP %ld", r.status);
+	cr_assert_str_eq(r.body, "[]", "indices remain after the reset: %s", r.body);
+	h_http_free(&r);
+}
+
+void h_begin(void)
+{
+	const char *es = getenv("ESBRIDGE_ES");
+	const char *b = getenv("ESBRIDGE_BIN");
+	char dir[512], *slash;
+	struct h_http r;
+
+	cr_assert(es && *es, "ESBRIDGE_ES is not set (eval \"$(scripts/services start)\")");
+	snprintf(es_base, sizeof(es_base), "%s", es);
+	while (strlen(es_base) && es_base[strlen(es_base) - 1] == '/')
+		es_base[strlen(es_base) - 1] = '\0';
+	snprintf(bin, sizeof(bin), "%s", b && *b ? b : "build/esbridge");
+	cr_assert_eq(access(bin, X_OK), 0, "the daemon %s is not executable: %s", bin, strerror(errno));
+
+	/* logs next to the binary: build/esbridge -> build/tests/logs */
+	snprintf(dir, sizeof(dir), "%s", bin);
+	slash = strrchr(dir, '/');
+	if (slash)
+		*slash = '\0';
+	else
+		snprintf(dir, sizeof(dir), ".");
+	{
+		char logs[640];
+		const struct criterion_test *t = criterion_current_test;
+		snprintf(logs, sizeof(logs), "%s/tests/logs", dir);
+		mkdirs(logs);
+		snprintf(log_path, sizeof(log_path), "%s/%s-%s.log", logs,
+			 t && t->category ? t->category : "test", t && t->name ? t->name : "unknown");
+		(void)unlink(log_path);
+	}
+
+	conn = open_conn();
+	curl_global_init(CURL_GLOBAL_DEFAULT);
+	curl = curl_easy_init();
+	cr_assert_not_null(curl);
+	r = h_es("GET", "/", NULL);
+	cr_assert_eq(r.status, 200, "the search node at %s answers HTTP %ld", es_base, r.status);
+	h_http_free(&r);
+
+	h_sql(NULL, "DROP SCHEMA IF EXISTS esbridge CASCADE");
+	h_sql(NULL, "TRUNCATE public.events RESTART IDENTITY");
+	reset_search();
+}
+
+void h_end(void)
+{
+	for (int i = 0; i < n_procs; i++)
+		h_kill(&procs[i]);
+	n_procs = 0;
+	for (int i = 0; i < MAX_CONNS; i++) {
+		if (extra_conns[i]) {
+			PQfinish(extra_conns[i]);
+			extra_conns[i] = NULL;
+		}
+	}
+	if (conn) {
+		PQfinish(conn);
+		conn = NULL;
+	}
+	if (curl) {
+		curl_easy_cleanup(curl);
+		curl = NULL;
+		curl_global_cleanup();
+	}
+}

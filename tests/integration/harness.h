@@ -1,0 +1,190 @@
+#ifndef ESBRIDGE_TEST_HARNESS_H
+#define ESBRIDGE_TEST_HARNESS_H
+
+/*
+ * Integration test harness: a real PostgreSQL (ESBRIDGE_PG), a real search
+ * node (ESBRIDGE_ES) and the real daemon (ESBRIDGE_BIN, default
+ * build/esbridge), driven from Criterion tests.
+ *
+ *   h_begin()   at the start of every test: connects (the test fails when a
+ *               service is unreachable: CI must exercise them), resets the
+ *               world (bridge schema, events, products* indices and alias)
+ *   h_end()     the suite's .fini: kills and reaps daemons still running,
+ *               closes connections
+ *
+ * Every helper that cannot do its job fails the current test with a
+ * message (cr_assert); none returns an error code to check.
+ *
+ * Daemons write their stderr and stdout to build/tests/logs/SUITE-TEST.log
+ * (the folder of ESBRIDGE_BIN + tests/logs), one "=== spawn" header per
+ * start. Reaping a daemon fails the test when its log shows a sanitizer
+ * report.
+ */
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <libpq-fe.h>
+
+/* ---- time -------------------------------------------------------------- */
+
+double h_now(void);            /* monotonic seconds */
+void h_sleep(double seconds);
+
+/*
+ * Polls `cond` every 50 ms until it holds or `secs` have passed; then fails
+ * the test with the message.
+ */
+#define H_EVENTUALLY(cond, secs, ...)                                      \
+	do {                                                                  \
+		double h_deadline_ = h_now() + (secs);                            \
+		while (!(cond)) {                                                 \
+			if (h_now() > h_deadline_)                                    \
+				cr_assert_fail(__VA_ARGS__);                              \
+			h_sleep(0.05);                                                \
+		}                                                                 \
+	} while (0)
+
+/* The same with a callback; returns true when `cond(arg)` held in time. */
+bool h_eventually(bool (*cond)(void *arg), void *arg, double secs);
+
+/* A generous bound for anything "eventually". */
+#define H_LONG 60.0
+
+/* ---- world ------------------------------------------------------------- */
+
+void h_begin(void);
+void h_end(void);
+
+/* ---- PostgreSQL --------------------------------------------------------- */
+
+/* The test's main connection (autocommit). */
+PGconn *h_pg(void);
+
+/* A new connection, closed by h_disconnect() or else by h_end(). */
+PGconn *h_connect(void);
+void h_disconnect(PGconn *c);
+
+/*
+ * Runs `sql` with text parameters on `c` (NULL = h_pg()); the statement
+ * must succeed. The caller PQclear()s the result.
+ */
+PGresult *h_exec(PGconn *c, const char *sql, int n, const char *const *params);
+
+/* Runs a statement (no parameters), result dropped. */
+void h_sql(PGconn *c, const char *sql);
+
+/* The single value of a one-row, one-column query as a long long (NULL: `dflt`). */
+long long h_query_ll(PGconn *c, const char *sql, int n, const char *const *params, long long dflt);
+
+/* The single value as malloc'd text (NULL for SQL NULL); free() it. */
+char *h_query_text(PGconn *c, const char *sql, int n, const char *const *params);
+
+/*
+ * Appends one event (stream, type, data as jsonb text), version = next of
+ * the stream, on `c` (NULL = h_pg()). Returns its global_position.
+ */
+int64_t h_event(PGconn *c, const char *stream, const char *type, const char *data);
+
+/* The transaction id (xid8 as a number) of the event at `pos`. */
+uint64_t h_event_txid(int64_t pos);
+
+/* The checkpoint of the products generation; false when there is none yet. */
+bool h_checkpoint(uint64_t *txid, int64_t *pos);
+
+/* Dead letters recorded so far. */
+long long h_dead_letter_count(void);
+
+/* ---- the daemon ---------------------------------------------------------- */
+
+struct h_proc {
+	pid_t pid;
+	bool running;
+	int status;         /* waitpid status once reaped */
+	char log[1024];     /* the log file */
+	long log_from;      /* where this process's output starts in it */
+};
+
+enum {
+	H_NO_ES_ENV = 1 << 0,  /* start without ESBRIDGE_ES in the environment */
+};
+
+/*
+ * Starts ESBRIDGE_BIN with `args` (NULL-terminated, without argv[0]) and
+ * `flags`. At most a few per test; h_end() kills what is left.
+ */
+struct h_proc *h_spawn(unsigned flags, const char *const *args);
+
+/* Waits up to `secs`; true when it exited (then `p->status` is set). */
+bool h_wait(struct h_proc *p, double secs);
+
+void h_signal(struct h_proc *p, int sig);
+
+/* Exit code of a process that exited normally, -1 otherwise (killed). */
+int h_exit_code(const struct h_proc *p);
+
+/* Kills with SIGKILL and reaps. */
+void h_kill(struct h_proc *p);
+
+/* The process's own output (since its start), malloc'd; free() it. */
+char *h_proc_output(const struct h_proc *p);
+
+/*
+ * `run --once` with extra `args` (NULL-terminated, may be NULL); waits up to
+ * `secs`, fails the test if it does not exit in time. Returns the exit code.
+ */
+int h_run_once(const char *const *args, double secs);
+
+/* ---- the search node ------------------------------------------------------ */
+
+struct h_http {
+	long status;
+	char *body;   /* NUL-terminated, malloc'd */
+	size_t len;
+};
+
+/*
+ * A request to ESBRIDGE_ES + `path`; `body` may be NULL (JSON content type
+ * otherwise). A transport error fails the test. Free with h_http_free().
+ */
+struct h_http h_es(const char *method, const char *path, const char *body);
+void h_http_free(struct h_http *r);
+
+/* True if the alias `products` exists and names exactly `index`. */
+bool h_alias_is(const char *index);
+
+/* True if the alias `products` exists. */
+bool h_alias_exists(void);
+
+/*
+ * indexing.index_total + indexing.delete_total of the primaries of `index`
+ * (GET /INDEX/_stats/indexing).
+ */
+long long h_index_ops(const char *index);
+
+/*
+ * The _source of document `id` found through the alias by a search (a
+ * term query on _id; searchable, not only gettable), as malloc'd JSON text,
+ * or NULL when the search finds nothing.
+ */
+char *h_search_source(const char *id);
+
+/*
+ * Refreshes the alias and loads every document behind it (scroll API) into
+ * the temp table es_docs(id text, doc jsonb) of h_pg(). Returns the count.
+ */
+long h_load_es_docs(void);
+
+/*
+ * Compares es_docs with the oracle (tests/oracle/products.sql, or
+ * ESBRIDGE_ORACLE) by SQL; logs up to a few differing rows on mismatch.
+ * `only_oracle` = rows of (oracle EXCEPT es), `only_es` = (es EXCEPT oracle).
+ */
+void h_compare_oracle(long *only_oracle, long *only_es);
+
+/* h_load_es_docs() + h_compare_oracle() + asserts no difference. */
+void h_assert_docs_match_oracle(void);
+
+#endif

@@ -1,0 +1,685 @@
+/*
+ * Integration tests of the products projection: the real daemon between a
+ * real PostgreSQL and a real search node, its documents compared with an
+ * independent SQL fold of the events (tests/oracle/products.sql).
+ *
+ * Every test starts from an empty world (h_begin) and fails, rather than
+ * skips, when a service is unreachable. Daemon logs: build/tests/logs/.
+ */
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <criterion/criterion.h>
+#include <criterion/logging.h>
+
+#include "harness.h"
+
+#define INDEX "products-000001"
+
+/* Each test calls h_begin() first; .fini kills what it left running. */
+static void suite_fini(void)
+{
+	h_end();
+}
+
+TestSuite(products, .fini = suite_fini);
+
+/* ---- helpers --------------------------------------------------------------- */
+
+static void assert_once_ok(const char *const *args)
+{
+	int code = h_run_once(args, H_LONG);
+
+	cr_assert_eq(code, 0, "run --once exited with %d", code);
+}
+
+static void assert_alias_names_index(void)
+{
+	cr_assert(h_alias_is(INDEX), "the alias products does not name exactly %s", INDEX);
+}
+
+/* The checkpoint, failing the test when there is none. */
+static void checkpoint(uint64_t *txid, int64_t *pos)
+{
+	cr_assert(h_checkpoint(txid, pos), "no products generation in esbridge.generations");
+}
+
+struct cp_arg {
+	uint64_t txid;
+	int64_t pos;
+};
+
+static bool checkpoint_moved_past(void *arg)
+{
+	struct cp_arg *a = arg;
+	uint64_t t;
+	int64_t p;
+
+	if (!h_checkpoint(&t, &p))
+		return false;
+	return t > a->txid || (t == a->txid && p > a->pos);
+}
+
+static bool checkpoint_is(void *arg)
+{
+	struct cp_arg *a = arg;
+	uint64_t t;
+	int64_t p;
+
+	return h_checkpoint(&t, &p) && t == a->txid && p == a->pos;
+}
+
+/* True when the search finds document `id` and its _source equals `want` (jsonb). */
+static bool source_is(const char *id, const char *want)
+{
+	char *src = h_search_source(id);
+	const char *params[2];
+	bool eq;
+
+	if (!src)
+		return false;
+	params[0] = src;
+	params[1] = want;
+	eq = h_query_ll(NULL, "SELECT ($1::jsonb = $2::jsonb)::int", 2, params, 0) == 1;
+	if (!eq)
+		cr_log_info("document %s is %s, waiting for %s", id, src, want);
+	free(src);
+	return eq;
+}
+
+static bool searchable(const char *id)
+{
+	char *src = h_search_source(id);
+	bool found = src != NULL;
+
+	free(src);
+	return found;
+}
+
+/* ---- a. a scripted history ------------------------------------------------- */
+
+Test(products, scripted_history, .timeout = 120)
+{
+	PGconn *a, *b;
+	int64_t first;
+
+	h_begin();
+
+	/* one transaction with several events */
+	h_sql(NULL, "BEGIN");
+	first = h_event(NULL, "product-p1", "ProductCreated",
+		"{\"product_id\": \"p1\", \"name\": \"Walnut desk lamp\", \"description\": \"Warm light\","
+		" \"category\": \"Lighting\", \"price\": 49.90, \"tags\": [\"lamp\", \"walnut\"],"
+		" \"created_at\": \"2026-11-01T09:00:00Z\"}");
+	cr_assert_eq(first, 1);
+	/* quotes, backslashes, newlines, control characters, unicode */
+	h_event(NULL, "product-p2", "ProductCreated",
+		"{\"product_id\": \"p2\", \"name\": \"He said \\\"hi\\\" \\\\o/ C:\\\\path\\nsecond line\\t\\u0001\","
+		" \"price\": 10, \"tags\": [\"ünïcödé\", \"日本語\", \"🎉 party\", \"MiXeD Case\"],"
+		" \"category\": \"Ça \\\"va\\\"\", \"created_at\": \"2026-11-01T10:00:00Z\"}");
+	h_event(NULL, "product-p1", "ProductPriceChanged",
+		"{\"product_id\": \"p1\", \"new_price\": 44.9, \"changed_at\": \"2026-11-10T12:00:00Z\"}");
+	h_sql(NULL, "COMMIT");
+
+	/* a field holding a bulk action line: must stay data */
+	h_event(NULL, "product-p3", "ProductCreated",
+		"{\"product_id\": \"p3\", \"name\": \"Injected\", \"price\": 1.5,"
+		" \"description\": \"\\n{\\\"delete\\\":{\\\"_id\\\":\\\"p1\\\"}}\\n\","
+		" \"category\": \"{\\\"index\\\":{\\\"_id\\\":\\\"evil\\\"}}\\n{}\","
+		" \"tags\": [\"\\n{\\\"delete\\\":{\\\"_id\\\":\\\"p2\\\"}}\\n\"]}");
+	h_event(NULL, "product-p2", "ProductUpdated",
+		"{\"product_id\": \"p2\", \"name\": \"Renamed \\\"chair\\\"\", \"tags\": [\"a\", \"B\"],"
+		" \"updated_at\": \"2026-11-12T08:30:00Z\"}");
+	/* delete and re-create: the new document only has the new fields */
+	h_event(NULL, "product-p3", "ProductDeleted", "{\"product_id\": \"p3\"}");
+	h_event(NULL, "product-p3", "ProductCreated",
+		"{\"product_id\": \"p3\", \"name\": \"Re-created\", \"price\": 3,"
+		" \"created_at\": \"2026-11-20T10:00:00Z\"}");
+	/* deleted for good */
+	h_event(NULL, "product-p4", "ProductCreated",
+		"{\"product_id\": \"p4\", \"name\": \"Gone\", \"price\": 189.00, \"tags\": [\"x\"]}");
+	h_event(NULL, "product-p4", "ProductDeleted", "{\"product_id\": \"p4\"}");
+	/* delete of a product that never existed */
+	h_event(NULL, "product-p404", "ProductDeleted", "{\"product_id\": \"p404\"}");
+	/* updated before created: the creation replaces the partial document */
+	h_event(NULL, "product-p5", "ProductUpdated",
+		"{\"product_id\": \"p5\", \"name\": \"Early\", \"updated_at\": \"2026-11-02T00:00:00Z\"}");
+	h_event(NULL, "product-p5", "ProductCreated",
+		"{\"product_id\": \"p5\", \"name\": \"Paper lamp\", \"price\": 29.00,"
+		" \"description\": \"Round\", \"created_at\": \"2026-11-03T00:00:00Z\"}");
+	h_event(NULL, "product-p5", "ProductPriceChanged",
+		"{\"product_id\": \"p5\", \"new_price\": 19.90, \"changed_at\": \"2026-11-04T00:00:00Z\"}");
+	/* never created: a partial document from the upserts */
+	h_event(NULL, "product-p6", "ProductUpdated",
+		"{\"product_id\": \"p6\", \"category\": \"Orphans\", \"tags\": []}");
+	h_event(NULL, "product-p6", "ProductPriceChanged", "{\"product_id\": \"p6\", \"new_price\": 7}");
+	/* deleted, then updated: the upsert makes a partial document again */
+	h_event(NULL, "product-p7", "ProductCreated",
+		"{\"product_id\": \"p7\", \"name\": \"Seven\", \"price\": 7.77, \"description\": \"old\"}");
+	h_event(NULL, "product-p7", "ProductDeleted", "{\"product_id\": \"p7\"}");
+	h_event(NULL, "product-p7", "ProductUpdated",
+		"{\"product_id\": \"p7\", \"description\": \"after the delete\"}");
+	/* an integer id, then the same id as a string; nulls kept as nulls */
+	h_event(NULL, "product-42", "ProductCreated",
+		"{\"product_id\": 42, \"name\": \"Answer\", \"price\": 1e2, \"description\": \"d\","
+		" \"tags\": [\"q\"]}");
+	h_event(NULL, "product-42", "ProductUpdated",
+		"{\"product_id\": \"42\", \"description\": null, \"tags\": null}");
+	h_event(NULL, "product-p8", "ProductCreated",
+		"{\"product_id\": \"p8\", \"name\": \"Nulls\", \"price\": 0, \"description\": null,"
+		" \"category\": null, \"tags\": null, \"created_at\": null}");
+	h_event(NULL, "product-p8", "ProductUpdated",
+		"{\"product_id\": \"p8\", \"description\": \"now set\", \"ignored_field\": 1}");
+	/* an update carrying no field: a document holding only its id */
+	h_event(NULL, "product-p11", "ProductUpdated", "{\"product_id\": \"p11\"}");
+	/* fields the projection does not know are ignored */
+	h_event(NULL, "product-p9", "ProductCreated",
+		"{\"product_id\": \"p9\", \"name\": \"Extra\", \"price\": 19.9, \"colour\": \"red\","
+		" \"nested\": {\"a\": 1}}");
+	/* events of other types are not for this projection */
+	h_event(NULL, "order-1", "OrderPlaced", "{\"order_id\": \"o1\", \"product_id\": \"p1\"}");
+	h_event(NULL, "product-p1", "ProductArchived", "{\"product_id\": \"p1\"}");
+
+	/*
+	 * Commit order differs from position order: transaction A takes its xid
+	 * first, B appends p10's creation (lower position, higher xid) and
+	 * commits, then A appends an update of p10 (higher position, lower xid).
+	 * In (transaction_id, global_position) order the update comes first and
+	 * the creation replaces it.
+	 */
+	a = h_connect();
+	b = h_connect();
+	h_sql(a, "BEGIN");
+	PQclear(h_exec(a, "SELECT pg_current_xact_id()", 0, NULL));
+	h_event(b, "product-p10", "ProductCreated",
+		"{\"product_id\": \"p10\", \"name\": \"Ten\", \"price\": 10.00}");
+	h_event(a, "product-p10", "ProductUpdated",
+		"{\"product_id\": \"p10\", \"name\": \"Ten, updated in an older transaction\","
+		" \"updated_at\": \"2026-11-25T00:00:00Z\"}");
+	h_sql(a, "COMMIT");
+	h_disconnect(a);
+	h_disconnect(b);
+
+	assert_once_ok(NULL);
+	assert_alias_names_index();
+	h_assert_docs_match_oracle();
+
+	/* a few hand-checked facts, in case the oracle and the bridge agree on a mistake */
+	cr_assert(source_is("p1",
+		"{\"product_id\": \"p1\", \"name\": \"Walnut desk lamp\", \"description\": \"Warm light\","
+		" \"category\": \"Lighting\", \"price\": 44.90, \"tags\": [\"lamp\", \"walnut\"],"
+		" \"created_at\": \"2026-11-01T09:00:00Z\", \"price_updated_at\": \"2026-11-10T12:00:00Z\"}"));
+	cr_assert(source_is("p3",
+		"{\"product_id\": \"p3\", \"name\": \"Re-created\", \"price\": 3,"
+		" \"created_at\": \"2026-11-20T10:00:00Z\"}"));
+	cr_assert(!searchable("p4"));
+	cr_assert(!searchable("p404"));
+	cr_assert(!searchable("evil"));
+	cr_assert(source_is("p6",
+		"{\"product_id\": \"p6\", \"category\": \"Orphans\", \"tags\": [], \"price\": 7}"));
+	cr_assert(source_is("p7", "{\"product_id\": \"p7\", \"description\": \"after the delete\"}"));
+	cr_assert(source_is("42",
+		"{\"product_id\": \"42\", \"name\": \"Answer\", \"price\": 100, \"description\": null,"
+		" \"tags\": null}"));
+	cr_assert(source_is("p10", "{\"product_id\": \"p10\", \"name\": \"Ten\", \"price\": 10}"));
+	cr_assert(source_is("p11", "{\"product_id\": \"p11\"}"));
+	cr_assert_eq(h_dead_letter_count(), 0);
+}
+
+/* ---- b. a second run --once sends nothing -------------------------------- */
+
+Test(products, second_run_once_is_a_noop, .timeout = 120)
+{
+	uint64_t t1, t2;
+	int64_t p1, p2;
+	long long ops1, ops2;
+
+	h_begin();
+	for (int i = 0; i < 50; i++) {
+		char stream[32], data[256];
+		snprintf(stream, sizeof(stream), "product-n%d", i % 20);
+		if (i < 20)
+			snprintf(data, sizeof(data),
+				 "{\"product_id\": \"n%d\", \"name\": \"Noop %d\", \"price\": %d.25}", i, i, i);
+		else if (i % 7 == 0)
+			snprintf(data, sizeof(data), "{\"product_id\": \"n%d\"}", i % 20);
+		else
+			snprintf(data, sizeof(data), "{\"product_id\": \"n%d\", \"new_price\": %d}", i % 20, i);
+		h_event(NULL, stream, i < 20 ? "ProductCreated" : i % 7 == 0 ? "ProductDeleted"
+								: "ProductPriceChanged", data);
+	}
+	assert_once_ok(NULL);
+	assert_alias_names_index();
+	checkpoint(&t1, &p1);
+	cr_assert_eq(p1, 50, "the checkpoint is at position %" PRId64 ", not 50", p1);
+	ops1 = h_index_ops(INDEX);
+	cr_assert_gt(ops1, 0);
+
+	assert_once_ok(NULL);
+	assert_alias_names_index();
+	checkpoint(&t2, &p2);
+	ops2 = h_index_ops(INDEX);
+	cr_assert(t1 == t2 && p1 == p2, "the checkpoint moved: %" PRIu64 "/%" PRId64 " -> %" PRIu64
+		  "/%" PRId64, t1, p1, t2, p2);
+	cr_assert_eq(ops2, ops1, "the second run wrote to the index: %lld index+delete ops before, %lld after",
+		     ops1, ops2);
+	h_assert_docs_match_oracle();
+}
+
+/* ---- c. crash safety ----------------------------------------------------- */
+
+/*
+ * Appends the generated events [from, to] in one statement (one
+ * transaction). Products g1..g3000 are created by the first 3000; then, by
+ * i mod 13: deletes, re-creates, price changes and updates of varying
+ * fields, spread over the products by a stride coprime with 3000. Updates
+ * and price changes after a delete make partial documents.
+ */
+static void insert_generated(int from, int to)
+{
+	char f[16], t[16];
+	const char *params[2] = { f, t };
+
+	snprintf(f, sizeof(f), "%d", from);
+	snprintf(t, sizeof(t), "%d", to);
+	PQclear(h_exec(NULL,
+		"INSERT INTO public.events (stream_id, event_type, data, version)"
+		" SELECT 'product-g' || g.p, g.t,"
+		"  CASE g.t"
+		"   WHEN 'ProductCreated' THEN jsonb_build_object("
+		"     'product_id', 'g' || g.p, 'name', 'Generated ' || g.p || ' #' || g.i,"
+		"     'description', CASE WHEN g.i % 3 = 0 THEN NULL ELSE 'description ' || g.i END,"
+		"     'category', 'category-' || (g.i % 17),"
+		"     'price', round((g.i % 100000) / 100.0, 2),"
+		"     'tags', jsonb_build_array('t' || (g.i % 5), 'Tag-' || (g.i % 7)),"
+		"     'created_at', g.ts)"
+		"   WHEN 'ProductUpdated' THEN jsonb_build_object('product_id', 'g' || g.p) ||"
+		"     CASE g.i % 4"
+		"      WHEN 0 THEN jsonb_build_object('name', 'Renamed ' || g.i)"
+		"      WHEN 1 THEN jsonb_build_object('description', 'updated ' || g.i,"
+		"                                     'tags', jsonb_build_array('u' || (g.i % 11)))"
+		"      WHEN 2 THEN jsonb_build_object('category', 'category-' || (g.i % 23), 'updated_at', g.ts)"
+		"      ELSE jsonb_build_object('name', 'Both ' || g.i, 'description', NULL::text,"
+		"                              'updated_at', g.ts)"
+		"     END"
+		"   WHEN 'ProductPriceChanged' THEN jsonb_build_object('product_id', 'g' || g.p,"
+		"     'new_price', round((g.i % 7777) / 10.0, 1), 'changed_at', g.ts)"
+		"   ELSE jsonb_build_object('product_id', 'g' || g.p)"
+		"  END, g.i"
+		" FROM (SELECT i,"
+		"        CASE WHEN i <= 3000 THEN i ELSE (i * 7919) % 3000 + 1 END AS p,"
+		"        CASE WHEN i <= 3000 THEN 'ProductCreated'"
+		"             WHEN i % 13 = 0 THEN 'ProductDeleted'"
+		"             WHEN i % 13 IN (1, 2) THEN 'ProductCreated'"
+		"             WHEN i % 13 IN (3, 4, 5, 6) THEN 'ProductPriceChanged'"
+		"             ELSE 'ProductUpdated' END AS t,"
+		"        to_char(timestamp '2026-01-01' + i * interval '1 second',"
+		"                'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') AS ts"
+		"       FROM generate_series($1::int, $2::int) i) g",
+		2, params));
+}
+
+#define GEN_TOTAL 40000
+#define GEN_FIRST 25000
+#define GEN_CHUNK 5000
+
+struct progress_arg {
+	struct cp_arg prev;
+	int64_t end;
+};
+
+/* The checkpoint moved past `prev`, or is at the last event (nothing left). */
+static bool moved_or_done(void *arg)
+{
+	struct progress_arg *a = arg;
+	uint64_t t;
+	int64_t p;
+
+	if (checkpoint_moved_past(&a->prev))
+		return true;
+	return h_checkpoint(&t, &p) && p == a->end;
+}
+
+Test(products, crash_safety, .timeout = 150)
+{
+	static const char *const args[] = {
+		"run", "--batch-size", "500", "--bulk-actions", "200", "--poll-interval", "0.2", NULL,
+	};
+	/* how long to let it run once the checkpoint has moved; SIGKILL or SIGTERM */
+	static const struct {
+		double delay;
+		bool graceful;
+	} cycles[] = {
+		{ 0.0, false }, { 0.1, false }, { 0.0, true }, { 0.03, false }, { 0.2, false },
+	};
+	struct progress_arg prog = { { 0, 0 }, 0 };
+	int inserted = 0, kills = 0, mid_way = 0;
+
+	h_begin();
+	for (; inserted < GEN_FIRST; inserted += GEN_CHUNK)
+		insert_generated(inserted + 1, inserted + GEN_CHUNK);
+
+	/* a kill while it sets up: state rows, index creation, first reads */
+	{
+		struct h_proc *p = h_spawn(0, args);
+		h_sleep(0.05);
+		h_kill(p);
+	}
+
+	for (size_t c = 0; c < sizeof(cycles) / sizeof(cycles[0]); c++) {
+		struct h_proc *p = h_spawn(0, args);
+		uint64_t t;
+		int64_t pos;
+
+		prog.end = inserted;
+		cr_assert(h_eventually(moved_or_done, &prog, H_LONG),
+			  "cycle %zu: the checkpoint did not move (log: %s)", c, p->log);
+		h_sleep(cycles[c].delay);
+		cr_assert(p->running, "cycle %zu: the daemon exited early (log: %s)", c, p->log);
+		if (cycles[c].graceful) {
+			/* drains, exits 0, keeps its place */
+			h_signal(p, SIGTERM);
+			cr_assert(h_wait(p, 30), "no exit within 30s of SIGTERM (log: %s)", p->log);
+			cr_assert_eq(h_exit_code(p), 0, "exit status 0x%x after SIGTERM (log: %s)",
+				     (unsigned)p->status, p->log);
+		} else {
+			h_kill(p);
+			kills++;
+		}
+		checkpoint(&t, &pos);
+		cr_assert(t > prog.prev.txid || (t == prog.prev.txid && pos >= prog.prev.pos),
+			  "the checkpoint went back: %" PRIu64 "/%" PRId64 " -> %" PRIu64 "/%" PRId64,
+			  prog.prev.txid, prog.prev.pos, t, pos);
+		if (!cycles[c].graceful && pos < inserted)
+			mid_way++;
+		cr_log_info("cycle %zu: %s at checkpoint %" PRIu64 "/%" PRId64 " of %d events", c,
+			    cycles[c].graceful ? "SIGTERM" : "SIGKILL", t, pos, inserted);
+		prog.prev.txid = t;
+		prog.prev.pos = pos;
+		/* more events arrive while the bridge is down */
+		if (inserted < GEN_TOTAL) {
+			insert_generated(inserted + 1, inserted + GEN_CHUNK);
+			inserted += GEN_CHUNK;
+		}
+	}
+	cr_assert_eq(inserted, GEN_TOTAL);
+	cr_assert_geq(mid_way, 3, "only %d of %d kills happened before the bridge caught up", mid_way,
+		      kills);
+
+	assert_once_ok((const char *const[]){ "--batch-size", "500", "--bulk-actions", "200", NULL });
+	assert_alias_names_index();
+	h_assert_docs_match_oracle();
+	{
+		uint64_t t;
+		int64_t pos;
+		checkpoint(&t, &pos);
+		cr_assert_eq(pos, GEN_TOTAL, "final checkpoint at %" PRId64, pos);
+	}
+}
+
+/* ---- d. live follow ------------------------------------------------------ */
+
+Test(products, live_follow, .timeout = 120)
+{
+	static const char *const args[] = { "run", "--poll-interval", "0.2", NULL };
+	static const char data[] =
+		"{\"product_id\": \"live-1\", \"name\": \"Live lamp\", \"description\": \"arrives while following\","
+		" \"category\": \"Lighting\", \"price\": 12.34, \"tags\": [\"live\", \"Lamp\"],"
+		" \"created_at\": \"2026-11-26T12:00:00Z\"}";
+	struct h_proc *p;
+	struct cp_arg want;
+	uint64_t t;
+	int64_t pos;
+	double t0;
+
+	h_begin();
+	h_event(NULL, "product-before", "ProductCreated",
+		"{\"product_id\": \"before\", \"name\": \"Before\", \"price\": 1}");
+	p = h_spawn(0, args);
+	H_EVENTUALLY(h_alias_is(INDEX), H_LONG, "the alias never named %s (log: %s)", INDEX, p->log);
+	cr_assert(searchable("before"));
+
+	pos = h_event(NULL, "product-live-1", "ProductCreated", data);
+	t0 = h_now();
+	H_EVENTUALLY(source_is("live-1", data), H_LONG, "live-1 never became searchable (log: %s)", p->log);
+	cr_log_info("live event searchable after %.2fs", h_now() - t0);
+	want.txid = h_event_txid(pos);
+	want.pos = pos;
+	cr_assert(h_eventually(checkpoint_is, &want, H_LONG),
+		  "the checkpoint never reached the live event %" PRIu64 "/%" PRId64, want.txid, want.pos);
+
+	h_signal(p, SIGTERM);
+	cr_assert(h_wait(p, 20), "no exit within 20s of SIGTERM (log: %s)", p->log);
+	cr_assert_eq(h_exit_code(p), 0, "exit status 0x%x after SIGTERM (log: %s)", (unsigned)p->status,
+		     p->log);
+	checkpoint(&t, &pos);
+	cr_assert(t == want.txid && pos == want.pos,
+		  "checkpoint %" PRIu64 "/%" PRId64 ", want the live event %" PRIu64 "/%" PRId64, t, pos,
+		  want.txid, want.pos);
+	h_assert_docs_match_oracle();
+}
+
+/* ---- e. out-of-order commits ----------------------------------------------- */
+
+Test(products, out_of_order_commits, .timeout = 120)
+{
+	static const char *const args[] = { "run", "--poll-interval", "0.2", NULL };
+	struct h_proc *p;
+	PGconn *c1, *c2;
+	int64_t pos_a, pos_b;
+	uint64_t xid_a, xid_b, t;
+	int64_t cp;
+	struct cp_arg want;
+
+	h_begin();
+	p = h_spawn(0, args);
+	H_EVENTUALLY(h_alias_is(INDEX), H_LONG, "the alias never named %s (log: %s)", INDEX, p->log);
+
+	c1 = h_connect();
+	c2 = h_connect();
+	h_sql(c1, "BEGIN");
+	pos_a = h_event(c1, "product-pa", "ProductCreated",
+			"{\"product_id\": \"pa\", \"name\": \"From A\", \"price\": 1.10}");
+	{
+		char *x = h_query_text(c1, "SELECT pg_current_xact_id()::text", 0, NULL);
+		xid_a = strtoull(x, NULL, 10);
+		free(x);
+	}
+	pos_b = h_event(c2, "product-pb", "ProductCreated",
+			"{\"product_id\": \"pb\", \"name\": \"From B\", \"price\": 2.20}");
+	cr_assert_lt(pos_a, pos_b);
+	xid_b = h_event_txid(pos_b);
+	cr_assert_gt(xid_b, xid_a);
+
+	/* B is committed, A is not: the bridge must not pass A's event */
+	h_sleep(2.0);
+	if (h_checkpoint(&t, &cp))
+		cr_assert_lt(t, xid_a, "the checkpoint %" PRIu64 "/%" PRId64 " passed the open transaction %"
+			     PRIu64, t, cp, xid_a);
+	cr_log_info("while A was open: pb %s", searchable("pb") ? "visible" : "not visible");
+	cr_assert(p->running, "the daemon exited (log: %s)", p->log);
+
+	h_sql(c1, "COMMIT");
+	H_EVENTUALLY(searchable("pa") && searchable("pb"), H_LONG,
+		     "pa and pb never both became searchable (log: %s)", p->log);
+	want.txid = xid_b;
+	want.pos = pos_b;
+	cr_assert(h_eventually(checkpoint_is, &want, H_LONG), "the checkpoint never reached pb");
+	h_disconnect(c1);
+	h_disconnect(c2);
+
+	h_signal(p, SIGTERM);
+	cr_assert(h_wait(p, 20), "no exit within 20s of SIGTERM (log: %s)", p->log);
+	cr_assert_eq(h_exit_code(p), 0, "exit status 0x%x (log: %s)", (unsigned)p->status, p->log);
+	h_assert_docs_match_oracle();
+}
+
+/* ---- f. dead letters ------------------------------------------------------ */
+
+Test(products, dead_letter_missing_name, .timeout = 120)
+{
+	int64_t bad;
+	char pos[32];
+	const char *params[1] = { pos };
+	char *reason;
+
+	h_begin();
+	h_event(NULL, "product-d1", "ProductCreated",
+		"{\"product_id\": \"d1\", \"name\": \"One\", \"price\": 1}");
+	bad = h_event(NULL, "product-d2", "ProductCreated",
+		      "{\"product_id\": \"d2\", \"price\": 2, \"description\": \"no name\"}");
+	h_event(NULL, "product-d3", "ProductCreated",
+		"{\"product_id\": \"d3\", \"name\": \"Three\", \"price\": 3}");
+	h_event(NULL, "product-d1", "ProductUpdated",
+		"{\"product_id\": \"d1\", \"name\": \"One, renamed\"}");
+
+	assert_once_ok(NULL);
+	assert_alias_names_index();
+	cr_assert_eq(h_dead_letter_count(), 1, "%lld dead letters, want 1", h_dead_letter_count());
+	snprintf(pos, sizeof(pos), "%" PRId64, bad);
+	cr_assert_eq(h_query_ll(NULL,
+		"SELECT count(*) FROM esbridge.dead_letters WHERE global_position = $1::bigint"
+		" AND projection = 'products'", 1, params, 0), 1,
+		"no dead letter at position %s", pos);
+	reason = h_query_text(NULL, "SELECT reason FROM esbridge.dead_letters WHERE global_position = $1::bigint",
+			      1, params);
+	cr_assert(reason && strstr(reason, "name"), "the reason does not mention 'name': %s",
+		  reason ? reason : "(null)");
+	free(reason);
+	cr_assert(!searchable("d2"));
+	h_assert_docs_match_oracle();
+	{
+		uint64_t t;
+		int64_t cp;
+		checkpoint(&t, &cp);
+		cr_assert_eq(cp, 4, "the pipeline did not move past the dead letter: checkpoint %" PRId64, cp);
+	}
+}
+
+/* Appends an event; an invalid one's position goes to the list `want`. */
+static void add_event(char *want, size_t size, size_t *len, int *n_invalid, const char *stream,
+		      const char *type, const char *data, bool invalid)
+{
+	int64_t pos = h_event(NULL, stream, type, data);
+
+	if (invalid) {
+		*len += (size_t)snprintf(want + *len, size - *len, "%s%" PRId64, *n_invalid ? "," : "", pos);
+		(*n_invalid)++;
+	}
+}
+
+/* Every kind of invalid payload, between valid events of the same products. */
+Test(products, dead_letters_of_every_kind, .timeout = 120)
+{
+	static const struct {
+		const char *stream, *type, *data;
+		bool invalid;
+	} evs[] = {
+		{ "product-k1", "ProductCreated", "{\"product_id\": \"k1\", \"name\": \"K1\", \"price\": 1}", false },
+		/* an invalid re-creation must not reset the document */
+		{ "product-k1", "ProductCreated", "{\"product_id\": \"k1\", \"name\": \"K1 bis\", \"price\": \"2\"}", true },
+		{ "product-k1", "ProductCreated", "{\"product_id\": \"k1\", \"name\": null, \"price\": 2}", true },
+		{ "product-k1", "ProductCreated", "{\"product_id\": \"k1\", \"name\": 5, \"price\": 2}", true },
+		{ "product-k1", "ProductCreated", "{\"product_id\": \"k1\", \"name\": \"K\", \"price\": null}", true },
+		{ "product-k1", "ProductCreated", "{\"product_id\": \"k1\", \"name\": \"K\", \"price\": 2, \"tags\": [\"a\", 1]}", true },
+		{ "product-k1", "ProductCreated", "{\"product_id\": \"k1\", \"name\": \"K\", \"price\": 2, \"tags\": \"a\"}", true },
+		{ "product-k1", "ProductCreated", "{\"product_id\": \"k1\", \"name\": \"K\", \"price\": 2, \"created_at\": 5}", true },
+		{ "product-k1", "ProductUpdated", "{\"product_id\": \"k1\", \"name\": null}", true },
+		{ "product-k1", "ProductUpdated", "{\"product_id\": \"k1\", \"description\": 3}", true },
+		{ "product-k1", "ProductUpdated", "{\"product_id\": \"k1\", \"description\": \"valid\"}", false },
+		{ "product-k1", "ProductPriceChanged", "{\"product_id\": \"k1\", \"changed_at\": \"2026-01-01T00:00:00Z\"}", true },
+		{ "product-k1", "ProductPriceChanged", "{\"product_id\": \"k1\", \"new_price\": \"3\"}", true },
+		{ "product-k1", "ProductPriceChanged", "{\"product_id\": \"k1\", \"new_price\": 3, \"changed_at\": false}", true },
+		/* ids */
+		{ "product-k2", "ProductCreated", "{\"name\": \"No id\", \"price\": 1}", true },
+		{ "product-k2", "ProductCreated", "{\"product_id\": \"\", \"name\": \"Empty id\", \"price\": 1}", true },
+		{ "product-k2", "ProductCreated", "{\"product_id\": 1.5, \"name\": \"Fraction id\", \"price\": 1}", true },
+		{ "product-k2", "ProductCreated", "{\"product_id\": [\"k2\"], \"name\": \"Array id\", \"price\": 1}", true },
+		{ "product-k2", "ProductDeleted", "{\"id\": \"k1\"}", true },
+		{ "product-k2", "ProductDeleted", "[\"k1\"]", true },
+		{ "product-k2", "ProductCreated", "{\"product_id\": \"k2\", \"name\": \"K2\", \"price\": -0.5}", false },
+		/* a delete that would matter, were it valid */
+		{ "product-k2", "ProductDeleted", "{\"product_id\": null}", true },
+		{ "product-k3", "ProductUpdated", "{\"product_id\": \"k3\", \"tags\": [null]}", true },
+		{ "product-k3", "ProductPriceChanged", "{\"product_id\": \"k3\", \"new_price\": 5}", false },
+	};
+	char want[1024] = "{";
+	size_t len = 1;
+	char *got;
+	int n_invalid = 0;
+
+	h_begin();
+	for (size_t i = 0; i < sizeof(evs) / sizeof(evs[0]); i++)
+		add_event(want, sizeof(want), &len, &n_invalid, evs[i].stream, evs[i].type, evs[i].data,
+			  evs[i].invalid);
+	/* id lengths (bytes, at most 512) and integer ranges */
+	{
+		char x512[513], e514[515], data[700];
+		memset(x512, 'x', 512);
+		x512[512] = '\0';
+		for (int i = 0; i < 257; i++)
+			memcpy(e514 + 2 * i, "\xc3\xa9", 2); /* é */
+		e514[514] = '\0';
+		snprintf(data, sizeof(data), "{\"product_id\": \"%s\", \"name\": \"Long\", \"price\": 1}", x512);
+		add_event(want, sizeof(want), &len, &n_invalid, "product-long", "ProductCreated", data, false);
+		snprintf(data, sizeof(data), "{\"product_id\": \"%s\", \"name\": \"Longer\", \"price\": 1}", e514);
+		add_event(want, sizeof(want), &len, &n_invalid, "product-longer", "ProductCreated", data, true);
+	}
+	add_event(want, sizeof(want), &len, &n_invalid, "product-max", "ProductCreated",
+		  "{\"product_id\": 9223372036854775807, \"name\": \"Max\", \"price\": 1}", false);
+	add_event(want, sizeof(want), &len, &n_invalid, "product-over", "ProductCreated",
+		  "{\"product_id\": 9223372036854775808, \"name\": \"Over\", \"price\": 1}", true);
+	add_event(want, sizeof(want), &len, &n_invalid, "product-neg", "ProductCreated",
+		  "{\"product_id\": -5, \"name\": \"Negative\", \"price\": 1}", false);
+	add_event(want, sizeof(want), &len, &n_invalid, "product-exp", "ProductCreated",
+		  "{\"product_id\": 1e2, \"name\": \"Hundred\", \"price\": 1}", false);
+	snprintf(want + len, sizeof(want) - len, "}");
+
+	assert_once_ok(NULL);
+	assert_alias_names_index();
+	got = h_query_text(NULL,
+		"SELECT coalesce(array_agg(global_position ORDER BY global_position), '{}')::text"
+		" FROM esbridge.dead_letters", 0, NULL);
+	cr_assert_str_eq(got, want, "dead letters at %s, want %s", got, want);
+	free(got);
+	cr_assert_eq(h_query_ll(NULL,
+		"SELECT count(*) FROM esbridge.dead_letters WHERE reason = '' OR reason IS NULL", 0, NULL, 0), 0,
+		"a dead letter without a reason");
+	h_assert_docs_match_oracle();
+	cr_assert(source_is("k1", "{\"product_id\": \"k1\", \"name\": \"K1\", \"price\": 1, \"description\": \"valid\"}"));
+	cr_assert(source_is("-5", "{\"product_id\": -5, \"name\": \"Negative\", \"price\": 1}"));
+	cr_assert(source_is("100", "{\"product_id\": 100, \"name\": \"Hundred\", \"price\": 1}"));
+}
+
+/* ---- g. configuration errors ---------------------------------------------- */
+
+Test(products, missing_es_url_is_a_usage_error, .timeout = 30)
+{
+	static const char *const args[] = { "run", "--once", NULL };
+	struct h_proc *p;
+	char *out, *nl;
+	int lines = 0;
+
+	h_begin();
+	p = h_spawn(H_NO_ES_ENV, args);
+	cr_assert(h_wait(p, 20), "no exit within 20s");
+	cr_assert_eq(h_exit_code(p), 2, "exit status 0x%x, want exit code 2", (unsigned)p->status);
+	out = h_proc_output(p);
+	for (char *c = out; *c; c = nl + 1) {
+		nl = strchr(c, '\n');
+		lines++;
+		if (!nl) {
+			cr_assert_fail("the output does not end with a newline: %s", out);
+			break;
+		}
+	}
+	cr_assert_eq(lines, 1, "%d lines of output, want one:\n%s", lines, out);
+	cr_assert_eq(strncmp(out, "esbridge: error:", 16), 0, "unexpected output: %s", out);
+	cr_assert(strstr(out, "ESBRIDGE_ES"), "the message does not name ESBRIDGE_ES: %s", out);
+	free(out);
+	/* nothing was created */
+	cr_assert(!h_alias_exists());
+}
