@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <yajl/yajl_tree.h>
 
@@ -48,6 +49,8 @@ struct lane {
 	struct pipeline *p;
 	int idx;
 	struct opset building;  /* filling from reads */
+	struct opset *ready;    /* full sets waiting for the lane, oldest first */
+	size_t n_ready, cap_ready;
 	struct opset sending;   /* the request in flight or waiting to be sent again */
 	bool busy;              /* a request is in flight */
 	bool waiting;           /* the retry timer runs */
@@ -272,10 +275,37 @@ static bool can_read(const struct pipeline *p)
 		return false;
 	for (int i = 0; i < p->n_lanes; i++) {
 		const struct lane *l = &p->lanes[i];
-		if ((l->busy || l->waiting) && opset_full(p, &l->building))
+		if ((l->busy || l->waiting) && l->n_ready)
 			return false;
 	}
 	return true;
+}
+
+/*
+ * Queues the lane's full building set to be sent after the ones before it;
+ * a document's later events then go to a later request, in order.
+ */
+static int lane_seal(struct lane *l)
+{
+	if (l->n_ready == l->cap_ready) {
+		size_t ncap = l->cap_ready ? l->cap_ready * 2 : 4;
+		struct opset *nr = realloc(l->ready, ncap * sizeof(*nr));
+		if (!nr)
+			return -1;
+		l->ready = nr;
+		l->cap_ready = ncap;
+	}
+	l->ready[l->n_ready++] = l->building;
+	memset(&l->building, 0, sizeof(l->building));
+	return 0;
+}
+
+static void lane_drop_unsent(struct lane *l)
+{
+	for (size_t i = 0; i < l->n_ready; i++)
+		opset_release(&l->ready[i]);
+	l->n_ready = 0;
+	opset_release(&l->building);
 }
 
 static void process_event(struct pipeline *p, struct rbatch *rb, const struct event *ev)
@@ -307,6 +337,11 @@ static void process_event(struct pipeline *p, struct rbatch *rb, const struct ev
 		return;
 	}
 	l = &p->lanes[hash_id(p->id.data, p->id.len) % (uint64_t)p->n_lanes];
+	if (opset_full(p, &l->building) && lane_seal(l)) {
+		yajl_tree_free(tree);
+		fail(p, "out of memory");
+		return;
+	}
 	op = opset_get(&l->building, p->id.data, p->id.len, !p->cfg->coalesce, &created);
 	if (!op) {
 		yajl_tree_free(tree);
@@ -418,6 +453,7 @@ static void advance_checkpoint(struct pipeline *p)
 /* ---- sending ----------------------------------------------------------- */
 
 static void send_lane(struct lane *l);
+static void send_sending(struct lane *l);
 
 static void settle_sending(struct lane *l)
 {
@@ -443,6 +479,69 @@ static void dead_letter_op(struct pipeline *p, struct bulk_op *op, const char *r
 	for (size_t i = 0; i < op->n_events; i++)
 		dead_letter(p, op->events[i], reason);
 	op->kind = BULK_NONE;
+}
+
+/*
+ * An action that folded several events was rejected: one of them may be bad
+ * and the others fine. Replaces it by one action per event (read again from
+ * the store), sent with the rest of the request, so that only the events
+ * Elasticsearch refuses on their own become dead letters, as they would
+ * have in a live run that sent them one by one. Returns 0, or -1 if the
+ * events could not be read again (the request is then retried as it is).
+ */
+static int split_op(struct lane *l, size_t index, const char *why)
+{
+	struct pipeline *p = l->p;
+	struct store_batch b;
+	struct position *at;
+	size_t n = l->sending.ops[index].n_events;
+	char err[512], perr[256];
+
+	at = malloc(n * sizeof(*at));
+	if (!at)
+		return -1;
+	memcpy(at, l->sending.ops[index].events, n * sizeof(*at));
+	if (store_read_positions(p->store, at, n, &b, err, sizeof(err))) {
+		PLOG(LOG_WARN, p, "%s", err);
+		free(at);
+		return -1;
+	}
+	PLOG(LOG_INFO, p, "document '%s': %zu events folded into one action were rejected (%s);"
+	     " sending them one by one", l->sending.ops[index].id, n, why);
+	l->sending.ops[index].kind = BULK_NONE;
+	for (int i = 0; i < b.n; i++) {
+		struct event ev;
+		struct bulk_op *op;
+		yajl_val tree;
+		bool created;
+		int rc;
+
+		store_batch_event(&b, i, &ev);
+		tree = yajl_tree_parse(ev.data, perr, sizeof(perr));
+		if (!tree) {
+			dead_letter(p, ev.at, "invalid JSON in data");
+			continue;
+		}
+		rc = p->proj->doc_id(&ev, tree, &p->id, err, sizeof(err));
+		op = rc ? NULL : opset_get(&l->sending, p->id.data, p->id.len, true, &created);
+		if (op)
+			rc = p->proj->apply(&ev, tree, op, err, sizeof(err));
+		if (!op || rc) {
+			if (op && created)
+				opset_drop_last(&l->sending);
+			dead_letter(p, ev.at, rc == PROJECTION_REJECT ? err : "out of memory");
+			yajl_tree_free(tree);
+			continue;
+		}
+		if (bulk_op_note_event(op, ev.at) || opset_keep_tree(&l->sending, tree)) {
+			yajl_tree_free(tree);
+			fail(p, "out of memory");
+			break;
+		}
+	}
+	store_batch_release(&b);
+	free(at);
+	return 0;
 }
 
 static void lane_retry_later(struct lane *l, const char *why)
@@ -476,7 +575,8 @@ static void lane_done(void *arg, const struct es_response *r)
 	struct bulk_response br;
 	char err[512], why[512] = "";
 	size_t item = 0;
-	bool again = false;
+	bool again = false, split = false;
+	size_t n_ops;
 
 	l->busy = false;
 	kick(p);
@@ -504,7 +604,9 @@ static void lane_done(void *arg, const struct es_response *r)
 		return;
 	}
 	p->stats.requests++;
-	for (size_t i = 0; i < l->sending.n_ops; i++) {
+	/* split_op appends to the set: only the operations this response answers */
+	n_ops = l->sending.n_ops;
+	for (size_t i = 0; i < n_ops; i++) {
 		struct bulk_op *op = &l->sending.ops[i];
 		const struct bulk_item *it;
 		if (op->kind == BULK_NONE)
@@ -517,6 +619,10 @@ static void lane_done(void *arg, const struct es_response *r)
 		case BULK_ITEM_REJECT:
 			snprintf(err, sizeof(err), "rejected by Elasticsearch: HTTP %d %s: %s", it->status,
 				 it->error_type, it->error_reason);
+			if (op->n_events > 1 && split_op(l, i, err) == 0) {
+				split = true;
+				break;
+			}
 			dead_letter_op(p, op, err);
 			break;
 		case BULK_ITEM_RETRY:
@@ -530,6 +636,13 @@ static void lane_done(void *arg, const struct es_response *r)
 	bulk_response_release(&br);
 	if (again) {
 		lane_retry_later(l, why);
+		return;
+	}
+	if (split) {
+		if (p->stopping)
+			abandon_sending(l); /* not applied yet: never settled */
+		else
+			send_sending(l);
 		return;
 	}
 	settle_sending(l);
@@ -607,8 +720,14 @@ static void send_sending(struct lane *l)
 
 static void send_lane(struct lane *l)
 {
-	l->sending = l->building;
-	memset(&l->building, 0, sizeof(l->building));
+	if (l->n_ready) {
+		l->sending = l->ready[0];
+		memmove(l->ready, l->ready + 1, (l->n_ready - 1) * sizeof(*l->ready));
+		l->n_ready--;
+	} else {
+		l->sending = l->building;
+		memset(&l->building, 0, sizeof(l->building));
+	}
 	send_sending(l);
 }
 
@@ -629,7 +748,11 @@ static void retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
 static bool lane_sendable(const struct pipeline *p, const struct lane *l)
 {
-	if (l->busy || l->waiting || l->building.n_ops == 0 || p->stopping)
+	if (l->busy || l->waiting || p->stopping)
+		return false;
+	if (l->n_ready)
+		return true;
+	if (l->building.n_ops == 0)
 		return false;
 	return opset_full(p, &l->building) || p->at_head || p->reached_end || !can_read(p);
 }
@@ -647,7 +770,7 @@ static bool all_quiet(const struct pipeline *p)
 {
 	for (int i = 0; i < p->n_lanes; i++) {
 		const struct lane *l = &p->lanes[i];
-		if (l->busy || l->waiting || l->building.n_ops || l->sending.n_ops)
+		if (l->busy || l->waiting || l->building.n_ops || l->n_ready || l->sending.n_ops)
 			return false;
 	}
 	return true;
@@ -699,7 +822,7 @@ static void pump(struct pipeline *p)
 		for (int i = 0; i < p->n_lanes; i++) {
 			struct lane *l = &p->lanes[i];
 			/* read but not sent: read again after the restart */
-			opset_release(&l->building);
+			lane_drop_unsent(l);
 			if (l->waiting) {
 				ev_timer_stop(p->loop, &l->retry);
 				l->waiting = false;
@@ -816,6 +939,28 @@ static void finish(struct pipeline *p)
 		p->done(p->done_arg, p);
 }
 
+/*
+ * One writer per projection: the advisory lock on the state connection.
+ * A process that was just killed may hold it until the server notices, so
+ * wait a little before giving up.
+ */
+static int own(struct pipeline *p, char *err, size_t errsz)
+{
+	const struct timespec pause = { 0, 100 * 1000 * 1000 };
+
+	for (int i = 0; i < 100; i++) {
+		int rc = state_own_projection(p->state, p->proj->name, err, errsz);
+		if (rc != 0)
+			return rc > 0 ? 0 : -1;
+		if (i == 0)
+			log_info("%s: another esbridge process runs this projection; waiting up to 10s",
+				 p->proj->name);
+		nanosleep(&pause, NULL);
+	}
+	snprintf(err, errsz, "another esbridge process runs projection '%s'", p->proj->name);
+	return -1;
+}
+
 struct pipeline *pipeline_new(struct ev_loop *loop, const struct config *cfg,
 			      const struct projection *proj, struct es_client *es, bool once,
 			      char *err, size_t errsz)
@@ -856,6 +1001,8 @@ struct pipeline *pipeline_new(struct ev_loop *loop, const struct config *cfg,
 		goto fail;
 	p->store = store_open(cfg->pg, err, errsz);
 	if (!p->store)
+		goto fail;
+	if (own(p, err, errsz))
 		goto fail;
 	if (rebuild_prepare(p->state, es, cfg, proj, &p->gen, err, errsz))
 		goto fail;
@@ -925,7 +1072,8 @@ void pipeline_free(struct pipeline *p)
 	}
 	for (int i = 0; p->lanes && i < p->n_lanes; i++) {
 		ev_timer_stop(p->loop, &p->lanes[i].retry);
-		opset_release(&p->lanes[i].building);
+		lane_drop_unsent(&p->lanes[i]);
+		free(p->lanes[i].ready);
 		opset_release(&p->lanes[i].sending);
 	}
 	free(p->lanes);

@@ -296,6 +296,24 @@ int state_dead_letter(struct state *st, const char *proj, int number, struct pos
 			   4, params, err, errsz);
 }
 
+int state_own_projection(struct state *st, const char *proj, char *err, size_t errsz)
+{
+	const char *params[1] = { proj };
+	PGresult *res = PQexecParams(st->conn,
+				     "SELECT pg_try_advisory_lock(hashtext('esbridge.projection'), hashtext($1))",
+				     1, NULL, params, NULL, NULL, 0);
+	int rc;
+
+	if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+		pq_error(err, errsz, "cannot take the projection lock", PQresultErrorMessage(res));
+		PQclear(res);
+		return -1;
+	}
+	rc = PQgetvalue(res, 0, 0)[0] == 't' ? 1 : 0;
+	PQclear(res);
+	return rc;
+}
+
 int state_print_status(struct state *st, char *err, size_t errsz)
 {
 	PGresult *res = PQexec(st->conn,

@@ -170,11 +170,14 @@ int store_xmin(struct store *s, uint64_t *xmin, char *err, size_t errsz)
  * global_position) index; transaction_id below the snapshot's xmin means every transaction
  * that could still add an event before these has ended.
  */
-static const char read_sql[] =
-	"SELECT e.global_position AS pos, e.transaction_id::text AS txid, e.stream_id,"
-	" e.event_type, e.data::text AS data, e.version,"
-	" to_char(e.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS created"
+#define EVENT_COLUMNS \
+	"SELECT e.global_position AS pos, e.transaction_id::text AS txid, e.stream_id," \
+	" e.event_type, e.data::text AS data, e.version," \
+	" to_char(e.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS created" \
 	" FROM events e"
+
+static const char read_sql[] =
+	EVENT_COLUMNS
 	" WHERE (e.transaction_id, e.global_position) > ($1::xid8, $2::bigint)"
 	"   AND e.transaction_id < pg_snapshot_xmin(pg_current_snapshot())"
 	"   AND ($3::xid8 IS NULL OR e.transaction_id < $3::xid8)"
@@ -182,6 +185,11 @@ static const char read_sql[] =
 	/* the table's columns, not the text outputs: xids must not sort as text */
 	" ORDER BY e.transaction_id, e.global_position"
 	" LIMIT $5";
+
+static const char by_position_sql[] =
+	EVENT_COLUMNS
+	" WHERE e.global_position = ANY($1::bigint[])"
+	" ORDER BY e.transaction_id, e.global_position";
 
 /* Renders the types as a text[] literal, each element quoted and escaped. */
 static int types_literal(const char *const *types, struct buf *out)
@@ -244,6 +252,37 @@ int store_read(struct store *s, struct position after, uint64_t bound,
 		PQclear(res);
 		if (PQstatus(s->conn) != CONNECTION_OK)
 			s->prepared = false;
+		return -1;
+	}
+	out->res = res;
+	out->n = PQntuples(res);
+	return 0;
+}
+
+int store_read_positions(struct store *s, const struct position *at, size_t n,
+			 struct store_batch *out, char *err, size_t errsz)
+{
+	struct buf list = BUF_INIT((size_t)64 << 20);
+	const char *params[1];
+	PGresult *res;
+
+	out->res = NULL;
+	out->n = 0;
+	(void)buf_append_char(&list, '{');
+	for (size_t i = 0; i < n; i++)
+		(void)buf_printf(&list, "%s%" PRId64, i ? "," : "", at[i].pos);
+	(void)buf_append_char(&list, '}');
+	if (buf_error(&list)) {
+		snprintf(err, errsz, "out of memory");
+		buf_release(&list);
+		return -1;
+	}
+	params[0] = list.data;
+	res = PQexecParams(s->conn, by_position_sql, 1, NULL, params, NULL, NULL, 0);
+	buf_release(&list);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		pq_error(err, errsz, "cannot read events again", PQresultErrorMessage(res));
+		PQclear(res);
 		return -1;
 	}
 	out->res = res;

@@ -62,6 +62,14 @@ __attribute__((warn_unused_result))
 int state_dead_letter(struct state *st, const char *proj, int number, struct position at,
 		      const char *reason, char *err, size_t errsz);
 
+/*
+ * Takes the session-level advisory lock that makes this process the only
+ * writer of the projection (held until the connection closes). Returns 1
+ * when taken, 0 when another session holds it, -1 on error.
+ */
+__attribute__((warn_unused_result))
+int state_own_projection(struct state *st, const char *proj, char *err, size_t errsz);
+
 /* Prints one line per generation of every projection (for `status`). */
 __attribute__((warn_unused_result))
 int state_print_status(struct state *st, char *err, size_t errsz);

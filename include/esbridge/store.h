@@ -68,6 +68,11 @@ int store_read(struct store *s, struct position after, uint64_t bound,
 	       const char *const *types, int limit, struct store_batch *out,
 	       char *err, size_t errsz);
 
+/* Reads the events at the given positions again, in commit order. */
+__attribute__((warn_unused_result))
+int store_read_positions(struct store *s, const struct position *at, size_t n,
+			 struct store_batch *out, char *err, size_t errsz);
+
 /* Fills `ev` with event `i` of the batch (pointers into the batch). */
 void store_batch_event(const struct store_batch *b, int i, struct event *ev);
 void store_batch_release(struct store_batch *b);
