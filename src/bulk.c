@@ -1,12 +1,13 @@
 #include "esbridge/bulk.h"
 #include "esbridge/event.h"
 
-#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <yajl/yajl_gen.h>
+
+#include "esbridge/json.h"
 
 int bulk_op_init(struct bulk_op *op, const char *id, size_t id_len)
 {
@@ -152,10 +153,21 @@ int bulk_op_note_event(struct bulk_op *op, struct position at)
 	return 0;
 }
 
-/* yajl cannot report a failed write; the buffer's sticky error does. */
+/*
+ * yajl cannot report a failed write; the buffer's sticky error does. yajl
+ * prints token by token, so the common case (room left) is done here.
+ */
 static void print_to_buf(void *ctx, const char *s, size_t len)
 {
-	(void)buf_append(ctx, s, len);
+	struct buf *b = ctx;
+
+	if (b->alloc && !b->err && len < 64 && b->len + len < b->alloc && b->len + len <= b->limit) {
+		memcpy(b->data + b->len, s, len);
+		b->len += len;
+		b->data[b->len] = '\0';
+		return;
+	}
+	(void)buf_append(b, s, len);
 }
 
 static yajl_gen_status gen_str(yajl_gen g, const char *s)
@@ -197,10 +209,36 @@ static yajl_gen_status gen_tree(yajl_gen g, yajl_val v)
 	return yajl_gen_null(g);
 }
 
+/* Decimal digits of a whole number (no printf on the hot path). */
+static size_t format_int(char *out, long long v, int decimals)
+{
+	char tmp[32];
+	size_t n = 0, len = 0;
+	unsigned long long a = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+
+	do {
+		tmp[n++] = (char)('0' + a % 10);
+		a /= 10;
+		if (decimals && (int)n == decimals)
+			tmp[n++] = '.';
+	} while (a || (decimals && (int)n <= decimals + 1));
+	if (v < 0)
+		out[len++] = '-';
+	while (n)
+		out[len++] = tmp[--n];
+	return len;
+}
+
+static yajl_gen_status gen_int(yajl_gen g, long long v)
+{
+	char num[32];
+
+	return yajl_gen_number(g, num, format_int(num, v, 0));
+}
+
 static yajl_gen_status gen_value(yajl_gen g, const struct bulk_value *v)
 {
 	char num[32];
-	int n;
 
 	switch (v->kind) {
 	case BV_NULL:
@@ -208,26 +246,23 @@ static yajl_gen_status gen_value(yajl_gen g, const struct bulk_value *v)
 	case BV_JSON:
 		return v->u.json ? gen_tree(g, v->u.json) : yajl_gen_null(g);
 	case BV_STRING:
+	case BV_TEXT:
 		return gen_str(g, v->u.string);
 	case BV_INT:
-		return yajl_gen_integer(g, v->u.i);
-	case BV_CENTS: {
-		int64_t c = v->u.cents;
-		uint64_t a = c < 0 ? (uint64_t)0 - (uint64_t)c : (uint64_t)c;
-		n = snprintf(num, sizeof(num), "%s%" PRIu64 ".%02u", c < 0 ? "-" : "",
-			     a / 100, (unsigned)(a % 100));
-		return yajl_gen_number(g, num, (size_t)n);
-	}
+		return gen_int(g, v->u.i);
+	case BV_CENTS:
+		/* cents as a decimal with two places: -5 is -0.05 */
+		return yajl_gen_number(g, num, format_int(num, (long long)v->u.cents, 2));
 	case BV_POSITION: {
 		yajl_gen_status st = yajl_gen_map_open(g);
 		if (st == yajl_gen_status_ok)
 			st = gen_str(g, "txid");
 		if (st == yajl_gen_status_ok)
-			st = yajl_gen_integer(g, (long long)v->u.at.txid);
+			st = gen_int(g, (long long)v->u.at.txid);
 		if (st == yajl_gen_status_ok)
 			st = gen_str(g, "position");
 		if (st == yajl_gen_status_ok)
-			st = yajl_gen_integer(g, (long long)v->u.at.pos);
+			st = gen_int(g, (long long)v->u.at.pos);
 		return st == yajl_gen_status_ok ? yajl_gen_map_close(g) : st;
 	}
 	}
@@ -258,8 +293,7 @@ static yajl_gen_status gen_adds(yajl_gen g, const struct bulk_entry *e, enum bul
 		if (e->add[i].value.kind != kind)
 			continue;
 		G(gen_str(g, e->add[i].name));
-		G(yajl_gen_integer(g, kind == BV_CENTS ? (long long)e->add[i].value.u.cents
-						     : e->add[i].value.u.i));
+		G(gen_int(g, kind == BV_CENTS ? (long long)e->add[i].value.u.cents : e->add[i].value.u.i));
 	}
 	G(yajl_gen_map_close(g));
 	return st;
@@ -280,9 +314,9 @@ static yajl_gen_status gen_script(yajl_gen g, const struct bulk_op *op)
 		const struct bulk_entry *e = &op->entries[i];
 		G(yajl_gen_map_open(g));
 		G(gen_str(g, "t"));
-		G(yajl_gen_integer(g, (long long)e->at.txid));
+		G(gen_int(g, (long long)e->at.txid));
 		G(gen_str(g, "p"));
-		G(yajl_gen_integer(g, (long long)e->at.pos));
+		G(gen_int(g, (long long)e->at.pos));
 		G(gen_str(g, "s"));
 		G(gen_fields(g, e->set, e->n_set));
 		G(gen_str(g, "i"));
@@ -370,10 +404,11 @@ static const char *gen_status_text(yajl_gen_status st)
 	}
 }
 
-int bulk_write_op(struct buf *body, const struct bulk_op *op, char *err, size_t errsz)
+int bulk_writer_op(struct bulk_writer *w, const struct bulk_op *op, char *err, size_t errsz)
 {
+	struct buf *body = w->body;
+	yajl_gen g = w->g;
 	const char *action;
-	yajl_gen g;
 	yajl_gen_status st;
 	size_t mark = body->len;
 
@@ -397,13 +432,7 @@ int bulk_write_op(struct buf *body, const struct bulk_op *op, char *err, size_t 
 		return -1;
 	}
 
-	g = yajl_gen_alloc(NULL);
-	if (!g) {
-		snprintf(err, errsz, "out of memory");
-		return -1;
-	}
-	yajl_gen_config(g, yajl_gen_print_callback, print_to_buf, body);
-	yajl_gen_config(g, yajl_gen_validate_utf8, 1);
+	yajl_gen_reset(g, NULL);
 
 	/* action line: {"index":{"_id":"..."}} */
 	st = yajl_gen_map_open(g);
@@ -426,8 +455,6 @@ int bulk_write_op(struct buf *body, const struct bulk_op *op, char *err, size_t 
 		st = gen_source(g, op);
 		(void)buf_append_char(body, '\n');
 	}
-	yajl_gen_free(g);
-
 	if (st != yajl_gen_status_ok) {
 		snprintf(err, errsz, "document '%.64s': %s", op->id, gen_status_text(st));
 		goto undo;
@@ -447,6 +474,38 @@ undo:
 	return -1;
 }
 
+int bulk_writer_init(struct bulk_writer *w, struct buf *body)
+{
+	w->body = body;
+	w->g = yajl_gen_alloc(NULL);
+	if (!w->g)
+		return -1;
+	yajl_gen_config(w->g, yajl_gen_print_callback, print_to_buf, body);
+	yajl_gen_config(w->g, yajl_gen_validate_utf8, 1);
+	return 0;
+}
+
+void bulk_writer_release(struct bulk_writer *w)
+{
+	if (w->g)
+		yajl_gen_free(w->g);
+	w->g = NULL;
+}
+
+int bulk_write_op(struct buf *body, const struct bulk_op *op, char *err, size_t errsz)
+{
+	struct bulk_writer w;
+	int rc;
+
+	if (bulk_writer_init(&w, body)) {
+		snprintf(err, errsz, "out of memory");
+		return -1;
+	}
+	rc = bulk_writer_op(&w, op, err, errsz);
+	bulk_writer_release(&w);
+	return rc;
+}
+
 static void copy_text(char *dst, size_t dstsz, const char *src)
 {
 	snprintf(dst, dstsz, "%s", src ? src : "");
@@ -455,27 +514,18 @@ static void copy_text(char *dst, size_t dstsz, const char *src)
 int bulk_response_parse(const char *body, size_t len, struct bulk_response *r, char *err, size_t errsz)
 {
 	char perr[256];
-	char *copy;
+	struct arena arena = ARENA_INIT;
+	struct json_scratch scratch = JSON_SCRATCH_INIT;
 	yajl_val root, items, errors;
 	static const char *errors_path[] = { "errors", NULL };
 	static const char *items_path[] = { "items", NULL };
 
 	memset(r, 0, sizeof(*r));
-	/* yajl_tree_parse wants a NUL-terminated string */
-	copy = malloc(len + 1);
-	if (!copy) {
-		snprintf(err, errsz, "out of memory");
-		return -1;
-	}
-	memcpy(copy, body, len);
-	copy[len] = '\0';
-	root = yajl_tree_parse(copy, perr, sizeof(perr));
-	free(copy);
+	root = json_parse(&arena, &scratch, body, len, perr, sizeof(perr));
+	json_scratch_release(&scratch);
 	if (!root) {
-		char *nl = strchr(perr, '\n');
-		if (nl)
-			*nl = '\0';
 		snprintf(err, errsz, "unreadable _bulk response: %s", perr);
+		arena_release(&arena);
 		return -1;
 	}
 	if (!YAJL_IS_OBJECT(root)) {
@@ -524,10 +574,10 @@ int bulk_response_parse(const char *body, size_t len, struct bulk_response *r, c
 		snprintf(err, errsz, "unreadable _bulk response: errors without items");
 		goto fail;
 	}
-	yajl_tree_free(root);
+	arena_release(&arena);
 	return 0;
 fail:
-	yajl_tree_free(root);
+	arena_release(&arena);
 	bulk_response_release(r);
 	return -1;
 }

@@ -10,6 +10,7 @@
 #include <yajl/yajl_tree.h>
 
 #include "esbridge/bulk.h"
+#include "esbridge/json.h"
 #include "esbridge/log.h"
 #include "esbridge/rebuild.h"
 #include "esbridge/state.h"
@@ -20,6 +21,7 @@ struct rbatch {
 	struct rbatch *next;
 	struct position last;
 	size_t unsettled;
+	struct arena arena;   /* the parsed events; operations point into it */
 };
 
 /* `n` events of read batch `rb` are held by an operation set. */
@@ -38,8 +40,7 @@ struct opset {
 	size_t n_ops, cap_ops;
 	uint32_t *slots;      /* op index + 1; 0 = empty */
 	size_t n_slots;       /* a power of two, or 0 */
-	yajl_val *trees;
-	size_t n_trees, cap_trees;
+	struct arena arena;   /* trees of events read again by split_op */
 	struct settle *settles;
 	size_t n_settles, cap_settles;
 	size_t est_bytes;
@@ -88,6 +89,7 @@ struct pipeline {
 	void *done_arg;
 	struct pipeline_stats stats;
 	struct buf id;
+	struct json_scratch scratch;
 	char path[256];
 	uint64_t dump_seq;
 };
@@ -114,11 +116,9 @@ static void opset_release(struct opset *o)
 {
 	for (size_t i = 0; i < o->n_ops; i++)
 		bulk_op_release(&o->ops[i]);
-	for (size_t i = 0; i < o->n_trees; i++)
-		yajl_tree_free(o->trees[i]);
+	arena_release(&o->arena);
 	free(o->ops);
 	free(o->slots);
-	free(o->trees);
 	free(o->settles);
 	memset(o, 0, sizeof(*o));
 }
@@ -200,20 +200,6 @@ static void opset_drop_last(struct opset *o)
 			h = (h + 1) & (o->n_slots - 1);
 		o->slots[h] = v;
 	}
-}
-
-static int opset_keep_tree(struct opset *o, yajl_val tree)
-{
-	if (o->n_trees == o->cap_trees) {
-		size_t ncap = o->cap_trees ? o->cap_trees * 2 : 64;
-		yajl_val *nt = realloc(o->trees, ncap * sizeof(*nt));
-		if (!nt)
-			return -1;
-		o->trees = nt;
-		o->cap_trees = ncap;
-	}
-	o->trees[o->n_trees++] = tree;
-	return 0;
 }
 
 static int opset_add_settle(struct opset *o, struct rbatch *rb)
@@ -308,7 +294,23 @@ static void lane_drop_unsent(struct lane *l)
 	opset_release(&l->building);
 }
 
-static void process_event(struct pipeline *p, struct rbatch *rb, const struct event *ev)
+/*
+ * Projections may keep ev->created_at in an operation (projection.h): give
+ * it the lifetime of the parsed data.
+ */
+static int keep_created_at(struct arena *a, struct event *ev)
+{
+	size_t n = strlen(ev->created_at);
+	char *copy = arena_alloc(a, n + 1);
+
+	if (!copy)
+		return -1;
+	memcpy(copy, ev->created_at, n + 1);
+	ev->created_at = copy;
+	return 0;
+}
+
+static void process_event(struct pipeline *p, struct rbatch *rb, struct event *ev)
 {
 	char err[512], perr[256];
 	yajl_val tree;
@@ -318,18 +320,18 @@ static void process_event(struct pipeline *p, struct rbatch *rb, const struct ev
 	int rc;
 
 	p->stats.events++;
-	tree = yajl_tree_parse(ev->data, perr, sizeof(perr));
+	if (keep_created_at(&rb->arena, ev)) {
+		fail(p, "out of memory");
+		return;
+	}
+	tree = json_parse(&rb->arena, &p->scratch, ev->data, ev->data_len, perr, sizeof(perr));
 	if (!tree) {
-		char *nl = strchr(perr, '\n');
-		if (nl)
-			*nl = '\0';
-		snprintf(err, sizeof(err), "invalid JSON in data: %s", perr);
+		snprintf(err, sizeof(err), "%s", perr);
 		dead_letter(p, ev->at, err);
 		return;
 	}
 	rc = p->proj->doc_id(ev, tree, &p->id, err, sizeof(err));
 	if (rc) {
-		yajl_tree_free(tree);
 		if (rc == PROJECTION_REJECT)
 			dead_letter(p, ev->at, err);
 		else
@@ -338,13 +340,11 @@ static void process_event(struct pipeline *p, struct rbatch *rb, const struct ev
 	}
 	l = &p->lanes[hash_id(p->id.data, p->id.len) % (uint64_t)p->n_lanes];
 	if (opset_full(p, &l->building) && lane_seal(l)) {
-		yajl_tree_free(tree);
 		fail(p, "out of memory");
 		return;
 	}
 	op = opset_get(&l->building, p->id.data, p->id.len, !p->cfg->coalesce, &created);
 	if (!op) {
-		yajl_tree_free(tree);
 		fail(p, "out of memory");
 		return;
 	}
@@ -352,15 +352,13 @@ static void process_event(struct pipeline *p, struct rbatch *rb, const struct ev
 	if (rc) {
 		if (created && op->kind == BULK_NONE && !op->n_events)
 			opset_drop_last(&l->building);
-		yajl_tree_free(tree);
 		if (rc == PROJECTION_REJECT)
 			dead_letter(p, ev->at, err);
 		else
 			fail(p, "out of memory");
 		return;
 	}
-	if (bulk_op_note_event(op, ev->at) || opset_keep_tree(&l->building, tree)) {
-		yajl_tree_free(tree);
+	if (bulk_op_note_event(op, ev->at)) {
 		fail(p, "out of memory");
 		return;
 	}
@@ -437,6 +435,7 @@ static void advance_checkpoint(struct pipeline *p)
 		p->rb_head = rb->next;
 		if (!p->rb_head)
 			p->rb_tail = NULL;
+		arena_release(&rb->arena);
 		free(rb);
 	}
 	if (position_cmp(p->settled, p->committed) == 0)
@@ -517,9 +516,13 @@ static int split_op(struct lane *l, size_t index, const char *why)
 		int rc;
 
 		store_batch_event(&b, i, &ev);
-		tree = yajl_tree_parse(ev.data, perr, sizeof(perr));
+		if (keep_created_at(&l->sending.arena, &ev)) {
+			fail(p, "out of memory");
+			break;
+		}
+		tree = json_parse(&l->sending.arena, &p->scratch, ev.data, ev.data_len, perr, sizeof(perr));
 		if (!tree) {
-			dead_letter(p, ev.at, "invalid JSON in data");
+			dead_letter(p, ev.at, perr);
 			continue;
 		}
 		rc = p->proj->doc_id(&ev, tree, &p->id, err, sizeof(err));
@@ -530,11 +533,9 @@ static int split_op(struct lane *l, size_t index, const char *why)
 			if (op && created)
 				opset_drop_last(&l->sending);
 			dead_letter(p, ev.at, rc == PROJECTION_REJECT ? err : "out of memory");
-			yajl_tree_free(tree);
 			continue;
 		}
-		if (bulk_op_note_event(op, ev.at) || opset_keep_tree(&l->sending, tree)) {
-			yajl_tree_free(tree);
+		if (bulk_op_note_event(op, ev.at)) {
 			fail(p, "out of memory");
 			break;
 		}
@@ -671,19 +672,26 @@ static void dump_body(struct pipeline *p, const char *data, size_t len)
 static void send_sending(struct lane *l)
 {
 	struct pipeline *p = l->p;
+	struct bulk_writer w;
 	struct buf body;
 	char err[512];
 	char *data;
 	size_t len;
 
 	buf_init(&body, (size_t)p->cfg->bulk_bytes * 2 + ((size_t)16 << 20));
+	if (bulk_writer_init(&w, &body)) {
+		fail(p, "out of memory");
+		abandon_sending(l);
+		return;
+	}
 	l->n_written = 0;
 	for (size_t i = 0; i < l->sending.n_ops; i++) {
 		struct bulk_op *op = &l->sending.ops[i];
 		if (op->kind == BULK_NONE)
 			continue;
-		if (bulk_write_op(&body, op, err, sizeof(err))) {
+		if (bulk_writer_op(&w, op, err, sizeof(err))) {
 			if (buf_error(&body)) {
+				bulk_writer_release(&w);
 				buf_release(&body);
 				fail(p, err);
 				abandon_sending(l);
@@ -694,6 +702,7 @@ static void send_sending(struct lane *l)
 		}
 		l->n_written++;
 	}
+	bulk_writer_release(&w);
 	if (l->n_written == 0) {
 		buf_release(&body);
 		settle_sending(l);
@@ -1080,10 +1089,12 @@ void pipeline_free(struct pipeline *p)
 	while (p->rb_head) {
 		struct rbatch *rb = p->rb_head;
 		p->rb_head = rb->next;
+		arena_release(&rb->arena);
 		free(rb);
 	}
 	store_close(p->store);
 	state_close(p->state);
 	buf_release(&p->id);
+	json_scratch_release(&p->scratch);
 	free(p);
 }

@@ -31,6 +31,7 @@ enum bulk_value_kind {
 	BV_INT,     /* a whole number */
 	BV_CENTS,   /* a money amount in cents, written as a decimal number */
 	BV_POSITION, /* an event position, written as {"txid":..,"position":..} */
+	BV_TEXT,    /* a string borrowed from the event (see projection.h), not copied */
 };
 
 struct bulk_value {
@@ -123,6 +124,23 @@ extern const char bulk_script_source[];
 /* Records that the event at `at` was folded in; -1 on no memory. */
 __attribute__((warn_unused_result))
 int bulk_op_note_event(struct bulk_op *op, struct position at);
+
+/*
+ * Renders operations into one body with one generator. bulk_writer_init
+ * returns -1 on no memory; the body must outlive the writer.
+ */
+struct bulk_writer {
+	struct buf *body;
+	void *g;  /* the yajl_gen */
+};
+
+__attribute__((warn_unused_result))
+int bulk_writer_init(struct bulk_writer *w, struct buf *body);
+void bulk_writer_release(struct bulk_writer *w);
+
+/* As bulk_write_op, through the writer's generator. */
+__attribute__((warn_unused_result))
+int bulk_writer_op(struct bulk_writer *w, const struct bulk_op *op, char *err, size_t errsz);
 
 /*
  * Appends the NDJSON lines of `op` (action line, then the source line for

@@ -40,7 +40,8 @@ struct projection {
 	 * Folds the event into `op`, the pending operation of its document
 	 * (kind BULK_NONE for the first event of the document in this request).
 	 * Values taken from `data` may be stored as BV_JSON: the tree lives
-	 * until the operation is sent. On PROJECTION_REJECT `op` must be left
+	 * until the operation is sent; so does ev->created_at (BV_TEXT). The
+	 * other strings of `ev` live only during the call. On PROJECTION_REJECT `op` must be left
 	 * as it was. Returns -2 on no memory.
 	 */
 	int (*apply)(const struct event *ev, yajl_val data, struct bulk_op *op,

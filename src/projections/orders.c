@@ -156,11 +156,12 @@ static struct bulk_value json_value(yajl_val v)
 	return b;
 }
 
+/* A string constant or the event's created_at: borrowed, never copied. */
 static struct bulk_value str_value(const char *s)
 {
-	struct bulk_value b = { .kind = BV_STRING };
+	struct bulk_value b = { .kind = BV_TEXT };
 
-	b.u.string = (char *)(uintptr_t)s; /* copied by bulk_op_set */
+	b.u.string = (char *)(uintptr_t)s;
 	return b;
 }
 

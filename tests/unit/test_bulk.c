@@ -841,9 +841,9 @@ Test(bulk_response, malformed_responses_are_errors)
 	static const struct {
 		const char *file, *msg;
 	} cases[] = {
-		{ "bad_not_json.html", "lexical error" },
-		{ "bad_truncated.json", "premature EOF" },
-		{ "bad_empty.json", "premature EOF" },
+		{ "bad_not_json.html", "invalid JSON at byte 0: unexpected character" },
+		{ "bad_truncated.json", "invalid JSON at byte 49: expected" },
+		{ "bad_empty.json", "unexpected end" },
 		{ "bad_not_object.json", "not an object" },
 		{ "bad_empty_object.json", "no 'errors' flag" },
 		{ "bad_no_errors_flag.json", "no 'errors' flag" },

@@ -21,6 +21,7 @@
 #include "esbridge/buf.h"
 #include "esbridge/bulk.h"
 #include "esbridge/event.h"
+#include "esbridge/json.h"
 #include "esbridge/projection.h"
 
 /*
@@ -111,6 +112,8 @@ static yajl_val *trees;
 static size_t n_trees, cap_trees;
 static char err[256];
 static const struct projection *products, *orders;
+/* ev->created_at must live as long as the operations (projection.h) */
+static struct arena strings;
 
 static void setup(void)
 {
@@ -138,6 +141,7 @@ static void teardown(void)
 	free(trees);
 	trees = NULL;
 	n_trees = cap_trees = 0;
+	arena_release(&strings);
 	leak_check();
 }
 
@@ -216,8 +220,12 @@ static int feed(const struct projection *p, struct bulk_op *o, const char *type,
 		.version = 1,
 	};
 	yajl_val d = parse(data);
+	char *stable = arena_alloc(&strings, strlen(created_at) + 1);
 	int rc;
 
+	cr_assert_not_null(stable);
+	strcpy(stable, created_at);
+	ev.created_at = stable;
 	err[0] = '\0';
 	rc = p->doc_id(&ev, d, &idbuf, err, sizeof(err));
 	cr_assert(rc == 0 || rc == PROJECTION_REJECT, "doc_id answered %d", rc);
