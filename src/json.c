@@ -24,6 +24,8 @@ void *arena_alloc(struct arena *a, size_t n)
 	size_t need, size;
 	char *p;
 
+	if (n > ((size_t)-1) / 2)
+		return NULL;
 	n = (n + 7) & ~(size_t)7;
 	if ((size_t)(a->end - a->cur) >= n && a->cur) {
 		p = a->cur;
@@ -83,7 +85,7 @@ static yajl_val parse_value(struct parser *ps);
 
 static void fail(struct parser *ps, const char *what)
 {
-	if (ps->err && !ps->err[0])
+	if (ps->err && ps->errsz && !ps->err[0])
 		snprintf(ps->err, ps->errsz, "invalid JSON at byte %zu: %s", (size_t)(ps->p - ps->start), what);
 }
 
@@ -404,7 +406,7 @@ static yajl_val parse_number(struct parser *ps)
 	memcpy(r, s, n);
 	r[n] = '\0';
 	v->u.number.r = r;
-	if (integer && n <= 19) {
+	if (integer && n - (*r == '-') <= 19) {
 		/* at most 18 digits cannot overflow; 19 are checked */
 		const char *d = r + (*r == '-');
 		unsigned long long u = 0;
