@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <curl/curl.h>
 #include <ev.h>
@@ -20,6 +21,7 @@
 #include "esbridge/es.h"
 #include "esbridge/log.h"
 #include "esbridge/pipeline.h"
+#include "esbridge/rebuild.h"
 #include "esbridge/projection.h"
 #include "esbridge/state.h"
 
@@ -37,6 +39,10 @@ static void usage(FILE *f)
 		"commands:\n"
 		"  run [--once]      catch up from the checkpoint, then follow new events until\n"
 		"                    SIGTERM/SIGINT; with --once, stop at the head as it was at start\n"
+		"  rebuild NAME [--keep N]\n"
+		"                    build a new generation of NAME beside the active one, then move\n"
+		"                    the alias to it; keeps N retired indices [1]. Runs in this\n"
+		"                    process, or asks the running daemon that owns NAME\n"
 		"  status            generations, indices, checkpoints and pending dead letters\n"
 		"  check-config      validate the settings and print them (secrets masked)\n"
 		"\n"
@@ -77,17 +83,17 @@ static int die(int code, const char *fmt, ...)
 
 struct run_ctx {
 	struct ev_loop *loop;
-	struct pipeline **pipes;
+	struct runner **runners;
 	int n;
 	int finished;
 	int signals;
 };
 
-static void on_finish(void *arg, struct pipeline *p)
+static void on_finish(void *arg, struct runner *r)
 {
 	struct run_ctx *ctx = arg;
 
-	(void)p;
+	(void)r;
 	if (++ctx->finished == ctx->n)
 		ev_break(ctx->loop, EVBREAK_ALL);
 }
@@ -104,19 +110,86 @@ static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
 	}
 	log_info("signal %d: draining", w->signum);
 	for (int i = 0; i < ctx->n; i++)
-		pipeline_stop(ctx->pipes[i]);
+		runner_stop(ctx->runners[i]);
+}
+
+/* What `run` and an in-process `rebuild` have in common: runners on one loop. */
+struct session {
+	struct ev_loop *loop;
+	struct es_client *es;
+	struct runner *runners[64];
+	int n;
+	struct run_ctx ctx;
+	ev_signal sigterm, sigint;
+};
+
+static int session_open(struct session *s, const struct config *cfg,
+			const struct projection *const *projs, int n, const struct runner_opts *opts)
+{
+	char err[1024];
+
+	memset(s, 0, sizeof(*s));
+	s->loop = ev_default_loop(EVFLAG_AUTO);
+	if (!s->loop)
+		return die(1, "cannot initialise the event loop");
+	if (cfg->insecure)
+		log_warn("TLS certificate verification is off (insecure = true)");
+	s->es = es_client_new(s->loop, cfg, err, sizeof(err));
+	if (!s->es)
+		return die(1, "%s", err);
+	for (int i = 0; i < n; i++) {
+		s->runners[i] = runner_new(s->loop, cfg, projs[i], s->es, opts, err, sizeof(err));
+		if (!s->runners[i])
+			return die(1, "%s: %s", projs[i]->name, err);
+		s->n++;
+	}
+	s->ctx.loop = s->loop;
+	s->ctx.runners = s->runners;
+	s->ctx.n = s->n;
+	ev_signal_init(&s->sigterm, on_signal, SIGTERM);
+	ev_signal_init(&s->sigint, on_signal, SIGINT);
+	s->sigterm.data = s->sigint.data = &s->ctx;
+	ev_signal_start(s->loop, &s->sigterm);
+	ev_signal_start(s->loop, &s->sigint);
+	return 0;
+}
+
+static int session_run(struct session *s)
+{
+	int rc = 0;
+
+	for (int i = 0; i < s->n; i++)
+		runner_start(s->runners[i], on_finish, &s->ctx);
+	ev_run(s->loop, 0);
+	for (int i = 0; i < s->n; i++)
+		if (runner_exit_code(s->runners[i]))
+			rc = 1;
+	if (s->ctx.finished < s->n)
+		rc = 1;
+	return rc;
+}
+
+static void session_close(struct session *s)
+{
+	if (s->loop) {
+		ev_signal_stop(s->loop, &s->sigterm);
+		ev_signal_stop(s->loop, &s->sigint);
+	}
+	/* the client first: it drops transfers whose callbacks name the pipelines */
+	es_client_free(s->es);
+	for (int i = 0; i < s->n; i++)
+		runner_free(s->runners[i]);
+	if (s->loop)
+		ev_loop_destroy(s->loop);
+	memset(s, 0, sizeof(*s));
 }
 
 static int cmd_run(const struct config *cfg, bool once)
 {
 	const struct projection *projs[64];
-	struct pipeline *pipes[64] = { NULL };
-	struct run_ctx ctx = { 0 };
-	struct es_client *es;
-	struct ev_loop *loop;
-	ev_signal sigterm, sigint;
-	char err[1024];
-	int n = 0, rc = 0;
+	struct runner_opts opts = { .once = once };
+	struct session s;
+	int n = 0, rc;
 
 	if (cfg->n_projections) {
 		for (int i = 0; i < cfg->n_projections; i++) {
@@ -129,44 +202,150 @@ static int cmd_run(const struct config *cfg, bool once)
 		for (const struct projection *const *p = projection_registry; *p && n < 64; p++)
 			projs[n++] = *p;
 	}
-	loop = ev_default_loop(EVFLAG_AUTO);
-	if (!loop)
-		return die(1, "cannot initialise the event loop");
-	if (cfg->insecure)
-		log_warn("TLS certificate verification is off (insecure = true)");
-	es = es_client_new(loop, cfg, err, sizeof(err));
-	if (!es)
-		return die(1, "%s", err);
-	for (int i = 0; i < n; i++) {
-		pipes[i] = pipeline_new(loop, cfg, projs[i], es, once, err, sizeof(err));
-		if (!pipes[i]) {
-			rc = die(1, "%s: %s", projs[i]->name, err);
-			goto out;
-		}
-	}
-	ctx.loop = loop;
-	ctx.pipes = pipes;
-	ctx.n = n;
-	ev_signal_init(&sigterm, on_signal, SIGTERM);
-	ev_signal_init(&sigint, on_signal, SIGINT);
-	sigterm.data = sigint.data = &ctx;
-	ev_signal_start(loop, &sigterm);
-	ev_signal_start(loop, &sigint);
-	for (int i = 0; i < n; i++)
-		pipeline_start(pipes[i], on_finish, &ctx);
-	ev_run(loop, 0);
-	ev_signal_stop(loop, &sigterm);
-	ev_signal_stop(loop, &sigint);
-	for (int i = 0; i < n; i++)
-		if (!pipeline_finished(pipes[i]) || pipeline_exit_code(pipes[i]))
-			rc = 1;
-out:
-	/* the client first: it drops transfers whose callbacks name the pipelines */
-	es_client_free(es);
-	for (int i = 0; i < n; i++)
-		pipeline_free(pipes[i]);
-	ev_loop_destroy(loop);
+	rc = session_open(&s, cfg, projs, n, &opts);
+	if (!rc)
+		rc = session_run(&s);
+	session_close(&s);
 	return rc;
+}
+
+/* Progress of an in-process rebuild, once a second, on stdout. */
+struct progress_ctx {
+	struct runner *r;
+	struct state *st;
+	const char *name;
+	double started;
+};
+
+static void print_progress(const char *name, int gen, int64_t pos, int64_t head, double rate)
+{
+	printf("progress %s %d %lld %lld %.0f\n", name, gen, (long long)pos, (long long)head, rate);
+	fflush(stdout);
+}
+
+static void progress_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct progress_ctx *pc = w->data;
+	struct runner_progress pr;
+	char err[512];
+	int64_t head = 0;
+	double dt = ev_now(loop) - pc->started;
+
+	(void)revents;
+	if (runner_progress(pc->r, &pr) || state_head(pc->st, &head, err, sizeof(err)))
+		return;
+	print_progress(pc->name, pr.generation, pr.checkpoint.pos, head,
+		       dt > 0 ? (double)pr.events / dt : 0);
+}
+
+/*
+ * esbridge rebuild NAME: in this process when no daemon owns the projection,
+ * else through a command row the daemon picks up; either way it returns once
+ * the alias names the new generation.
+ */
+static int cmd_rebuild(const struct config *cfg, const char *name, int keep)
+{
+	const struct projection *proj = projection_find(name);
+	struct state *st;
+	char err[1024], status[32], message[512];
+	long long id;
+	int rc, open_cmds;
+	bool busy = false;
+
+	if (!proj)
+		return die(EXIT_USAGE, "unknown projection '%s'", name ? name : "");
+	st = state_open(cfg->pg, err, sizeof(err));
+	if (!st)
+		return die(1, "%s", err);
+	open_cmds = state_commands_open(st, name, err, sizeof(err));
+	if (open_cmds < 0) {
+		state_close(st);
+		return die(1, "%s", err);
+	}
+	rc = state_own_projection(st, name, err, sizeof(err));
+	if (rc < 0) {
+		state_close(st);
+		return die(1, "%s", err);
+	}
+	state_close(st); /* releases the lock if it was taken: the runner takes it again */
+	if (rc > 0) {
+		struct runner_opts opts = { .exit_after_rebuild = true, .no_wait = true, .busy = &busy };
+		struct progress_ctx pc = { .name = name };
+		const struct projection *projs[1] = { proj };
+		struct session s;
+		ev_timer tick;
+
+		rc = session_open(&s, cfg, projs, 1, &opts);
+		if (rc && busy) {
+			session_close(&s);
+			goto remote;
+		}
+		if (!rc) {
+			struct runner_progress pr;
+			if (runner_progress(s.runners[0], &pr) == 0 && !pr.rebuilding &&
+			    runner_rebuild(s.runners[0], keep, err, sizeof(err)))
+				rc = die(1, "%s", err);
+		}
+		if (!rc) {
+			pc.r = s.runners[0];
+			pc.st = state_open(cfg->pg, err, sizeof(err));
+			if (!pc.st) {
+				session_close(&s);
+				return die(1, "%s", err);
+			}
+			pc.started = ev_now(s.loop);
+			ev_timer_init(&tick, progress_cb, 1.0, 1.0);
+			tick.data = &pc;
+			ev_timer_start(s.loop, &tick);
+			rc = session_run(&s);
+			ev_timer_stop(s.loop, &tick);
+			if (!rc) {
+				struct runner_progress pr;
+				if (runner_progress(s.runners[0], &pr) == 0)
+					printf("done %s %d write-pause-ms %.0f\n", name, pr.generation,
+					       pr.last_pause * 1000.0);
+			}
+			state_close(pc.st);
+		}
+		session_close(&s);
+		return rc;
+	}
+remote:
+	if (open_cmds > 0)
+		return die(1, "a rebuild of '%s' is already running", name);
+	st = state_open(cfg->pg, err, sizeof(err));
+	if (!st)
+		return die(1, "%s", err);
+	if (state_command_submit(st, name, keep, &id, err, sizeof(err))) {
+		state_close(st);
+		return die(1, "%s", err);
+	}
+	log_info("%s: a running esbridge owns it; sent it rebuild command %lld", name, id);
+	for (;;) {
+		const struct timespec half = { 0, 500 * 1000 * 1000 };
+		struct generation gens[RUNNER_MAX_GENERATIONS];
+		int64_t head = 0;
+		int n;
+
+		if (state_command_status(st, id, status, sizeof(status), message, sizeof(message), err,
+					 sizeof(err))) {
+			state_close(st);
+			return die(1, "%s", err);
+		}
+		if (!strcmp(status, "done")) {
+			printf("done %s %s\n", name, message);
+			state_close(st);
+			return 0;
+		}
+		if (!strcmp(status, "failed")) {
+			state_close(st);
+			return die(1, "rebuild of '%s' failed: %s", name, message);
+		}
+		n = state_list_generations(st, name, gens, RUNNER_MAX_GENERATIONS, err, sizeof(err));
+		if (n > 0 && gens[n - 1].state != GEN_ACTIVE && state_head(st, &head, err, sizeof(err)) == 0)
+			print_progress(name, gens[n - 1].number, gens[n - 1].checkpoint.pos, head, 0);
+		nanosleep(&half, NULL);
+	}
 }
 
 static int cmd_status(const struct config *cfg)
@@ -186,8 +365,9 @@ int main(int argc, char **argv)
 {
 	struct config cfg;
 	char err[1024];
-	const char *command = NULL;
+	const char *command = NULL, *target = NULL;
 	bool once = false;
+	int keep = 1;
 	int rc;
 
 	signal(SIGPIPE, SIG_IGN);
@@ -215,7 +395,22 @@ int main(int argc, char **argv)
 			once = true;
 			continue;
 		}
+		if (!strcmp(a, "--keep") || !strncmp(a, "--keep=", 7)) {
+			const char *v = a[6] == '=' ? a + 7 : (i + 1 < argc ? argv[++i] : "");
+			char *end;
+			long k = strtol(v, &end, 10);
+			if (!*v || *end || k < 0 || k > 32) {
+				config_release(&cfg);
+				return die(EXIT_USAGE, "invalid value for '--keep': '%s' is not a number from 0 to 32", v);
+			}
+			keep = (int)k;
+			continue;
+		}
 		if (strncmp(a, "--", 2) != 0) {
+			if (command && !strcmp(command, "rebuild") && !target) {
+				target = a;
+				continue;
+			}
 			if (command) {
 				config_release(&cfg);
 				return die(EXIT_USAGE, "unexpected argument '%s' (see --help)", a);
@@ -252,7 +447,8 @@ int main(int argc, char **argv)
 		config_release(&cfg);
 		return EXIT_USAGE;
 	}
-	if (strcmp(command, "run") && strcmp(command, "status") && strcmp(command, "check-config")) {
+	if (strcmp(command, "run") && strcmp(command, "status") && strcmp(command, "check-config") &&
+	    strcmp(command, "rebuild")) {
 		config_release(&cfg);
 		return die(EXIT_USAGE, "unknown command '%s' (see --help)", command);
 	}
@@ -266,6 +462,9 @@ int main(int argc, char **argv)
 		rc = 0;
 	} else if (!strcmp(command, "status")) {
 		rc = cmd_status(&cfg);
+	} else if (!strcmp(command, "rebuild")) {
+		rc = target ? cmd_rebuild(&cfg, target, keep)
+			    : die(EXIT_USAGE, "rebuild needs a projection name (see --help)");
 	} else {
 		rc = cmd_run(&cfg, once);
 	}

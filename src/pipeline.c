@@ -12,7 +12,6 @@
 #include "esbridge/bulk.h"
 #include "esbridge/json.h"
 #include "esbridge/log.h"
-#include "esbridge/rebuild.h"
 #include "esbridge/state.h"
 #include "esbridge/store.h"
 
@@ -80,13 +79,13 @@ struct pipeline {
 	int n_lanes;
 	bool started, at_head, reached_end, stopping, finished, failed, hold;
 	bool notify_on;
-	double activate_after;
 	double caught_up_logged;
+	bool caught_up_seen;
 	ev_idle idle;
 	ev_timer poll;
 	ev_io notify;
-	pipeline_finish_fn done;
-	void *done_arg;
+	struct pipeline_hooks hooks;
+	bool pausing, paused;
 	struct pipeline_stats stats;
 	struct buf id;
 	struct json_scratch scratch;
@@ -255,7 +254,7 @@ static bool opset_full(const struct pipeline *p, const struct opset *o)
 
 static bool can_read(const struct pipeline *p)
 {
-	if (!p->started || p->stopping || p->finished || p->at_head || p->reached_end)
+	if (!p->started || p->stopping || p->finished || p->at_head || p->reached_end || p->pausing)
 		return false;
 	if (p->unsettled >= p->max_unsettled)
 		return false;
@@ -763,7 +762,7 @@ static bool lane_sendable(const struct pipeline *p, const struct lane *l)
 		return true;
 	if (l->building.n_ops == 0)
 		return false;
-	return opset_full(p, &l->building) || p->at_head || p->reached_end || !can_read(p);
+	return opset_full(p, &l->building) || p->at_head || p->reached_end || p->pausing || !can_read(p);
 }
 
 static void send_ready(struct pipeline *p)
@@ -795,12 +794,12 @@ static bool any_in_flight(const struct pipeline *p)
 
 static void caught_up(struct pipeline *p)
 {
-	char err[512];
 	double now = ev_now(p->loop);
 
 	if (!(p->at_head || p->reached_end) || p->rb_head || !all_quiet(p) ||
-	    position_cmp(p->settled, p->committed) != 0)
+	    position_cmp(p->settled, p->committed) != 0 || p->caught_up_seen)
 		return;
+	p->caught_up_seen = true; /* until the next wake-up */
 	if (p->caught_up_logged == 0) {
 		PLOG(LOG_INFO, p, "caught up at %" PRIu64 "/%" PRId64 ": %" PRIu64 " events, %" PRIu64
 		     " actions, %" PRIu64 " requests, %" PRIu64 " dead letters",
@@ -808,18 +807,26 @@ static void caught_up(struct pipeline *p)
 		     p->stats.requests, p->stats.dead_letters);
 		p->caught_up_logged = now;
 	}
-	if (p->gen.state != GEN_ACTIVE && now >= p->activate_after) {
-		if (rebuild_activate(p->state, p->es, p->proj, &p->gen, err, sizeof(err))) {
-			PLOG(LOG_WARN, p, "cannot make %s visible yet: %s", p->gen.index, err);
-			p->activate_after = now + 5.0;
-			if (p->reached_end) {
-				fail(p, err);
-				return;
-			}
-		}
-	}
-	if (p->reached_end && p->gen.state == GEN_ACTIVE)
+	if (p->hooks.caught_up)
+		p->hooks.caught_up(p->hooks.arg, p);
+	if (p->reached_end && !p->stopping && !p->finished)
 		finish(p);
+}
+
+/* Paused: nothing in flight, everything read is settled and committed. */
+static void check_paused(struct pipeline *p)
+{
+	if (!p->pausing || p->paused || any_in_flight(p))
+		return;
+	for (int i = 0; i < p->n_lanes; i++)
+		if (p->lanes[i].waiting || p->lanes[i].building.n_ops || p->lanes[i].n_ready)
+			return;
+	if (p->rb_head || position_cmp(p->settled, p->committed) != 0)
+		return;
+	p->paused = true;
+	PLOG(LOG_INFO, p, "paused at %" PRIu64 "/%" PRId64, p->committed.txid, p->committed.pos);
+	if (p->hooks.paused)
+		p->hooks.paused(p->hooks.arg, p);
 }
 
 static void pump(struct pipeline *p)
@@ -850,6 +857,11 @@ static void pump(struct pipeline *p)
 		read_once(p);
 		send_ready(p);
 		advance_checkpoint(p);
+	}
+	if (p->pausing) {
+		check_paused(p);
+		ev_idle_stop(p->loop, &p->idle);
+		return;
 	}
 	caught_up(p);
 	if (p->finished || p->stopping)
@@ -882,6 +894,7 @@ static void wake(struct pipeline *p)
 {
 	if (!p->reached_end)
 		p->at_head = false;
+	p->caught_up_seen = false;
 	kick(p);
 }
 
@@ -944,35 +957,13 @@ static void finish(struct pipeline *p)
 	     p->failed ? "stopped on an error" : "stopped", p->committed.txid, p->committed.pos,
 	     p->stats.events, p->stats.actions, p->stats.requests, p->stats.retries,
 	     p->stats.dead_letters);
-	if (p->done)
-		p->done(p->done_arg, p);
-}
-
-/*
- * One writer per projection: the advisory lock on the state connection.
- * A process that was just killed may hold it until the server notices, so
- * wait a little before giving up.
- */
-static int own(struct pipeline *p, char *err, size_t errsz)
-{
-	const struct timespec pause = { 0, 100 * 1000 * 1000 };
-
-	for (int i = 0; i < 100; i++) {
-		int rc = state_own_projection(p->state, p->proj->name, err, errsz);
-		if (rc != 0)
-			return rc > 0 ? 0 : -1;
-		if (i == 0)
-			log_info("%s: another esbridge process runs this projection; waiting up to 10s",
-				 p->proj->name);
-		nanosleep(&pause, NULL);
-	}
-	snprintf(err, errsz, "another esbridge process runs projection '%s'", p->proj->name);
-	return -1;
+	if (p->hooks.finished)
+		p->hooks.finished(p->hooks.arg, p);
 }
 
 struct pipeline *pipeline_new(struct ev_loop *loop, const struct config *cfg,
-			      const struct projection *proj, struct es_client *es, bool once,
-			      char *err, size_t errsz)
+			      const struct projection *proj, struct es_client *es, struct state *st,
+			      const struct generation *gen, bool once, char *err, size_t errsz)
 {
 	struct pipeline *p = calloc(1, sizeof(*p));
 	size_t per;
@@ -1005,15 +996,10 @@ struct pipeline *pipeline_new(struct ev_loop *loop, const struct config *cfg,
 	ev_timer_init(&p->poll, poll_cb, cfg->poll_interval, cfg->poll_interval);
 	ev_init(&p->notify, notify_cb);
 
-	p->state = state_open(cfg->pg, err, errsz);
-	if (!p->state)
-		goto fail;
+	p->state = st;
+	p->gen = *gen;
 	p->store = store_open(cfg->pg, err, errsz);
 	if (!p->store)
-		goto fail;
-	if (own(p, err, errsz))
-		goto fail;
-	if (rebuild_prepare(p->state, es, cfg, proj, &p->gen, err, errsz))
 		goto fail;
 	p->read_at = p->settled = p->committed = p->gen.checkpoint;
 	snprintf(p->path, sizeof(p->path), "/%s/_bulk?%s", p->gen.index, BULK_FILTER_PATH);
@@ -1031,10 +1017,9 @@ fail:
 	return NULL;
 }
 
-void pipeline_start(struct pipeline *p, pipeline_finish_fn done, void *arg)
+void pipeline_start(struct pipeline *p, const struct pipeline_hooks *hooks)
 {
-	p->done = done;
-	p->done_arg = arg;
+	p->hooks = *hooks;
 	p->started = true;
 	PLOG(LOG_INFO, p, "starting on %s from checkpoint %" PRIu64 "/%" PRId64 "%s", p->gen.index,
 	     p->committed.txid, p->committed.pos, p->once ? " (once)" : "");
@@ -1053,6 +1038,49 @@ void pipeline_stop(struct pipeline *p)
 	PLOG(LOG_INFO, p, "stopping: finishing the requests in flight");
 	p->stopping = true;
 	kick(p);
+}
+
+void pipeline_pause(struct pipeline *p)
+{
+	if (p->finished || p->pausing)
+		return;
+	PLOG(LOG_INFO, p, "pausing: finishing the requests in flight");
+	p->pausing = true;
+	p->paused = false;
+	kick(p);
+}
+
+void pipeline_resume(struct pipeline *p)
+{
+	if (!p->pausing)
+		return;
+	p->pausing = p->paused = false;
+	wake(p);
+}
+
+void pipeline_wake(struct pipeline *p)
+{
+	wake(p);
+}
+
+void pipeline_fail(struct pipeline *p, const char *why)
+{
+	fail(p, why);
+}
+
+struct position pipeline_checkpoint(const struct pipeline *p)
+{
+	return p->committed;
+}
+
+const struct generation *pipeline_generation(const struct pipeline *p)
+{
+	return &p->gen;
+}
+
+void pipeline_set_generation_state(struct pipeline *p, enum gen_state s)
+{
+	p->gen.state = s;
 }
 
 bool pipeline_finished(const struct pipeline *p)
@@ -1093,7 +1121,6 @@ void pipeline_free(struct pipeline *p)
 		free(rb);
 	}
 	store_close(p->store);
-	state_close(p->state);
 	buf_release(&p->id);
 	json_scratch_release(&p->scratch);
 	free(p);

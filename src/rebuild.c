@@ -4,12 +4,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <yajl/yajl_gen.h>
 #include <yajl/yajl_tree.h>
 
 #include "esbridge/bulk.h"
 #include "esbridge/log.h"
+#include "esbridge/pipeline.h"
+#include "esbridge/state.h"
 
 #define SMALL_BODY ((size_t)1 << 20)
 #define MAPPING_LIMIT ((size_t)4 << 20)
@@ -163,23 +166,56 @@ static int alias_names(struct es_client *es, const char *alias, const char *inde
 	return 0;
 }
 
-static int set_refresh(struct es_client *es, const char *index, bool off, char *err, size_t errsz)
+/*
+ * Bulk-load settings while a generation is built (refresh off, no
+ * replicas), and the mapping's own values (or the defaults) when it is done.
+ */
+static int set_load_settings(struct es_client *es, const struct config *cfg, const char *proj,
+			     const char *index, bool loading, char *err, size_t errsz)
 {
-	struct buf body = BUF_INIT(SMALL_BODY), resp = BUF_INIT(SMALL_BODY);
-	char path[256];
-	yajl_gen g = json_begin(&body);
-	int rc;
+	struct buf body = BUF_INIT(SMALL_BODY), resp = BUF_INIT(SMALL_BODY), mapping = BUF_INIT(MAPPING_LIMIT);
+	static const char *replicas_path[] = { "settings", "index", "number_of_replicas", NULL };
+	static const char *replicas_path2[] = { "settings", "number_of_replicas", NULL };
+	static const char *refresh_path[] = { "settings", "index", "refresh_interval", NULL };
+	static const char *refresh_path2[] = { "settings", "refresh_interval", NULL };
+	yajl_val root = NULL, replicas = NULL, refresh = NULL;
+	char path[256], perr[128];
+	yajl_gen g;
+	int rc = -1;
 
+	if (!loading) {
+		if (read_mapping(cfg, proj, &mapping, err, errsz))
+			goto out;
+		root = yajl_tree_parse(mapping.data, perr, sizeof(perr));
+		if (root) {
+			replicas = yajl_tree_get(root, replicas_path, yajl_t_any);
+			if (!replicas)
+				replicas = yajl_tree_get(root, replicas_path2, yajl_t_any);
+			refresh = yajl_tree_get(root, refresh_path, yajl_t_any);
+			if (!refresh)
+				refresh = yajl_tree_get(root, refresh_path2, yajl_t_any);
+		}
+	}
+	g = json_begin(&body);
 	if (!g) {
 		snprintf(err, errsz, "out of memory");
-		return -1;
+		goto out;
 	}
 	yajl_gen_map_open(g);
 	gstr(g, "index");
 	yajl_gen_map_open(g);
 	gstr(g, "refresh_interval");
-	if (off)
+	if (loading)
 		gstr(g, "-1");
+	else if (refresh && YAJL_IS_STRING(refresh))
+		gstr(g, YAJL_GET_STRING(refresh));
+	else
+		yajl_gen_null(g);
+	gstr(g, "number_of_replicas");
+	if (loading)
+		yajl_gen_integer(g, 0);
+	else if (replicas && YAJL_IS_INTEGER(replicas))
+		yajl_gen_integer(g, YAJL_GET_INTEGER(replicas));
 	else
 		yajl_gen_null(g);
 	yajl_gen_map_close(g);
@@ -187,11 +223,15 @@ static int set_refresh(struct es_client *es, const char *index, bool off, char *
 	yajl_gen_free(g);
 	snprintf(path, sizeof(path), "/%s/_settings", index);
 	rc = buf_error(&body) ? -1 : call(es, "PUT", path, body.data, body.len, &resp, err, errsz);
+out:
+	yajl_tree_free(root);
 	buf_release(&body);
 	buf_release(&resp);
+	buf_release(&mapping);
 	return rc;
 }
 
+/* Creates the index of a generation: 1 if created, 0 if it was there, -1. */
 static int create_index(struct es_client *es, const struct config *cfg, const char *proj,
 			const char *index, char *err, size_t errsz)
 {
@@ -206,7 +246,6 @@ static int create_index(struct es_client *es, const struct config *cfg, const ch
 	if (es_request_sync(es, "PUT", path, mapping.data, mapping.len, &status, &resp, err, errsz))
 		goto out;
 	if (status == 400 && strstr(resp.data, "resource_already_exists_exception")) {
-		/* created before a crash: the events it holds are replayed */
 		rc = 0;
 		goto out;
 	}
@@ -215,7 +254,7 @@ static int create_index(struct es_client *es, const struct config *cfg, const ch
 		snprintf(err, errsz, "cannot create index '%s': HTTP %ld: %s", index, status, why);
 		goto out;
 	}
-	rc = set_refresh(es, index, true, err, errsz);
+	rc = set_load_settings(es, cfg, proj, index, true, err, errsz) ? -1 : 1;
 out:
 	buf_release(&mapping);
 	buf_release(&resp);
@@ -251,41 +290,16 @@ static int put_script(struct es_client *es, char *err, size_t errsz)
 	return rc;
 }
 
-int rebuild_prepare(struct state *st, struct es_client *es, const struct config *cfg,
-		    const struct projection *proj, struct generation *g,
-		    char *err, size_t errsz)
-{
-	int found = state_current_generation(st, proj->name, g, err, errsz);
-	bool named;
-
-	if (found < 0 || put_script(es, err, errsz))
-		return -1;
-	if (!found) {
-		memset(g, 0, sizeof(*g));
-		g->number = 1;
-		g->state = GEN_BUILDING;
-		rebuild_index_name(proj->name, 1, g->index, sizeof(g->index));
-		if (state_create_generation(st, proj->name, 1, g->index, err, errsz))
-			return -1;
-		plog_info(proj->name, g->number, "new generation, index %s", g->index);
-	}
-	if (g->state == GEN_ACTIVE)
-		return 0;
-	if (alias_names(es, proj->name, g->index, &named, err, errsz))
-		return -1;
-	if (named) {
-		/* the alias moved but the state was not recorded before a stop */
-		plog_info(proj->name, g->number, "alias already names %s: recording it as active", g->index);
-		if (state_set_generation_state(st, proj->name, g->number, GEN_ACTIVE, err, errsz))
-			return -1;
-		g->state = GEN_ACTIVE;
-		return 0;
-	}
-	return create_index(es, cfg, proj->name, g->index, err, errsz);
-}
-
-int rebuild_activate(struct state *st, struct es_client *es, const struct projection *proj,
-		     struct generation *g, char *err, size_t errsz)
+/*
+ * Makes `next` the generation readers see: its settings restored, refreshed,
+ * the alias moved to it in one POST _aliases (removed from every other
+ * index), then the state recorded: `next` active, `prev` (if any) retired.
+ * A stop between the alias move and the state update is reconciled by
+ * runner_new, which trusts the alias.
+ */
+static int activate(struct state *st, struct es_client *es, const struct config *cfg,
+		    const struct projection *proj, const struct generation *prev,
+		    struct generation *next, char *err, size_t errsz)
 {
 	struct buf body = BUF_INIT(SMALL_BODY), resp = BUF_INIT(SMALL_BODY);
 	char path[256];
@@ -293,10 +307,12 @@ int rebuild_activate(struct state *st, struct es_client *es, const struct projec
 	yajl_gen gen;
 	int rc = -1;
 
-	if (set_refresh(es, g->index, false, err, errsz))
+	if (set_load_settings(es, cfg, proj->name, next->index, false, err, errsz))
 		goto out;
-	snprintf(path, sizeof(path), "/%s/_refresh", g->index);
+	snprintf(path, sizeof(path), "/%s/_refresh", next->index);
 	if (call(es, "POST", path, NULL, 0, &resp, err, errsz))
+		goto out;
+	if (state_set_generation_state(st, proj->name, next->number, GEN_READY, err, errsz))
 		goto out;
 	if (alias_holders(es, proj->name, &holders, err, errsz))
 		goto out;
@@ -309,7 +325,7 @@ int rebuild_activate(struct state *st, struct es_client *es, const struct projec
 	gstr(gen, "actions");
 	yajl_gen_array_open(gen);
 	for (size_t i = 0; holders && i < holders->u.object.len; i++) {
-		if (!strcmp(holders->u.object.keys[i], g->index))
+		if (!strcmp(holders->u.object.keys[i], next->index))
 			continue;
 		yajl_gen_map_open(gen);
 		gstr(gen, "remove");
@@ -325,7 +341,7 @@ int rebuild_activate(struct state *st, struct es_client *es, const struct projec
 	gstr(gen, "add");
 	yajl_gen_map_open(gen);
 	gstr(gen, "index");
-	gstr(gen, g->index);
+	gstr(gen, next->index);
 	gstr(gen, "alias");
 	gstr(gen, proj->name);
 	yajl_gen_map_close(gen);
@@ -339,14 +355,512 @@ int rebuild_activate(struct state *st, struct es_client *es, const struct projec
 	}
 	if (call(es, "POST", "/_aliases", body.data, body.len, &resp, err, errsz))
 		goto out;
-	if (state_set_generation_state(st, proj->name, g->number, GEN_ACTIVE, err, errsz))
+	if (prev ? state_swap(st, proj->name, prev->number, next->number, err, errsz)
+		 : state_set_generation_state(st, proj->name, next->number, GEN_ACTIVE, err, errsz))
 		goto out;
-	g->state = GEN_ACTIVE;
-	plog_info(proj->name, g->number, "alias %s now names %s", proj->name, g->index);
+	next->state = GEN_ACTIVE;
+	plog_info(proj->name, next->number, "alias %s now names %s", proj->name, next->index);
 	rc = 0;
 out:
 	yajl_tree_free(holders);
 	buf_release(&body);
 	buf_release(&resp);
 	return rc;
+}
+
+/* Deletes the indices of retired generations beyond the newest `keep`. */
+static void cleanup(struct state *st, struct es_client *es, const struct projection *proj, int keep)
+{
+	struct generation gens[RUNNER_MAX_GENERATIONS];
+	char err[512], path[256];
+	int n = state_list_generations(st, proj->name, gens, RUNNER_MAX_GENERATIONS, err, sizeof(err));
+	int kept = 0;
+
+	if (n < 0) {
+		plog_warn(proj->name, 0, "%s", err);
+		return;
+	}
+	for (int i = n - 1; i >= 0; i--) {
+		struct buf resp = BUF_INIT(SMALL_BODY);
+		long status;
+		if (gens[i].state != GEN_RETIRED || kept++ < keep)
+			continue;
+		snprintf(path, sizeof(path), "/%s", gens[i].index);
+		if (es_request_sync(es, "DELETE", path, NULL, 0, &status, &resp, err, sizeof(err)) ||
+		    (status != 200 && status != 404)) {
+			plog_warn(proj->name, gens[i].number, "cannot delete %s (HTTP %ld) %s", gens[i].index,
+				  status, resp.data);
+			buf_release(&resp);
+			continue;
+		}
+		buf_release(&resp);
+		if (state_delete_generation(st, proj->name, gens[i].number, err, sizeof(err)))
+			plog_warn(proj->name, gens[i].number, "%s", err);
+		else
+			plog_info(proj->name, gens[i].number, "deleted retired index %s", gens[i].index);
+	}
+}
+
+/* ---- the runner ---------------------------------------------------------- */
+
+enum phase { R_IDLE, R_CATCHING_UP, R_PAUSING, R_DRAINING };
+
+struct runner {
+	struct ev_loop *loop;
+	const struct config *cfg;
+	const struct projection *proj;
+	struct es_client *es;
+	struct state *st;
+	bool once, exit_after_rebuild, stopping, finished, failed;
+	struct pipeline *active;    /* follows the generation readers see (or the first one) */
+	struct pipeline *building;  /* the rebuild target */
+	struct pipeline *retired;   /* the previous active one, freed with the runner */
+	enum phase phase;
+	double pause_started, rebuild_started;
+	double last_pause;
+	int keep;
+	long long command_id;
+	ev_io cmd_io;
+	ev_timer cmd_poll;
+	runner_done_fn done;
+	void *done_arg;
+};
+
+static void runner_check_done(struct runner *r);
+
+static void command_end(struct runner *r, bool ok, const char *message)
+{
+	char err[512];
+
+	if (!r->command_id)
+		return;
+	if (state_command_finish(r->st, r->command_id, ok, message, err, sizeof(err)))
+		plog_warn(r->proj->name, 0, "%s", err);
+	r->command_id = 0;
+}
+
+static void swap(struct runner *r)
+{
+	struct generation prev = *pipeline_generation(r->active);
+	struct generation next = *pipeline_generation(r->building);
+	char err[512], msg[256];
+	double pause;
+
+	if (activate(r->st, r->es, r->cfg, r->proj, &prev, &next, err, sizeof(err))) {
+		plog_warn(r->proj->name, next.number, "cannot swap the alias yet: %s", err);
+		/* readers keep the old generation; try again at the next catch-up */
+		r->phase = R_CATCHING_UP;
+		pipeline_resume(r->active);
+		return;
+	}
+	pause = ev_time() - r->pause_started;
+	r->last_pause = pause;
+	pipeline_set_generation_state(r->building, GEN_ACTIVE);
+	pipeline_stop(r->active);
+	r->retired = r->active;
+	r->active = r->building;
+	r->building = NULL;
+	r->phase = R_IDLE;
+	plog_info(r->proj->name, next.number,
+		  "rebuild done in %.1fs: %s replaces %s; writes to the alias paused %.0f ms",
+		  ev_time() - r->rebuild_started, next.index, prev.index, pause * 1000.0);
+	cleanup(r->st, r->es, r->proj, r->keep);
+	snprintf(msg, sizeof(msg), "%s is active; write pause %.0f ms", next.index, pause * 1000.0);
+	command_end(r, true, msg);
+	if (r->exit_after_rebuild)
+		runner_stop(r);
+}
+
+static void on_caught_up(void *arg, struct pipeline *p)
+{
+	struct runner *r = arg;
+	struct generation g = *pipeline_generation(p);
+	char err[512];
+
+	if (p == r->active && g.state != GEN_ACTIVE) {
+		/* the first generation: show it once it has caught up */
+		if (activate(r->st, r->es, r->cfg, r->proj, NULL, &g, err, sizeof(err))) {
+			plog_warn(r->proj->name, g.number, "cannot make %s visible yet: %s", g.index, err);
+			if (r->once)
+				pipeline_fail(p, err);
+			return;
+		}
+		pipeline_set_generation_state(p, GEN_ACTIVE);
+		return;
+	}
+	if (p != r->building)
+		return;
+	switch (r->phase) {
+	case R_CATCHING_UP:
+		plog_info(r->proj->name, g.number, "caught up: pausing the active generation for the swap");
+		r->phase = R_PAUSING;
+		r->pause_started = ev_time();
+		pipeline_pause(r->active);
+		break;
+	case R_DRAINING:
+		swap(r);
+		break;
+	case R_IDLE:
+	case R_PAUSING:
+		break;
+	}
+}
+
+static void on_paused(void *arg, struct pipeline *p)
+{
+	struct runner *r = arg;
+
+	if (p != r->active || r->phase != R_PAUSING)
+		return;
+	/* the new generation reads up to the head once more, then the swap */
+	r->phase = R_DRAINING;
+	pipeline_wake(r->building);
+}
+
+static void on_finished(void *arg, struct pipeline *p)
+{
+	struct runner *r = arg;
+
+	if (p == r->retired)
+		return;
+	if (pipeline_exit_code(p) && !r->failed) {
+		r->failed = true;
+		command_end(r, false, "the rebuild stopped on an error (see the daemon's log)");
+		runner_stop(r);
+	}
+	runner_check_done(r);
+}
+
+static void runner_check_done(struct runner *r)
+{
+	if (r->finished)
+		return;
+	if ((r->active && !pipeline_finished(r->active)) ||
+	    (r->building && !pipeline_finished(r->building)))
+		return;
+	r->finished = true;
+	ev_io_stop(r->loop, &r->cmd_io);
+	ev_timer_stop(r->loop, &r->cmd_poll);
+	if (r->done)
+		r->done(r->done_arg, r);
+}
+
+static const struct pipeline_hooks *hooks_of(struct runner *r)
+{
+	static struct pipeline_hooks h;
+
+	h.caught_up = on_caught_up;
+	h.paused = on_paused;
+	h.finished = on_finished;
+	h.arg = r;
+	return &h;
+}
+
+int runner_rebuild(struct runner *r, int keep, char *err, size_t errsz)
+{
+	struct generation gens[RUNNER_MAX_GENERATIONS], next;
+	const struct generation *cur;
+	int n, top = 0, created;
+
+	if (r->building || r->phase != R_IDLE) {
+		snprintf(err, errsz, "a rebuild of '%s' is already running", r->proj->name);
+		return -1;
+	}
+	if (!r->active || pipeline_generation(r->active)->state != GEN_ACTIVE) {
+		snprintf(err, errsz, "projection '%s' has no active generation yet: it is being built",
+			 r->proj->name);
+		return -1;
+	}
+	n = state_list_generations(r->st, r->proj->name, gens, RUNNER_MAX_GENERATIONS, err, errsz);
+	if (n < 0)
+		return -1;
+	for (int i = 0; i < n; i++)
+		if (gens[i].number > top)
+			top = gens[i].number;
+	memset(&next, 0, sizeof(next));
+	next.number = top + 1;
+	next.state = GEN_BUILDING;
+	rebuild_index_name(r->proj->name, next.number, next.index, sizeof(next.index));
+	if (state_create_generation(r->st, r->proj->name, next.number, next.index, err, errsz))
+		return -1;
+	created = create_index(r->es, r->cfg, r->proj->name, next.index, err, errsz);
+	if (created < 0)
+		return -1;
+	r->building = pipeline_new(r->loop, r->cfg, r->proj, r->es, r->st, &next, false, err, errsz);
+	if (!r->building)
+		return -1;
+	cur = pipeline_generation(r->active);
+	plog_info(r->proj->name, next.number, "rebuild: building %s from %s beside %s", next.index,
+		  r->cfg->mappings_dir, cur->index);
+	r->keep = keep;
+	r->phase = R_CATCHING_UP;
+	r->rebuild_started = ev_time();
+	pipeline_start(r->building, hooks_of(r));
+	return 0;
+}
+
+static void check_commands(struct runner *r)
+{
+	char err[512];
+	long long id;
+	int keep, rc;
+
+	for (;;) {
+		rc = state_command_claim(r->st, r->proj->name, &id, &keep, err, sizeof(err));
+		if (rc <= 0) {
+			if (rc < 0)
+				plog_warn(r->proj->name, 0, "%s", err);
+			return;
+		}
+		plog_info(r->proj->name, 0, "command %lld: rebuild (keep %d)", id, keep);
+		if (r->command_id || runner_rebuild(r, keep, err, sizeof(err))) {
+			char e2[512];
+			if (r->command_id)
+				snprintf(err, sizeof(err), "a rebuild of '%s' is already running", r->proj->name);
+			if (state_command_finish(r->st, id, false, err, e2, sizeof(e2)))
+				plog_warn(r->proj->name, 0, "%s", e2);
+			continue;
+		}
+		r->command_id = id;
+	}
+}
+
+static void cmd_io_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct runner *r = (struct runner *)((char *)w - offsetof(struct runner, cmd_io));
+
+	(void)revents;
+	if (state_drain_notifies(r->st) < 0) {
+		plog_warn(r->proj->name, 0, "lost the state connection");
+		ev_io_stop(loop, w);
+		return;
+	}
+	check_commands(r);
+}
+
+static void cmd_poll_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct runner *r = (struct runner *)((char *)w - offsetof(struct runner, cmd_poll));
+
+	(void)loop;
+	(void)revents;
+	if (state_drain_notifies(r->st) >= 0)
+		check_commands(r);
+}
+
+/* One writer per projection: a process just killed may hold the lock until the server notices. */
+static int own(struct runner *r, bool wait, char *err, size_t errsz)
+{
+	const struct timespec pause = { 0, 100 * 1000 * 1000 };
+
+	for (int i = 0; i < (wait ? 100 : 1); i++) {
+		int rc = state_own_projection(r->st, r->proj->name, err, errsz);
+		if (rc != 0)
+			return rc > 0 ? 0 : -1;
+		if (i == 0 && wait)
+			log_info("%s: another esbridge process runs this projection; waiting up to 10s",
+				 r->proj->name);
+		nanosleep(&pause, NULL);
+	}
+	snprintf(err, errsz, "another esbridge process runs projection '%s'", r->proj->name);
+	return 1;
+}
+
+/* Makes sure the generation's index exists; a recreated index starts over. */
+static int ensure_index(struct runner *r, struct generation *g, char *err, size_t errsz)
+{
+	int created = create_index(r->es, r->cfg, r->proj->name, g->index, err, errsz);
+	struct position zero = { 0, 0 };
+
+	if (created < 0)
+		return -1;
+	if (created && position_cmp(g->checkpoint, zero) != 0) {
+		plog_warn(r->proj->name, g->number, "index %s was missing: building it again from the start",
+			  g->index);
+		if (state_save_checkpoint(r->st, r->proj->name, g->number, zero, err, errsz))
+			return -1;
+		g->checkpoint = zero;
+		if (g->state == GEN_ACTIVE) {
+			/* not visible until caught up again */
+			if (state_set_generation_state(r->st, r->proj->name, g->number, GEN_BUILDING, err, errsz))
+				return -1;
+			g->state = GEN_BUILDING;
+		}
+	}
+	return 0;
+}
+
+struct runner *runner_new(struct ev_loop *loop, const struct config *cfg,
+			  const struct projection *proj, struct es_client *es,
+			  const struct runner_opts *opts, char *err, size_t errsz)
+{
+	struct runner *r = calloc(1, sizeof(*r));
+	struct generation gens[RUNNER_MAX_GENERATIONS], *a = NULL, *b = NULL;
+	bool named_a = false, named_b = false;
+	int n, rc;
+
+	if (!r) {
+		snprintf(err, errsz, "out of memory");
+		return NULL;
+	}
+	r->loop = loop;
+	r->cfg = cfg;
+	r->proj = proj;
+	r->es = es;
+	r->once = opts->once;
+	r->exit_after_rebuild = opts->exit_after_rebuild;
+	ev_init(&r->cmd_io, cmd_io_cb);
+	ev_init(&r->cmd_poll, cmd_poll_cb);
+	r->st = state_open(cfg->pg, err, errsz);
+	if (!r->st)
+		goto fail;
+	rc = own(r, !opts->no_wait, err, errsz);
+	if (rc) {
+		if (rc > 0 && opts->busy)
+			*opts->busy = true;
+		goto fail;
+	}
+	if (put_script(es, err, errsz))
+		goto fail;
+	n = state_list_generations(r->st, proj->name, gens, RUNNER_MAX_GENERATIONS, err, errsz);
+	if (n < 0)
+		goto fail;
+	for (int i = 0; i < n; i++) {
+		if (gens[i].state == GEN_ACTIVE)
+			a = &gens[i];
+		else if (gens[i].state == GEN_BUILDING || gens[i].state == GEN_READY)
+			b = &gens[i]; /* the newest wins */
+	}
+	if (b && a && b->number < a->number)
+		b = NULL; /* a stale leftover: ignore it */
+	if (!a && !b) {
+		n = 0;
+		memset(&gens[0], 0, sizeof(gens[0]));
+		b = &gens[0];
+		b->number = 1;
+		b->state = GEN_BUILDING;
+		rebuild_index_name(proj->name, 1, b->index, sizeof(b->index));
+		if (state_create_generation(r->st, proj->name, 1, b->index, err, errsz))
+			goto fail;
+		plog_info(proj->name, 1, "new generation, index %s", b->index);
+	}
+	/* reconcile with the alias, which is the truth readers see */
+	if ((a && alias_names(es, proj->name, a->index, &named_a, err, errsz)) ||
+	    (b && alias_names(es, proj->name, b->index, &named_b, err, errsz)))
+		goto fail;
+	if (b && named_b) {
+		plog_info(proj->name, b->number, "alias already names %s: recording it as active", b->index);
+		if (a ? state_swap(r->st, proj->name, a->number, b->number, err, errsz)
+		      : state_set_generation_state(r->st, proj->name, b->number, GEN_ACTIVE, err, errsz))
+			goto fail;
+		b->state = GEN_ACTIVE;
+		if (a)
+			a->state = GEN_RETIRED;
+		a = b;
+		b = NULL;
+		named_a = true;
+	}
+	if (a && !named_a) {
+		plog_warn(proj->name, a->number, "alias %s does not name %s: it is shown again once caught up",
+			  proj->name, a->index);
+		if (state_set_generation_state(r->st, proj->name, a->number, GEN_BUILDING, err, errsz))
+			goto fail;
+		a->state = GEN_BUILDING;
+	}
+	if ((a && ensure_index(r, a, err, errsz)) || (b && ensure_index(r, b, err, errsz)))
+		goto fail;
+	if (!a) {
+		/* the first generation: built in the active slot, shown when caught up */
+		a = b;
+		b = NULL;
+	}
+	r->active = pipeline_new(loop, cfg, proj, es, r->st, a, opts->once, err, errsz);
+	if (!r->active)
+		goto fail;
+	if (b && !opts->once) {
+		r->building = pipeline_new(loop, cfg, proj, es, r->st, b, false, err, errsz);
+		if (!r->building)
+			goto fail;
+		r->phase = R_CATCHING_UP;
+		r->keep = 1;
+		plog_info(proj->name, b->number, "resuming the rebuild of %s", b->index);
+	}
+	if (!opts->once) {
+		if (state_listen_commands(r->st, err, errsz))
+			goto fail;
+		ev_io_set(&r->cmd_io, state_socket(r->st), EV_READ);
+		ev_timer_set(&r->cmd_poll, cfg->poll_interval * 5, cfg->poll_interval * 5);
+	}
+	return r;
+fail:
+	runner_free(r);
+	return NULL;
+}
+
+void runner_start(struct runner *r, runner_done_fn done, void *arg)
+{
+	r->done = done;
+	r->done_arg = arg;
+	r->rebuild_started = ev_time();
+	pipeline_start(r->active, hooks_of(r));
+	if (r->building)
+		pipeline_start(r->building, hooks_of(r));
+	if (!r->once) {
+		ev_io_start(r->loop, &r->cmd_io);
+		ev_timer_start(r->loop, &r->cmd_poll);
+		check_commands(r);
+	}
+}
+
+void runner_stop(struct runner *r)
+{
+	if (r->stopping)
+		return;
+	r->stopping = true;
+	if (r->active)
+		pipeline_stop(r->active);
+	if (r->building)
+		pipeline_stop(r->building);
+	runner_check_done(r);
+}
+
+int runner_exit_code(const struct runner *r)
+{
+	if (r->failed)
+		return 1;
+	if (r->active && pipeline_exit_code(r->active))
+		return 1;
+	if (r->building && pipeline_exit_code(r->building))
+		return 1;
+	return 0;
+}
+
+int runner_progress(const struct runner *r, struct runner_progress *out)
+{
+	const struct pipeline *p = r->building ? r->building : r->active;
+
+	memset(out, 0, sizeof(*out));
+	if (!p)
+		return -1;
+	out->generation = pipeline_generation(p)->number;
+	out->rebuilding = r->building != NULL;
+	out->events = pipeline_get_stats(p)->events;
+	out->checkpoint = pipeline_checkpoint(p);
+	out->last_pause = r->last_pause;
+	return 0;
+}
+
+void runner_free(struct runner *r)
+{
+	if (!r)
+		return;
+	if (r->loop) {
+		ev_io_stop(r->loop, &r->cmd_io);
+		ev_timer_stop(r->loop, &r->cmd_poll);
+	}
+	pipeline_free(r->active);
+	pipeline_free(r->building);
+	pipeline_free(r->retired);
+	state_close(r->st);
+	free(r);
 }

@@ -95,6 +95,17 @@ static const char *const migrations[] = {
 	"  status text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending','retried','discarded')),"
 	"  created_at timestamptz NOT NULL DEFAULT now());"
 	"CREATE INDEX ON esbridge.dead_letters (projection, status);",
+	/* 2: commands for a running daemon (rebuild requests) */
+	"CREATE TABLE esbridge.commands ("
+	"  id bigserial PRIMARY KEY,"
+	"  projection text NOT NULL,"
+	"  command text NOT NULL CHECK (command IN ('rebuild')),"
+	"  keep int NOT NULL DEFAULT 1,"
+	"  status text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending','running','done','failed')),"
+	"  message text NOT NULL DEFAULT '',"
+	"  created_at timestamptz NOT NULL DEFAULT now(),"
+	"  updated_at timestamptz NOT NULL DEFAULT now());"
+	"CREATE INDEX ON esbridge.commands (projection, status);",
 };
 
 #define N_MIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
@@ -188,6 +199,213 @@ void state_close(struct state *st)
 	if (st->conn)
 		PQfinish(st->conn);
 	free(st);
+}
+
+int state_list_generations(struct state *st, const char *proj, struct generation *out, int max,
+			   char *err, size_t errsz)
+{
+	const char *params[1] = { proj };
+	PGresult *res;
+	int n;
+
+	res = PQexecParams(st->conn,
+			   "SELECT generation, index_name, state, checkpoint_txid::text, checkpoint_pos"
+			   " FROM esbridge.generations WHERE projection = $1 ORDER BY generation",
+			   1, NULL, params, NULL, NULL, 0);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		pq_error(err, errsz, "cannot read the generations", PQresultErrorMessage(res));
+		PQclear(res);
+		return -1;
+	}
+	n = PQntuples(res);
+	if (n > max) {
+		snprintf(err, errsz, "projection '%s' has more than %d generations", proj, max);
+		PQclear(res);
+		return -1;
+	}
+	for (int i = 0; i < n; i++) {
+		struct generation *g = &out[i];
+		uint64_t txid;
+		g->number = atoi(PQgetvalue(res, i, 0));
+		snprintf(g->index, sizeof(g->index), "%s", PQgetvalue(res, i, 1));
+		if (gen_state_parse(PQgetvalue(res, i, 2), &g->state) ||
+		    store_parse_u64(PQgetvalue(res, i, 3), &txid)) {
+			snprintf(err, errsz, "unexpected generation row for '%s'", proj);
+			PQclear(res);
+			return -1;
+		}
+		g->checkpoint.txid = txid;
+		g->checkpoint.pos = strtoll(PQgetvalue(res, i, 4), NULL, 10);
+	}
+	PQclear(res);
+	return n;
+}
+
+int state_swap(struct state *st, const char *proj, int old_number, int new_number,
+	       char *err, size_t errsz)
+{
+	char o[16], n[16];
+	const char *params[3] = { proj, o, n };
+
+	snprintf(o, sizeof(o), "%d", old_number);
+	snprintf(n, sizeof(n), "%d", new_number);
+	/* one statement: both rows change together or not at all */
+	return exec_params(st, "cannot record the new active generation",
+			   "UPDATE esbridge.generations SET updated_at = now(),"
+			   " state = CASE generation WHEN $3::int THEN 'active' ELSE 'retired' END"
+			   " WHERE projection = $1 AND (generation = $3::int OR"
+			   "  (generation = $2::int AND state = 'active'))",
+			   3, params, err, errsz);
+}
+
+int state_delete_generation(struct state *st, const char *proj, int number, char *err, size_t errsz)
+{
+	char num[16];
+	const char *params[2] = { proj, num };
+
+	snprintf(num, sizeof(num), "%d", number);
+	return exec_params(st, "cannot delete a generation",
+			   "DELETE FROM esbridge.generations WHERE projection = $1 AND generation = $2::int",
+			   2, params, err, errsz);
+}
+
+int state_command_submit(struct state *st, const char *proj, int keep, long long *id,
+			 char *err, size_t errsz)
+{
+	char k[16];
+	const char *params[2] = { proj, k };
+	PGresult *res;
+
+	snprintf(k, sizeof(k), "%d", keep);
+	res = PQexecParams(st->conn,
+			   "WITH c AS (INSERT INTO esbridge.commands (projection, command, keep)"
+			   " VALUES ($1, 'rebuild', $2::int) RETURNING id)"
+			   " SELECT id, pg_notify('" STATE_COMMANDS_CHANNEL "', $1) FROM c",
+			   2, NULL, params, NULL, NULL, 0);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+		pq_error(err, errsz, "cannot submit the command", PQresultErrorMessage(res));
+		PQclear(res);
+		return -1;
+	}
+	*id = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+	PQclear(res);
+	return 0;
+}
+
+int state_command_claim(struct state *st, const char *proj, long long *id, int *keep,
+			char *err, size_t errsz)
+{
+	const char *params[1] = { proj };
+	PGresult *res = PQexecParams(st->conn,
+		"UPDATE esbridge.commands SET status = 'running', updated_at = now()"
+		" WHERE id = (SELECT id FROM esbridge.commands WHERE projection = $1 AND status = 'pending'"
+		"   ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)"
+		" RETURNING id, keep",
+		1, NULL, params, NULL, NULL, 0);
+	int rc = 0;
+
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		pq_error(err, errsz, "cannot read the commands", PQresultErrorMessage(res));
+		PQclear(res);
+		return -1;
+	}
+	if (PQntuples(res) == 1) {
+		*id = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+		*keep = atoi(PQgetvalue(res, 0, 1));
+		rc = 1;
+	}
+	PQclear(res);
+	return rc;
+}
+
+int state_command_finish(struct state *st, long long id, bool ok, const char *message,
+			 char *err, size_t errsz)
+{
+	char num[24];
+	const char *params[3] = { num, ok ? "done" : "failed", message };
+
+	snprintf(num, sizeof(num), "%lld", id);
+	return exec_params(st, "cannot record the command's end",
+			   "UPDATE esbridge.commands SET status = $2, message = $3, updated_at = now()"
+			   " WHERE id = $1::bigint",
+			   3, params, err, errsz);
+}
+
+int state_command_status(struct state *st, long long id, char *status, size_t statussz,
+			 char *message, size_t messagesz, char *err, size_t errsz)
+{
+	char num[24];
+	const char *params[1] = { num };
+	PGresult *res;
+
+	snprintf(num, sizeof(num), "%lld", id);
+	res = PQexecParams(st->conn, "SELECT status, message FROM esbridge.commands WHERE id = $1::bigint",
+			   1, NULL, params, NULL, NULL, 0);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+		pq_error(err, errsz, "cannot read the command", PQresultErrorMessage(res));
+		PQclear(res);
+		return -1;
+	}
+	snprintf(status, statussz, "%s", PQgetvalue(res, 0, 0));
+	snprintf(message, messagesz, "%s", PQgetvalue(res, 0, 1));
+	PQclear(res);
+	return 0;
+}
+
+int state_commands_open(struct state *st, const char *proj, char *err, size_t errsz)
+{
+	const char *params[1] = { proj };
+	PGresult *res = PQexecParams(st->conn,
+		"SELECT count(*) FROM esbridge.commands WHERE projection = $1 AND status IN ('pending','running')",
+		1, NULL, params, NULL, NULL, 0);
+	int n;
+
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		pq_error(err, errsz, "cannot read the commands", PQresultErrorMessage(res));
+		PQclear(res);
+		return -1;
+	}
+	n = atoi(PQgetvalue(res, 0, 0));
+	PQclear(res);
+	return n;
+}
+
+int state_listen_commands(struct state *st, char *err, size_t errsz)
+{
+	return exec_params(st, "LISTEN failed", "LISTEN " STATE_COMMANDS_CHANNEL, 0, NULL, err, errsz);
+}
+
+int state_socket(const struct state *st)
+{
+	return PQsocket(st->conn);
+}
+
+int state_drain_notifies(struct state *st)
+{
+	PGnotify *n;
+	int count = 0;
+
+	if (!PQconsumeInput(st->conn) || PQstatus(st->conn) != CONNECTION_OK)
+		return -1;
+	while ((n = PQnotifies(st->conn))) {
+		count++;
+		PQfreemem(n);
+	}
+	return count;
+}
+
+int state_head(struct state *st, int64_t *head, char *err, size_t errsz)
+{
+	PGresult *res = PQexec(st->conn, "SELECT coalesce(max(global_position), 0) FROM events");
+
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		pq_error(err, errsz, "cannot read the head", PQresultErrorMessage(res));
+		PQclear(res);
+		return -1;
+	}
+	*head = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+	PQclear(res);
+	return 0;
 }
 
 int state_current_generation(struct state *st, const char *proj, struct generation *g,

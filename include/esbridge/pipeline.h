@@ -10,6 +10,7 @@
 #include "esbridge/config.h"
 #include "esbridge/es.h"
 #include "esbridge/projection.h"
+#include "esbridge/state.h"
 
 /*
  * One projection generation in motion: read a batch after the checkpoint →
@@ -34,22 +35,53 @@ struct pipeline_stats {
 	uint64_t bytes;         /* bytes of _bulk bodies sent */
 };
 
-typedef void (*pipeline_finish_fn)(void *arg, struct pipeline *p);
+/*
+ * What the owner of a pipeline hears, from the loop:
+ *  - caught_up: at the head, everything read settled and committed (once
+ *    per wake-up that finds nothing newer);
+ *  - paused: after pipeline_pause, once nothing is in flight and the
+ *    checkpoint is committed;
+ *  - finished: stopped for good (pipeline_exit_code tells how).
+ */
+struct pipeline_hooks {
+	void (*caught_up)(void *arg, struct pipeline *p);
+	void (*paused)(void *arg, struct pipeline *p);
+	void (*finished)(void *arg, struct pipeline *p);
+	void *arg;
+};
 
 /*
- * Creates the pipeline of `proj` (connects to PostgreSQL, prepares the
- * generation and its index). With `once`, it stops after catching up to the
- * head as it was at start. NULL with `err` set.
+ * Creates the pipeline of generation `gen` of `proj`, whose index exists.
+ * It connects to PostgreSQL for its reads; checkpoints and dead letters go
+ * through `st`, which the caller owns and keeps open. With `once`, it stops
+ * after catching up to the head as it was at start. NULL with `err` set.
  */
 struct pipeline *pipeline_new(struct ev_loop *loop, const struct config *cfg,
-			      const struct projection *proj, struct es_client *es, bool once,
-			      char *err, size_t errsz);
+			      const struct projection *proj, struct es_client *es, struct state *st,
+			      const struct generation *gen, bool once, char *err, size_t errsz);
 
-/* Starts reading; `done` runs once the pipeline has finished. */
-void pipeline_start(struct pipeline *p, pipeline_finish_fn done, void *arg);
+/* Starts reading. */
+void pipeline_start(struct pipeline *p, const struct pipeline_hooks *hooks);
 
 /* Stops reading, lets the requests in flight end, commits, then finishes. */
 void pipeline_stop(struct pipeline *p);
+
+/* Stops reading until pipeline_resume; the paused hook tells when it is still. */
+void pipeline_pause(struct pipeline *p);
+void pipeline_resume(struct pipeline *p);
+
+/* Reads again now (the head may have moved). */
+void pipeline_wake(struct pipeline *p);
+
+/* Stops on an error: logs `why`, never moves the checkpoint again. */
+void pipeline_fail(struct pipeline *p, const char *why);
+
+/* The committed checkpoint. */
+struct position pipeline_checkpoint(const struct pipeline *p);
+
+/* The generation it runs (a copy the owner may update). */
+const struct generation *pipeline_generation(const struct pipeline *p);
+void pipeline_set_generation_state(struct pipeline *p, enum gen_state s);
 
 bool pipeline_finished(const struct pipeline *p);
 

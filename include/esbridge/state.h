@@ -70,6 +70,53 @@ int state_dead_letter(struct state *st, const char *proj, int number, struct pos
 __attribute__((warn_unused_result))
 int state_own_projection(struct state *st, const char *proj, char *err, size_t errsz);
 
+/* Every generation of the projection, oldest first; returns how many. */
+__attribute__((warn_unused_result))
+int state_list_generations(struct state *st, const char *proj, struct generation *out, int max,
+			   char *err, size_t errsz);
+
+/* In one statement: `new_number` becomes active, the active `old_number` retired. */
+__attribute__((warn_unused_result))
+int state_swap(struct state *st, const char *proj, int old_number, int new_number,
+	       char *err, size_t errsz);
+
+/* Forgets a generation whose index is gone. */
+__attribute__((warn_unused_result))
+int state_delete_generation(struct state *st, const char *proj, int number, char *err, size_t errsz);
+
+/*
+ * Commands for a running daemon. submit inserts a pending rebuild request
+ * and NOTIFYs STATE_COMMANDS_CHANNEL; claim takes the oldest pending one of
+ * the projection (1, or 0 if none) and marks it running; finish records
+ * its end; status reads it; commands_open counts pending and running ones.
+ */
+#define STATE_COMMANDS_CHANNEL "esbridge_commands"
+
+__attribute__((warn_unused_result))
+int state_command_submit(struct state *st, const char *proj, int keep, long long *id,
+			 char *err, size_t errsz);
+__attribute__((warn_unused_result))
+int state_command_claim(struct state *st, const char *proj, long long *id, int *keep,
+			char *err, size_t errsz);
+__attribute__((warn_unused_result))
+int state_command_finish(struct state *st, long long id, bool ok, const char *message,
+			 char *err, size_t errsz);
+__attribute__((warn_unused_result))
+int state_command_status(struct state *st, long long id, char *status, size_t statussz,
+			 char *message, size_t messagesz, char *err, size_t errsz);
+__attribute__((warn_unused_result))
+int state_commands_open(struct state *st, const char *proj, char *err, size_t errsz);
+
+/* LISTEN for commands on this connection; its socket; pending notifications. */
+__attribute__((warn_unused_result))
+int state_listen_commands(struct state *st, char *err, size_t errsz);
+int state_socket(const struct state *st);
+int state_drain_notifies(struct state *st);
+
+/* The highest global_position in the store (for progress). */
+__attribute__((warn_unused_result))
+int state_head(struct state *st, int64_t *head, char *err, size_t errsz);
+
 /* Prints one line per generation of every projection (for `status`). */
 __attribute__((warn_unused_result))
 int state_print_status(struct state *st, char *err, size_t errsz);
