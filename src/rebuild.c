@@ -1,6 +1,7 @@
 #include "esbridge/rebuild.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -291,6 +292,21 @@ static int put_script(struct es_client *es, char *err, size_t errsz)
 }
 
 /*
+ * Fault injection for the crash tests: with ESBRIDGE_CRASH_AT=STEP in the
+ * environment, the process kills itself at that step of a rebuild
+ * (caught-up, paused, alias-moved, swapped), as a power cut would.
+ */
+static void crash_point(const char *step)
+{
+	const char *at = getenv("ESBRIDGE_CRASH_AT");
+
+	if (at && !strcmp(at, step)) {
+		log_warn("ESBRIDGE_CRASH_AT=%s: killing this process", step);
+		raise(SIGKILL);
+	}
+}
+
+/*
  * Makes `next` the generation readers see: its settings restored, refreshed,
  * the alias moved to it in one POST _aliases (removed from every other
  * index), then the state recorded: `next` active, `prev` (if any) retired.
@@ -355,6 +371,7 @@ static int activate(struct state *st, struct es_client *es, const struct config 
 	}
 	if (call(es, "POST", "/_aliases", body.data, body.len, &resp, err, errsz))
 		goto out;
+	crash_point("alias-moved");
 	if (prev ? state_swap(st, proj->name, prev->number, next->number, err, errsz)
 		 : state_set_generation_state(st, proj->name, next->number, GEN_ACTIVE, err, errsz))
 		goto out;
@@ -455,6 +472,7 @@ static void swap(struct runner *r)
 	}
 	pause = ev_time() - r->pause_started;
 	r->last_pause = pause;
+	crash_point("swapped");
 	pipeline_set_generation_state(r->building, GEN_ACTIVE);
 	pipeline_stop(r->active);
 	r->retired = r->active;
@@ -493,6 +511,7 @@ static void on_caught_up(void *arg, struct pipeline *p)
 	switch (r->phase) {
 	case R_CATCHING_UP:
 		plog_info(r->proj->name, g.number, "caught up: pausing the active generation for the swap");
+		crash_point("caught-up");
 		r->phase = R_PAUSING;
 		r->pause_started = ev_time();
 		pipeline_pause(r->active);
@@ -513,6 +532,7 @@ static void on_paused(void *arg, struct pipeline *p)
 	if (p != r->active || r->phase != R_PAUSING)
 		return;
 	/* the new generation reads up to the head once more, then the swap */
+	crash_point("paused");
 	r->phase = R_DRAINING;
 	pipeline_wake(r->building);
 }
