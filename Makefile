@@ -79,9 +79,9 @@ $(BUILD)/esbridge: $(MAIN_OBJ) $(BUILD)/libesbridge.a
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
 # Unit tests: Criterion, no services.
-$(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(BUILD)/libesbridge.a $(wildcard $(UNIT_SUPPORT))
+$(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(UNIT_SUPPORT) $(BUILD)/libesbridge.a
 	@$(if $(Q),echo "  LD      $@")
-	$(Q)$(CC) $(LDFLAGS) -o $@ $< $(filter %support.o,$^) $(BUILD)/libesbridge.a $(PKG_LIBS) -lcriterion
+	$(Q)$(CC) $(LDFLAGS) -o $@ $< $(UNIT_SUPPORT) $(BUILD)/libesbridge.a $(PKG_LIBS) -lcriterion
 
 $(BUILD)/tests/integration-%: $(BUILD)/tests/integration/test_%.o $(INTEG_SUPPORT) $(BUILD)/libesbridge.a
 	@$(if $(Q),echo "  LD      $@")
