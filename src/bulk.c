@@ -369,7 +369,8 @@ static yajl_gen_status gen_source(yajl_gen g, const struct bulk_op *op)
 /*
  * The stored script of BULK_SCRIPT operations. Money is read back as cents
  * (the stored decimal has at most two places, so rounding the double times
- * 100 is exact below 2^53 cents) and written as a BigDecimal with scale 2.
+ * 100 is exact below 2^53 cents) and written as a BigDecimal with scale 2,
+ * made from the decimal text of the cents (no double on the way).
  */
 const char bulk_script_source[] =
 	"def s = ctx._source; long lt = -1L; long lp = -1L;"
@@ -386,7 +387,7 @@ const char bulk_script_source[] =
 	"     s[k] = v + ((Number) e.i[k]).longValue(); }"
 	"   for (def k : e.m.keySet()) {"
 	"     long c = s[k] == null ? 0L : Math.round(((Number) s[k]).doubleValue() * 100.0);"
-	"     s[k] = BigDecimal.valueOf(c + ((Number) e.m[k]).longValue()).movePointLeft(2); }"
+	"     s[k] = new BigDecimal(Long.toString(c + ((Number) e.m[k]).longValue())).movePointLeft(2); }"
 	"   lt = t; lp = p; changed = true; }"
 	" if (changed) { s.last_event = ['txid': lt, 'position': lp]; } else { ctx.op = 'none'; }";
 

@@ -348,6 +348,13 @@ static void process_event(struct pipeline *p, struct rbatch *rb, struct event *e
 		return;
 	}
 	rc = p->proj->apply(ev, tree, op, err, sizeof(err));
+	if (rc == PROJECTION_NEW_OP) {
+		/* a second action for the document, after the pending one */
+		op = opset_get(&l->building, p->id.data, p->id.len, true, &created);
+		rc = op ? p->proj->apply(ev, tree, op, err, sizeof(err)) : -2;
+		if (rc == PROJECTION_NEW_OP)
+			rc = -2; /* a projection bug: a fresh operation must take it */
+	}
 	if (rc) {
 		if (created && op->kind == BULK_NONE && !op->n_events)
 			opset_drop_last(&l->building);

@@ -115,7 +115,7 @@ int bulk_entry_add(struct bulk_entry *e, const char *name, struct bulk_value v);
  * rebuild_prepare). For each entry newer than the document's `last_event`
  * {txid, position}: set fields, add whole numbers, add money (kept exact:
  * cents are computed from the stored decimal and written back as a
- * BigDecimal with two decimals); then `last_event` moves to the newest
+ * BigDecimal with two decimals, built from text); then `last_event` moves to the newest
  * applied entry. An update that applies nothing is a no-op.
  */
 #define BULK_SCRIPT_ID "esbridge-apply-v1"

@@ -24,6 +24,9 @@
 
 /* What apply() and doc_id() may answer besides 0. */
 #define PROJECTION_REJECT (-1)  /* the event cannot be projected: dead letter */
+#define PROJECTION_NEW_OP (-3)  /* apply(): the event cannot be folded into this
+				 * operation; give it a new one for the same
+				 * document, sent after this one */
 
 struct projection {
 	const char *name;                 /* alias, index prefix, mapping file stem */
@@ -42,7 +45,8 @@ struct projection {
 	 * Values taken from `data` may be stored as BV_JSON: the tree lives
 	 * until the operation is sent; so does ev->created_at (BV_TEXT). The
 	 * other strings of `ev` live only during the call. On PROJECTION_REJECT `op` must be left
-	 * as it was. Returns -2 on no memory.
+	 * as it was. Returns -2 on no memory, PROJECTION_NEW_OP (leaving `op` as
+	 * it was) when the event must start an action of its own.
 	 */
 	int (*apply)(const struct event *ev, yajl_val data, struct bulk_op *op,
 		     char *err, size_t errsz);

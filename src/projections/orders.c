@@ -25,6 +25,7 @@
  *    whole document is computed here and written with one plain `index`
  *    (a replay may briefly write an older state; the later events then
  *    apply again on top of it, guarded, and the result converges);
+ *    (events already queued for the script stay a separate, earlier action);
  *  - otherwise the events are sent, in order, to the stored script (see
  *    bulk.h), which applies only those newer than the document's
  *    last_event: replaying them adds nothing twice. An event for an order
@@ -250,6 +251,14 @@ static int orders_apply(const struct event *ev, yajl_val data, struct bulk_op *o
 
 	if (read_effect(ev, data, &fx, err, errsz))
 		return PROJECTION_REJECT;
+	/*
+	 * Events queued for the script before a creation must still reach the
+	 * index on their own: they apply to the order as it is there, or, if it
+	 * is not, come back as 404 and become dead letters, as they would if
+	 * the creation had been in a later request.
+	 */
+	if (fx.kind == O_CREATED && op->kind == BULK_SCRIPT)
+		return PROJECTION_NEW_OP;
 	if (fx.kind != O_CREATED && op->kind == BULK_INDEX) {
 		const struct bulk_value *total = bulk_op_get(op, "total_amount");
 		int64_t sum;

@@ -142,6 +142,14 @@ static PGconn *open_conn(void)
 		cr_assert_fail("PostgreSQL is unreachable (%s): %s", ci, msg);
 	}
 	PQclear(PQexec(c, "SET client_min_messages = warning"));
+	/*
+	 * A test killed by its timeout must not leave a query running that
+	 * blocks the next test's reset: the server checks that the client is
+	 * still there (PostgreSQL 14+; ignored before), and no statement of a
+	 * test runs for minutes.
+	 */
+	PQclear(PQexec(c, "SET client_connection_check_interval = '1s'"));
+	PQclear(PQexec(c, "SET statement_timeout = '150s'"));
 	return c;
 }
 
@@ -211,6 +219,71 @@ void h_sql(PGconn *c, const char *sql)
 	PQclear(res);
 }
 
+static bool ident_char(char ch)
+{
+	return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+	       ch == '_';
+}
+
+void h_sql_vars(PGconn *c, const char *text, const char *const *vars)
+{
+	struct sbuf out = { 0 };
+	const char *s = text;
+
+	while (*s) {
+		bool replaced = false;
+		/* as psql: nothing is replaced in quoted text or comments */
+		if (*s == '\'' || *s == '"') {
+			const char *end = strchr(s + 1, *s); /* a doubled quote: two strings in a row */
+			size_t n = end ? (size_t)(end - s) + 1 : strlen(s);
+			sb_add(&out, s, n);
+			s += n;
+			continue;
+		}
+		if (s[0] == '-' && s[1] == '-') {
+			size_t n = strcspn(s, "\n");
+			sb_add(&out, s, n);
+			s += n;
+			continue;
+		}
+		/* :name, but not the cast ::name */
+		if (*s == ':' && s[1] != ':' && (s == text || s[-1] != ':') && ident_char(s[1])) {
+			for (int i = 0; vars && vars[i]; i++) {
+				const char *eq = strchr(vars[i], '=');
+				size_t n;
+				cr_assert_not_null(eq, "h_sql_vars: variable without '=': %s", vars[i]);
+				n = (size_t)(eq - vars[i]);
+				if (!strncmp(s + 1, vars[i], n) && !ident_char(s[1 + n])) {
+					sb_add(&out, eq + 1, strlen(eq + 1));
+					s += 1 + n;
+					replaced = true;
+					break;
+				}
+			}
+			if (!replaced) {
+				size_t n = 1;
+				while (ident_char(s[n]))
+					n++;
+				cr_assert_fail("h_sql_vars: the variable %.*s has no value", (int)n, s);
+			}
+			continue;
+		}
+		sb_add(&out, s, 1);
+		s++;
+	}
+	sb_add(&out, "", 0);
+	h_sql(c, out.data);
+	free(out.data);
+}
+
+void h_sql_file(PGconn *c, const char *path, const char *const *vars)
+{
+	char *text = read_file(path, 0, NULL);
+
+	h_sql_vars(c, text, vars);
+	free(text);
+}
+
 long long h_query_ll(PGconn *c, const char *sql, int n, const char *const *params, long long dflt)
 {
 	PGresult *res = h_exec(c, sql, n, params);
@@ -265,8 +338,9 @@ uint64_t h_event_txid(int64_t pos)
 	return v;
 }
 
-bool h_checkpoint(uint64_t *txid, int64_t *pos)
+bool h_checkpoint(const char *projection, uint64_t *txid, int64_t *pos)
 {
+	const char *params[1] = { projection };
 	PGresult *res;
 	bool found = false;
 
@@ -274,8 +348,8 @@ bool h_checkpoint(uint64_t *txid, int64_t *pos)
 		return false;
 	res = h_exec(NULL,
 		     "SELECT checkpoint_txid::text, checkpoint_pos FROM esbridge.generations"
-		     " WHERE projection = 'products' ORDER BY generation DESC LIMIT 1",
-		     0, NULL);
+		     " WHERE projection = $1 ORDER BY generation DESC LIMIT 1",
+		     1, params);
 	if (PQntuples(res) == 1) {
 		*txid = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
 		*pos = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
@@ -354,27 +428,34 @@ static yajl_val parse_json(const struct h_http *r, const char *what)
 	return v;
 }
 
-bool h_alias_exists(void)
+bool h_alias_exists(const char *alias)
 {
-	struct h_http r = h_es("GET", "/_alias/products", NULL);
-	long st = r.status;
+	char path[256];
+	struct h_http r;
+	long st;
 
+	snprintf(path, sizeof(path), "/_alias/%s", alias);
+	r = h_es("GET", path, NULL);
+	st = r.status;
 	h_http_free(&r);
-	cr_assert(st == 200 || st == 404, "GET /_alias/products: HTTP %ld", st);
+	cr_assert(st == 200 || st == 404, "GET %s: HTTP %ld", path, st);
 	return st == 200;
 }
 
-bool h_alias_is(const char *index)
+bool h_alias_is(const char *alias, const char *index)
 {
-	struct h_http r = h_es("GET", "/_alias/products", NULL);
+	char path[256];
+	struct h_http r;
 	yajl_val v;
 	bool ok;
 
+	snprintf(path, sizeof(path), "/_alias/%s", alias);
+	r = h_es("GET", path, NULL);
 	if (r.status != 200) {
 		h_http_free(&r);
 		return false;
 	}
-	v = parse_json(&r, "GET /_alias/products");
+	v = parse_json(&r, path);
 	ok = YAJL_IS_OBJECT(v) && v->u.object.len == 1 && !strcmp(v->u.object.keys[0], index);
 	yajl_tree_free(v);
 	h_http_free(&r);
@@ -462,7 +543,7 @@ static char *to_json(yajl_val v)
 	return b.data;
 }
 
-char *h_search_source(const char *id)
+char *h_search_source(const char *alias, const char *id)
 {
 	static const char *hits_path[] = { "hits", "hits", NULL };
 	struct sbuf q = { 0 };
@@ -470,6 +551,7 @@ char *h_search_source(const char *id)
 	yajl_gen g = yajl_gen_alloc(NULL);
 	yajl_val v, hits;
 	char *out = NULL;
+	char path[256];
 
 	/* {"query":{"ids":{"values":[id]}}}, rendered by yajl (the id is text) */
 	cr_assert_not_null(g);
@@ -488,7 +570,8 @@ char *h_search_source(const char *id)
 	yajl_gen_map_close(g);
 	yajl_gen_free(g);
 	sb_add(&q, "", 0);
-	r = h_es("POST", "/products/_search", q.data);
+	snprintf(path, sizeof(path), "/%s/_search", alias);
+	r = h_es("POST", path, q.data);
 	free(q.data);
 	if (r.status == 404) { /* no alias yet */
 		h_http_free(&r);
@@ -508,64 +591,58 @@ char *h_search_source(const char *id)
 	return out;
 }
 
-/* Inserts the hits of one search/scroll page; returns their count. */
-static long insert_hits(yajl_val page)
+/*
+ * Inserts the hits of one search/scroll page (its raw JSON text): PostgreSQL
+ * parses each _source, numbers as exact decimals. Returns their count.
+ */
+static long insert_hits(const struct h_http *page)
 {
-	static const char *hits_path[] = { "hits", "hits", NULL };
-	static const char *id_path[] = { "_id", NULL };
-	static const char *src_path[] = { "_source", NULL };
-	yajl_val hits = yajl_tree_get(page, hits_path, yajl_t_array);
+	const char *params[1] = { page->body };
+	PGresult *res = h_exec(NULL,
+		"INSERT INTO es_docs (id, doc)"
+		" SELECT h ->> '_id', h -> '_source'"
+		"   FROM jsonb_array_elements(($1::jsonb) -> 'hits' -> 'hits') h",
+		1, params);
+	long n = strtol(PQcmdTuples(res), NULL, 10);
 
-	cr_assert_not_null(hits, "a search page without hits.hits");
-	for (size_t i = 0; i < hits->u.array.len; i++) {
-		yajl_val h = hits->u.array.values[i];
-		yajl_val id = yajl_tree_get(h, id_path, yajl_t_string);
-		yajl_val src = yajl_tree_get(h, src_path, yajl_t_any);
-		const char *params[2];
-		char *json;
-
-		cr_assert(id && src, "a hit without _id or _source");
-		json = to_json(src);
-		params[0] = YAJL_GET_STRING(id);
-		params[1] = json;
-		PQclear(h_exec(NULL, "INSERT INTO es_docs (id, doc) VALUES ($1, $2::jsonb)", 2, params));
-		free(json);
-	}
-	return (long)hits->u.array.len;
+	PQclear(res);
+	return n;
 }
 
-long h_load_es_docs(void)
+long h_load_es_docs(const char *alias)
 {
 	static const char *scroll_id_path[] = { "_scroll_id", NULL };
 	struct h_http r;
 	yajl_val page;
 	long total = 0, n;
-	char body[256];
+	char body[256], path[256];
 	char *scroll_id = NULL;
 
 	h_sql(NULL, "DROP TABLE IF EXISTS pg_temp.es_docs");
 	h_sql(NULL, "CREATE TEMP TABLE es_docs (id text PRIMARY KEY, doc jsonb NOT NULL)");
-	r = h_es("POST", "/products/_refresh", NULL);
-	cr_assert_eq(r.status, 200, "POST /products/_refresh: HTTP %ld: %.300s", r.status, r.body);
+	snprintf(path, sizeof(path), "/%s/_refresh", alias);
+	r = h_es("POST", path, NULL);
+	cr_assert_eq(r.status, 200, "POST %s: HTTP %ld: %.300s", path, r.status, r.body);
 	h_http_free(&r);
 
 	snprintf(body, sizeof(body), "{\"size\":%d,\"query\":{\"match_all\":{}},\"sort\":[\"_doc\"]}",
 		 SCROLL_SIZE);
-	r = h_es("POST", "/products/_search?scroll=1m", body);
+	snprintf(path, sizeof(path), "/%s/_search?scroll=1m", alias);
+	r = h_es("POST", path, body);
 	cr_assert_eq(r.status, 200, "scroll search: HTTP %ld: %.300s", r.status, r.body);
 	h_sql(NULL, "BEGIN");
 	for (;;) {
 		yajl_val sid;
 		page = parse_json(&r, "scroll page");
-		h_http_free(&r);
 		sid = yajl_tree_get(page, scroll_id_path, yajl_t_string);
 		if (sid) {
 			free(scroll_id);
 			scroll_id = strdup(sid->u.string);
 			cr_assert_not_null(scroll_id);
 		}
-		n = insert_hits(page);
 		yajl_tree_free(page);
+		n = insert_hits(&r);
+		h_http_free(&r);
 		total += n;
 		if (n == 0 || !scroll_id)
 			break;
@@ -593,30 +670,63 @@ long h_load_es_docs(void)
 	return total;
 }
 
-static void create_oracle_view(void)
+/* Loads the oracle of `name` into the temp table oracle_NAME (recreated). */
+static void load_oracle(const char *name)
 {
-	const char *path = getenv("ESBRIDGE_ORACLE");
+	const char *dir = getenv("ESBRIDGE_ORACLE_DIR");
 	struct sbuf sql = { 0 };
+	char path[1024], head[256];
 	char *text;
 	size_t len;
 
-	if (!path || !*path)
-		path = "tests/oracle/products.sql";
+	if (!dir || !*dir)
+		dir = "tests/oracle";
+	snprintf(path, sizeof(path), "%s/%s.sql", dir, name);
 	text = read_file(path, 0, &len);
 	while (len && (text[len - 1] == ';' || text[len - 1] == '\n' || text[len - 1] == ' ' ||
 		       text[len - 1] == '\t' || text[len - 1] == '\r'))
 		text[--len] = '\0';
-	sb_add(&sql, "CREATE OR REPLACE TEMP VIEW oracle_products AS\n", 47);
+	snprintf(head, sizeof(head), "DROP TABLE IF EXISTS pg_temp.oracle_%s", name);
+	h_sql(NULL, head);
+	/* a table, not a view: evaluated once, and the joins below are planned on real counts */
+	snprintf(head, sizeof(head), "CREATE TEMP TABLE oracle_%s AS\n", name);
+	sb_add(&sql, head, strlen(head));
 	sb_add(&sql, text, len);
 	free(text);
+	/* statistics first: a fresh table's guesses can make the fold's plan take minutes */
+	h_sql(NULL, "ANALYZE public.events");
 	h_sql(NULL, sql.data);
 	free(sql.data);
+	snprintf(head, sizeof(head), "ANALYZE pg_temp.oracle_%s", name);
+	h_sql(NULL, head);
+	h_sql(NULL, "ANALYZE pg_temp.es_docs");
 }
 
-static void log_rows(const char *title, const char *sql)
+/* Copies `tmpl` to `out`, each "{oracle}" replaced by the table oracle_NAME. */
+static void oracle_sql(char *out, size_t size, const char *tmpl, const char *name)
 {
-	PGresult *res = h_exec(NULL, sql, 0, NULL);
+	static const char token[] = "{oracle}";
+	size_t len = 0;
 
+	while (*tmpl && len + 1 < size) {
+		if (!strncmp(tmpl, token, sizeof(token) - 1)) {
+			len += (size_t)snprintf(out + len, size - len, "oracle_%s", name);
+			tmpl += sizeof(token) - 1;
+		} else {
+			out[len++] = *tmpl++;
+		}
+	}
+	cr_assert_lt(len + 1, size, "oracle_sql: statement too long");
+	out[len] = '\0';
+}
+
+static void log_rows(const char *title, const char *tmpl, const char *name)
+{
+	char sql[1024];
+	PGresult *res;
+
+	oracle_sql(sql, sizeof(sql), tmpl, name);
+	res = h_exec(NULL, sql, 0, NULL);
 	for (int i = 0; i < PQntuples(res); i++)
 		cr_log_error("%s: id=%s\n    oracle: %s\n    search: %s", title, PQgetvalue(res, i, 0),
 			     PQgetisnull(res, i, 1) ? "(none)" : PQgetvalue(res, i, 1),
@@ -624,42 +734,48 @@ static void log_rows(const char *title, const char *sql)
 	PQclear(res);
 }
 
-void h_compare_oracle(long *only_oracle, long *only_es)
+void h_compare_oracle(const char *name, long *only_oracle, long *only_es)
 {
-	create_oracle_view();
-	*only_oracle = (long)h_query_ll(NULL,
-		"SELECT count(*) FROM (SELECT id, doc FROM oracle_products"
-		" EXCEPT SELECT id, doc FROM es_docs) x", 0, NULL, 0);
-	*only_es = (long)h_query_ll(NULL,
-		"SELECT count(*) FROM (SELECT id, doc FROM es_docs"
-		" EXCEPT SELECT id, doc FROM oracle_products) x", 0, NULL, 0);
+	char sql[512];
+
+	load_oracle(name);
+	oracle_sql(sql, sizeof(sql),
+		   "SELECT count(*) FROM (SELECT id, doc FROM {oracle} EXCEPT SELECT id, doc FROM es_docs) x",
+		   name);
+	*only_oracle = (long)h_query_ll(NULL, sql, 0, NULL, 0);
+	oracle_sql(sql, sizeof(sql),
+		   "SELECT count(*) FROM (SELECT id, doc FROM es_docs EXCEPT SELECT id, doc FROM {oracle}) x",
+		   name);
+	*only_es = (long)h_query_ll(NULL, sql, 0, NULL, 0);
 	if (*only_oracle == 0 && *only_es == 0)
 		return;
-	cr_log_error("documents differ from the oracle: %ld rows only in the oracle, %ld only in the index",
-		     *only_oracle, *only_es);
+	cr_log_error("%s documents differ from the oracle: %ld rows only in the oracle, %ld only in the index",
+		     name, *only_oracle, *only_es);
 	log_rows("different",
-		 "SELECT o.id, o.doc::text, e.doc::text FROM oracle_products o JOIN es_docs e USING (id)"
-		 " WHERE o.doc <> e.doc ORDER BY o.id LIMIT 5");
+		 "SELECT o.id, o.doc::text, e.doc::text FROM {oracle} o JOIN es_docs e USING (id)"
+		 " WHERE o.doc <> e.doc ORDER BY o.id LIMIT 5", name);
 	log_rows("missing",
-		 "SELECT o.id, o.doc::text, NULL FROM oracle_products o"
-		 " WHERE NOT EXISTS (SELECT 1 FROM es_docs e WHERE e.id = o.id) ORDER BY o.id LIMIT 5");
+		 "SELECT o.id, o.doc::text, NULL FROM {oracle} o"
+		 " WHERE NOT EXISTS (SELECT 1 FROM es_docs e WHERE e.id = o.id) ORDER BY o.id LIMIT 5", name);
 	log_rows("extra",
 		 "SELECT e.id, NULL, e.doc::text FROM es_docs e"
-		 " WHERE NOT EXISTS (SELECT 1 FROM oracle_products o WHERE o.id = e.id) ORDER BY e.id LIMIT 5");
+		 " WHERE NOT EXISTS (SELECT 1 FROM {oracle} o WHERE o.id = e.id) ORDER BY e.id LIMIT 5", name);
 }
 
-void h_assert_docs_match_oracle(void)
+void h_assert_docs_match_oracle(const char *name)
 {
 	long only_oracle, only_es;
-	long n = h_load_es_docs();
+	long n = h_load_es_docs(name);
 	long want;
+	char sql[256];
 
-	h_compare_oracle(&only_oracle, &only_es);
-	want = (long)h_query_ll(NULL, "SELECT count(*) FROM oracle_products", 0, NULL, 0);
+	h_compare_oracle(name, &only_oracle, &only_es);
+	snprintf(sql, sizeof(sql), "SELECT count(*) FROM oracle_%s", name);
+	want = (long)h_query_ll(NULL, sql, 0, NULL, 0);
 	cr_assert(only_oracle == 0 && only_es == 0,
-		  "documents differ from the oracle: %ld only in the oracle, %ld only in the index"
-		  " (index %ld docs, oracle %ld)", only_oracle, only_es, n, want);
-	cr_assert_eq(n, want, "index holds %ld documents, the oracle %ld", n, want);
+		  "%s documents differ from the oracle: %ld only in the oracle, %ld only in the index"
+		  " (index %ld docs, oracle %ld)", name, only_oracle, only_es, n, want);
+	cr_assert_eq(n, want, "the %s index holds %ld documents, the oracle %ld", name, n, want);
 }
 
 /* ---- the daemon --------------------------------------------------------- */
@@ -828,16 +944,35 @@ int h_run_once(const char *const *args, double secs)
 
 static void reset_search(void)
 {
+	static const char *const projections[] = H_PROJECTIONS;
 	struct h_http r;
+	char path[256];
 
-	r = h_es("DELETE", "/products*?expand_wildcards=all", NULL);
-	cr_assert(r.status == 200 || r.status == 404, "DELETE /products*: HTTP %ld: %.300s", r.status,
-		  r.body);
-	h_http_free(&r);
-	cr_assert(!h_alias_exists(), "the alias products remains after deleting products*");
-	r = h_es("GET", "/_cat/indices/products*?format=json", NULL);
-	cr_assert_eq(r.status, 200, "GET /_cat/indices: HTTP %ld", r.status);
-	cr_assert_str_eq(r.body, "[]", "indices remain after the reset: %s", r.body);
+	for (int i = 0; projections[i]; i++) {
+		const char *name = projections[i];
+		/* the indices NAME-000001...; their aliases go with them */
+		snprintf(path, sizeof(path), "/%s*?expand_wildcards=all", name);
+		r = h_es("DELETE", path, NULL);
+		cr_assert(r.status == 200 || r.status == 404, "DELETE %s: HTTP %ld: %.300s", path, r.status,
+			  r.body);
+		h_http_free(&r);
+		/* an alias NAME left on some other index */
+		snprintf(path, sizeof(path), "/_all/_alias/%s", name);
+		r = h_es("DELETE", path, NULL);
+		cr_assert(r.status == 200 || r.status == 404, "DELETE %s: HTTP %ld: %.300s", path, r.status,
+			  r.body);
+		h_http_free(&r);
+		cr_assert(!h_alias_exists(name), "the alias %s remains after the reset", name);
+		snprintf(path, sizeof(path), "/_cat/indices/%s*?format=json&expand_wildcards=all", name);
+		r = h_es("GET", path, NULL);
+		cr_assert_eq(r.status, 200, "GET %s: HTTP %ld", path, r.status);
+		cr_assert_str_eq(r.body, "[]", "%s indices remain after the reset: %s", name, r.body);
+		h_http_free(&r);
+	}
+	/* the stored script of guarded updates: installed again by the daemon at start */
+	r = h_es("DELETE", "/_scripts/esbridge-apply-v1", NULL);
+	cr_assert(r.status == 200 || r.status == 404, "DELETE /_scripts/esbridge-apply-v1: HTTP %ld: %.300s",
+		  r.status, r.body);
 	h_http_free(&r);
 }
 

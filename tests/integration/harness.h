@@ -8,7 +8,8 @@
  *
  *   h_begin()   at the start of every test: connects (the test fails when a
  *               service is unreachable: CI must exercise them), resets the
- *               world (bridge schema, events, products* indices and alias)
+ *               world (bridge schema, events, the indices and aliases of
+ *               every projection in H_PROJECTIONS, the stored script)
  *   h_end()     the suite's .fini: kills and reaps daemons still running,
  *               closes connections
  *
@@ -55,6 +56,12 @@ bool h_eventually(bool (*cond)(void *arg), void *arg, double secs);
 
 /* ---- world ------------------------------------------------------------- */
 
+/*
+ * Every registered projection (the daemon's `run` without --projection runs
+ * them all): the reset deletes NAME* indices and the alias NAME of each.
+ */
+#define H_PROJECTIONS { "products", "orders", NULL }
+
 void h_begin(void);
 void h_end(void);
 
@@ -76,6 +83,18 @@ PGresult *h_exec(PGconn *c, const char *sql, int n, const char *const *params);
 /* Runs a statement (no parameters), result dropped. */
 void h_sql(PGconn *c, const char *sql);
 
+/*
+ * Runs the SQL text `sql` (one simple-query string, so one transaction) on
+ * `c` (NULL = h_pg()), after replacing psql-style variables `:name` (not in
+ * quoted text or comments) with the values of `vars`, a NULL-terminated
+ * list of "name=value" strings (may be NULL), e.g. { "orders=20000",
+ * "seed=0.42" }. A variable without a value fails the test.
+ */
+void h_sql_vars(PGconn *c, const char *sql, const char *const *vars);
+
+/* The same with the text of the file `path`. */
+void h_sql_file(PGconn *c, const char *path, const char *const *vars);
+
 /* The single value of a one-row, one-column query as a long long (NULL: `dflt`). */
 long long h_query_ll(PGconn *c, const char *sql, int n, const char *const *params, long long dflt);
 
@@ -91,8 +110,11 @@ int64_t h_event(PGconn *c, const char *stream, const char *type, const char *dat
 /* The transaction id (xid8 as a number) of the event at `pos`. */
 uint64_t h_event_txid(int64_t pos);
 
-/* The checkpoint of the products generation; false when there is none yet. */
-bool h_checkpoint(uint64_t *txid, int64_t *pos);
+/*
+ * The checkpoint of the newest generation of `projection`; false when there
+ * is none yet.
+ */
+bool h_checkpoint(const char *projection, uint64_t *txid, int64_t *pos);
 
 /* Dead letters recorded so far. */
 long long h_dead_letter_count(void);
@@ -152,11 +174,11 @@ struct h_http {
 struct h_http h_es(const char *method, const char *path, const char *body);
 void h_http_free(struct h_http *r);
 
-/* True if the alias `products` exists and names exactly `index`. */
-bool h_alias_is(const char *index);
+/* True if the alias `alias` exists and names exactly `index`. */
+bool h_alias_is(const char *alias, const char *index);
 
-/* True if the alias `products` exists. */
-bool h_alias_exists(void);
+/* True if the alias `alias` exists. */
+bool h_alias_exists(const char *alias);
 
 /*
  * indexing.index_total + indexing.delete_total of the primaries of `index`
@@ -165,26 +187,33 @@ bool h_alias_exists(void);
 long long h_index_ops(const char *index);
 
 /*
- * The _source of document `id` found through the alias by a search (a
- * term query on _id; searchable, not only gettable), as malloc'd JSON text,
- * or NULL when the search finds nothing.
+ * The _source of document `id` found through the alias `alias` by a search
+ * (an ids query; searchable, not only gettable), as malloc'd JSON text, or
+ * NULL when the search finds nothing (or the alias does not exist yet).
  */
-char *h_search_source(const char *id);
+char *h_search_source(const char *alias, const char *id);
 
 /*
- * Refreshes the alias and loads every document behind it (scroll API) into
- * the temp table es_docs(id text, doc jsonb) of h_pg(). Returns the count.
+ * Refreshes the alias `alias` and loads every document behind it (scroll
+ * API) into the temp table es_docs(id text, doc jsonb) of h_pg(), each
+ * _source parsed by PostgreSQL from the node's raw JSON text (numbers keep
+ * their exact decimal value). Returns the count.
  */
-long h_load_es_docs(void);
+long h_load_es_docs(const char *alias);
 
 /*
- * Compares es_docs with the oracle (tests/oracle/products.sql, or
- * ESBRIDGE_ORACLE) by SQL; logs up to a few differing rows on mismatch.
- * `only_oracle` = rows of (oracle EXCEPT es), `only_es` = (es EXCEPT oracle).
+ * Compares es_docs with the oracle of projection `name`
+ * ($ESBRIDGE_ORACLE_DIR/NAME.sql, default tests/oracle/NAME.sql), loaded
+ * into the temp table oracle_NAME, by SQL; logs up to a few differing rows
+ * on mismatch. `only_oracle` = rows of (oracle EXCEPT es), `only_es` =
+ * (es EXCEPT oracle).
  */
-void h_compare_oracle(long *only_oracle, long *only_es);
+void h_compare_oracle(const char *name, long *only_oracle, long *only_es);
 
-/* h_load_es_docs() + h_compare_oracle() + asserts no difference. */
-void h_assert_docs_match_oracle(void);
+/*
+ * h_load_es_docs(name) + h_compare_oracle(name) + asserts no difference:
+ * the alias of a projection bears its name.
+ */
+void h_assert_docs_match_oracle(const char *name);
 
 #endif

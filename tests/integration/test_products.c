@@ -17,6 +17,7 @@
 
 #include "harness.h"
 
+#define ALIAS "products" /* the projection, its alias and its oracle */
 #define INDEX "products-000001"
 
 /* Each test calls h_begin() first; .fini kills what it left running. */
@@ -38,13 +39,13 @@ static void assert_once_ok(const char *const *args)
 
 static void assert_alias_names_index(void)
 {
-	cr_assert(h_alias_is(INDEX), "the alias products does not name exactly %s", INDEX);
+	cr_assert(h_alias_is(ALIAS, INDEX), "the alias products does not name exactly %s", INDEX);
 }
 
 /* The checkpoint, failing the test when there is none. */
 static void checkpoint(uint64_t *txid, int64_t *pos)
 {
-	cr_assert(h_checkpoint(txid, pos), "no products generation in esbridge.generations");
+	cr_assert(h_checkpoint(ALIAS, txid, pos), "no products generation in esbridge.generations");
 }
 
 struct cp_arg {
@@ -58,7 +59,7 @@ static bool checkpoint_moved_past(void *arg)
 	uint64_t t;
 	int64_t p;
 
-	if (!h_checkpoint(&t, &p))
+	if (!h_checkpoint(ALIAS, &t, &p))
 		return false;
 	return t > a->txid || (t == a->txid && p > a->pos);
 }
@@ -69,13 +70,13 @@ static bool checkpoint_is(void *arg)
 	uint64_t t;
 	int64_t p;
 
-	return h_checkpoint(&t, &p) && t == a->txid && p == a->pos;
+	return h_checkpoint(ALIAS, &t, &p) && t == a->txid && p == a->pos;
 }
 
 /* True when the search finds document `id` and its _source equals `want` (jsonb). */
 static bool source_is(const char *id, const char *want)
 {
-	char *src = h_search_source(id);
+	char *src = h_search_source(ALIAS, id);
 	const char *params[2];
 	bool eq;
 
@@ -92,7 +93,7 @@ static bool source_is(const char *id, const char *want)
 
 static bool searchable(const char *id)
 {
-	char *src = h_search_source(id);
+	char *src = h_search_source(ALIAS, id);
 	bool found = src != NULL;
 
 	free(src);
@@ -205,7 +206,7 @@ Test(products, scripted_history, .timeout = 120)
 
 	assert_once_ok(NULL);
 	assert_alias_names_index();
-	h_assert_docs_match_oracle();
+	h_assert_docs_match_oracle(ALIAS);
 
 	/* a few hand-checked facts, in case the oracle and the bridge agree on a mistake */
 	cr_assert(source_is("p1",
@@ -266,7 +267,7 @@ Test(products, second_run_once_is_a_noop, .timeout = 120)
 		  "/%" PRId64, t1, p1, t2, p2);
 	cr_assert_eq(ops2, ops1, "the second run wrote to the index: %lld index+delete ops before, %lld after",
 		     ops1, ops2);
-	h_assert_docs_match_oracle();
+	h_assert_docs_match_oracle(ALIAS);
 }
 
 /* ---- c. crash safety ----------------------------------------------------- */
@@ -340,7 +341,7 @@ static bool moved_or_done(void *arg)
 
 	if (checkpoint_moved_past(&a->prev))
 		return true;
-	return h_checkpoint(&t, &p) && p == a->end;
+	return h_checkpoint(ALIAS, &t, &p) && p == a->end;
 }
 
 Test(products, crash_safety, .timeout = 150)
@@ -411,7 +412,7 @@ Test(products, crash_safety, .timeout = 150)
 
 	assert_once_ok((const char *const[]){ "--batch-size", "500", "--bulk-actions", "200", NULL });
 	assert_alias_names_index();
-	h_assert_docs_match_oracle();
+	h_assert_docs_match_oracle(ALIAS);
 	{
 		uint64_t t;
 		int64_t pos;
@@ -439,7 +440,7 @@ Test(products, live_follow, .timeout = 120)
 	h_event(NULL, "product-before", "ProductCreated",
 		"{\"product_id\": \"before\", \"name\": \"Before\", \"price\": 1}");
 	p = h_spawn(0, args);
-	H_EVENTUALLY(h_alias_is(INDEX), H_LONG, "the alias never named %s (log: %s)", INDEX, p->log);
+	H_EVENTUALLY(h_alias_is(ALIAS, INDEX), H_LONG, "the alias never named %s (log: %s)", INDEX, p->log);
 	cr_assert(searchable("before"));
 
 	pos = h_event(NULL, "product-live-1", "ProductCreated", data);
@@ -459,7 +460,7 @@ Test(products, live_follow, .timeout = 120)
 	cr_assert(t == want.txid && pos == want.pos,
 		  "checkpoint %" PRIu64 "/%" PRId64 ", want the live event %" PRIu64 "/%" PRId64, t, pos,
 		  want.txid, want.pos);
-	h_assert_docs_match_oracle();
+	h_assert_docs_match_oracle(ALIAS);
 }
 
 /* ---- e. out-of-order commits ----------------------------------------------- */
@@ -476,7 +477,7 @@ Test(products, out_of_order_commits, .timeout = 120)
 
 	h_begin();
 	p = h_spawn(0, args);
-	H_EVENTUALLY(h_alias_is(INDEX), H_LONG, "the alias never named %s (log: %s)", INDEX, p->log);
+	H_EVENTUALLY(h_alias_is(ALIAS, INDEX), H_LONG, "the alias never named %s (log: %s)", INDEX, p->log);
 
 	c1 = h_connect();
 	c2 = h_connect();
@@ -496,7 +497,7 @@ Test(products, out_of_order_commits, .timeout = 120)
 
 	/* B is committed, A is not: the bridge must not pass A's event */
 	h_sleep(2.0);
-	if (h_checkpoint(&t, &cp))
+	if (h_checkpoint(ALIAS, &t, &cp))
 		cr_assert_lt(t, xid_a, "the checkpoint %" PRIu64 "/%" PRId64 " passed the open transaction %"
 			     PRIu64, t, cp, xid_a);
 	cr_log_info("while A was open: pb %s", searchable("pb") ? "visible" : "not visible");
@@ -514,7 +515,7 @@ Test(products, out_of_order_commits, .timeout = 120)
 	h_signal(p, SIGTERM);
 	cr_assert(h_wait(p, 20), "no exit within 20s of SIGTERM (log: %s)", p->log);
 	cr_assert_eq(h_exit_code(p), 0, "exit status 0x%x (log: %s)", (unsigned)p->status, p->log);
-	h_assert_docs_match_oracle();
+	h_assert_docs_match_oracle(ALIAS);
 }
 
 /* ---- f. dead letters ------------------------------------------------------ */
@@ -550,7 +551,7 @@ Test(products, dead_letter_missing_name, .timeout = 120)
 		  reason ? reason : "(null)");
 	free(reason);
 	cr_assert(!searchable("d2"));
-	h_assert_docs_match_oracle();
+	h_assert_docs_match_oracle(ALIAS);
 	{
 		uint64_t t;
 		int64_t cp;
@@ -648,7 +649,7 @@ Test(products, dead_letters_of_every_kind, .timeout = 120)
 	cr_assert_eq(h_query_ll(NULL,
 		"SELECT count(*) FROM esbridge.dead_letters WHERE reason = '' OR reason IS NULL", 0, NULL, 0), 0,
 		"a dead letter without a reason");
-	h_assert_docs_match_oracle();
+	h_assert_docs_match_oracle(ALIAS);
 	cr_assert(source_is("k1", "{\"product_id\": \"k1\", \"name\": \"K1\", \"price\": 1, \"description\": \"valid\"}"));
 	cr_assert(source_is("-5", "{\"product_id\": -5, \"name\": \"Negative\", \"price\": 1}"));
 	cr_assert(source_is("100", "{\"product_id\": 100, \"name\": \"Hundred\", \"price\": 1}"));
@@ -681,5 +682,5 @@ Test(products, missing_es_url_is_a_usage_error, .timeout = 30)
 	cr_assert(strstr(out, "ESBRIDGE_ES"), "the message does not name ESBRIDGE_ES: %s", out);
 	free(out);
 	/* nothing was created */
-	cr_assert(!h_alias_exists());
+	cr_assert(!h_alias_exists(ALIAS));
 }
