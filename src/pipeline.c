@@ -575,6 +575,29 @@ static void lane_retry_later(struct lane *l, const char *why)
 	ev_timer_start(p->loop, &l->retry);
 }
 
+/*
+ * Applied operations are not sent again, except those that follow a retried
+ * operation of the same document in the request: the retried one must not
+ * land after them, so they are sent again after it, in order (replaying
+ * them is harmless: writes are replay-proof).
+ */
+static void settle_applied(struct lane *l, size_t n_ops, bool retrying)
+{
+	for (size_t i = 0; i < n_ops; i++) {
+		struct bulk_op *op = &l->sending.ops[i];
+		bool keep = false;
+		if (!op->applied)
+			continue;
+		for (size_t j = 0; retrying && j < i && !keep; j++) {
+			const struct bulk_op *earlier = &l->sending.ops[j];
+			keep = earlier->kind != BULK_NONE && !earlier->applied && !strcmp(earlier->id, op->id);
+		}
+		op->applied = false;
+		if (!keep)
+			op->kind = BULK_NONE;
+	}
+}
+
 static void lane_done(void *arg, const struct es_response *r)
 {
 	struct lane *l = arg;
@@ -621,12 +644,13 @@ static void lane_done(void *arg, const struct es_response *r)
 		it = &br.items[item++];
 		switch (bulk_item_outcome(it)) {
 		case BULK_ITEM_OK:
-			op->kind = BULK_NONE; /* applied: not sent again */
+			op->applied = true; /* not sent again, unless a retry needs it (below) */
 			break;
 		case BULK_ITEM_REJECT:
 			snprintf(err, sizeof(err), "rejected by Elasticsearch: HTTP %d %s: %s", it->status,
 				 it->error_type, it->error_reason);
-			if (op->n_events > 1 && split_op(l, i, err) == 0) {
+			/* a missing document is missing for each event alike: no split */
+			if (op->n_events > 1 && it->status != 404 && split_op(l, i, err) == 0) {
 				split = true;
 				break;
 			}
@@ -641,6 +665,7 @@ static void lane_done(void *arg, const struct es_response *r)
 		}
 	}
 	bulk_response_release(&br);
+	settle_applied(l, n_ops, again);
 	if (again) {
 		lane_retry_later(l, why);
 		return;

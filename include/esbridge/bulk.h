@@ -77,6 +77,7 @@ struct bulk_op {
 	struct bulk_entry *entries;
 	size_t n_entries, cap_entries;
 	bool upsert;
+	bool applied;              /* answered OK (the pipeline's bookkeeping) */
 	/* the events folded into this operation, in order (for dead letters) */
 	struct position *events;
 	size_t n_events, cap_events;
