@@ -55,7 +55,7 @@ INTEG_SRCS := $(wildcard tests/integration/test_*.c)
 INTEG_BINS := $(INTEG_SRCS:tests/integration/%.c=$(BUILD)/tests/%)
 INTEG_SUPPORT := $(BUILD)/tests/integration/harness.o
 
-.PHONY: all deps services unit integration check demo bench clean install FORCE
+.PHONY: all deps services unit integration check demo bench bench-smoke clean install FORCE
 
 all: $(BUILD)/esbridge
 
@@ -103,12 +103,24 @@ integration: $(BUILD)/esbridge $(INTEG_RUN)
 check: deps
 	@$(MAKE) --no-print-directory unit
 	@$(MAKE) --no-print-directory integration
+	@$(MAKE) --no-print-directory bench-smoke
 
 demo: deps $(BUILD)/esbridge
 	@scripts/demo
 
-bench: deps $(BUILD)/esbridge
-	@scripts/bench
+# The ceiling's poster (tests/bench/poster.c): libcurl only.
+$(BUILD)/bench-poster: tests/bench/poster.c $(BUILD)/.flags
+	@$(if $(Q),echo "  CCLD    $@")
+	$(Q)$(CC) $(CPPFLAGS_ALL) $(PKG_CFLAGS) $(CFLAGS_ALL) $(LDFLAGS) -o $@ $< $(PKG_LIBS)
+
+# make bench [BENCH_EVENTS=1000000 BENCH_MEMORY_EVENTS="1000000 5000000" ...]; see scripts/bench
+bench: deps $(BUILD)/esbridge $(BUILD)/bench-poster
+	@BUILD=$(BUILD) scripts/bench
+
+# The same at 10k events, part of `make check` so that it cannot rot.
+bench-smoke: $(BUILD)/esbridge $(BUILD)/bench-poster
+	@BUILD=$(BUILD) BENCH_EVENTS=10000 BENCH_MEMORY_EVENTS="10000 20000" BENCH_LIVE_SECONDS=3 \
+		BENCH_OUT=$(BUILD)/bench-smoke BENCH_SMOKE=1 scripts/bench
 
 install: $(BUILD)/esbridge
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/esbridge/mappings
