@@ -170,7 +170,22 @@ static void print_to_buf(void *ctx, const char *s, size_t len)
 	(void)buf_append(b, s, len);
 }
 
+/*
+ * Strings of unknown origin (ids, names, owned copies) are checked here;
+ * strings of parsed events (BV_JSON) were checked by json_parse, so the
+ * generator's own (weaker) UTF-8 check is off.
+ */
 static yajl_gen_status gen_str(yajl_gen g, const char *s)
+{
+	size_t n = strlen(s);
+
+	if (!json_utf8_valid(s, n))
+		return yajl_gen_invalid_string;
+	return yajl_gen_string(g, (const unsigned char *)s, n);
+}
+
+/* A string of a parsed event: already checked. */
+static yajl_gen_status gen_checked_str(yajl_gen g, const char *s)
 {
 	return yajl_gen_string(g, (const unsigned char *)s, strlen(s));
 }
@@ -181,14 +196,14 @@ static yajl_gen_status gen_tree(yajl_gen g, yajl_val v)
 
 	switch (v->type) {
 	case yajl_t_string:
-		return gen_str(g, v->u.string);
+		return gen_checked_str(g, v->u.string);
 	case yajl_t_number:
 		/* the parser validated the text; keep it exact (no double round trip) */
 		return yajl_gen_number(g, v->u.number.r, strlen(v->u.number.r));
 	case yajl_t_object:
 		st = yajl_gen_map_open(g);
 		for (size_t i = 0; st == yajl_gen_status_ok && i < v->u.object.len; i++) {
-			st = gen_str(g, v->u.object.keys[i]);
+			st = gen_checked_str(g, v->u.object.keys[i]);
 			if (st == yajl_gen_status_ok)
 				st = gen_tree(g, v->u.object.values[i]);
 		}
@@ -482,7 +497,7 @@ int bulk_writer_init(struct bulk_writer *w, struct buf *body)
 	if (!w->g)
 		return -1;
 	yajl_gen_config(w->g, yajl_gen_print_callback, print_to_buf, body);
-	yajl_gen_config(w->g, yajl_gen_validate_utf8, 1);
+	yajl_gen_config(w->g, yajl_gen_validate_utf8, 0); /* see gen_str */
 	return 0;
 }
 

@@ -222,6 +222,24 @@ static size_t utf8_len(const unsigned char *q, const unsigned char *end)
 	return n;
 }
 
+bool json_utf8_valid(const char *s, size_t n)
+{
+	const unsigned char *q = (const unsigned char *)s, *end = q + n;
+
+	while (q < end) {
+		size_t k;
+		if (*q < 0x80) {
+			q++;
+			continue;
+		}
+		k = utf8_len(q, end);
+		if (!k)
+			return false;
+		q += k;
+	}
+	return true;
+}
+
 /* Plain characters: not a quote, backslash, control byte or non-ASCII. */
 static const char *skip_plain(const char *q, const char *end)
 {

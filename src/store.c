@@ -290,19 +290,32 @@ int store_read_positions(struct store *s, const struct position *at, size_t n,
 	return 0;
 }
 
+/* The server's decimal text of a bigint, xid8 or int (no strtol on the hot path). */
+static uint64_t digits(const char *s, bool *neg)
+{
+	uint64_t v = 0;
+
+	*neg = *s == '-';
+	for (s += *neg; *s >= '0' && *s <= '9'; s++)
+		v = v * 10 + (uint64_t)(*s - '0');
+	return v;
+}
+
 void store_batch_event(const struct store_batch *b, int i, struct event *ev)
 {
 	const PGresult *res = b->res;
-	uint64_t u = 0;
+	bool neg;
+	uint64_t v;
 
-	ev->at.pos = strtoll(PQgetvalue(res, i, 0), NULL, 10);
-	(void)store_parse_u64(PQgetvalue(res, i, 1), &u);
-	ev->at.txid = u;
+	v = digits(PQgetvalue(res, i, 0), &neg);
+	ev->at.pos = neg ? -(int64_t)v : (int64_t)v;
+	ev->at.txid = digits(PQgetvalue(res, i, 1), &neg);
 	ev->stream_id = PQgetvalue(res, i, 2);
 	ev->type = PQgetvalue(res, i, 3);
 	ev->data = PQgetvalue(res, i, 4);
 	ev->data_len = (size_t)PQgetlength(res, i, 4);
-	ev->version = (int32_t)strtol(PQgetvalue(res, i, 5), NULL, 10);
+	v = digits(PQgetvalue(res, i, 5), &neg);
+	ev->version = neg ? -(int32_t)v : (int32_t)v;
 	ev->created_at = PQgetvalue(res, i, 6);
 }
 

@@ -1,6 +1,7 @@
 #ifndef ESBRIDGE_JSON_H
 #define ESBRIDGE_JSON_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include <yajl/yajl_tree.h>
@@ -35,6 +36,9 @@ struct arena {
 
 void *arena_alloc(struct arena *a, size_t n);
 void arena_release(struct arena *a);
+
+/* True if the `n` bytes at `s` are well-formed UTF-8 (RFC 3629). */
+bool json_utf8_valid(const char *s, size_t n);
 
 /* The parser's working stack, reused across calls; freed by its owner. */
 struct json_scratch {
