@@ -282,6 +282,7 @@ static int cmd_rebuild(const struct config *cfg, const char *name, int keep)
 		}
 		if (!rc) {
 			struct runner_progress pr;
+			runner_set_keep(s.runners[0], keep); /* a resumed rebuild too */
 			if (runner_progress(s.runners[0], &pr) == 0 && !pr.rebuilding &&
 			    runner_rebuild(s.runners[0], keep, err, sizeof(err)))
 				rc = die(1, "%s", err);
@@ -299,6 +300,9 @@ static int cmd_rebuild(const struct config *cfg, const char *name, int keep)
 			ev_timer_start(s.loop, &tick);
 			rc = session_run(&s);
 			ev_timer_stop(s.loop, &tick);
+			if (!rc && !runner_swapped(s.runners[0]))
+				rc = die(1, "stopped before the alias moved; 'esbridge rebuild %s' or"
+					 " 'esbridge run' resumes the rebuild", name);
 			if (!rc) {
 				struct runner_progress pr;
 				if (runner_progress(s.runners[0], &pr) == 0)
@@ -344,6 +348,17 @@ remote:
 		n = state_list_generations(st, name, gens, RUNNER_MAX_GENERATIONS, err, sizeof(err));
 		if (n > 0 && gens[n - 1].state != GEN_ACTIVE && state_head(st, &head, err, sizeof(err)) == 0)
 			print_progress(name, gens[n - 1].number, gens[n - 1].checkpoint.pos, head, 0);
+		/* the lock free means no process runs the projection any more */
+		if (state_own_projection(st, name, err, sizeof(err)) > 0) {
+			if (state_disown_projection(st, name, err, sizeof(err)))
+				log_warn("%s", err);
+			if (state_command_status(st, id, status, sizeof(status), message, sizeof(message),
+						 err, sizeof(err)) == 0 && !strcmp(status, "running")) {
+				state_close(st);
+				return die(1, "the esbridge process running '%s' stopped before the rebuild ended;"
+					   " it resumes when esbridge runs again", name);
+			}
+		}
 		nanosleep(&half, NULL);
 	}
 }

@@ -431,7 +431,11 @@ struct runner {
 	bool once, exit_after_rebuild, stopping, finished, failed;
 	struct pipeline *active;    /* follows the generation readers see (or the first one) */
 	struct pipeline *building;  /* the rebuild target */
-	struct pipeline *retired;   /* the previous active one, freed with the runner */
+	/* previous active pipelines, stopping; freed after their loop iteration */
+	struct pipeline *retired[8];
+	int n_retired;
+	ev_timer reap;
+	bool swapped;               /* a rebuild moved the alias in this process */
 	enum phase phase;
 	double pause_started, rebuild_started;
 	double last_pause;
@@ -444,6 +448,22 @@ struct runner {
 };
 
 static void runner_check_done(struct runner *r);
+
+static void reap_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct runner *r = (struct runner *)((char *)w - offsetof(struct runner, reap));
+	int kept = 0;
+
+	(void)loop;
+	(void)revents;
+	for (int i = 0; i < r->n_retired; i++) {
+		if (pipeline_finished(r->retired[i]))
+			pipeline_free(r->retired[i]);
+		else
+			r->retired[kept++] = r->retired[i];
+	}
+	r->n_retired = kept;
+}
 
 static void command_end(struct runner *r, bool ok, const char *message)
 {
@@ -475,8 +495,12 @@ static void swap(struct runner *r)
 	crash_point("swapped");
 	pipeline_set_generation_state(r->building, GEN_ACTIVE);
 	pipeline_stop(r->active);
-	r->retired = r->active;
+	if (r->n_retired < (int)(sizeof(r->retired) / sizeof(r->retired[0])))
+		r->retired[r->n_retired++] = r->active;
+	else
+		BUG("more than %d retired pipelines stopping at once", r->n_retired);
 	r->active = r->building;
+	r->swapped = true;
 	r->building = NULL;
 	r->phase = R_IDLE;
 	plog_info(r->proj->name, next.number,
@@ -541,8 +565,12 @@ static void on_finished(void *arg, struct pipeline *p)
 {
 	struct runner *r = arg;
 
-	if (p == r->retired)
-		return;
+	for (int i = 0; i < r->n_retired; i++)
+		if (p == r->retired[i]) {
+			/* not from inside its own callback: after this iteration */
+			ev_timer_start(r->loop, &r->reap);
+			return;
+		}
 	if (pipeline_exit_code(p) && !r->failed) {
 		r->failed = true;
 		command_end(r, false, "the rebuild stopped on an error (see the daemon's log)");
@@ -731,6 +759,7 @@ struct runner *runner_new(struct ev_loop *loop, const struct config *cfg,
 	r->exit_after_rebuild = opts->exit_after_rebuild;
 	ev_init(&r->cmd_io, cmd_io_cb);
 	ev_init(&r->cmd_poll, cmd_poll_cb);
+	ev_timer_init(&r->reap, reap_cb, 0.0, 0.0);
 	r->st = state_open(cfg->pg, err, errsz);
 	if (!r->st)
 		goto fail;
@@ -806,6 +835,18 @@ struct runner *runner_new(struct ev_loop *loop, const struct config *cfg,
 		plog_info(proj->name, b->number, "resuming the rebuild of %s", b->index);
 	}
 	if (!opts->once) {
+		/* a command a stopped daemon was running: this resumed rebuild
+		 * finishes it, or, with no rebuild left, it ended one way or the other */
+		long long id = 0;
+		int keep = 1;
+		if (state_command_recover(r->st, proj->name, r->building != NULL, &id, &keep, err, errsz))
+			goto fail;
+		if (id) {
+			r->command_id = id;
+			r->keep = keep;
+		}
+	}
+	if (!opts->once) {
 		if (state_listen_commands(r->st, err, errsz))
 			goto fail;
 		ev_io_set(&r->cmd_io, state_socket(r->st), EV_READ);
@@ -844,6 +885,16 @@ void runner_stop(struct runner *r)
 	runner_check_done(r);
 }
 
+void runner_set_keep(struct runner *r, int keep)
+{
+	r->keep = keep;
+}
+
+bool runner_swapped(const struct runner *r)
+{
+	return r->swapped;
+}
+
 int runner_exit_code(const struct runner *r)
 {
 	if (r->failed)
@@ -877,10 +928,12 @@ void runner_free(struct runner *r)
 	if (r->loop) {
 		ev_io_stop(r->loop, &r->cmd_io);
 		ev_timer_stop(r->loop, &r->cmd_poll);
+		ev_timer_stop(r->loop, &r->reap);
 	}
 	pipeline_free(r->active);
 	pipeline_free(r->building);
-	pipeline_free(r->retired);
+	for (int i = 0; i < r->n_retired; i++)
+		pipeline_free(r->retired[i]);
 	state_close(r->st);
 	free(r);
 }

@@ -352,6 +352,53 @@ int state_command_status(struct state *st, long long id, char *status, size_t st
 	return 0;
 }
 
+int state_command_recover(struct state *st, const char *proj, bool resuming, long long *id,
+			  int *keep, char *err, size_t errsz)
+{
+	const char *params[2] = { proj, resuming ? "t" : "f" };
+	PGresult *res;
+
+	*id = 0;
+	/*
+	 * The newest running command is taken over by a resumed rebuild; every
+	 * other running command belonged to a process that stopped: done if a
+	 * generation became active after it was asked for, else failed.
+	 */
+	res = PQexecParams(st->conn,
+		"WITH newest AS (SELECT max(id) AS id FROM esbridge.commands"
+		"   WHERE projection = $1 AND status = 'running'),"
+		" ended AS (UPDATE esbridge.commands c SET updated_at = now(),"
+		"   status = CASE WHEN EXISTS (SELECT 1 FROM esbridge.generations g"
+		"     WHERE g.projection = c.projection AND g.state = 'active' AND g.created_at > c.created_at)"
+		"     THEN 'done' ELSE 'failed' END,"
+		"   message = 'the process running it stopped'"
+		"   WHERE c.projection = $1 AND c.status = 'running'"
+		"     AND NOT ($2::bool AND c.id = (SELECT id FROM newest)) RETURNING c.id)"
+		" SELECT c.id, c.keep FROM esbridge.commands c, newest"
+		" WHERE $2::bool AND c.id = newest.id",
+		2, NULL, params, NULL, NULL, 0);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		pq_error(err, errsz, "cannot recover the commands", PQresultErrorMessage(res));
+		PQclear(res);
+		return -1;
+	}
+	if (PQntuples(res) == 1) {
+		*id = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+		*keep = atoi(PQgetvalue(res, 0, 1));
+	}
+	PQclear(res);
+	return 0;
+}
+
+int state_disown_projection(struct state *st, const char *proj, char *err, size_t errsz)
+{
+	const char *params[1] = { proj };
+
+	return exec_params(st, "cannot release the projection lock",
+			   "SELECT pg_advisory_unlock(hashtext('esbridge.projection'), hashtext($1))",
+			   1, params, err, errsz);
+}
+
 int state_commands_open(struct state *st, const char *proj, char *err, size_t errsz)
 {
 	const char *params[1] = { proj };

@@ -60,6 +60,12 @@ void runner_start(struct runner *r, runner_done_fn done, void *arg);
 __attribute__((warn_unused_result))
 int runner_rebuild(struct runner *r, int keep, char *err, size_t errsz);
 
+/* How many retired indices the running (or resumed) rebuild keeps. */
+void runner_set_keep(struct runner *r, int keep);
+
+/* True once a rebuild moved the alias in this process. */
+bool runner_swapped(const struct runner *r);
+
 /* Drains every pipeline, then `done` runs. */
 void runner_stop(struct runner *r);
 int runner_exit_code(const struct runner *r);

@@ -107,6 +107,20 @@ int state_command_status(struct state *st, long long id, char *status, size_t st
 __attribute__((warn_unused_result))
 int state_commands_open(struct state *st, const char *proj, char *err, size_t errsz);
 
+/*
+ * At the start of a process: with `resuming` (a rebuild is left to finish),
+ * the newest running command is handed over (its id and keep; id 0 if none);
+ * every other running command is closed, done if a generation became active
+ * after it was asked for, else failed.
+ */
+__attribute__((warn_unused_result))
+int state_command_recover(struct state *st, const char *proj, bool resuming, long long *id,
+			  int *keep, char *err, size_t errsz);
+
+/* Releases the lock taken by state_own_projection. */
+__attribute__((warn_unused_result))
+int state_disown_projection(struct state *st, const char *proj, char *err, size_t errsz);
+
 /* LISTEN for commands on this connection; its socket; pending notifications. */
 __attribute__((warn_unused_result))
 int state_listen_commands(struct state *st, char *err, size_t errsz);

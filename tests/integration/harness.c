@@ -780,7 +780,19 @@ void h_assert_docs_match_oracle(const char *name)
 
 /* ---- the daemon --------------------------------------------------------- */
 
+const char *h_bin(void)
+{
+	cr_assert(bin[0], "h_begin() was not called");
+	return bin;
+}
+
 struct h_proc *h_spawn(unsigned flags, const char *const *args)
+{
+	return h_spawn_ex(flags, NULL, NULL, args);
+}
+
+struct h_proc *h_spawn_ex(unsigned flags, const char *prog, const char *const *env,
+			  const char *const *args)
 {
 	const char *argv[64];
 	struct h_proc *p;
@@ -793,7 +805,9 @@ struct h_proc *h_spawn(unsigned flags, const char *const *args)
 	p = &procs[n_procs++];
 	memset(p, 0, sizeof(*p));
 	snprintf(p->log, sizeof(p->log), "%s", log_path);
-	argv[argc++] = bin;
+	if (!prog)
+		prog = bin;
+	argv[argc++] = prog;
 	for (int i = 0; args && args[i]; i++) {
 		cr_assert_lt(argc, 62);
 		argv[argc++] = args[i];
@@ -807,6 +821,12 @@ struct h_proc *h_spawn(unsigned flags, const char *const *args)
 	}
 	if (flags & H_NO_ES_ENV)
 		sb_add(&hdr, " (without ESBRIDGE_ES)", 22);
+	for (int i = 0; env && env[i]; i++) {
+		cr_assert_not_null(strchr(env[i], '='), "h_spawn_ex: not NAME=VALUE: %s", env[i]);
+		sb_add(&hdr, " [", 2);
+		sb_add(&hdr, env[i], strlen(env[i]));
+		sb_add(&hdr, "]", 1);
+	}
 	sb_add(&hdr, "\n", 1);
 	fd = open(p->log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0666);
 	cr_assert(fd >= 0, "cannot open %s: %s", p->log, strerror(errno));
@@ -829,6 +849,12 @@ struct h_proc *h_spawn(unsigned flags, const char *const *args)
 		dup2(fd, 2);
 		if (flags & H_NO_ES_ENV)
 			unsetenv("ESBRIDGE_ES");
+		for (int i = 0; env && env[i]; i++) {
+			const char *eq = strchr(env[i], '=');
+			char name[256];
+			snprintf(name, sizeof(name), "%.*s", (int)(eq - env[i]), env[i]);
+			setenv(name, eq + 1, 1);
+		}
 		{
 			sigset_t none;
 			sigemptyset(&none);
@@ -837,8 +863,8 @@ struct h_proc *h_spawn(unsigned flags, const char *const *args)
 			signal(SIGINT, SIG_DFL);
 			signal(SIGPIPE, SIG_DFL);
 		}
-		execv(bin, (char *const *)argv);
-		dprintf(2, "exec %s: %s\n", bin, strerror(errno));
+		execv(prog, (char *const *)argv);
+		dprintf(2, "exec %s: %s\n", prog, strerror(errno));
 		_exit(127);
 	}
 	close(fd);
@@ -892,6 +918,13 @@ void h_signal(struct h_proc *p, int sig)
 {
 	cr_assert(p->running, "signal %d to a process that has exited", sig);
 	cr_assert_eq(kill(p->pid, sig), 0, "kill(%d, %d): %s", (int)p->pid, sig, strerror(errno));
+}
+
+int h_term_signal(const struct h_proc *p)
+{
+	if (p->running || !WIFSIGNALED(p->status))
+		return 0;
+	return WTERMSIG(p->status);
 }
 
 int h_exit_code(const struct h_proc *p)

@@ -139,6 +139,21 @@ enum {
  */
 struct h_proc *h_spawn(unsigned flags, const char *const *args);
 
+/*
+ * h_spawn, generalised: runs `prog` (NULL: ESBRIDGE_BIN; a relative path is
+ * taken from the current directory) with `args`, and with `env`
+ * ("NAME=VALUE" strings, NULL-terminated, may be NULL) added to its
+ * environment. Its output goes to the test's log like a daemon's.
+ */
+struct h_proc *h_spawn_ex(unsigned flags, const char *prog, const char *const *env,
+			  const char *const *args);
+
+/* The daemon binary the harness runs (ESBRIDGE_BIN or build/esbridge). */
+const char *h_bin(void);
+
+/* The signal that killed a reaped process, 0 if it exited normally (or runs). */
+int h_term_signal(const struct h_proc *p);
+
 /* Waits up to `secs`; true when it exited (then `p->status` is set). */
 bool h_wait(struct h_proc *p, double secs);
 
