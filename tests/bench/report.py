@@ -219,6 +219,21 @@ def write_report(r, out, smoke=False):
     md.append("- *machine busy*: share of all CPUs in use during the run (search node, "
               "PostgreSQL and anything else on the machine included).")
     md.append("")
+    if r.get("rebuild"):
+        md.append("## Rebuild")
+        md.append("")
+        md.append("| projection | events | wall s | events/s | write pause at the swap |")
+        md.append("|---|---:|---:|---:|---:|")
+        for proj, rb in r["rebuild"].items():
+            md.append("| %s | %s | %.2f | %s | %.0f ms |" % (
+                proj, _n(rb["events"]), rb["wall"], _n(rb["events_per_s"]), rb["write_pause_ms"]))
+        md.append("")
+        md.append("`esbridge rebuild NAME` right after the catch-up, with no daemon running: the new "
+                  "generation is built from the start of the store beside the active one, which "
+                  "keeps following; *write pause* is from pausing the active pipeline to the alias "
+                  "naming the new generation (what readers could notice). Wall time includes "
+                  "creating the index, the final refresh and the swap.")
+        md.append("")
     if live:
         md.append("## Live")
         md.append("")
@@ -289,6 +304,8 @@ def write_report(r, out, smoke=False):
 
     print()
     print(main)
+    for proj, rb in r.get("rebuild", {}).items():
+        print("rebuild %s: %.0f events/s, write pause %.0f ms" % (proj, rb["events_per_s"], rb["write_pause_ms"]))
     if live:
         print()
         print(live)
