@@ -306,6 +306,23 @@ static void crash_point(const char *step)
 	}
 }
 
+/* Restores the index's own settings (refresh, replicas) and refreshes it. */
+static int make_searchable(struct es_client *es, const struct config *cfg,
+			   const struct projection *proj, const struct generation *g,
+			   char *err, size_t errsz)
+{
+	struct buf resp = BUF_INIT(SMALL_BODY);
+	char path[256];
+	int rc;
+
+	if (set_load_settings(es, cfg, proj->name, g->index, false, err, errsz))
+		return -1;
+	snprintf(path, sizeof(path), "/%s/_refresh", g->index);
+	rc = call(es, "POST", path, NULL, 0, &resp, err, errsz);
+	buf_release(&resp);
+	return rc;
+}
+
 /*
  * Makes `next` the generation readers see: its settings restored, refreshed,
  * the alias moved to it in one POST _aliases (removed from every other
@@ -318,15 +335,12 @@ static int activate(struct state *st, struct es_client *es, const struct config 
 		    struct generation *next, char *err, size_t errsz)
 {
 	struct buf body = BUF_INIT(SMALL_BODY), resp = BUF_INIT(SMALL_BODY);
-	char path[256];
 	yajl_val holders = NULL;
 	yajl_gen gen;
 	int rc = -1;
 
-	if (set_load_settings(es, cfg, proj->name, next->index, false, err, errsz))
-		goto out;
-	snprintf(path, sizeof(path), "/%s/_refresh", next->index);
-	if (call(es, "POST", path, NULL, 0, &resp, err, errsz))
+	/* cheap when on_caught_up did it already: only the last events */
+	if (make_searchable(es, cfg, proj, next, err, errsz))
 		goto out;
 	if (state_set_generation_state(st, proj->name, next->number, GEN_READY, err, errsz))
 		goto out;
@@ -534,6 +548,15 @@ static void on_caught_up(void *arg, struct pipeline *p)
 		return;
 	switch (r->phase) {
 	case R_CATCHING_UP:
+		/*
+		 * Settings back and the bulk of the refresh now, while readers
+		 * still use the active generation: the pause then covers only
+		 * the last events and a small refresh.
+		 */
+		if (make_searchable(r->es, r->cfg, r->proj, &g, err, sizeof(err))) {
+			plog_warn(r->proj->name, g.number, "cannot prepare %s for the swap yet: %s", g.index, err);
+			break;
+		}
 		plog_info(r->proj->name, g.number, "caught up: pausing the active generation for the swap");
 		crash_point("caught-up");
 		r->phase = R_PAUSING;
