@@ -43,7 +43,7 @@ static const struct option_def options[] = {
 	  "maximum actions in one _bulk request" },
 	{ "bulk-bytes", OPT_INT, OFF(bulk_bytes), "8388608", 4096, 104857600, false,
 	  "maximum bytes of one _bulk request body" },
-	{ "inflight", OPT_INT, OFF(inflight), "2", 1, 64, false,
+	{ "inflight", OPT_INT, OFF(inflight), "3", 1, 64, false,
 	  "_bulk requests in flight per projection" },
 	{ "poll-interval", OPT_SECONDS, OFF(poll_interval), "1", 0.01, 3600, false,
 	  "seconds between polls of the event store when no NOTIFY arrives" },

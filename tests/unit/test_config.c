@@ -94,7 +94,7 @@ Test(config, defaults)
 	cr_expect_eq(c.batch_size, 2000);
 	cr_expect_eq(c.bulk_actions, 1000);
 	cr_expect_eq(c.bulk_bytes, 8388608);
-	cr_expect_eq(c.inflight, 2);
+	cr_expect_eq(c.inflight, 3);
 	cr_expect_eq(c.poll_interval, 1.0);
 	cr_expect_eq(c.request_timeout, 120.0);
 	cr_expect_eq(c.retry_max, 30.0);
@@ -133,7 +133,7 @@ Test(config, whole_numbers_out_of_bounds)
 	MENTIONS(err, "'inflight'");
 	cr_expect_eq(c.batch_size, 2000, "a refused value changes nothing");
 	cr_expect_eq(c.bulk_bytes, 8388608);
-	cr_expect_eq(c.inflight, 2);
+	cr_expect_eq(c.inflight, 3);
 }
 
 Test(config, whole_numbers_that_are_not_numbers)
