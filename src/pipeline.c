@@ -102,7 +102,7 @@ static void finish(struct pipeline *p);
 
 static uint64_t hash_id(const char *s, size_t n)
 {
-	uint64_t h = 1469598103934665603ULL;
+	uint64_t h = 14695981039346656037ULL; /* FNV-1a 64 offset basis */
 
 	for (size_t i = 0; i < n; i++) {
 		h ^= (unsigned char)s[i];
