@@ -7,6 +7,8 @@
 
 #include <libpq-fe.h>
 
+#include "esbridge/pq.h"
+
 #include "esbridge/store.h"
 
 struct state {
@@ -30,25 +32,6 @@ static int gen_state_parse(const char *s, enum gen_state *out)
 	return -1;
 }
 
-/* Server notices ("already exists, skipping") are not ours to print. */
-static void ignore_notice(void *arg, const char *message)
-{
-	(void)arg;
-	(void)message;
-}
-
-static void pq_error(char *err, size_t errsz, const char *what, const char *msg)
-{
-	size_t n;
-
-	snprintf(err, errsz, "%s: %s", what, msg && *msg ? msg : "unknown error");
-	n = strlen(err);
-	while (n && (err[n - 1] == '\n' || err[n - 1] == ' '))
-		err[--n] = '\0';
-	for (char *p = err; *p; p++)
-		if (*p == '\n')
-			*p = ' ';
-}
 
 /* Runs a statement that returns no rows. */
 static int exec_params(struct state *st, const char *what, const char *sql, int n,
@@ -177,14 +160,11 @@ struct state *state_open(const char *conninfo, char *err, size_t errsz)
 		snprintf(err, errsz, "out of memory");
 		return NULL;
 	}
-	st->conn = PQconnectdb(conninfo);
-	if (!st->conn || PQstatus(st->conn) != CONNECTION_OK) {
-		pq_error(err, errsz, "cannot connect to PostgreSQL",
-			 st->conn ? PQerrorMessage(st->conn) : "out of memory");
+	st->conn = pq_connect(conninfo, err, errsz);
+	if (!st->conn) {
 		state_close(st);
 		return NULL;
 	}
-	PQsetNoticeProcessor(st->conn, ignore_notice, NULL);
 	if (migrate(st, err, errsz)) {
 		state_close(st);
 		return NULL;
@@ -429,16 +409,7 @@ int state_socket(const struct state *st)
 
 int state_drain_notifies(struct state *st)
 {
-	PGnotify *n;
-	int count = 0;
-
-	if (!PQconsumeInput(st->conn) || PQstatus(st->conn) != CONNECTION_OK)
-		return -1;
-	while ((n = PQnotifies(st->conn))) {
-		count++;
-		PQfreemem(n);
-	}
-	return count;
+	return pq_drain_notifies(st->conn);
 }
 
 int state_head(struct state *st, int64_t *head, char *err, size_t errsz)

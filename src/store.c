@@ -8,6 +8,8 @@
 
 #include <libpq-fe.h>
 
+#include "esbridge/pq.h"
+
 #include "esbridge/buf.h"
 
 struct store {
@@ -16,25 +18,6 @@ struct store {
 };
 
 /* libpq messages end in a newline; ours are one line. */
-/* Server notices ("already exists, skipping") are not ours to print. */
-static void ignore_notice(void *arg, const char *message)
-{
-	(void)arg;
-	(void)message;
-}
-
-static void pq_error(char *err, size_t errsz, const char *what, const char *msg)
-{
-	size_t n;
-
-	snprintf(err, errsz, "%s: %s", what, msg && *msg ? msg : "unknown error");
-	n = strlen(err);
-	while (n && (err[n - 1] == '\n' || err[n - 1] == ' '))
-		err[--n] = '\0';
-	for (char *p = err; *p; p++)
-		if (*p == '\n')
-			*p = ' ';
-}
 
 static int set_utc(struct store *s, char *err, size_t errsz);
 
@@ -46,14 +29,11 @@ struct store *store_open(const char *conninfo, char *err, size_t errsz)
 		snprintf(err, errsz, "out of memory");
 		return NULL;
 	}
-	s->conn = PQconnectdb(conninfo);
-	if (!s->conn || PQstatus(s->conn) != CONNECTION_OK) {
-		pq_error(err, errsz, "cannot connect to PostgreSQL",
-			 s->conn ? PQerrorMessage(s->conn) : "out of memory");
+	s->conn = pq_connect(conninfo, err, errsz);
+	if (!s->conn) {
 		store_close(s);
 		return NULL;
 	}
-	PQsetNoticeProcessor(s->conn, ignore_notice, NULL);
 	/* timestamps in UTC regardless of the server's setting */
 	if (set_utc(s, err, errsz)) {
 		store_close(s);
@@ -122,16 +102,7 @@ int store_socket(const struct store *s)
 
 int store_drain_notifies(struct store *s)
 {
-	PGnotify *n;
-	int count = 0;
-
-	if (!PQconsumeInput(s->conn) || PQstatus(s->conn) != CONNECTION_OK)
-		return -1;
-	while ((n = PQnotifies(s->conn))) {
-		count++;
-		PQfreemem(n);
-	}
-	return count;
+	return pq_drain_notifies(s->conn);
 }
 
 int store_parse_u64(const char *s, uint64_t *out)

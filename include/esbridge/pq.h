@@ -1,0 +1,22 @@
+#ifndef ESBRIDGE_PQ_H
+#define ESBRIDGE_PQ_H
+
+#include <stddef.h>
+
+#include <libpq-fe.h>
+
+/*
+ * What store and state share about libpq: connecting (server notices
+ * silenced), one-line error messages, and draining notifications.
+ */
+
+/* Connects; NULL with `err` set. The caller PQfinish()es the connection. */
+PGconn *pq_connect(const char *conninfo, char *err, size_t errsz);
+
+/* Writes "WHAT: MSG" into `err` on one line (libpq's messages end in '\n'). */
+void pq_error(char *err, size_t errsz, const char *what, const char *msg);
+
+/* Reads what arrived and drops pending notifications: how many, or -1 if the connection is lost. */
+int pq_drain_notifies(PGconn *conn);
+
+#endif

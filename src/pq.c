@@ -1,0 +1,51 @@
+#include "esbridge/pq.h"
+
+#include <stdio.h>
+#include <string.h>
+
+/* Server notices ("already exists, skipping") are not ours to print. */
+static void ignore_notice(void *arg, const char *message)
+{
+	(void)arg;
+	(void)message;
+}
+
+void pq_error(char *err, size_t errsz, const char *what, const char *msg)
+{
+	size_t n;
+
+	snprintf(err, errsz, "%s: %s", what, msg && *msg ? msg : "unknown error");
+	n = strlen(err);
+	while (n && (err[n - 1] == '\n' || err[n - 1] == ' '))
+		err[--n] = '\0';
+	for (char *p = err; *p; p++)
+		if (*p == '\n')
+			*p = ' ';
+}
+
+PGconn *pq_connect(const char *conninfo, char *err, size_t errsz)
+{
+	PGconn *conn = PQconnectdb(conninfo);
+
+	if (!conn || PQstatus(conn) != CONNECTION_OK) {
+		pq_error(err, errsz, "cannot connect to PostgreSQL", conn ? PQerrorMessage(conn) : "out of memory");
+		PQfinish(conn);
+		return NULL;
+	}
+	PQsetNoticeProcessor(conn, ignore_notice, NULL);
+	return conn;
+}
+
+int pq_drain_notifies(PGconn *conn)
+{
+	PGnotify *n;
+	int count = 0;
+
+	if (!PQconsumeInput(conn) || PQstatus(conn) != CONNECTION_OK)
+		return -1;
+	while ((n = PQnotifies(conn))) {
+		count++;
+		PQfreemem(n);
+	}
+	return count;
+}
