@@ -460,6 +460,16 @@ int bulk_writer_op(struct bulk_writer *w, const struct bulk_op *op, char *err, s
 		st = gen_str(g, "_id");
 	if (st == yajl_gen_status_ok)
 		st = gen_str(g, op->id);
+	if (st == yajl_gen_status_ok && (op->kind == BULK_UPDATE || op->kind == BULK_SCRIPT)) {
+		/*
+		 * An update reads then writes the document; another write landing
+		 * in between (a request of a killed process still running in the
+		 * cluster) is a version conflict: let the cluster try again.
+		 */
+		st = gen_str(g, "retry_on_conflict");
+		if (st == yajl_gen_status_ok)
+			st = gen_int(g, BULK_RETRY_ON_CONFLICT);
+	}
 	if (st == yajl_gen_status_ok)
 		st = yajl_gen_map_close(g);
 	if (st == yajl_gen_status_ok)
@@ -611,7 +621,8 @@ enum bulk_outcome bulk_item_outcome(const struct bulk_item *item)
 	/* a delete of a document that is not there: the goal is reached */
 	if (item->status == 404 && !item->error_type[0])
 		return BULK_ITEM_OK;
-	if (item->status == 429 || item->status >= 500)
+	/* 409: a concurrent write won (see retry_on_conflict); the guard makes sending again safe */
+	if (item->status == 429 || item->status == 409 || item->status >= 500)
 		return BULK_ITEM_RETRY;
 	return BULK_ITEM_REJECT;
 }

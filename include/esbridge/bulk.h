@@ -176,9 +176,12 @@ __attribute__((warn_unused_result))
 int bulk_response_parse(const char *body, size_t len, struct bulk_response *r, char *err, size_t errsz);
 void bulk_response_release(struct bulk_response *r);
 
+/* How often the cluster itself retries an update that lost a version race. */
+#define BULK_RETRY_ON_CONFLICT 3
+
 enum bulk_outcome {
 	BULK_ITEM_OK,       /* applied (2xx; 404 of a delete: already gone) */
-	BULK_ITEM_RETRY,    /* 429 or 5xx: send again later */
+	BULK_ITEM_RETRY,    /* 429, 409 (a concurrent write) or 5xx: send again later */
 	BULK_ITEM_REJECT,   /* other 4xx: the document cannot be written as is */
 };
 

@@ -214,9 +214,14 @@ static struct rendered render(const struct bulk_op *o)
 	cr_assert(YAJL_IS_OBJECT(r.action) && r.action->u.object.len == 1,
 		  "the action line is not one action: %s", body.data);
 	r.verb = r.action->u.object.keys[0];
+	/* an update also says how often the cluster retries a lost version race */
 	cr_assert(YAJL_IS_OBJECT(r.action->u.object.values[0]) &&
-		  r.action->u.object.values[0]->u.object.len == 1,
+		  r.action->u.object.values[0]->u.object.len == (strcmp(r.verb, "update") ? 1u : 2u),
 		  "the action holds more than its _id: %s", body.data);
+	if (!strcmp(r.verb, "update"))
+		cr_assert(YAJL_IS_INTEGER(GET(r.action, r.verb, "retry_on_conflict")) &&
+			  YAJL_GET_INTEGER(GET(r.action, r.verb, "retry_on_conflict")) == BULK_RETRY_ON_CONFLICT,
+			  "no retry_on_conflict: %s", body.data);
 	cr_assert(YAJL_IS_STRING(GET(r.action, r.verb, "_id")), "no _id: %s", body.data);
 	cr_assert_str_eq(GET(r.action, r.verb, "_id")->u.string, o->id);
 	if (!strcmp(r.verb, "delete"))
