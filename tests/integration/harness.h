@@ -231,4 +231,11 @@ void h_compare_oracle(const char *name, long *only_oracle, long *only_es);
  */
 void h_assert_docs_match_oracle(const char *name);
 
+/*
+ * Appends generated product events [from, to] in one transaction: products
+ * g1..g3000 created by the first 3000, then deletes, re-creates, price
+ * changes and updates of varying fields spread over them.
+ */
+void h_insert_generated_products(int from, int to);
+
 #endif

@@ -272,56 +272,6 @@ Test(products, second_run_once_is_a_noop, .timeout = 120)
 
 /* ---- c. crash safety ----------------------------------------------------- */
 
-/*
- * Appends the generated events [from, to] in one statement (one
- * transaction). Products g1..g3000 are created by the first 3000; then, by
- * i mod 13: deletes, re-creates, price changes and updates of varying
- * fields, spread over the products by a stride coprime with 3000. Updates
- * and price changes after a delete make partial documents.
- */
-static void insert_generated(int from, int to)
-{
-	char f[16], t[16];
-	const char *params[2] = { f, t };
-
-	snprintf(f, sizeof(f), "%d", from);
-	snprintf(t, sizeof(t), "%d", to);
-	PQclear(h_exec(NULL,
-		"INSERT INTO public.events (stream_id, event_type, data, version)"
-		" SELECT 'product-g' || g.p, g.t,"
-		"  CASE g.t"
-		"   WHEN 'ProductCreated' THEN jsonb_build_object("
-		"     'product_id', 'g' || g.p, 'name', 'Generated ' || g.p || ' #' || g.i,"
-		"     'description', CASE WHEN g.i % 3 = 0 THEN NULL ELSE 'description ' || g.i END,"
-		"     'category', 'category-' || (g.i % 17),"
-		"     'price', round((g.i % 100000) / 100.0, 2),"
-		"     'tags', jsonb_build_array('t' || (g.i % 5), 'Tag-' || (g.i % 7)),"
-		"     'created_at', g.ts)"
-		"   WHEN 'ProductUpdated' THEN jsonb_build_object('product_id', 'g' || g.p) ||"
-		"     CASE g.i % 4"
-		"      WHEN 0 THEN jsonb_build_object('name', 'Renamed ' || g.i)"
-		"      WHEN 1 THEN jsonb_build_object('description', 'updated ' || g.i,"
-		"                                     'tags', jsonb_build_array('u' || (g.i % 11)))"
-		"      WHEN 2 THEN jsonb_build_object('category', 'category-' || (g.i % 23), 'updated_at', g.ts)"
-		"      ELSE jsonb_build_object('name', 'Both ' || g.i, 'description', NULL::text,"
-		"                              'updated_at', g.ts)"
-		"     END"
-		"   WHEN 'ProductPriceChanged' THEN jsonb_build_object('product_id', 'g' || g.p,"
-		"     'new_price', round((g.i % 7777) / 10.0, 1), 'changed_at', g.ts)"
-		"   ELSE jsonb_build_object('product_id', 'g' || g.p)"
-		"  END, g.i"
-		" FROM (SELECT i,"
-		"        CASE WHEN i <= 3000 THEN i ELSE (i * 7919) % 3000 + 1 END AS p,"
-		"        CASE WHEN i <= 3000 THEN 'ProductCreated'"
-		"             WHEN i % 13 = 0 THEN 'ProductDeleted'"
-		"             WHEN i % 13 IN (1, 2) THEN 'ProductCreated'"
-		"             WHEN i % 13 IN (3, 4, 5, 6) THEN 'ProductPriceChanged'"
-		"             ELSE 'ProductUpdated' END AS t,"
-		"        to_char(timestamp '2026-01-01' + i * interval '1 second',"
-		"                'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') AS ts"
-		"       FROM generate_series($1::int, $2::int) i) g",
-		2, params));
-}
 
 #define GEN_TOTAL 40000
 #define GEN_FIRST 25000
@@ -361,7 +311,7 @@ Test(products, crash_safety, .timeout = 150)
 
 	h_begin();
 	for (; inserted < GEN_FIRST; inserted += GEN_CHUNK)
-		insert_generated(inserted + 1, inserted + GEN_CHUNK);
+		h_insert_generated_products(inserted + 1, inserted + GEN_CHUNK);
 
 	/* a kill while it sets up: state rows, index creation, first reads */
 	{
@@ -402,7 +352,7 @@ Test(products, crash_safety, .timeout = 150)
 		prog.prev.pos = pos;
 		/* more events arrive while the bridge is down */
 		if (inserted < GEN_TOTAL) {
-			insert_generated(inserted + 1, inserted + GEN_CHUNK);
+			h_insert_generated_products(inserted + 1, inserted + GEN_CHUNK);
 			inserted += GEN_CHUNK;
 		}
 	}

@@ -46,54 +46,6 @@ TestSuite(rebuild, .fini = suite_fini);
 
 /* ---- histories --------------------------------------------------------------- */
 
-/*
- * Appends the generated product events [from, to] in one transaction (the
- * generator of test_products.c): g1..g3000 created by the first 3000, then
- * deletes, re-creates, price changes and updates spread over them.
- */
-static void insert_products(int from, int to)
-{
-	char f[16], t[16];
-	const char *params[2] = { f, t };
-
-	snprintf(f, sizeof(f), "%d", from);
-	snprintf(t, sizeof(t), "%d", to);
-	PQclear(h_exec(NULL,
-		"INSERT INTO public.events (stream_id, event_type, data, version)"
-		" SELECT 'product-g' || g.p, g.t,"
-		"  CASE g.t"
-		"   WHEN 'ProductCreated' THEN jsonb_build_object("
-		"     'product_id', 'g' || g.p, 'name', 'Generated ' || g.p || ' #' || g.i,"
-		"     'description', CASE WHEN g.i % 3 = 0 THEN NULL ELSE 'description ' || g.i END,"
-		"     'category', 'category-' || (g.i % 17),"
-		"     'price', round((g.i % 100000) / 100.0, 2),"
-		"     'tags', jsonb_build_array('t' || (g.i % 5), 'Tag-' || (g.i % 7)),"
-		"     'created_at', g.ts)"
-		"   WHEN 'ProductUpdated' THEN jsonb_build_object('product_id', 'g' || g.p) ||"
-		"     CASE g.i % 4"
-		"      WHEN 0 THEN jsonb_build_object('name', 'Renamed ' || g.i)"
-		"      WHEN 1 THEN jsonb_build_object('description', 'updated ' || g.i,"
-		"                                     'tags', jsonb_build_array('u' || (g.i % 11)))"
-		"      WHEN 2 THEN jsonb_build_object('category', 'category-' || (g.i % 23), 'updated_at', g.ts)"
-		"      ELSE jsonb_build_object('name', 'Both ' || g.i, 'description', NULL::text,"
-		"                              'updated_at', g.ts)"
-		"     END"
-		"   WHEN 'ProductPriceChanged' THEN jsonb_build_object('product_id', 'g' || g.p,"
-		"     'new_price', round((g.i % 7777) / 10.0, 1), 'changed_at', g.ts)"
-		"   ELSE jsonb_build_object('product_id', 'g' || g.p)"
-		"  END, g.i"
-		" FROM (SELECT i,"
-		"        CASE WHEN i <= 3000 THEN i ELSE (i * 7919) % 3000 + 1 END AS p,"
-		"        CASE WHEN i <= 3000 THEN 'ProductCreated'"
-		"             WHEN i % 13 = 0 THEN 'ProductDeleted'"
-		"             WHEN i % 13 IN (1, 2) THEN 'ProductCreated'"
-		"             WHEN i % 13 IN (3, 4, 5, 6) THEN 'ProductPriceChanged'"
-		"             ELSE 'ProductUpdated' END AS t,"
-		"        to_char(timestamp '2026-01-01' + i * interval '1 second',"
-		"                'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') AS ts"
-		"       FROM generate_series($1::int, $2::int) i) g",
-		2, params));
-}
 
 /*
  * Orders o1..oN in one transaction: created, two items, every third one
@@ -657,7 +609,7 @@ static void rebuild_under_load(enum kind kind)
 	snprintf(gen2, sizeof(gen2), "%s-000002", proj);
 	h_begin();
 	if (kind == PRODUCTS) {
-		insert_products(1, 15000); /* 3000 products and 12000 changes */
+		h_insert_generated_products(1, 15000); /* 3000 products and 12000 changes */
 		w->base = 3000;
 	} else {
 		insert_orders(3000);
@@ -824,7 +776,7 @@ Test(rebuild, mapping_change_reaches_the_new_generation, .timeout = 90)
 	yajl_val v, t;
 
 	h_begin();
-	insert_products(1, 3500);
+	h_insert_generated_products(1, 3500);
 	h_event(NULL, "product-exact", "ProductCreated",
 		"{\"product_id\": \"exact\", \"name\": \"Walnut Desk Lamp, large\", \"price\": 49.9}");
 	run_once_ok(NULL);
@@ -891,10 +843,10 @@ static void crash_rebuild_at(const char *step)
 	struct h_proc *p;
 
 	h_begin();
-	insert_products(1, 6000);
+	h_insert_generated_products(1, 6000);
 	run_once_ok(NULL);
 	assert_alias("products", GEN1, "after run --once");
-	insert_products(6001, 7000);
+	h_insert_generated_products(6001, 7000);
 
 	snprintf(env, sizeof(env), "ESBRIDGE_CRASH_AT=%s", step);
 	p = h_spawn_ex(0, NULL, (const char *const[]){ env, NULL }, (const char *const[]){ "rebuild", "products", NULL });
@@ -925,7 +877,7 @@ Test(rebuild, crash_at_caught_up, .timeout = 90)
 	crash_rebuild_at("caught-up");
 	assert_alias("products", GEN1, "right after the crash");
 	assert_generations("products", "1:active,2:building", "right after the crash");
-	insert_products(7001, 7500);
+	h_insert_generated_products(7001, 7500);
 	resume_with_rebuild();
 }
 
@@ -934,7 +886,7 @@ Test(rebuild, crash_at_paused, .timeout = 90)
 	crash_rebuild_at("paused");
 	assert_alias("products", GEN1, "right after the crash");
 	assert_generations("products", "1:active,2:building", "right after the crash");
-	insert_products(7001, 7500);
+	h_insert_generated_products(7001, 7500);
 	resume_with_rebuild();
 }
 
@@ -944,7 +896,7 @@ Test(rebuild, crash_at_alias_moved, .timeout = 90)
 	assert_alias("products", GEN2, "right after the crash");
 	/* the state was not written yet: the next start trusts the alias */
 	assert_generations("products", "1:active,2:ready", "right after the crash");
-	insert_products(7001, 7500);
+	h_insert_generated_products(7001, 7500);
 	run_once_ok(NULL);
 	assert_alias("products", GEN2, "after run --once");
 	assert_generations("products", "1:retired,2:active", "after run --once");
@@ -956,7 +908,7 @@ Test(rebuild, crash_at_swapped, .timeout = 90)
 	crash_rebuild_at("swapped");
 	assert_alias("products", GEN2, "right after the crash");
 	assert_generations("products", "1:retired,2:active", "right after the crash");
-	insert_products(7001, 7500);
+	h_insert_generated_products(7001, 7500);
 	run_once_ok(NULL);
 	assert_alias("products", GEN2, "after run --once");
 	assert_generations("products", "1:retired,2:active", "after run --once");
@@ -978,7 +930,7 @@ Test(rebuild, run_once_leaves_a_building_generation_to_rebuild, .timeout = 90)
 
 	crash_rebuild_at("caught-up");
 	before = gen_checkpoint("products", 2);
-	insert_products(7001, 7500);
+	h_insert_generated_products(7001, 7500);
 	last_event(&t, &head);
 	run_once_ok(NULL);
 	assert_alias("products", GEN1, "after run --once");
@@ -1005,7 +957,7 @@ Test(rebuild, sigkill_during_catch_up_then_resume, .timeout = 120)
 	int64_t head;
 
 	h_begin();
-	insert_products(1, 25000);
+	h_insert_generated_products(1, 25000);
 	run_once_ok(NULL);
 	assert_alias("products", GEN1, "after run --once");
 	last_event(&t, &head);
@@ -1021,7 +973,7 @@ Test(rebuild, sigkill_during_catch_up_then_resume, .timeout = 120)
 	assert_alias("products", GEN1, "right after the kill");
 	assert_generations("products", "1:active,2:building", "right after the kill");
 
-	insert_products(25001, 26000);
+	h_insert_generated_products(25001, 26000);
 	p = cli_ok((const char *const[]){ "rebuild", "products", NULL }, 60, "the resumed rebuild");
 	assert_output_has(p, "resuming the rebuild of " GEN2, "the resumed rebuild");
 	assert_alias("products", GEN2, "after the resumed rebuild");
@@ -1045,7 +997,7 @@ Test(rebuild, one_rebuild_at_a_time, .timeout = 120)
 	int code;
 
 	h_begin();
-	insert_products(1, 12000);
+	h_insert_generated_products(1, 12000);
 	run_once_ok((const char *const[]){ "--projection", "products", NULL });
 	d = h_spawn(0, run_args);
 	wait_owner(d, "products");
@@ -1081,7 +1033,7 @@ Test(rebuild, reindex_script, .timeout = 90)
 	int code;
 
 	h_begin();
-	insert_products(1, 12000);
+	h_insert_generated_products(1, 12000);
 	run_once_ok(NULL);
 	snprintf(env, sizeof(env), "ESBRIDGE_BIN=%s", h_bin());
 
@@ -1115,7 +1067,7 @@ Test(rebuild, keep_one_retired_index, .timeout = 120)
 	int conns_before, conns_after;
 
 	h_begin();
-	insert_products(1, 4000);
+	h_insert_generated_products(1, 4000);
 	d = h_spawn(0, run_args);
 	H_EVENTUALLY(h_alias_is("products", GEN1), H_LONG, "the alias never named %s (log: %s)", GEN1, d->log);
 	wait_caught_up("products", d);
@@ -1124,7 +1076,7 @@ Test(rebuild, keep_one_retired_index, .timeout = 120)
 	for (int i = 0; i < 3; i++) {
 		char want[64], what[64];
 		struct h_proc *p;
-		insert_products(4001 + i * 300, 4300 + i * 300);
+		h_insert_generated_products(4001 + i * 300, 4300 + i * 300);
 		snprintf(what, sizeof(what), "rebuild %d", i + 1);
 		p = cli_ok((const char *const[]){ "rebuild", "products", "--keep", "1", NULL }, 60, what);
 		assert_output_has(p, "sent it rebuild command", what);
@@ -1165,7 +1117,7 @@ Test(rebuild, sigterm_before_the_swap_is_not_success, .timeout = 90)
 	int code;
 
 	h_begin();
-	insert_products(1, 20000);
+	h_insert_generated_products(1, 20000);
 	run_once_ok(NULL);
 	p = h_spawn(0, slow);
 	H_EVENTUALLY(gen_checkpoint("products", 2) > 1000 || !p->running, 60,
@@ -1204,7 +1156,7 @@ Test(rebuild, daemon_restart_during_a_rebuild_command, .timeout = 120)
 	int code;
 
 	h_begin();
-	insert_products(1, 20000);
+	h_insert_generated_products(1, 20000);
 	run_once_ok((const char *const[]){ "--projection", "products", NULL });
 	d = h_spawn(0, slow_run);
 	wait_owner(d, "products");
