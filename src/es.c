@@ -19,7 +19,6 @@ struct es_client {
 	char *ca_file;
 	bool insecure;
 	long timeout_ms;
-	int pending;
 	struct curl_slist *hdr_json;
 	struct curl_slist *hdr_ndjson;
 	struct es_req *reqs;  /* every running request, to abort on free */
@@ -148,7 +147,6 @@ static void sweep(struct es_client *c)
 		resp.body = r->resp.data;
 		resp.len = r->resp.len;
 		unlink_req(c, r);
-		c->pending--;
 		if (r->done)
 			r->done(r->arg, &resp);
 		req_free(r);
@@ -324,13 +322,7 @@ int es_request(struct es_client *c, const char *method, const char *path,
 	if (c->reqs)
 		c->reqs->prev = r;
 	c->reqs = r;
-	c->pending++;
 	return 0;
-}
-
-int es_pending(const struct es_client *c)
-{
-	return c->pending;
 }
 
 int es_request_sync(struct es_client *c, const char *method, const char *path,
@@ -364,7 +356,3 @@ int es_request_sync(struct es_client *c, const char *method, const char *path,
 	return 0;
 }
 
-const char *es_client_url(const struct es_client *c)
-{
-	return c->redacted;
-}

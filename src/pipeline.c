@@ -78,7 +78,6 @@ struct pipeline {
 	struct lane *lanes;
 	int n_lanes;
 	bool started, at_head, reached_end, stopping, finished, failed, hold;
-	bool notify_on;
 	double caught_up_logged;
 	bool caught_up_seen;
 	ev_idle idle;
@@ -390,7 +389,6 @@ static void read_once(struct pipeline *p)
 		p->at_head = true; /* the poll timer tries again */
 		if (!store_connected(p->store)) {
 			ev_io_stop(p->loop, &p->notify);
-			p->notify_on = false;
 		}
 		return;
 	}
@@ -942,7 +940,6 @@ static void reconnect(struct pipeline *p)
 	if (!p->once) {
 		ev_io_set(&p->notify, store_socket(p->store), EV_READ);
 		ev_io_start(p->loop, &p->notify);
-		p->notify_on = true;
 	}
 }
 
@@ -965,7 +962,6 @@ static void notify_cb(struct ev_loop *loop, ev_io *w, int revents)
 	if (store_drain_notifies(p->store) < 0) {
 		PLOG(LOG_WARN, p, "lost the PostgreSQL connection; reconnecting at the next poll");
 		ev_io_stop(loop, &p->notify);
-		p->notify_on = false;
 		return;
 	}
 	wake(p);
@@ -1057,7 +1053,6 @@ void pipeline_start(struct pipeline *p, const struct pipeline_hooks *hooks)
 	     p->committed.txid, p->committed.pos, p->once ? " (once)" : "");
 	if (!p->once) {
 		ev_io_start(p->loop, &p->notify);
-		p->notify_on = true;
 	}
 	ev_timer_start(p->loop, &p->poll);
 	kick(p);

@@ -426,42 +426,6 @@ int state_head(struct state *st, int64_t *head, char *err, size_t errsz)
 	return 0;
 }
 
-int state_current_generation(struct state *st, const char *proj, struct generation *g,
-			     char *err, size_t errsz)
-{
-	const char *params[1] = { proj };
-	PGresult *res;
-	int rc = 0;
-	uint64_t txid;
-
-	res = PQexecParams(st->conn,
-			   "SELECT generation, index_name, state, checkpoint_txid::text, checkpoint_pos"
-			   " FROM esbridge.generations"
-			   " WHERE projection = $1 AND state IN ('building','ready','active')"
-			   " ORDER BY generation DESC LIMIT 1",
-			   1, NULL, params, NULL, NULL, 0);
-	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-		pq_error(err, errsz, "cannot read the generations", PQresultErrorMessage(res));
-		PQclear(res);
-		return -1;
-	}
-	if (PQntuples(res) == 1) {
-		g->number = atoi(PQgetvalue(res, 0, 0));
-		snprintf(g->index, sizeof(g->index), "%s", PQgetvalue(res, 0, 1));
-		if (gen_state_parse(PQgetvalue(res, 0, 2), &g->state) ||
-		    store_parse_u64(PQgetvalue(res, 0, 3), &txid)) {
-			snprintf(err, errsz, "unexpected generation row for '%s'", proj);
-			PQclear(res);
-			return -1;
-		}
-		g->checkpoint.txid = txid;
-		g->checkpoint.pos = strtoll(PQgetvalue(res, 0, 4), NULL, 10);
-		rc = 1;
-	}
-	PQclear(res);
-	return rc;
-}
-
 int state_create_generation(struct state *st, const char *proj, int number, const char *index,
 			    char *err, size_t errsz)
 {

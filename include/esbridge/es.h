@@ -49,9 +49,6 @@ __attribute__((warn_unused_result))
 int es_request(struct es_client *c, const char *method, const char *path,
 	       char *body, size_t len, bool ndjson, es_done_fn done, void *arg);
 
-/* Requests started and not yet finished. */
-int es_pending(const struct es_client *c);
-
 /*
  * A blocking request, for setup steps outside the hot path. The response
  * body is appended to `resp`. Returns 0 when an HTTP response arrived (any
@@ -61,8 +58,5 @@ __attribute__((warn_unused_result))
 int es_request_sync(struct es_client *c, const char *method, const char *path,
 		    const char *body, size_t len, long *status, struct buf *resp,
 		    char *err, size_t errsz);
-
-/* The base URL with credentials masked, for messages. */
-const char *es_client_url(const struct es_client *c);
 
 #endif

@@ -30,15 +30,6 @@ const char *gen_state_name(enum gen_state s);
 struct state *state_open(const char *conninfo, char *err, size_t errsz);
 void state_close(struct state *st);
 
-/*
- * The generation the projection currently runs: the newest one that is
- * building, ready or active. Returns 1 and fills `g`, 0 if there is none,
- * -1 on error.
- */
-__attribute__((warn_unused_result))
-int state_current_generation(struct state *st, const char *proj, struct generation *g,
-			     char *err, size_t errsz);
-
 /* Records a new generation (state building, checkpoint {0,0}). */
 __attribute__((warn_unused_result))
 int state_create_generation(struct state *st, const char *proj, int number, const char *index,
