@@ -28,6 +28,8 @@ struct config {
 	double poll_interval;   /* seconds between polls when no NOTIFY comes */
 	double request_timeout; /* seconds one HTTP request may take */
 	double retry_max;       /* seconds: cap of the retry backoff */
+	double drain_timeout;   /* seconds in-flight requests may take after SIGTERM */
+	long max_event_bytes;   /* larger event data is dead-lettered */
 	char *log_level;        /* error, warn, info, debug */
 	char *ca_file;          /* CA bundle for https; "" = system default */
 	bool insecure;          /* skip TLS verification (explicit only) */
