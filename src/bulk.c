@@ -347,8 +347,7 @@ static yajl_gen_status gen_script(yajl_gen g, const struct bulk_op *op)
 		G(gen_str(g, "scripted_upsert"));
 		G(yajl_gen_bool(g, 1));
 		G(gen_str(g, "upsert"));
-		G(yajl_gen_map_open(g));
-		G(yajl_gen_map_close(g));
+		G(gen_fields(g, op->fields, op->n_fields));
 	}
 	return st;
 }
@@ -450,12 +449,17 @@ int bulk_writer_op(struct bulk_writer *w, const struct bulk_op *op, char *err, s
 
 	yajl_gen_reset(g, NULL);
 
-	/* action line: {"index":{"_id":"..."}} */
+	/* action line: {"index":{"_id":"..."}} (and "_index" for several indices) */
 	st = yajl_gen_map_open(g);
 	if (st == yajl_gen_status_ok)
 		st = gen_str(g, action);
 	if (st == yajl_gen_status_ok)
 		st = yajl_gen_map_open(g);
+	if (st == yajl_gen_status_ok && op->index) {
+		st = gen_str(g, "_index");
+		if (st == yajl_gen_status_ok)
+			st = gen_str(g, op->index);
+	}
 	if (st == yajl_gen_status_ok)
 		st = gen_str(g, "_id");
 	if (st == yajl_gen_status_ok)

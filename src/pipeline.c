@@ -88,6 +88,7 @@ struct pipeline {
 	struct pipeline_stats stats;
 	struct buf id;
 	struct json_scratch scratch;
+	size_t n_slots;            /* indices the projection writes */
 	char path[256];
 	uint64_t dump_seq;
 };
@@ -110,6 +111,17 @@ static uint64_t hash_id(const char *s, size_t n)
 	return h;
 }
 
+/* A document is its index slot and its _id (one index: slot 0, the _id's hash). */
+static uint64_t hash_key(const char *s, size_t n, unsigned slot)
+{
+	return hash_id(s, n) ^ ((uint64_t)slot * 0x9E3779B97F4A7C15ULL);
+}
+
+static uint64_t hash_op(const struct bulk_op *op)
+{
+	return hash_key(op->id, strlen(op->id), op->slot);
+}
+
 static void opset_release(struct opset *o)
 {
 	for (size_t i = 0; i < o->n_ops; i++)
@@ -128,7 +140,7 @@ static int opset_rehash(struct opset *o, size_t n_slots)
 	if (!slots)
 		return -1;
 	for (size_t i = 0; i < o->n_ops; i++) {
-		size_t j = hash_id(o->ops[i].id, strlen(o->ops[i].id)) & (n_slots - 1);
+		size_t j = hash_op(&o->ops[i]) & (n_slots - 1);
 		while (slots[j])
 			j = (j + 1) & (n_slots - 1);
 		slots[j] = (uint32_t)(i + 1);
@@ -140,22 +152,23 @@ static int opset_rehash(struct opset *o, size_t n_slots)
 }
 
 /*
- * The pending operation of document `id`, created when absent. With
+ * The pending operation of document `id` in index `slot` (`index`: its
+ * name for the action, NULL with one index), created when absent. With
  * `fresh`, a new operation is appended even when one exists (no coalescing;
  * the lookup then finds the newest).
  */
-static struct bulk_op *opset_get(struct opset *o, const char *id, size_t len, bool fresh,
-				 bool *created)
+static struct bulk_op *opset_get(struct opset *o, const char *id, size_t len, unsigned slot,
+				 const char *index, bool fresh, bool *created)
 {
 	size_t j;
 
 	*created = false;
 	if ((o->n_ops + 1) * 2 > o->n_slots && opset_rehash(o, o->n_slots ? o->n_slots * 2 : 64))
 		return NULL;
-	j = hash_id(id, len) & (o->n_slots - 1);
+	j = hash_key(id, len, slot) & (o->n_slots - 1);
 	while (o->slots[j]) {
 		struct bulk_op *op = &o->ops[o->slots[j] - 1];
-		if (!strcmp(op->id, id)) {
+		if (op->slot == slot && !strcmp(op->id, id)) {
 			if (!fresh)
 				return op;
 			break; /* the slot now names the newest operation */
@@ -172,6 +185,8 @@ static struct bulk_op *opset_get(struct opset *o, const char *id, size_t len, bo
 	}
 	if (bulk_op_init(&o->ops[o->n_ops], id, len))
 		return NULL;
+	o->ops[o->n_ops].slot = slot;
+	o->ops[o->n_ops].index = index;
 	o->slots[j] = (uint32_t)(o->n_ops + 1);
 	*created = true;
 	return &o->ops[o->n_ops++];
@@ -181,7 +196,7 @@ static struct bulk_op *opset_get(struct opset *o, const char *id, size_t len, bo
 static void opset_drop_last(struct opset *o)
 {
 	struct bulk_op *op = &o->ops[o->n_ops - 1];
-	size_t j = hash_id(op->id, strlen(op->id)) & (o->n_slots - 1);
+	size_t j = hash_op(op) & (o->n_slots - 1);
 
 	while (o->slots[j] != o->n_ops)
 		j = (j + 1) & (o->n_slots - 1);
@@ -193,7 +208,7 @@ static void opset_drop_last(struct opset *o)
 		uint32_t v = o->slots[k];
 		size_t h;
 		o->slots[k] = 0;
-		h = hash_id(o->ops[v - 1].id, strlen(o->ops[v - 1].id)) & (o->n_slots - 1);
+		h = hash_op(&o->ops[v - 1]) & (o->n_slots - 1);
 		while (o->slots[h])
 			h = (h + 1) & (o->n_slots - 1);
 		o->slots[h] = v;
@@ -308,30 +323,41 @@ static int keep_created_at(struct arena *a, struct event *ev)
 	return 0;
 }
 
-static void process_event(struct pipeline *p, struct rbatch *rb, struct event *ev)
+/* The concrete index of `slot` for the actions, NULL with one index (it is in the path). */
+static const char *slot_index(const struct pipeline *p, size_t slot)
 {
-	char err[512], perr[256];
-	yajl_val tree;
+	return p->n_slots > 1 ? generation_index(&p->gen, slot) : NULL;
+}
+
+/* A rejection in one index of several: say which. */
+static void slot_dead_letter(struct pipeline *p, size_t slot, struct position at, const char *why)
+{
+	char reason[600];
+
+	if (p->n_slots == 1) {
+		dead_letter(p, at, why);
+		return;
+	}
+	snprintf(reason, sizeof(reason), "%s: %s", projection_alias(p->proj, slot), why);
+	dead_letter(p, at, reason);
+}
+
+/* Folds a parsed event into its document of index `slot`, if it has one there. */
+static void process_slot(struct pipeline *p, struct rbatch *rb, struct event *ev, yajl_val tree,
+			 size_t slot)
+{
+	char err[512];
 	struct lane *l;
 	struct bulk_op *op;
 	bool created;
 	int rc;
 
-	p->stats.events++;
-	if (keep_created_at(&rb->arena, ev)) {
-		fail(p, "out of memory");
+	rc = projection_doc_id(p->proj, ev, tree, slot, &p->id, err, sizeof(err));
+	if (rc == PROJECTION_SKIP)
 		return;
-	}
-	tree = json_parse(&rb->arena, &p->scratch, ev->data, ev->data_len, perr, sizeof(perr));
-	if (!tree) {
-		snprintf(err, sizeof(err), "%s", perr);
-		dead_letter(p, ev->at, err);
-		return;
-	}
-	rc = p->proj->doc_id(ev, tree, &p->id, err, sizeof(err));
 	if (rc) {
 		if (rc == PROJECTION_REJECT)
-			dead_letter(p, ev->at, err);
+			slot_dead_letter(p, slot, ev->at, err);
 		else
 			fail(p, "out of memory");
 		return;
@@ -341,7 +367,8 @@ static void process_event(struct pipeline *p, struct rbatch *rb, struct event *e
 		fail(p, "out of memory");
 		return;
 	}
-	op = opset_get(&l->building, p->id.data, p->id.len, !p->cfg->coalesce, &created);
+	op = opset_get(&l->building, p->id.data, p->id.len, (unsigned)slot, slot_index(p, slot),
+		       !p->cfg->coalesce, &created);
 	if (!op) {
 		fail(p, "out of memory");
 		return;
@@ -349,7 +376,8 @@ static void process_event(struct pipeline *p, struct rbatch *rb, struct event *e
 	rc = p->proj->apply(ev, tree, op, err, sizeof(err));
 	if (rc == PROJECTION_NEW_OP) {
 		/* a second action for the document, after the pending one */
-		op = opset_get(&l->building, p->id.data, p->id.len, true, &created);
+		op = opset_get(&l->building, p->id.data, p->id.len, (unsigned)slot, slot_index(p, slot),
+			       true, &created);
 		rc = op ? p->proj->apply(ev, tree, op, err, sizeof(err)) : -2;
 		if (rc == PROJECTION_NEW_OP)
 			rc = -2; /* a projection bug: a fresh operation must take it */
@@ -358,7 +386,7 @@ static void process_event(struct pipeline *p, struct rbatch *rb, struct event *e
 		if (created && op->kind == BULK_NONE && !op->n_events)
 			opset_drop_last(&l->building);
 		if (rc == PROJECTION_REJECT)
-			dead_letter(p, ev->at, err);
+			slot_dead_letter(p, slot, ev->at, err);
 		else
 			fail(p, "out of memory");
 		return;
@@ -374,6 +402,26 @@ static void process_event(struct pipeline *p, struct rbatch *rb, struct event *e
 	rb->unsettled++;
 	p->unsettled++;
 	l->building.est_bytes += ev->data_len + p->id.len + 48;
+}
+
+static void process_event(struct pipeline *p, struct rbatch *rb, struct event *ev)
+{
+	char err[512], perr[256];
+	yajl_val tree;
+
+	p->stats.events++;
+	if (keep_created_at(&rb->arena, ev)) {
+		fail(p, "out of memory");
+		return;
+	}
+	tree = json_parse(&rb->arena, &p->scratch, ev->data, ev->data_len, perr, sizeof(perr));
+	if (!tree) {
+		snprintf(err, sizeof(err), "%s", perr);
+		dead_letter(p, ev->at, err);
+		return;
+	}
+	for (size_t slot = 0; slot < p->n_slots && !p->hold; slot++)
+		process_slot(p, rb, ev, tree, slot);
 }
 
 static void read_once(struct pipeline *p)
@@ -498,6 +546,7 @@ static int split_op(struct lane *l, size_t index, const char *why)
 	struct store_batch b;
 	struct position *at;
 	size_t n = l->sending.ops[index].n_events;
+	unsigned slot = l->sending.ops[index].slot;
 	char err[512], perr[256];
 
 	at = malloc(n * sizeof(*at));
@@ -529,14 +578,18 @@ static int split_op(struct lane *l, size_t index, const char *why)
 			dead_letter(p, ev.at, perr);
 			continue;
 		}
-		rc = p->proj->doc_id(&ev, tree, &p->id, err, sizeof(err));
-		op = rc ? NULL : opset_get(&l->sending, p->id.data, p->id.len, true, &created);
+		/* only the index of the rejected action: the event's others are done */
+		rc = projection_doc_id(p->proj, &ev, tree, slot, &p->id, err, sizeof(err));
+		if (rc == PROJECTION_SKIP)
+			continue;
+		op = rc ? NULL : opset_get(&l->sending, p->id.data, p->id.len, slot, slot_index(p, slot),
+					  true, &created);
 		if (op)
 			rc = p->proj->apply(&ev, tree, op, err, sizeof(err));
 		if (!op || rc) {
 			if (op && created)
 				opset_drop_last(&l->sending);
-			dead_letter(p, ev.at, rc == PROJECTION_REJECT ? err : "out of memory");
+			slot_dead_letter(p, slot, ev.at, rc == PROJECTION_REJECT ? err : "out of memory");
 			continue;
 		}
 		if (bulk_op_note_event(op, ev.at)) {
@@ -588,7 +641,8 @@ static void settle_applied(struct lane *l, size_t n_ops, bool retrying)
 			continue;
 		for (size_t j = 0; retrying && j < i && !keep; j++) {
 			const struct bulk_op *earlier = &l->sending.ops[j];
-			keep = earlier->kind != BULK_NONE && !earlier->applied && !strcmp(earlier->id, op->id);
+			keep = earlier->kind != BULK_NONE && !earlier->applied && earlier->slot == op->slot &&
+			       !strcmp(earlier->id, op->id);
 		}
 		op->applied = false;
 		if (!keep)
@@ -1030,7 +1084,12 @@ struct pipeline *pipeline_new(struct ev_loop *loop, const struct config *cfg,
 	if (!p->store)
 		goto fail;
 	p->read_at = p->settled = p->committed = p->gen.checkpoint;
-	snprintf(p->path, sizeof(p->path), "/%s/_bulk?%s", p->gen.index, BULK_FILTER_PATH);
+	/* several indices: each action names its own */
+	p->n_slots = projection_n_indices(proj);
+	if (p->n_slots > 1)
+		snprintf(p->path, sizeof(p->path), "/_bulk?%s", BULK_FILTER_PATH);
+	else
+		snprintf(p->path, sizeof(p->path), "/%s/_bulk?%s", p->gen.index, BULK_FILTER_PATH);
 	if (once) {
 		if (store_xmin(p->store, &p->bound, err, errsz))
 			goto fail;

@@ -5,10 +5,14 @@
 
 extern const struct projection projection_products;
 extern const struct projection projection_orders;
+extern const struct projection projection_daily_sales;
+extern const struct projection projection_customer_activity;
 
 const struct projection *const projection_registry[] = {
 	&projection_products,
 	&projection_orders,
+	&projection_daily_sales,
+	&projection_customer_activity,
 	NULL,
 };
 
@@ -18,6 +22,30 @@ const struct projection *projection_find(const char *name)
 		if (!strcmp((*p)->name, name))
 			return *p;
 	return NULL;
+}
+
+size_t projection_n_indices(const struct projection *p)
+{
+	size_t n = 0;
+
+	if (!p->indices)
+		return 1;
+	while (p->indices[n] && n < PROJECTION_MAX_INDICES)
+		n++;
+	return n;
+}
+
+const char *projection_alias(const struct projection *p, size_t slot)
+{
+	return p->indices ? p->indices[slot] : p->name;
+}
+
+int projection_doc_id(const struct projection *p, const struct event *ev, yajl_val data,
+		      size_t slot, struct buf *id, char *err, size_t errsz)
+{
+	if (p->doc_id_in)
+		return p->doc_id_in(ev, data, slot, id, err, errsz);
+	return slot == 0 ? p->doc_id(ev, data, id, err, errsz) : PROJECTION_SKIP;
 }
 
 yajl_val projection_member(yajl_val obj, const char *key)

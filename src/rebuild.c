@@ -18,9 +18,31 @@
 #define SMALL_BODY ((size_t)1 << 20)
 #define MAPPING_LIMIT ((size_t)4 << 20)
 
+_Static_assert(PROJECTION_MAX_INDICES == GEN_MAX_INDICES, "a generation holds every index of a projection");
+
 void rebuild_index_name(const char *proj, int number, char *out, size_t outsz)
 {
 	snprintf(out, outsz, "%s-%06d", proj, number);
+}
+
+/* Generation `number` of `proj`: one index per alias of the projection. */
+static void generation_names(const struct projection *proj, int number, struct generation *g)
+{
+	size_t n = projection_n_indices(proj);
+
+	g->number = number;
+	rebuild_index_name(projection_alias(proj, 0), number, g->index, sizeof(g->index));
+	g->n_extra = (int)n - 1;
+	for (size_t i = 1; i < n; i++)
+		rebuild_index_name(projection_alias(proj, i), number, g->extra[i - 1], sizeof(g->extra[0]));
+}
+
+/* The slots of generation `g` (a row of an older version may lack the others). */
+static size_t generation_slots(const struct projection *proj, const struct generation *g)
+{
+	size_t n = projection_n_indices(proj);
+
+	return (size_t)g->n_extra + 1 < n ? (size_t)g->n_extra + 1 : n;
 }
 
 static void print_to_buf(void *ctx, const char *s, size_t len)
@@ -313,12 +335,17 @@ static int make_searchable(struct es_client *es, const struct config *cfg,
 {
 	struct buf resp = BUF_INIT(SMALL_BODY);
 	char path[256];
-	int rc;
+	int rc = 0;
 
-	if (set_load_settings(es, cfg, proj->name, g->index, false, err, errsz))
-		return -1;
-	snprintf(path, sizeof(path), "/%s/_refresh", g->index);
-	rc = call(es, "POST", path, NULL, 0, &resp, err, errsz);
+	for (size_t i = 0; rc == 0 && i < generation_slots(proj, g); i++) {
+		if (set_load_settings(es, cfg, projection_alias(proj, i), generation_index(g, i), false,
+				      err, errsz)) {
+			rc = -1;
+			break;
+		}
+		snprintf(path, sizeof(path), "/%s/_refresh", generation_index(g, i));
+		rc = call(es, "POST", path, NULL, 0, &resp, err, errsz);
+	}
 	buf_release(&resp);
 	return rc;
 }
@@ -326,7 +353,8 @@ static int make_searchable(struct es_client *es, const struct config *cfg,
 /*
  * Makes `next` the generation readers see: its settings restored, refreshed,
  * the alias moved to it in one POST _aliases (removed from every other
- * index), then the state recorded: `next` active, `prev` (if any) retired.
+ * index; every alias of a projection of several indices in that one
+ * request), then the state recorded: `next` active, `prev` (if any) retired.
  * A stop between the alias move and the state update is reconciled by
  * runner_new, which trusts the alias.
  */
@@ -344,8 +372,6 @@ static int activate(struct state *st, struct es_client *es, const struct config 
 		goto out;
 	if (state_set_generation_state(st, proj->name, next->number, GEN_READY, err, errsz))
 		goto out;
-	if (alias_holders(es, proj->name, &holders, err, errsz))
-		goto out;
 	gen = json_begin(&body);
 	if (!gen) {
 		snprintf(err, errsz, "out of memory");
@@ -354,28 +380,36 @@ static int activate(struct state *st, struct es_client *es, const struct config 
 	yajl_gen_map_open(gen);
 	gstr(gen, "actions");
 	yajl_gen_array_open(gen);
-	for (size_t i = 0; holders && i < holders->u.object.len; i++) {
-		if (!strcmp(holders->u.object.keys[i], next->index))
-			continue;
+	for (size_t slot = 0; slot < generation_slots(proj, next); slot++) {
+		const char *alias = projection_alias(proj, slot), *index = generation_index(next, slot);
+		yajl_tree_free(holders);
+		if (alias_holders(es, alias, &holders, err, errsz)) {
+			yajl_gen_free(gen);
+			goto out;
+		}
+		for (size_t i = 0; holders && i < holders->u.object.len; i++) {
+			if (!strcmp(holders->u.object.keys[i], index))
+				continue;
+			yajl_gen_map_open(gen);
+			gstr(gen, "remove");
+			yajl_gen_map_open(gen);
+			gstr(gen, "index");
+			gstr(gen, holders->u.object.keys[i]);
+			gstr(gen, "alias");
+			gstr(gen, alias);
+			yajl_gen_map_close(gen);
+			yajl_gen_map_close(gen);
+		}
 		yajl_gen_map_open(gen);
-		gstr(gen, "remove");
+		gstr(gen, "add");
 		yajl_gen_map_open(gen);
 		gstr(gen, "index");
-		gstr(gen, holders->u.object.keys[i]);
+		gstr(gen, index);
 		gstr(gen, "alias");
-		gstr(gen, proj->name);
+		gstr(gen, alias);
 		yajl_gen_map_close(gen);
 		yajl_gen_map_close(gen);
 	}
-	yajl_gen_map_open(gen);
-	gstr(gen, "add");
-	yajl_gen_map_open(gen);
-	gstr(gen, "index");
-	gstr(gen, next->index);
-	gstr(gen, "alias");
-	gstr(gen, proj->name);
-	yajl_gen_map_close(gen);
-	yajl_gen_map_close(gen);
 	yajl_gen_array_close(gen);
 	yajl_gen_map_close(gen);
 	yajl_gen_free(gen);
@@ -390,7 +424,8 @@ static int activate(struct state *st, struct es_client *es, const struct config 
 		 : state_set_generation_state(st, proj->name, next->number, GEN_ACTIVE, err, errsz))
 		goto out;
 	next->state = GEN_ACTIVE;
-	plog_info(proj->name, next->number, "alias %s now names %s", proj->name, next->index);
+	plog_info(proj->name, next->number, "alias %s now names %s%s", projection_alias(proj, 0), next->index,
+		  generation_slots(proj, next) > 1 ? " (and every other alias its index)" : "");
 	rc = 0;
 out:
 	yajl_tree_free(holders);
@@ -414,17 +449,23 @@ static void cleanup(struct state *st, struct es_client *es, const struct project
 	for (int i = n - 1; i >= 0; i--) {
 		struct buf resp = BUF_INIT(SMALL_BODY);
 		long status;
+		bool deleted = true;
 		if (gens[i].state != GEN_RETIRED || kept++ < keep)
 			continue;
-		snprintf(path, sizeof(path), "/%s", gens[i].index);
-		if (es_request_sync(es, "DELETE", path, NULL, 0, &status, &resp, err, sizeof(err)) ||
-		    (status != 200 && status != 404)) {
-			plog_warn(proj->name, gens[i].number, "cannot delete %s (HTTP %ld) %s", gens[i].index,
-				  status, resp.data);
-			buf_release(&resp);
-			continue;
+		for (size_t slot = 0; slot < generation_slots(proj, &gens[i]); slot++) {
+			const char *index = generation_index(&gens[i], slot);
+			buf_reset(&resp);
+			snprintf(path, sizeof(path), "/%s", index);
+			if (es_request_sync(es, "DELETE", path, NULL, 0, &status, &resp, err, sizeof(err)) ||
+			    (status != 200 && status != 404)) {
+				plog_warn(proj->name, gens[i].number, "cannot delete %s (HTTP %ld) %s", index,
+					  status, resp.data);
+				deleted = false;
+			}
 		}
 		buf_release(&resp);
+		if (!deleted)
+			continue;
 		if (state_delete_generation(st, proj->name, gens[i].number, err, sizeof(err)))
 			plog_warn(proj->name, gens[i].number, "%s", err);
 		else
@@ -649,14 +690,16 @@ int runner_rebuild(struct runner *r, int keep, char *err, size_t errsz)
 		if (gens[i].number > top)
 			top = gens[i].number;
 	memset(&next, 0, sizeof(next));
-	next.number = top + 1;
+	generation_names(r->proj, top + 1, &next);
 	next.state = GEN_BUILDING;
-	rebuild_index_name(r->proj->name, next.number, next.index, sizeof(next.index));
-	if (state_create_generation(r->st, r->proj->name, next.number, next.index, err, errsz))
+	if (state_create_generation(r->st, r->proj->name, &next, err, errsz))
 		return -1;
-	created = create_index(r->es, r->cfg, r->proj->name, next.index, err, errsz);
-	if (created < 0)
-		return -1;
+	for (size_t slot = 0; slot < generation_slots(r->proj, &next); slot++) {
+		created = create_index(r->es, r->cfg, projection_alias(r->proj, slot),
+				       generation_index(&next, slot), err, errsz);
+		if (created < 0)
+			return -1;
+	}
 	r->building = pipeline_new(r->loop, r->cfg, r->proj, r->es, r->st, &next, false, err, errsz);
 	if (!r->building)
 		return -1;
@@ -740,14 +783,22 @@ static int own(struct runner *r, bool wait, char *err, size_t errsz)
 /* Makes sure the generation's index exists; a recreated index starts over. */
 static int ensure_index(struct runner *r, struct generation *g, char *err, size_t errsz)
 {
-	int created = create_index(r->es, r->cfg, r->proj->name, g->index, err, errsz);
 	struct position zero = { 0, 0 };
+	int created = 0;
 
-	if (created < 0)
-		return -1;
+	/* any index of the generation missing: all of it again from the start */
+	for (size_t slot = 0; slot < generation_slots(r->proj, g); slot++) {
+		int c = create_index(r->es, r->cfg, projection_alias(r->proj, slot),
+				     generation_index(g, slot), err, errsz);
+		if (c < 0)
+			return -1;
+		if (c && !created)
+			plog_warn(r->proj->name, g->number, "index %s was missing", generation_index(g, slot));
+		created |= c;
+	}
 	if (created && position_cmp(g->checkpoint, zero) != 0) {
-		plog_warn(r->proj->name, g->number, "index %s was missing: building it again from the start",
-			  g->index);
+		plog_warn(r->proj->name, g->number, "building generation %d again from the start",
+			  g->number);
 		if (state_save_checkpoint(r->st, r->proj->name, g->number, zero, err, errsz))
 			return -1;
 		g->checkpoint = zero;
@@ -809,16 +860,16 @@ struct runner *runner_new(struct ev_loop *loop, const struct config *cfg,
 		n = 0;
 		memset(&gens[0], 0, sizeof(gens[0]));
 		b = &gens[0];
-		b->number = 1;
+		generation_names(proj, 1, b);
 		b->state = GEN_BUILDING;
-		rebuild_index_name(proj->name, 1, b->index, sizeof(b->index));
-		if (state_create_generation(r->st, proj->name, 1, b->index, err, errsz))
+		if (state_create_generation(r->st, proj->name, b, err, errsz))
 			goto fail;
 		plog_info(proj->name, 1, "new generation, index %s", b->index);
 	}
 	/* reconcile with the alias, which is the truth readers see */
-	if ((a && alias_names(es, proj->name, a->index, &named_a, err, errsz)) ||
-	    (b && alias_names(es, proj->name, b->index, &named_b, err, errsz)))
+	/* (the aliases of several indices move together: the first one tells) */
+	if ((a && alias_names(es, projection_alias(proj, 0), a->index, &named_a, err, errsz)) ||
+	    (b && alias_names(es, projection_alias(proj, 0), b->index, &named_b, err, errsz)))
 		goto fail;
 	if (b && named_b) {
 		plog_info(proj->name, b->number, "alias already names %s: recording it as active", b->index);
@@ -834,7 +885,7 @@ struct runner *runner_new(struct ev_loop *loop, const struct config *cfg,
 	}
 	if (a && !named_a) {
 		plog_warn(proj->name, a->number, "alias %s does not name %s: it is shown again once caught up",
-			  proj->name, a->index);
+			  projection_alias(proj, 0), a->index);
 		if (state_set_generation_state(r->st, proj->name, a->number, GEN_BUILDING, err, errsz))
 			goto fail;
 		a->state = GEN_BUILDING;

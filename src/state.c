@@ -89,6 +89,10 @@ static const char *const migrations[] = {
 	"  created_at timestamptz NOT NULL DEFAULT now(),"
 	"  updated_at timestamptz NOT NULL DEFAULT now());"
 	"CREATE INDEX ON esbridge.commands (projection, status);",
+	/* 3: reserved for the dead letters change on main (merged there) */
+	"DO $$ BEGIN END $$",
+	/* 4: the other indices of a generation of a projection that writes several */
+	"ALTER TABLE esbridge.generations ADD COLUMN extra_indices text[] NOT NULL DEFAULT '{}';",
 };
 
 #define N_MIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
@@ -189,7 +193,8 @@ int state_list_generations(struct state *st, const char *proj, struct generation
 	int n;
 
 	res = PQexecParams(st->conn,
-			   "SELECT generation, index_name, state, checkpoint_txid::text, checkpoint_pos"
+			   "SELECT generation, index_name, state, checkpoint_txid::text, checkpoint_pos,"
+			   "  array_to_string(extra_indices, ' ')"
 			   " FROM esbridge.generations WHERE projection = $1 ORDER BY generation",
 			   1, NULL, params, NULL, NULL, 0);
 	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
@@ -216,6 +221,20 @@ int state_list_generations(struct state *st, const char *proj, struct generation
 		}
 		g->checkpoint.txid = txid;
 		g->checkpoint.pos = strtoll(PQgetvalue(res, i, 4), NULL, 10);
+		/* index names hold no space (Elasticsearch forbids it) */
+		g->n_extra = 0;
+		for (const char *w = PQgetvalue(res, i, 5); *w;) {
+			size_t len = strcspn(w, " ");
+			if (g->n_extra == GEN_MAX_INDICES - 1 || len >= sizeof(g->extra[0])) {
+				snprintf(err, errsz, "unexpected generation row for '%s'", proj);
+				PQclear(res);
+				return -1;
+			}
+			memcpy(g->extra[g->n_extra], w, len);
+			g->extra[g->n_extra++][len] = '\0';
+			w += len;
+			w += strspn(w, " ");
+		}
 	}
 	PQclear(res);
 	return n;
@@ -426,17 +445,28 @@ int state_head(struct state *st, int64_t *head, char *err, size_t errsz)
 	return 0;
 }
 
-int state_create_generation(struct state *st, const char *proj, int number, const char *index,
+int state_create_generation(struct state *st, const char *proj, const struct generation *g,
 			    char *err, size_t errsz)
 {
 	char num[16];
-	const char *params[3] = { proj, num, index };
+	const char *params[3 + GEN_MAX_INDICES - 1] = { proj, num, g->index };
 
-	snprintf(num, sizeof(num), "%d", number);
+	if (g->n_extra < 0 || g->n_extra > GEN_MAX_INDICES - 1) {
+		snprintf(err, errsz, "cannot record the new generation: %d more indices", g->n_extra);
+		return -1;
+	}
+	snprintf(num, sizeof(num), "%d", g->number);
+	for (int i = 0; i < g->n_extra; i++)
+		params[3 + i] = g->extra[i];
+	/* ARRAY[$4, $5, $6][1:n]: the names given, none when n is 0 */
+	for (int i = g->n_extra; i < GEN_MAX_INDICES - 1; i++)
+		params[3 + i] = NULL;
 	return exec_params(st, "cannot record the new generation",
-			   "INSERT INTO esbridge.generations (projection, generation, index_name, state)"
-			   " VALUES ($1, $2::int, $3, 'building')",
-			   3, params, err, errsz);
+			   "INSERT INTO esbridge.generations (projection, generation, index_name, state,"
+			   "  extra_indices)"
+			   " VALUES ($1, $2::int, $3, 'building',"
+			   "  array_remove(ARRAY[$4::text, $5::text, $6::text], NULL))",
+			   3 + GEN_MAX_INDICES - 1, params, err, errsz);
 }
 
 int state_save_checkpoint(struct state *st, const char *proj, int number, struct position at,

@@ -72,11 +72,16 @@ struct bulk_op {
 	enum bulk_kind kind;
 	struct bulk_field *fields; /* owned array; values as described above */
 	size_t n_fields, cap_fields;
-	/* BULK_SCRIPT: the events to apply, in order; create the document from
-	 * nothing when it is missing (else a missing document is an error) */
+	/* BULK_SCRIPT: the events to apply, in order; with `upsert`, a missing
+	 * document is created as `fields` (its defaults, often none) before the
+	 * entries apply (else a missing document is an error) */
 	struct bulk_entry *entries;
 	size_t n_entries, cap_entries;
 	bool upsert;
+	/* a projection of several indices: the index slot (projection.h) and
+	 * the concrete index, written as _index of the action (borrowed) */
+	unsigned slot;
+	const char *index;
 	bool applied;              /* answered OK (the pipeline's bookkeeping) */
 	/* the events folded into this operation, in order (for dead letters) */
 	struct position *events;

@@ -20,6 +20,12 @@
  *
  * Adding a projection: one file under src/projections/, one mapping file
  * mappings/NAME.json, one line in the registry in src/projection.c.
+ *
+ * A projection may write several indices under one checkpoint (one event
+ * then updates documents in more than one of them, and a rebuild builds a
+ * new generation of each and moves every alias in one POST _aliases): it
+ * names them in `indices` (one mapping file mappings/ALIAS.json each) and
+ * gives doc_id_in() instead of doc_id().
  */
 
 /* What apply() and doc_id() may answer besides 0. */
@@ -27,6 +33,11 @@
 #define PROJECTION_NEW_OP (-3)  /* apply(): the event cannot be folded into this
 				 * operation; give it a new one for the same
 				 * document, sent after this one */
+#define PROJECTION_SKIP (-4)    /* doc_id_in(): the event touches no document of
+				 * this index */
+
+/* The most indices one projection writes. */
+#define PROJECTION_MAX_INDICES 4
 
 struct projection {
 	const char *name;                 /* alias, index prefix, mapping file stem */
@@ -50,6 +61,25 @@ struct projection {
 	 */
 	int (*apply)(const struct event *ev, yajl_val data, struct bulk_op *op,
 		     char *err, size_t errsz);
+
+	/*
+	 * Several indices (NULL: the one index `name`): their aliases,
+	 * NULL-terminated, at most PROJECTION_MAX_INDICES. Each is also the
+	 * stem of its mapping file and the prefix of its generation indices
+	 * (ALIAS-00000N); the first names the generation in esbridge.generations.
+	 */
+	const char *const *indices;
+
+	/*
+	 * With `indices`, instead of doc_id: the _id of the document the event
+	 * touches in index `slot` (a position in `indices`), or PROJECTION_SKIP
+	 * when it touches none there. The pipeline asks for every slot in turn;
+	 * apply() then folds the event into that document's operation, whose
+	 * `slot` says which index it belongs to. A rejection of one slot is a
+	 * dead letter of the event there only.
+	 */
+	int (*doc_id_in)(const struct event *ev, yajl_val data, size_t slot, struct buf *id,
+			 char *err, size_t errsz);
 };
 
 /* The registry: every projection, NULL-terminated. */
@@ -57,6 +87,16 @@ extern const struct projection *const projection_registry[];
 
 /* Finds a projection by name; NULL if none. */
 const struct projection *projection_find(const char *name);
+
+/* How many indices the projection writes (1 without `indices`). */
+size_t projection_n_indices(const struct projection *p);
+
+/* The alias (and mapping stem, index prefix) of index `slot`. */
+const char *projection_alias(const struct projection *p, size_t slot);
+
+/* doc_id_in, or doc_id for slot 0 of a one-index projection. */
+int projection_doc_id(const struct projection *p, const struct event *ev, yajl_val data,
+		      size_t slot, struct buf *id, char *err, size_t errsz);
 
 /*
  * Helpers for projections: look up a member of an object, and check its type.

@@ -17,12 +17,24 @@ struct state;
 
 enum gen_state { GEN_BUILDING, GEN_READY, GEN_ACTIVE, GEN_RETIRED };
 
+/* The most indices one generation has (a projection of several indices). */
+#define GEN_MAX_INDICES 4
+
 struct generation {
 	int number;
-	char index[160];
+	char index[160];          /* the index of the first (often only) slot */
 	enum gen_state state;
 	struct position checkpoint;
+	/* a projection of several indices: those of slots 1.. (column extra_indices) */
+	char extra[GEN_MAX_INDICES - 1][160];
+	int n_extra;
 };
+
+/* The index of `slot` (0: g->index). */
+static inline const char *generation_index(const struct generation *g, size_t slot)
+{
+	return slot == 0 ? g->index : g->extra[slot - 1];
+}
 
 const char *gen_state_name(enum gen_state s);
 
@@ -30,9 +42,10 @@ const char *gen_state_name(enum gen_state s);
 struct state *state_open(const char *conninfo, char *err, size_t errsz);
 void state_close(struct state *st);
 
-/* Records a new generation (state building, checkpoint {0,0}). */
+/* Records a new generation (state building, checkpoint {0,0}) with its
+ * index names: g->index, and g->extra of a projection of several indices. */
 __attribute__((warn_unused_result))
-int state_create_generation(struct state *st, const char *proj, int number, const char *index,
+int state_create_generation(struct state *st, const char *proj, const struct generation *g,
 			    char *err, size_t errsz);
 
 /* Moves the checkpoint of a generation forward. */
