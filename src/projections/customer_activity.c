@@ -1,0 +1,267 @@
+/*
+ * customer_activity: one projection, two indices under one checkpoint.
+ *
+ *   customers (slot 0), one document per customer, _id = customer_id:
+ *     CustomerCreated     {customer_id, email, name, created_at}
+ *                         → email, name, created_at, tier "bronze"
+ *     OrderCompleted      {order_id, customer_id, total_amount, item_count, completed_at}
+ *                         → total_orders += 1, total_spent += total_amount,
+ *                           last_order_at = completed_at
+ *     ReviewSubmitted     {customer_id, product_id, rating, submitted_at}
+ *                         → total_reviews += 1, last_review_at = submitted_at
+ *     CustomerTierChanged {customer_id, new_tier, changed_at} → tier = new_tier
+ *   customer_orders (slot 1), one document per completed order, _id = order_id:
+ *     OrderCompleted      → {customer_id, order_id, amount = total_amount, completed_at},
+ *                           written whole
+ *
+ * Every customers document carries customer_id, updated_at (the created_at
+ * column of the last event applied) and last_event, the replay guard: its
+ * events go, in order, as entries of one guarded update through the stored
+ * script (bulk.h), as in the orders projection.
+ *
+ * An event for a customer the index does not hold yet (an order or review
+ * committed before the CustomerCreated of another stream) is not lost: the
+ * update is an upsert that starts the document from
+ * {customer_id, tier "bronze", total_orders 0, total_spent 0, total_reviews 0};
+ * CustomerCreated later fills in email, name, created_at (and tier
+ * "bronze") without touching the counters. Counts therefore do not depend
+ * on which stream committed first. "last_*" fields are those of the last
+ * event applied in commit order.
+ */
+#include "esbridge/projection.h"
+
+#include <stdio.h>
+#include <string.h>
+
+enum { SLOT_CUSTOMERS = 0, SLOT_ORDERS = 1 };
+
+enum ca_event { C_CREATED, C_ORDER, C_REVIEW, C_TIER, C_UNKNOWN };
+
+static const char *const ca_types[] = {
+	"CustomerCreated", "OrderCompleted", "ReviewSubmitted", "CustomerTierChanged", NULL,
+};
+
+static const char *const ca_indices[] = { "customers", "customer_orders", NULL };
+
+static enum ca_event kind_of(const char *type)
+{
+	for (int i = 0; ca_types[i]; i++)
+		if (!strcmp(ca_types[i], type))
+			return (enum ca_event)i;
+	return C_UNKNOWN;
+}
+
+static int ca_doc_id(const struct event *ev, yajl_val data, size_t slot, struct buf *id,
+		     char *err, size_t errsz)
+{
+	enum ca_event k = kind_of(ev->type);
+
+	if (k == C_UNKNOWN) {
+		if (slot != SLOT_CUSTOMERS)
+			return PROJECTION_SKIP;
+		snprintf(err, errsz, "unknown event type '%.64s'", ev->type);
+		return PROJECTION_REJECT;
+	}
+	if (slot == SLOT_CUSTOMERS)
+		return projection_get_id(data, "customer_id", id, err, errsz);
+	if (slot == SLOT_ORDERS && k == C_ORDER)
+		return projection_get_id(data, "order_id", id, err, errsz);
+	return PROJECTION_SKIP;
+}
+
+static struct bulk_value json_value(yajl_val v)
+{
+	struct bulk_value b = { .kind = v ? BV_JSON : BV_NULL };
+
+	b.u.json = v;
+	return b;
+}
+
+/* A string constant or the event's created_at: borrowed, never copied. */
+static struct bulk_value str_value(const char *s)
+{
+	struct bulk_value b = { .kind = BV_TEXT };
+
+	b.u.string = (char *)(uintptr_t)s;
+	return b;
+}
+
+static int opt_string(yajl_val data, const char *key, yajl_val *out, char *err, size_t errsz)
+{
+	bool bad;
+
+	*out = projection_get_string(data, key, false, &bad, err, errsz);
+	return bad ? PROJECTION_REJECT : 0;
+}
+
+/* What one event does to a customer, checked before anything changes. */
+struct effect {
+	enum ca_event kind;
+	yajl_val id, order_id, a, b, c;  /* by kind: email/name/created_at, completed_at, ... */
+	int64_t cents;
+};
+
+static int id_like(yajl_val data, const char *key, yajl_val *out, char *err, size_t errsz)
+{
+	yajl_val v = projection_member(data, key);
+
+	if (!v || !((YAJL_IS_STRING(v) && v->u.string[0]) || YAJL_IS_INTEGER(v))) {
+		snprintf(err, errsz, "field '%s' must be a non-empty string or an integer", key);
+		return PROJECTION_REJECT;
+	}
+	*out = v;
+	return 0;
+}
+
+static int read_effect(const struct event *ev, yajl_val data, struct effect *fx, char *err,
+		       size_t errsz)
+{
+	bool bad;
+	long long rating;
+
+	memset(fx, 0, sizeof(*fx));
+	fx->kind = kind_of(ev->type);
+	if (id_like(data, "customer_id", &fx->id, err, errsz))
+		return PROJECTION_REJECT;
+	switch (fx->kind) {
+	case C_CREATED:
+		if (opt_string(data, "email", &fx->a, err, errsz) ||
+		    opt_string(data, "name", &fx->b, err, errsz) ||
+		    opt_string(data, "created_at", &fx->c, err, errsz))
+			return PROJECTION_REJECT;
+		return 0;
+	case C_ORDER:
+		if (id_like(data, "order_id", &fx->order_id, err, errsz) ||
+		    projection_get_cents(data, "total_amount", &fx->cents, err, errsz) ||
+		    opt_string(data, "completed_at", &fx->a, err, errsz))
+			return PROJECTION_REJECT;
+		if (fx->cents < 0) {
+			snprintf(err, errsz, "field 'total_amount' must not be negative");
+			return PROJECTION_REJECT;
+		}
+		return 0;
+	case C_REVIEW:
+		if (id_like(data, "product_id", &fx->order_id, err, errsz) ||
+		    projection_get_int(data, "rating", 1, 5, &rating, err, errsz) ||
+		    opt_string(data, "submitted_at", &fx->a, err, errsz))
+			return PROJECTION_REJECT;
+		return 0;
+	case C_TIER:
+		fx->a = projection_get_string(data, "new_tier", true, &bad, err, errsz);
+		if (bad)
+			return PROJECTION_REJECT;
+		if (!fx->a->u.string[0]) {
+			snprintf(err, errsz, "field 'new_tier' must not be empty");
+			return PROJECTION_REJECT;
+		}
+		return opt_string(data, "changed_at", &fx->b, err, errsz);
+	case C_UNKNOWN:
+		break;
+	}
+	snprintf(err, errsz, "unknown event type '%.64s'", ev->type);
+	return PROJECTION_REJECT;
+}
+
+/* The document a customer starts as when an event creates it. */
+static int customer_defaults(struct bulk_op *op, yajl_val id)
+{
+	struct bulk_value v = { .kind = BV_INT };
+	int rc = 0;
+
+	rc |= bulk_op_set(op, "customer_id", json_value(id));
+	rc |= bulk_op_set(op, "tier", str_value("bronze"));
+	v.u.i = 0;
+	rc |= bulk_op_set(op, "total_orders", v);
+	rc |= bulk_op_set(op, "total_reviews", v);
+	v.kind = BV_CENTS;
+	v.u.cents = 0;
+	rc |= bulk_op_set(op, "total_spent", v);
+	return rc ? -2 : 0;
+}
+
+static int add_int(struct bulk_entry *e, const char *name, long long i)
+{
+	struct bulk_value v = { .kind = BV_INT };
+
+	v.u.i = i;
+	return bulk_entry_add(e, name, v);
+}
+
+static int apply_customer(const struct event *ev, const struct effect *fx, struct bulk_op *op)
+{
+	struct bulk_entry *e;
+	struct bulk_value v;
+	int rc = 0;
+
+	if (op->kind == BULK_NONE) {
+		op->kind = BULK_SCRIPT;
+		op->upsert = true; /* a customer not created yet starts from the defaults */
+		if (customer_defaults(op, fx->id))
+			return -2;
+	}
+	e = bulk_op_add_entry(op, ev->at);
+	if (!e)
+		return -2;
+	switch (fx->kind) {
+	case C_CREATED:
+		rc |= bulk_entry_set(e, "email", json_value(fx->a));
+		rc |= bulk_entry_set(e, "name", json_value(fx->b));
+		rc |= bulk_entry_set(e, "created_at", json_value(fx->c));
+		rc |= bulk_entry_set(e, "tier", str_value("bronze"));
+		break;
+	case C_ORDER:
+		rc |= add_int(e, "total_orders", 1);
+		v.kind = BV_CENTS;
+		v.u.cents = fx->cents;
+		rc |= bulk_entry_add(e, "total_spent", v);
+		rc |= bulk_entry_set(e, "last_order_at", json_value(fx->a));
+		break;
+	case C_REVIEW:
+		rc |= add_int(e, "total_reviews", 1);
+		rc |= bulk_entry_set(e, "last_review_at", json_value(fx->a));
+		break;
+	case C_TIER:
+		rc |= bulk_entry_set(e, "tier", json_value(fx->a));
+		break;
+	case C_UNKNOWN:
+		return -2;
+	}
+	rc |= bulk_entry_set(e, "updated_at", str_value(ev->created_at));
+	return rc ? -2 : 0;
+}
+
+/* customer_orders: the whole document, replaced by a later completion of the order. */
+static int apply_order(const struct effect *fx, struct bulk_op *op)
+{
+	struct bulk_value v = { .kind = BV_CENTS };
+	int rc = 0;
+
+	bulk_op_clear_fields(op);
+	op->kind = BULK_INDEX;
+	rc |= bulk_op_set(op, "customer_id", json_value(fx->id));
+	rc |= bulk_op_set(op, "order_id", json_value(fx->order_id));
+	v.u.cents = fx->cents;
+	rc |= bulk_op_set(op, "amount", v);
+	rc |= bulk_op_set(op, "completed_at", json_value(fx->a));
+	return rc ? -2 : 0;
+}
+
+static int ca_apply(const struct event *ev, yajl_val data, struct bulk_op *op, char *err,
+		    size_t errsz)
+{
+	struct effect fx;
+
+	if (read_effect(ev, data, &fx, err, errsz))
+		return PROJECTION_REJECT;
+	if (op->slot == SLOT_ORDERS)
+		return fx.kind == C_ORDER ? apply_order(&fx, op) : -2;
+	return apply_customer(ev, &fx, op);
+}
+
+const struct projection projection_customer_activity = {
+	.name = "customer_activity",
+	.event_types = ca_types,
+	.indices = ca_indices,
+	.doc_id_in = ca_doc_id,
+	.apply = ca_apply,
+};
