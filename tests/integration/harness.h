@@ -60,7 +60,7 @@ bool h_eventually(bool (*cond)(void *arg), void *arg, double secs);
  * Every registered projection (the daemon's `run` without --projection runs
  * them all): the reset deletes NAME* indices and the alias NAME of each.
  */
-#define H_PROJECTIONS { "products", "orders", NULL }
+#define H_PROJECTIONS { "products", "orders", "daily_sales", "customers", "customer_orders", NULL }
 
 void h_begin(void);
 void h_end(void);

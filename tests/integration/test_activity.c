@@ -1,0 +1,445 @@
+/*
+ * Integration tests of the daily_sales and customer_activity projections:
+ * the real daemon between a real PostgreSQL and a real search node, the
+ * documents behind the aliases daily_sales, customers and customer_orders
+ * compared with independent SQL folds of the events (tests/oracle/), money
+ * checked to the cent in the node's raw JSON text.
+ *
+ *   - a generated shop history (20,000 orders completed, 5,000 customers
+ *     created and some never, reviews, tier changes, refunds, amounts in
+ *     several time zones, a few bad events): every index equals its fold;
+ *     replaying everything from zero changes nothing;
+ *   - a crash loop (SIGKILL at least 10 times) during the catch-up while
+ *     more events arrive: exact;
+ *   - a rebuild of customer_activity through a running daemon while events
+ *     keep arriving: both aliases move to the new generation together,
+ *     esbridge.generations records both of its indices, the result is exact.
+ *
+ * Every test starts from an empty world (h_begin). Logs: build/tests/logs/.
+ * The crash loop logs its seed; ESBRIDGE_TEST_SEED=N repeats a run.
+ */
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <criterion/criterion.h>
+#include <criterion/logging.h>
+#include <libpq-fe.h>
+
+#include "harness.h"
+
+#define N_ORDERS 20000
+#define N_CUSTOMERS 5000
+#define CHUNK 1000         /* events per transaction of the generated history */
+#define BAD_DATES 5        /* OrderCompleted with a completed_at that is no timestamp */
+#define BAD_AMOUNTS 5      /* OrderCompleted with an amount below the cent */
+#define STR_(x) #x
+#define H_STR(x) STR_(x)
+
+static void suite_fini(void)
+{
+	h_end();
+}
+
+TestSuite(activity, .fini = suite_fini);
+
+/*
+ * The history, deterministic from :seed, into the temp table gen_ev of the
+ * test's connection; events go to `events` later, CHUNK per transaction, in
+ * time order (h_load_chunks). Streams: customer-C (created, then tier
+ * changes), order-O (completed, sometimes refunded days later), review-R.
+ * Customers above :customers are never created: their orders and reviews
+ * arrive for a customer the index does not hold. Order ids are strings,
+ * every 20th an integer. Timestamps are in UTC (Z), +05:30 or -08:00, some
+ * with microseconds; completions spread over 60 days, so many land near a
+ * midnight that differs between the zone written and UTC.
+ */
+static const char gen_sql[] =
+	"SELECT setseed(:seed);\n"
+	"DROP TABLE IF EXISTS pg_temp.gen_ev, pg_temp.gen_cust, pg_temp.gen_ord;\n"
+	"CREATE TEMP TABLE gen_cust AS\n"
+	"  SELECT c, (random() * 86400 * 60)::int AS at_s, (random() * 3)::int AS tiers\n"
+	"  FROM generate_series(1, :customers) c;\n"
+	"CREATE TEMP TABLE gen_ord AS\n"
+	"  SELECT o, 1 + (random() * (:customers * 1.1 - 1))::int AS c,\n"
+	"         (random() * 86400 * 60)::int AS at_s,\n"
+	"         round((random() * 100000)::int / 100.0, 2) AS total,\n"
+	"         1 + (random() * 8)::int AS items,\n"
+	"         (random() * 10)::int AS zone, random() < 0.3 AS frac,\n"
+	"         random() < 0.1 AS refunded, random() AS refund_part\n"
+	"  FROM generate_series(1, :orders) o;\n"
+	"CREATE TEMP TABLE gen_ev (at_s int, stream text, seq int, type text, data jsonb);\n"
+	/* a timestamp `s` seconds after 2026-01-01 in zone z (0-7: Z, 8: +05:30, 9: -08:00) */
+	"INSERT INTO gen_ev\n"
+	"  SELECT at_s, 'customer-' || c, 0, 'CustomerCreated',\n"
+	"         jsonb_build_object('customer_id', 'c' || c,\n"
+	"           'email', CASE WHEN c % 100 = 0 THEN NULL ELSE 'c' || c || '@example.com' END,\n"
+	"           'name', 'Customer ' || c,\n"
+	"           'created_at', to_char(to_timestamp(1767225600 + at_s) AT TIME ZONE 'UTC',\n"
+	"                                 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'))\n"
+	"  FROM gen_cust;\n"
+	"INSERT INTO gen_ev\n"
+	"  SELECT at_s + k * 86400 * 3, 'customer-' || c, k, 'CustomerTierChanged',\n"
+	"         jsonb_build_object('customer_id', 'c' || c,\n"
+	"           'new_tier', (ARRAY['silver', 'gold', 'platinum'])[1 + (c + k) % 3],\n"
+	"           'changed_at', to_char(to_timestamp(1767225600 + at_s + k * 86400 * 3) AT TIME ZONE 'UTC',\n"
+	"                                 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'))\n"
+	"  FROM gen_cust, generate_series(1, tiers) k\n"
+	"  WHERE c % 3 = 0;\n"
+	"INSERT INTO gen_ev\n"
+	"  SELECT at_s, 'order-' || o, 0, 'OrderCompleted',\n"
+	"         jsonb_build_object('order_id', CASE WHEN o % 20 = 0 THEN to_jsonb(o) ELSE to_jsonb('o' || o) END,\n"
+	"           'customer_id', 'c' || c, 'total_amount', total, 'item_count', items,\n"
+	"           'completed_at', ts)\n"
+	"  FROM (SELECT g.*,\n"
+	"          to_char(to_timestamp(1767225600 + at_s) AT TIME ZONE 'UTC'\n"
+	"                  + CASE zone WHEN 8 THEN interval '5 hours 30 minutes'\n"
+	"                              WHEN 9 THEN interval '-8 hours' ELSE interval '0' END,\n"
+	"                  'YYYY-MM-DD\"T\"HH24:MI:SS')\n"
+	"          || CASE WHEN frac THEN '.' || lpad(((o * 7919) % 1000000)::text, 6, '0') ELSE '' END\n"
+	"          || CASE zone WHEN 8 THEN '+05:30' WHEN 9 THEN '-08:00' ELSE 'Z' END AS ts\n"
+	"        FROM gen_ord g) x;\n"
+	"INSERT INTO gen_ev\n"
+	"  SELECT e.at_s + 3600 + (o.refund_part * 86400 * 5)::int, e.stream, 1, 'OrderRefunded',\n"
+	"         jsonb_build_object('order_id', e.data -> 'order_id',\n"
+	"           'refund_amount', round(o.total * o.refund_part::numeric, 2),\n"
+	"           'original_completed_at', e.data -> 'completed_at',\n"
+	"           'refunded_at', to_char(to_timestamp(1767225600 + e.at_s + 3600) AT TIME ZONE 'UTC',\n"
+	"                                  'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'))\n"
+	"  FROM gen_ev e JOIN gen_ord o ON e.stream = 'order-' || o.o\n"
+	"  WHERE e.type = 'OrderCompleted' AND o.refunded;\n";
+
+/* The rest of it: reviews, bad events, the order of appends. */
+static const char gen_sql2[] =
+	"INSERT INTO gen_ev\n"
+	"  SELECT (random() * 86400 * 62)::int, 'review-' || r, 0, 'ReviewSubmitted',\n"
+	"         jsonb_build_object('customer_id', 'c' || (1 + (random() * (:customers * 1.1 - 1))::int),\n"
+	"           'product_id', 'p' || (r % 700), 'rating', 1 + (r % 5),\n"
+	"           'submitted_at', to_char(to_timestamp(1767225600 + r * 600) AT TIME ZONE 'UTC',\n"
+	"                                   'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'))\n"
+	"  FROM generate_series(1, :orders / 2) r;\n"
+	/* bad events, spread in time: dead letters, the rest goes on */
+	"INSERT INTO gen_ev\n"
+	"  SELECT i * 86400 * 10, 'order-bad-date-' || i, 0, 'OrderCompleted',\n"
+	"         jsonb_build_object('order_id', 'bad-date-' || i, 'customer_id', 'c1', 'total_amount', 1.10,\n"
+	"           'item_count', 1, 'completed_at', 'yesterday')\n"
+	"  FROM generate_series(1, " H_STR(BAD_DATES) ") i;\n"
+	"INSERT INTO gen_ev\n"
+	"  SELECT i * 86400 * 10 + 5, 'order-bad-amount-' || i, 0, 'OrderCompleted',\n"
+	"         jsonb_build_object('order_id', 'bad-amount-' || i, 'customer_id', 'c2',\n"
+	"           'total_amount', 12.345, 'item_count', 1, 'completed_at', '2026-01-05T10:00:00Z')\n"
+	"  FROM generate_series(1, " H_STR(BAD_AMOUNTS) ") i;\n"
+	"ALTER TABLE gen_ev ADD COLUMN n bigint, ADD COLUMN version int;\n"
+	"UPDATE gen_ev g SET n = x.n, version = x.v\n"
+	"  FROM (SELECT ctid, row_number() OVER (ORDER BY at_s, stream, seq) AS n,\n"
+	"               row_number() OVER (PARTITION BY stream ORDER BY at_s, seq) AS v FROM gen_ev) x\n"
+	"  WHERE g.ctid = x.ctid;\n"
+	"CREATE INDEX ON gen_ev (n);\n";
+
+/* Generates the history into gen_ev; returns how many chunks it has. */
+static int generate(const char *seed)
+{
+	char s[64], o[32], c[32];
+	const char *const vars[] = { s, o, c, NULL };
+	long long n;
+
+	snprintf(s, sizeof(s), "seed=%s", seed);
+	snprintf(o, sizeof(o), "orders=%d", N_ORDERS);
+	snprintf(c, sizeof(c), "customers=%d", N_CUSTOMERS);
+	h_sql_vars(NULL, gen_sql, vars);
+	h_sql_vars(NULL, gen_sql2, vars);
+	n = h_query_ll(NULL, "SELECT count(*) FROM gen_ev", 0, NULL, 0);
+	cr_log_info("generated %lld events", n);
+	cr_assert_gt(n, N_ORDERS + N_CUSTOMERS + N_ORDERS / 2);
+	return (int)((n + CHUNK - 1) / CHUNK);
+}
+
+/* Appends chunks [from, to) of gen_ev to events, one transaction each. */
+static void load_chunks(int from, int to)
+{
+	for (int k = from; k < to; k++) {
+		char lo[24], hi[24];
+		const char *params[2] = { lo, hi };
+		snprintf(lo, sizeof(lo), "%d", k * CHUNK + 1);
+		snprintf(hi, sizeof(hi), "%d", (k + 1) * CHUNK);
+		PQclear(h_exec(NULL,
+			"INSERT INTO public.events (stream_id, event_type, data, version, created_at)"
+			" SELECT stream, type, data, version, to_timestamp(1767225600 + at_s) FROM gen_ev"
+			" WHERE n BETWEEN $1::bigint AND $2::bigint ORDER BY n",
+			2, params));
+	}
+}
+
+/* The last event of `types` (SQL text[]) in commit order. */
+static void last_event_of(const char *types, uint64_t *txid, int64_t *pos)
+{
+	const char *params[1] = { types };
+	PGresult *res = h_exec(NULL,
+		"SELECT e.transaction_id::text, e.global_position FROM public.events e"
+		" WHERE e.event_type = ANY ($1::text[])"
+		" ORDER BY e.transaction_id DESC, e.global_position DESC LIMIT 1", 1, params);
+
+	cr_assert_eq(PQntuples(res), 1, "no events");
+	*txid = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
+	*pos = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
+	PQclear(res);
+}
+
+#define DAILY_TYPES "{OrderCompleted,OrderRefunded}"
+#define ACTIVITY_TYPES "{CustomerCreated,OrderCompleted,ReviewSubmitted,CustomerTierChanged}"
+
+struct caught_up_arg {
+	const char *proj;
+	uint64_t txid;
+	int64_t pos;
+};
+
+static bool caught_up(void *arg)
+{
+	struct caught_up_arg *a = arg;
+	uint64_t t;
+	int64_t p;
+
+	return h_checkpoint(a->proj, &t, &p) && t == a->txid && p == a->pos;
+}
+
+static void wait_caught_up(const char *proj, const char *types, const struct h_proc *d)
+{
+	struct caught_up_arg a = { .proj = proj };
+
+	last_event_of(types, &a.txid, &a.pos);
+	cr_assert(h_eventually(caught_up, &a, 120), "%s never caught up with %" PRIu64 "/%" PRId64
+		  " (log: %s)", proj, a.txid, a.pos, d ? d->log : "-");
+}
+
+/* After a load into es_docs: every value of `field` is a number with no digits below the cent. */
+static void assert_cents(const char *alias, const char *field)
+{
+	const char *params[1] = { field };
+	char *bad;
+
+	h_load_es_docs(alias);
+	bad = h_query_text(NULL,
+		"SELECT count(*) || ' documents, e.g. ' || coalesce(min(id || ': ' || (doc -> $1)::text), '')"
+		"  FROM es_docs"
+		" WHERE jsonb_typeof(doc -> $1) <> 'number'"
+		"    OR (doc ->> $1)::numeric <> round((doc ->> $1)::numeric, 2)",
+		1, params);
+	cr_assert(bad && !strncmp(bad, "0 documents", 11), "%s.%s with digits below the cent: %s", alias,
+		  field, bad ? bad : "?");
+	free(bad);
+}
+
+static void assert_all_exact(void)
+{
+	h_assert_docs_match_oracle("daily_sales");
+	h_assert_docs_match_oracle("customers");
+	h_assert_docs_match_oracle("customer_orders");
+	assert_cents("daily_sales", "total_revenue");
+	assert_cents("daily_sales", "total_refunds");
+	assert_cents("customers", "total_spent");
+	assert_cents("customer_orders", "amount");
+}
+
+static const char *const BOTH[] = {
+	"--projection", "daily_sales", "--projection", "customer_activity", NULL,
+};
+
+/* ---- the generated history -------------------------------------------------------- */
+
+Test(activity, generated_history_matches_the_folds, .timeout = 240)
+{
+	long long dead, days, customers, upserted;
+	int chunks;
+
+	h_begin();
+	chunks = generate("0.31");
+	load_chunks(0, chunks);
+	cr_assert_eq(h_run_once(BOTH, 180), 0, "run --once failed");
+	cr_assert(h_alias_is("daily_sales", "daily_sales-000001"));
+	cr_assert(h_alias_is("customers", "customers-000001"));
+	cr_assert(h_alias_is("customer_orders", "customer_orders-000001"));
+	assert_all_exact();
+
+	/*
+	 * The bad events, each a dead letter of daily_sales and of both indices
+	 * of customer_activity: amounts below the cent are refused by the
+	 * projections, 'yesterday' by daily_sales and by the node (date fields).
+	 */
+	dead = h_dead_letter_count();
+	cr_assert_eq(dead, 3 * BAD_DATES + 3 * BAD_AMOUNTS, "%lld dead letters, want %d", dead,
+		     3 * BAD_DATES + 3 * BAD_AMOUNTS);
+	days = h_query_ll(NULL, "SELECT count(*) FROM oracle_daily_sales", 0, NULL, 0);
+	customers = h_query_ll(NULL, "SELECT count(*) FROM oracle_customers", 0, NULL, 0);
+	upserted = h_query_ll(NULL, "SELECT count(*) FROM oracle_customers WHERE NOT doc ? 'email'", 0,
+			      NULL, 0);
+	cr_log_info("%d chunks; %lld days, %lld customers (%lld never created), %lld dead letters", chunks,
+		    days, customers, upserted, dead);
+	cr_assert_geq(days, 60);
+	cr_assert_gt(upserted, 100, "too few customers known only from their orders and reviews");
+	/* a day of one zone that is another day in UTC is counted on the UTC day */
+	cr_assert_gt(h_query_ll(NULL,
+		"SELECT count(*) FROM public.events WHERE event_type = 'OrderCompleted'"
+		"  AND data ->> 'completed_at' LIKE '%-08:00'"
+		"  AND left(data ->> 'completed_at', 10)"
+		"      <> to_char((data ->> 'completed_at')::timestamptz AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
+		0, NULL, 0), 100, "the history lacks completions across a UTC midnight");
+
+	/* everything again from zero: the guards make every increment a no-op */
+	h_sql(NULL, "UPDATE esbridge.generations SET checkpoint_txid = '0', checkpoint_pos = 0");
+	cr_assert_eq(h_run_once(BOTH, 180), 0, "run --once (replay from zero) failed");
+	assert_all_exact();
+}
+
+/* ---- crash loop -------------------------------------------------------------------- */
+
+static uint64_t rng_state;
+
+static double rng_unit(void)
+{
+	uint64_t z = (rng_state += 0x9e3779b97f4a7c15ULL);
+
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+	z ^= z >> 31;
+	return (double)(z >> 11) / 9007199254740992.0;
+}
+
+/* The sum of both projections' checkpoint positions (0: none yet). */
+static long long progress(void)
+{
+	if (!h_query_ll(NULL, "SELECT (to_regclass('esbridge.generations') IS NOT NULL)::int", 0, NULL, 0))
+		return 0;
+	return h_query_ll(NULL, "SELECT coalesce(sum(checkpoint_pos), 0) FROM esbridge.generations", 0,
+			  NULL, 0);
+}
+
+struct moved_arg {
+	long long from;
+};
+
+static bool moved(void *arg)
+{
+	return progress() > ((struct moved_arg *)arg)->from;
+}
+
+#define MIN_KILLS 10
+
+Test(activity, crash_loop_during_catch_up, .timeout = 300)
+{
+	static const char *const args[] = {
+		"run", "--projection", "daily_sales", "--projection", "customer_activity",
+		"--batch-size", "500", "--bulk-actions", "200", "--inflight", "3", "--poll-interval", "0.2",
+		NULL,
+	};
+	const char *env = getenv("ESBRIDGE_TEST_SEED");
+	int chunks, loaded, kills = 0;
+
+	h_begin();
+	rng_state = env && *env ? strtoull(env, NULL, 0) : (uint64_t)time(NULL) * 2654435761u ^ (uint64_t)getpid();
+	cr_log_info("crash loop: random seed %" PRIu64 " (ESBRIDGE_TEST_SEED repeats it)", rng_state);
+	chunks = generate("0.57");
+	loaded = chunks * 2 / 3;
+	load_chunks(0, loaded);
+
+	for (int cycle = 0; kills < MIN_KILLS + 2 && cycle < 40; cycle++) {
+		struct h_proc *p = h_spawn(0, args);
+		struct moved_arg m = { progress() };
+		double delay = 0.15 * rng_unit();
+		cr_assert(h_eventually(moved, &m, H_LONG), "cycle %d: no progress (log: %s)", cycle, p->log);
+		h_sleep(delay);
+		cr_assert(p->running, "cycle %d: the daemon exited (log: %s)", cycle, p->log);
+		h_kill(p);
+		kills++;
+		cr_log_info("cycle %d: SIGKILL %.3fs after progress, checkpoints sum %lld", cycle, delay,
+			    progress());
+		/* more events arrive while the bridge is down */
+		if (loaded < chunks) {
+			load_chunks(loaded, loaded + 1);
+			loaded++;
+		}
+	}
+	cr_assert_geq(kills, MIN_KILLS);
+	load_chunks(loaded, chunks);
+	cr_assert_eq(h_run_once(BOTH, 180), 0, "run --once after the crashes failed");
+	assert_all_exact();
+	cr_assert_eq(h_dead_letter_count() > 0, 1);
+}
+
+/* ---- rebuild under live writes --------------------------------------------------- */
+
+static char *alias_of(const char *alias)
+{
+	char path[256];
+	struct h_http r;
+	char *out;
+
+	snprintf(path, sizeof(path), "/_alias/%s", alias);
+	r = h_es("GET", path, NULL);
+	out = strdup(r.body ? r.body : "");
+	h_http_free(&r);
+	return out;
+}
+
+Test(activity, rebuild_moves_both_aliases_under_live_writes, .timeout = 300)
+{
+	static const char *const run_args[] = {
+		"run", "--projection", "daily_sales", "--projection", "customer_activity",
+		"--poll-interval", "0.2", NULL,
+	};
+	struct h_proc *d, *rb;
+	int chunks, loaded, during = 0;
+	char *s;
+
+	h_begin();
+	chunks = generate("0.89");
+	loaded = chunks - 12;
+	load_chunks(0, loaded);
+	d = h_spawn(0, run_args);
+	H_EVENTUALLY(h_alias_is("customer_orders", "customer_orders-000001"), 120,
+		     "the alias customer_orders never named generation 1 (log: %s)", d->log);
+	cr_assert(h_alias_is("customers", "customers-000001"));
+	wait_caught_up("customer_activity", ACTIVITY_TYPES, d);
+
+	rb = h_spawn(0, (const char *const[]){ "rebuild", "customer_activity", NULL });
+	/* events keep arriving while the new generation is built and swapped in */
+	while (rb->running && !h_wait(rb, 0.15)) {
+		if (loaded < chunks) {
+			load_chunks(loaded, loaded + 1);
+			loaded++;
+			during++;
+		}
+	}
+	cr_assert(h_wait(rb, 120), "the rebuild did not end (log: %s)", rb->log);
+	cr_assert_eq(h_exit_code(rb), 0, "rebuild: exit status 0x%x (log: %s)", (unsigned)rb->status, rb->log);
+	cr_log_info("%d transactions of events committed during the rebuild", during);
+	cr_assert_geq(during, 2, "the rebuild ended before events arrived during it");
+	load_chunks(loaded, chunks);
+
+	/* both aliases moved, each to its own index of generation 2, and only there */
+	s = alias_of("customers");
+	cr_assert(h_alias_is("customers", "customers-000002"), "customers: %s", s);
+	free(s);
+	s = alias_of("customer_orders");
+	cr_assert(h_alias_is("customer_orders", "customer_orders-000002"), "customer_orders: %s", s);
+	free(s);
+	s = h_query_text(NULL,
+		"SELECT string_agg(generation || ':' || state || ':' || index_name || ':'"
+		"                  || array_to_string(extra_indices, ','), ' ' ORDER BY generation)"
+		"  FROM esbridge.generations WHERE projection = 'customer_activity'", 0, NULL);
+	cr_assert_str_eq(s, "1:retired:customers-000001:customer_orders-000001 "
+			    "2:active:customers-000002:customer_orders-000002",
+			 "esbridge.generations: %s", s);
+	free(s);
+
+	wait_caught_up("customer_activity", ACTIVITY_TYPES, d);
+	wait_caught_up("daily_sales", DAILY_TYPES, d);
+	h_signal(d, SIGTERM);
+	cr_assert(h_wait(d, 30), "no exit within 30s of SIGTERM (log: %s)", d->log);
+	cr_assert_eq(h_exit_code(d), 0, "daemon exit status 0x%x (log: %s)", (unsigned)d->status, d->log);
+	assert_all_exact();
+}
