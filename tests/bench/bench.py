@@ -397,8 +397,10 @@ class Bench:
         self.logs = os.path.join(cfg.out, "logs")
         self.esb_state_at = None   # events loaded when the esbridge state was last caught up
         env = {k: v for k, v in os.environ.items() if not k.startswith("ESBRIDGE_")}
+        # the benchmark measures the products and orders projections only
         env.update(ESBRIDGE_PG=cfg.pg, ESBRIDGE_ES=cfg.es,
-                   ESBRIDGE_MAPPINGS_DIR=os.path.join(REPO, "mappings"))
+                   ESBRIDGE_MAPPINGS_DIR=os.path.join(REPO, "mappings"),
+                   ESBRIDGE_PROJECTION="products,orders")
         self.env = env
         self.settings = {}
 
