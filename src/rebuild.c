@@ -792,13 +792,12 @@ static int ensure_index(struct runner *r, struct generation *g, char *err, size_
 				     generation_index(g, slot), err, errsz);
 		if (c < 0)
 			return -1;
-		if (c && !created)
-			plog_warn(r->proj->name, g->number, "index %s was missing", generation_index(g, slot));
+		if (c && position_cmp(g->checkpoint, zero) != 0)
+			plog_warn(r->proj->name, g->number, "index %s was missing: building it again from the start",
+				  generation_index(g, slot));
 		created |= c;
 	}
 	if (created && position_cmp(g->checkpoint, zero) != 0) {
-		plog_warn(r->proj->name, g->number, "building generation %d again from the start",
-			  g->number);
 		if (state_save_checkpoint(r->st, r->proj->name, g->number, zero, err, errsz))
 			return -1;
 		g->checkpoint = zero;
