@@ -68,12 +68,17 @@ struct effect {
 	yajl_val order_id, customer_id, created_at;
 };
 
+/* An identifier: a non-empty string of at most 512 bytes (as an _id), or an integer. */
 static int id_like(yajl_val data, const char *key, yajl_val *out, char *err, size_t errsz)
 {
 	yajl_val v = projection_member(data, key);
 
 	if (!v || !((YAJL_IS_STRING(v) && v->u.string[0]) || YAJL_IS_INTEGER(v))) {
 		snprintf(err, errsz, "field '%s' must be a non-empty string or an integer", key);
+		return PROJECTION_REJECT;
+	}
+	if (YAJL_IS_STRING(v) && strlen(v->u.string) > 512) {
+		snprintf(err, errsz, "field '%s' is longer than 512 bytes", key);
 		return PROJECTION_REJECT;
 	}
 	*out = v;
@@ -272,9 +277,12 @@ static int orders_apply(const struct event *ev, yajl_val data, struct bulk_op *o
 	return fold_script(ev, &fx, op);
 }
 
+static const char *const orders_streams[] = { "order-", NULL };
+
 const struct projection projection_orders = {
 	.name = "orders",
 	.event_types = orders_types,
+	.streams = orders_streams,
 	.doc_id = orders_doc_id,
 	.apply = orders_apply,
 };
