@@ -607,6 +607,12 @@ int bulk_response_parse(const char *body, size_t len, struct bulk_response *r, c
 				snprintf(err, errsz, "unreadable _bulk response: item %zu has no status", i);
 				goto fail;
 			}
+			/* (int) of 4294967496 is 200: only an HTTP status is trusted */
+			if (YAJL_GET_INTEGER(st) < 100 || YAJL_GET_INTEGER(st) > 599) {
+				snprintf(err, errsz, "unreadable _bulk response: item %zu has status %lld,"
+					 " not an HTTP status", i, YAJL_GET_INTEGER(st));
+				goto fail;
+			}
 			r->items[i].status = (int)YAJL_GET_INTEGER(st);
 			t = yajl_tree_get(inner, type_path, yajl_t_string);
 			why = yajl_tree_get(inner, reason_path, yajl_t_string);

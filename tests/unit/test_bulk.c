@@ -811,6 +811,44 @@ Test(bulk_response, status_must_be_a_whole_number)
 	cr_expect_not_null(strstr(err, "item 0 has no status"), "%s", err);
 }
 
+/*
+ * A status that is no HTTP status is unreadable, not cast: (int)4294967496
+ * is 200, which would settle an action that was never applied (found by
+ * tests/fuzz/fuzz_bulk_response).
+ */
+Test(bulk_response, status_must_be_an_http_status)
+{
+	static const char *const bad[] = { "4294967496", "-4294967096", "99", "600", "0", "-200",
+					   "9223372036854775807" };
+	static const char *const good[] = { "100", "200", "599" };
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		char text[256], err[256] = "";
+		struct bulk_response r;
+
+		snprintf(text, sizeof(text),
+			 "{\"errors\":false,\"items\":[{\"index\":{\"status\":201}},"
+			 "{\"index\":{\"status\":%s}}]}", bad[i]);
+		cr_expect_eq(bulk_response_parse(text, strlen(text), &r, err, sizeof(err)), -1,
+			     "status %s accepted", bad[i]);
+		cr_expect_null(r.items);
+		cr_expect_eq(r.n_items, 0);
+		expect_one_line(err);
+		cr_expect_not_null(strstr(err, "item 1 has status"), "%s: %s", bad[i], err);
+	}
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		char text[256], err[256] = "";
+		struct bulk_response r;
+
+		snprintf(text, sizeof(text), "{\"errors\":false,\"items\":[{\"index\":{\"status\":%s}}]}",
+			 good[i]);
+		cr_assert_eq(bulk_response_parse(text, strlen(text), &r, err, sizeof(err)), 0, "%s: %s",
+			     good[i], err);
+		cr_expect_eq(r.items[0].status, atoi(good[i]));
+		bulk_response_release(&r);
+	}
+}
+
 Test(bulk_response, reads_only_len_bytes)
 {
 	static const char text[] = "{\"errors\":false,\"items\":[{\"delete\":{\"status\":200}}]}GARBAGE";
