@@ -3,6 +3,7 @@
  *
  *   esbridge [options] run [--once]     catch up, then follow (or stop with --once)
  *   esbridge [options] status           generations and checkpoints
+ *   esbridge [options] dead-letters list|retry|discard
  *   esbridge [options] check-config     validate and print the settings
  */
 #include <signal.h>
@@ -44,6 +45,15 @@ static void usage(FILE *f)
 		"                    the alias to it; keeps N retired indices [1]. Runs in this\n"
 		"                    process, or asks the running daemon that owns NAME\n"
 		"  status            generations, indices, checkpoints and pending dead letters\n"
+		"  dead-letters list [--all]\n"
+		"                    the open dead letters (--all: also retried and discarded ones);\n"
+		"                    --projection NAME narrows every dead-letters command\n"
+		"  dead-letters retry ID|--all\n"
+		"                    apply the letter's document's open letters again, in order\n"
+		"                    (--all: every open letter)\n"
+		"  dead-letters discard ID --reason TEXT\n"
+		"                    drop one letter; the other open letters of its document are\n"
+		"                    applied again\n"
 		"  check-config      validate the settings and print them (secrets masked)\n"
 		"\n"
 		"options (flag, environment variable, description [default]):\n");
@@ -81,47 +91,119 @@ static int die(int code, const char *fmt, ...)
 	return code;
 }
 
-struct run_ctx {
-	struct ev_loop *loop;
-	struct runner **runners;
-	int n;
-	int finished;
-	int signals;
+#define MAX_RUNNERS 64
+
+struct session;
+
+/* One projection of a session, started over when PostgreSQL was lost. */
+struct slot {
+	struct session *s;
+	const struct projection *proj;
+	ev_timer restart;
+	double delay;
+	bool done;
 };
-
-static void on_finish(void *arg, struct runner *r)
-{
-	struct run_ctx *ctx = arg;
-
-	(void)r;
-	if (++ctx->finished == ctx->n)
-		ev_break(ctx->loop, EVBREAK_ALL);
-}
-
-static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
-{
-	struct run_ctx *ctx = w->data;
-
-	(void)revents;
-	if (++ctx->signals > 1) {
-		log_warn("second signal: exiting without waiting for the requests in flight");
-		ev_break(loop, EVBREAK_ALL);
-		return;
-	}
-	log_info("signal %d: draining", w->signum);
-	for (int i = 0; i < ctx->n; i++)
-		runner_stop(ctx->runners[i]);
-}
 
 /* What `run` and an in-process `rebuild` have in common: runners on one loop. */
 struct session {
 	struct ev_loop *loop;
+	const struct config *cfg;
+	struct runner_opts opts;
 	struct es_client *es;
-	struct runner *runners[64];
+	struct runner *runners[MAX_RUNNERS];
+	struct slot slots[MAX_RUNNERS];
 	int n;
-	struct run_ctx ctx;
+	int finished;
+	int signals;
+	bool drain_expired;
 	ev_signal sigterm, sigint;
+	ev_timer drain;
 };
+
+static void on_finish(void *arg, struct runner *r);
+
+static void restart_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct slot *sl = w->data;
+	struct session *s = sl->s;
+	int i = (int)(sl - s->slots);
+	char err[1024];
+
+	(void)loop;
+	(void)revents;
+	runner_free(s->runners[i]);
+	s->runners[i] = runner_new(s->loop, s->cfg, sl->proj, s->es, &s->opts, err, sizeof(err));
+	if (!s->runners[i]) {
+		sl->delay = sl->delay * 2 > s->cfg->retry_max ? s->cfg->retry_max : sl->delay * 2;
+		log_warn("%s: cannot start the projection again: %s; trying again in %.1fs", sl->proj->name,
+			 err, sl->delay);
+		ev_timer_set(&sl->restart, sl->delay, 0.0);
+		ev_timer_start(s->loop, &sl->restart);
+		return;
+	}
+	log_info("%s: started again", sl->proj->name);
+	sl->delay = 0;
+	runner_start(s->runners[i], on_finish, sl);
+}
+
+static void on_finish(void *arg, struct runner *r)
+{
+	struct slot *sl = arg;
+	struct session *s = sl->s;
+
+	if (runner_exit_code(r) == PIPELINE_EXIT_LOST && !s->signals) {
+		/* not from inside the runner's callback: on the timer */
+		sl->delay = sl->delay > 0 ? sl->delay : 0.5;
+		log_warn("%s: starting the projection over in %.1fs", sl->proj->name, sl->delay);
+		ev_timer_set(&sl->restart, sl->delay, 0.0);
+		ev_timer_start(s->loop, &sl->restart);
+		return;
+	}
+	sl->done = true;
+	if (++s->finished == s->n)
+		ev_break(s->loop, EVBREAK_ALL);
+}
+
+static void on_drain_timeout(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct session *s = w->data;
+
+	(void)revents;
+	log_error("drain timeout: requests still in flight after %gs; exiting without committing them"
+		  " (they are sent again at the next start)", s->cfg->drain_timeout);
+	s->drain_expired = true;
+	ev_break(loop, EVBREAK_ALL);
+}
+
+static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
+{
+	struct session *s = w->data;
+
+	(void)revents;
+	if (++s->signals > 1) {
+		log_warn("second signal: exiting without waiting for the requests in flight");
+		s->drain_expired = true;
+		ev_break(loop, EVBREAK_ALL);
+		return;
+	}
+	log_info("signal %d: draining (at most %gs)", w->signum, s->cfg->drain_timeout);
+	if (s->cfg->drain_timeout > 0) {
+		ev_timer_set(&s->drain, s->cfg->drain_timeout, 0.0);
+		ev_timer_start(loop, &s->drain);
+	}
+	for (int i = 0; i < s->n; i++) {
+		struct slot *sl = &s->slots[i];
+		if (ev_is_active(&sl->restart)) {
+			/* waiting to start over: nothing in flight */
+			ev_timer_stop(loop, &sl->restart);
+			sl->done = true;
+			if (++s->finished == s->n)
+				ev_break(loop, EVBREAK_ALL);
+			continue;
+		}
+		runner_stop(s->runners[i]);
+	}
+}
 
 static int session_open(struct session *s, const struct config *cfg,
 			const struct projection *const *projs, int n, const struct runner_opts *opts)
@@ -129,6 +211,8 @@ static int session_open(struct session *s, const struct config *cfg,
 	char err[1024];
 
 	memset(s, 0, sizeof(*s));
+	s->cfg = cfg;
+	s->opts = *opts;
 	s->loop = ev_default_loop(EVFLAG_AUTO);
 	if (!s->loop)
 		return die(1, "cannot initialise the event loop");
@@ -141,14 +225,16 @@ static int session_open(struct session *s, const struct config *cfg,
 		s->runners[i] = runner_new(s->loop, cfg, projs[i], s->es, opts, err, sizeof(err));
 		if (!s->runners[i])
 			return die(1, "%s: %s", projs[i]->name, err);
+		s->slots[i].s = s;
+		s->slots[i].proj = projs[i];
+		ev_timer_init(&s->slots[i].restart, restart_cb, 0.0, 0.0);
+		s->slots[i].restart.data = &s->slots[i];
 		s->n++;
 	}
-	s->ctx.loop = s->loop;
-	s->ctx.runners = s->runners;
-	s->ctx.n = s->n;
 	ev_signal_init(&s->sigterm, on_signal, SIGTERM);
 	ev_signal_init(&s->sigint, on_signal, SIGINT);
-	s->sigterm.data = s->sigint.data = &s->ctx;
+	ev_timer_init(&s->drain, on_drain_timeout, 0.0, 0.0);
+	s->sigterm.data = s->sigint.data = s->drain.data = s;
 	ev_signal_start(s->loop, &s->sigterm);
 	ev_signal_start(s->loop, &s->sigint);
 	return 0;
@@ -159,12 +245,12 @@ static int session_run(struct session *s)
 	int rc = 0;
 
 	for (int i = 0; i < s->n; i++)
-		runner_start(s->runners[i], on_finish, &s->ctx);
+		runner_start(s->runners[i], on_finish, &s->slots[i]);
 	ev_run(s->loop, 0);
 	for (int i = 0; i < s->n; i++)
-		if (runner_exit_code(s->runners[i]))
+		if (!s->slots[i].done || (s->runners[i] && runner_exit_code(s->runners[i])))
 			rc = 1;
-	if (s->ctx.finished < s->n)
+	if (s->finished < s->n || s->drain_expired)
 		rc = 1;
 	return rc;
 }
@@ -174,6 +260,9 @@ static void session_close(struct session *s)
 	if (s->loop) {
 		ev_signal_stop(s->loop, &s->sigterm);
 		ev_signal_stop(s->loop, &s->sigint);
+		ev_timer_stop(s->loop, &s->drain);
+		for (int i = 0; i < s->n; i++)
+			ev_timer_stop(s->loop, &s->slots[i].restart);
 	}
 	/* the client first: it drops transfers whose callbacks name the pipelines */
 	es_client_free(s->es);
@@ -376,12 +465,78 @@ static int cmd_status(const struct config *cfg)
 	return rc;
 }
 
+/* The projection named by --projection, if exactly one; `*bad` if not known. */
+static const char *one_projection(const struct config *cfg, bool *bad)
+{
+	*bad = false;
+	if (cfg->n_projections == 0)
+		return NULL;
+	if (cfg->n_projections > 1 || !projection_find(cfg->projections[0])) {
+		*bad = true;
+		return NULL;
+	}
+	return cfg->projections[0];
+}
+
+static int cmd_dead_letters(const struct config *cfg, const char *sub, const char *arg, bool all,
+			    const char *reason)
+{
+	char err[1024];
+	struct state *st;
+	const char *proj;
+	long long id = 0, n;
+	bool bad;
+	int rc = 0;
+
+	proj = one_projection(cfg, &bad);
+	if (bad)
+		return die(EXIT_USAGE, "dead-letters takes one known --projection NAME");
+	if (!sub || (strcmp(sub, "list") && strcmp(sub, "retry") && strcmp(sub, "discard")))
+		return die(EXIT_USAGE, "dead-letters needs list, retry or discard (see --help)");
+	if (!strcmp(sub, "list") && arg)
+		return die(EXIT_USAGE, "unexpected argument '%s' (see --help)", arg);
+	if (strcmp(sub, "list")) {
+		char *end;
+		if (arg) {
+			id = strtoll(arg, &end, 10);
+			if (*end || id <= 0)
+				return die(EXIT_USAGE, "'%s' is not a dead letter id", arg);
+		}
+		if (!strcmp(sub, "retry") && !(arg ? !all : all))
+			return die(EXIT_USAGE, "dead-letters retry needs one ID or --all");
+		if (!strcmp(sub, "discard") && (!arg || all))
+			return die(EXIT_USAGE, "dead-letters discard needs one ID");
+		if (!strcmp(sub, "discard") && (!reason || !*reason))
+			return die(EXIT_USAGE, "dead-letters discard needs --reason TEXT");
+	}
+	st = state_open(cfg->pg, err, sizeof(err));
+	if (!st)
+		return die(1, "%s", err);
+	if (!strcmp(sub, "list")) {
+		if (state_letters_print(st, proj, all, stdout, err, sizeof(err)))
+			rc = die(1, "%s", err);
+	} else {
+		n = !strcmp(sub, "retry") ? state_letters_retry(st, id, proj, err, sizeof(err))
+					  : state_letter_discard(st, id, reason, err, sizeof(err));
+		if (n < 0)
+			rc = die(1, "%s", err);
+		else if (n == 0 && id)
+			rc = die(1, "no open dead letter %lld", id);
+		else if (!strcmp(sub, "retry"))
+			printf("%lld dead letters to apply again\n", n);
+		else
+			printf("discarded dead letter %lld\n", id);
+	}
+	state_close(st);
+	return rc;
+}
+
 int main(int argc, char **argv)
 {
 	struct config cfg;
 	char err[1024];
-	const char *command = NULL, *target = NULL;
-	bool once = false;
+	const char *command = NULL, *target = NULL, *arg = NULL, *reason = NULL;
+	bool once = false, all = false;
 	int keep = 1;
 	int rc;
 
@@ -410,6 +565,18 @@ int main(int argc, char **argv)
 			once = true;
 			continue;
 		}
+		if (!strcmp(a, "--all")) {
+			all = true;
+			continue;
+		}
+		if (!strcmp(a, "--reason") || !strncmp(a, "--reason=", 9)) {
+			reason = a[8] == '=' ? a + 9 : (i + 1 < argc ? argv[++i] : NULL);
+			if (!reason) {
+				config_release(&cfg);
+				return die(EXIT_USAGE, "option '--reason' needs a value");
+			}
+			continue;
+		}
 		if (!strcmp(a, "--keep") || !strncmp(a, "--keep=", 7)) {
 			const char *v = a[6] == '=' ? a + 7 : (i + 1 < argc ? argv[++i] : "");
 			char *end;
@@ -422,8 +589,13 @@ int main(int argc, char **argv)
 			continue;
 		}
 		if (strncmp(a, "--", 2) != 0) {
-			if (command && !strcmp(command, "rebuild") && !target) {
+			if (command && (!strcmp(command, "rebuild") || !strcmp(command, "dead-letters")) &&
+			    !target) {
 				target = a;
+				continue;
+			}
+			if (command && !strcmp(command, "dead-letters") && !arg) {
+				arg = a;
 				continue;
 			}
 			if (command) {
@@ -463,7 +635,7 @@ int main(int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	if (strcmp(command, "run") && strcmp(command, "status") && strcmp(command, "check-config") &&
-	    strcmp(command, "rebuild")) {
+	    strcmp(command, "rebuild") && strcmp(command, "dead-letters")) {
 		config_release(&cfg);
 		return die(EXIT_USAGE, "unknown command '%s' (see --help)", command);
 	}
@@ -477,6 +649,8 @@ int main(int argc, char **argv)
 		rc = 0;
 	} else if (!strcmp(command, "status")) {
 		rc = cmd_status(&cfg);
+	} else if (!strcmp(command, "dead-letters")) {
+		rc = cmd_dead_letters(&cfg, target, arg, all, reason);
 	} else if (!strcmp(command, "rebuild")) {
 		rc = target ? cmd_rebuild(&cfg, target, keep)
 			    : die(EXIT_USAGE, "rebuild needs a projection name (see --help)");

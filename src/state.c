@@ -89,6 +89,21 @@ static const char *const migrations[] = {
 	"  created_at timestamptz NOT NULL DEFAULT now(),"
 	"  updated_at timestamptz NOT NULL DEFAULT now());"
 	"CREATE INDEX ON esbridge.commands (projection, status);",
+	/*
+	 * 3: a dead letter names its document, which it holds back: 'pending'
+	 * (the event failed), 'held' (a later event of a document with a
+	 * pending letter), 'retry' (asked for, not yet applied again),
+	 * 'retried', 'discarded'. One open letter per event and generation.
+	 */
+	"ALTER TABLE esbridge.dead_letters ADD COLUMN doc_id text,"
+	"  ADD COLUMN note text NOT NULL DEFAULT '',"
+	"  ADD COLUMN updated_at timestamptz NOT NULL DEFAULT now(),"
+	"  DROP CONSTRAINT dead_letters_status_check,"
+	"  ADD CONSTRAINT dead_letters_status_check"
+	"    CHECK (status IN ('pending','held','retry','retried','discarded'));"
+	"CREATE UNIQUE INDEX dead_letters_open ON esbridge.dead_letters"
+	"  (projection, generation, global_position) WHERE status IN ('pending','held','retry');"
+	"CREATE INDEX ON esbridge.dead_letters (projection, generation, doc_id);",
 };
 
 #define N_MIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
@@ -479,21 +494,274 @@ int state_set_generation_state(struct state *st, const char *proj, int number, e
 			   3, params, err, errsz);
 }
 
-int state_dead_letter(struct state *st, const char *proj, int number, struct position at,
-		      const char *reason, char *err, size_t errsz)
+bool state_connection_lost(const struct state *st)
+{
+	return PQstatus(st->conn) != CONNECTION_OK;
+}
+
+int state_dead_letter(struct state *st, const char *proj, int number, const struct dead_letter *dl,
+		      char *err, size_t errsz)
 {
 	char num[16], pos[24];
-	const char *params[4] = { proj, num, reason, pos };
+	const char *params[6] = { proj, num, dl->reason, pos, dl->doc_id, dl->held ? "held" : "pending" };
 
 	snprintf(num, sizeof(num), "%d", number);
-	snprintf(pos, sizeof(pos), "%" PRId64, at.pos);
+	snprintf(pos, sizeof(pos), "%" PRId64, dl->at.pos);
+	/*
+	 * Replays record the same letter again: one open letter per event. A
+	 * letter being retried that fails again is open once more.
+	 */
 	return exec_params(st, "cannot record a dead letter",
-			   "INSERT INTO esbridge.dead_letters"
+			   "INSERT INTO esbridge.dead_letters AS d"
 			   " (projection, generation, global_position, transaction_id, stream_id,"
-			   "  event_type, reason, data)"
+			   "  event_type, reason, data, doc_id, status)"
 			   " SELECT $1, $2::int, global_position, transaction_id, stream_id, event_type,"
-			   "  $3, data::text FROM events WHERE global_position = $4::bigint",
-			   4, params, err, errsz);
+			   "  $3, data::text, $5, $6 FROM events WHERE global_position = $4::bigint"
+			   " ON CONFLICT (projection, generation, global_position)"
+			   "  WHERE status IN ('pending','held','retry')"
+			   " DO UPDATE SET status = excluded.status, reason = excluded.reason,"
+			   "  doc_id = excluded.doc_id, updated_at = now() WHERE d.status = 'retry'",
+			   6, params, err, errsz);
+}
+
+int state_held_documents(struct state *st, const char *proj, int number, state_held_fn fn, void *arg,
+			 char *err, size_t errsz)
+{
+	char num[16];
+	const char *params[2] = { proj, num };
+	PGresult *res;
+	int rc = 0;
+
+	snprintf(num, sizeof(num), "%d", number);
+	res = PQexecParams(st->conn,
+			   "SELECT DISTINCT ON (doc_id) doc_id, transaction_id::text, global_position"
+			   " FROM esbridge.dead_letters"
+			   " WHERE projection = $1 AND generation = $2::int AND doc_id IS NOT NULL"
+			   "  AND status IN ('pending','held')"
+			   " ORDER BY doc_id, transaction_id, global_position",
+			   2, NULL, params, NULL, NULL, 0);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		pq_error(err, errsz, "cannot read the dead letters", PQresultErrorMessage(res));
+		PQclear(res);
+		return -1;
+	}
+	for (int i = 0; i < PQntuples(res) && rc == 0; i++) {
+		struct position at;
+		if (store_parse_u64(PQgetvalue(res, i, 1), &at.txid)) {
+			snprintf(err, errsz, "cannot read the dead letters: bad transaction id");
+			rc = -1;
+			break;
+		}
+		at.pos = strtoll(PQgetvalue(res, i, 2), NULL, 10);
+		rc = fn(arg, PQgetvalue(res, i, 0), at);
+		if (rc)
+			snprintf(err, errsz, "out of memory");
+	}
+	PQclear(res);
+	return rc;
+}
+
+int state_letters_to_retry(struct state *st, const char *proj, int number, struct letter_ref **out,
+			   size_t *n, char *err, size_t errsz)
+{
+	char num[16];
+	const char *params[2] = { proj, num };
+	PGresult *res;
+	struct letter_ref *refs = NULL;
+	int rows;
+
+	*out = NULL;
+	*n = 0;
+	snprintf(num, sizeof(num), "%d", number);
+	/* a document's letters go back together, in order */
+	if (exec_params(st, "cannot read the dead letters",
+			"UPDATE esbridge.dead_letters d SET status = 'retry', updated_at = now()"
+			" WHERE d.projection = $1 AND d.generation = $2::int AND d.status IN ('pending','held')"
+			"  AND d.doc_id IN (SELECT r.doc_id FROM esbridge.dead_letters r"
+			"   WHERE r.projection = $1 AND r.generation = $2::int AND r.status = 'retry')",
+			2, params, err, errsz))
+		return -1;
+	res = PQexecParams(st->conn,
+			   "SELECT id, transaction_id::text, global_position FROM esbridge.dead_letters"
+			   " WHERE projection = $1 AND generation = $2::int AND status = 'retry'"
+			   " ORDER BY transaction_id, global_position",
+			   2, NULL, params, NULL, NULL, 0);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		pq_error(err, errsz, "cannot read the dead letters", PQresultErrorMessage(res));
+		PQclear(res);
+		return -1;
+	}
+	rows = PQntuples(res);
+	if (rows) {
+		refs = calloc((size_t)rows, sizeof(*refs));
+		if (!refs) {
+			PQclear(res);
+			snprintf(err, errsz, "out of memory");
+			return -1;
+		}
+	}
+	for (int i = 0; i < rows; i++) {
+		refs[i].id = strtoll(PQgetvalue(res, i, 0), NULL, 10);
+		refs[i].at.pos = strtoll(PQgetvalue(res, i, 2), NULL, 10);
+		if (store_parse_u64(PQgetvalue(res, i, 1), &refs[i].at.txid)) {
+			free(refs);
+			PQclear(res);
+			snprintf(err, errsz, "cannot read the dead letters: bad transaction id");
+			return -1;
+		}
+	}
+	PQclear(res);
+	*out = refs;
+	*n = (size_t)rows;
+	return 0;
+}
+
+/* "{1,2,3}": a bigint[] parameter made of numbers only. */
+static char *id_array(const long long *ids, size_t n)
+{
+	size_t cap = 2 + n * 21, len = 0;
+	char *s = malloc(cap + 1);
+
+	if (!s)
+		return NULL;
+	s[len++] = '{';
+	for (size_t i = 0; i < n; i++)
+		len += (size_t)snprintf(s + len, cap + 1 - len, "%s%lld", i ? "," : "", ids[i]);
+	s[len++] = '}';
+	s[len] = '\0';
+	return s;
+}
+
+int state_letters_retried(struct state *st, const long long *ids, size_t n, char *err, size_t errsz)
+{
+	char *arr;
+	const char *params[1];
+	int rc;
+
+	if (!n)
+		return 0;
+	arr = id_array(ids, n);
+	if (!arr) {
+		snprintf(err, errsz, "out of memory");
+		return -1;
+	}
+	params[0] = arr;
+	rc = exec_params(st, "cannot update the dead letters",
+			 "UPDATE esbridge.dead_letters SET status = 'retried', updated_at = now()"
+			 " WHERE id = ANY($1::bigint[]) AND status = 'retry'",
+			 1, params, err, errsz);
+	free(arr);
+	return rc;
+}
+
+/* Counts the rows a statement returns; -1 with `err` on error. */
+static long long exec_count(struct state *st, const char *what, const char *sql, int n,
+			    const char *const *params, char *err, size_t errsz)
+{
+	PGresult *res = PQexecParams(st->conn, sql, n, NULL, params, NULL, NULL, 0);
+	long long rows;
+
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		pq_error(err, errsz, what, PQresultErrorMessage(res));
+		PQclear(res);
+		return -1;
+	}
+	rows = PQntuples(res);
+	PQclear(res);
+	return rows;
+}
+
+/* Wakes the daemons: they apply letters marked 'retry'. */
+static int notify_letters(struct state *st, char *err, size_t errsz)
+{
+	return exec_params(st, "cannot notify the daemon",
+			   "SELECT pg_notify('" STATE_COMMANDS_CHANNEL "', 'dead-letters')", 0, NULL, err, errsz);
+}
+
+long long state_letters_retry(struct state *st, long long id, const char *proj, char *err, size_t errsz)
+{
+	char num[24];
+	const char *params[2] = { num, proj };
+	long long n;
+
+	snprintf(num, sizeof(num), "%lld", id);
+	if (id > 0)
+		n = exec_count(st, "cannot retry the dead letter",
+			       "WITH l AS (SELECT projection, generation, doc_id, id FROM esbridge.dead_letters"
+			       "  WHERE id = $1::bigint AND status IN ('pending','held'))"
+			       " UPDATE esbridge.dead_letters d SET status = 'retry', updated_at = now()"
+			       " FROM l WHERE d.status IN ('pending','held') AND d.projection = l.projection"
+			       "  AND d.generation = l.generation"
+			       "  AND (d.id = l.id OR d.doc_id = l.doc_id) RETURNING d.id",
+			       1, params, err, errsz);
+	else
+		n = exec_count(st, "cannot retry the dead letters",
+			       "UPDATE esbridge.dead_letters d SET status = 'retry', updated_at = now()"
+			       " FROM esbridge.generations g"
+			       " WHERE d.status IN ('pending','held') AND g.projection = d.projection"
+			       "  AND g.generation = d.generation AND g.state <> 'retired'"
+			       "  AND ($2::text IS NULL OR d.projection = $2) RETURNING d.id",
+			       2, params, err, errsz);
+	if (n > 0 && notify_letters(st, err, errsz))
+		return -1;
+	return n;
+}
+
+long long state_letter_discard(struct state *st, long long id, const char *reason, char *err, size_t errsz)
+{
+	char num[24];
+	const char *params[2] = { num, reason };
+	long long n;
+
+	snprintf(num, sizeof(num), "%lld", id);
+	n = exec_count(st, "cannot discard the dead letter",
+		       "WITH l AS (UPDATE esbridge.dead_letters SET status = 'discarded', note = $2,"
+		       "   updated_at = now()"
+		       "  WHERE id = $1::bigint AND status IN ('pending','held')"
+		       "  RETURNING projection, generation, doc_id, id),"
+		       " r AS (UPDATE esbridge.dead_letters d SET status = 'retry', updated_at = now()"
+		       "  FROM l WHERE d.status IN ('pending','held') AND d.projection = l.projection"
+		       "   AND d.generation = l.generation AND d.doc_id = l.doc_id AND d.id <> l.id"
+		       "  RETURNING d.id)"
+		       " SELECT id FROM l",
+		       2, params, err, errsz);
+	if (n > 0 && notify_letters(st, err, errsz))
+		return -1;
+	return n;
+}
+
+int state_letters_print(struct state *st, const char *proj, bool all, FILE *out, char *err, size_t errsz)
+{
+	const char *params[2] = { proj, all ? "t" : "f" };
+	PGresult *res = PQexecParams(st->conn,
+		"SELECT id, projection, generation, transaction_id::text || '/' || global_position,"
+		"  coalesce(stream_id, ''), coalesce(event_type, ''), coalesce(doc_id, ''), status,"
+		"  to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),"
+		"  replace(replace(reason, E'\\n', ' '), E'\\r', ' '), note"
+		" FROM esbridge.dead_letters"
+		" WHERE ($1::text IS NULL OR projection = $1)"
+		"  AND ($2::bool OR status IN ('pending','held','retry'))"
+		" ORDER BY projection, generation, transaction_id, global_position",
+		2, NULL, params, NULL, NULL, 0);
+
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		pq_error(err, errsz, "cannot read the dead letters", PQresultErrorMessage(res));
+		PQclear(res);
+		return -1;
+	}
+	fprintf(out, "%-8s %-16s %4s %-22s %-20s %-20s %-16s %-9s %-20s %s\n", "ID", "PROJECTION", "GEN",
+		"POSITION(txid/pos)", "STREAM", "TYPE", "DOCUMENT", "STATUS", "CREATED", "REASON");
+	for (int i = 0; i < PQntuples(res); i++) {
+		fprintf(out, "%-8s %-16s %4s %-22s %-20s %-20s %-16s %-9s %-20s %s", PQgetvalue(res, i, 0),
+			PQgetvalue(res, i, 1), PQgetvalue(res, i, 2), PQgetvalue(res, i, 3),
+			PQgetvalue(res, i, 4), PQgetvalue(res, i, 5), PQgetvalue(res, i, 6),
+			PQgetvalue(res, i, 7), PQgetvalue(res, i, 8), PQgetvalue(res, i, 9));
+		if (*PQgetvalue(res, i, 10))
+			fprintf(out, " (discarded: %s)", PQgetvalue(res, i, 10));
+		fputc('\n', out);
+	}
+	PQclear(res);
+	return 0;
 }
 
 int state_own_projection(struct state *st, const char *proj, char *err, size_t errsz)
@@ -516,11 +784,20 @@ int state_own_projection(struct state *st, const char *proj, char *err, size_t e
 
 int state_print_status(struct state *st, char *err, size_t errsz)
 {
+	/*
+	 * lag: events after the checkpoint the bridge may read now (below the
+	 * snapshot's xmin); held: committed events it may not read yet because
+	 * an older transaction is still open.
+	 */
 	PGresult *res = PQexec(st->conn,
-		"SELECT g.projection, g.generation, g.index_name, g.state,"
+		"WITH x AS (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin)"
+		" SELECT g.projection, g.generation, g.index_name, g.state,"
 		"  g.checkpoint_txid::text, g.checkpoint_pos,"
-		"  (SELECT count(*) FROM esbridge.dead_letters d"
-		"    WHERE d.projection = g.projection AND d.status = 'pending'),"
+		"  (SELECT count(*) FROM events e, x WHERE (e.transaction_id, e.global_position)"
+		"    > (g.checkpoint_txid, g.checkpoint_pos) AND e.transaction_id < x.xmin),"
+		"  (SELECT count(*) FROM events e, x WHERE e.transaction_id >= x.xmin),"
+		"  (SELECT count(*) FROM esbridge.dead_letters d WHERE d.projection = g.projection"
+		"    AND d.generation = g.generation AND d.status IN ('pending','held','retry')),"
 		"  to_char(g.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
 		" FROM esbridge.generations g ORDER BY g.projection, g.generation");
 
@@ -529,15 +806,36 @@ int state_print_status(struct state *st, char *err, size_t errsz)
 		PQclear(res);
 		return -1;
 	}
-	printf("%-16s %4s %-24s %-9s %-24s %8s %s\n", "PROJECTION", "GEN", "INDEX", "STATE",
-	       "CHECKPOINT(txid/pos)", "DEAD", "UPDATED");
+	printf("%-16s %4s %-24s %-9s %-24s %9s %9s %8s %s\n", "PROJECTION", "GEN", "INDEX", "STATE",
+	       "CHECKPOINT(txid/pos)", "LAG", "HELD", "DEAD", "UPDATED");
 	for (int i = 0; i < PQntuples(res); i++) {
 		char at[64];
+		bool retired = !strcmp(PQgetvalue(res, i, 3), "retired");
 		snprintf(at, sizeof(at), "%s/%s", PQgetvalue(res, i, 4), PQgetvalue(res, i, 5));
-		printf("%-16s %4s %-24s %-9s %-24s %8s %s\n", PQgetvalue(res, i, 0),
-		       PQgetvalue(res, i, 1), PQgetvalue(res, i, 2), PQgetvalue(res, i, 3),
-		       at, PQgetvalue(res, i, 6), PQgetvalue(res, i, 7));
+		printf("%-16s %4s %-24s %-9s %-24s %9s %9s %8s %s\n", PQgetvalue(res, i, 0),
+		       PQgetvalue(res, i, 1), PQgetvalue(res, i, 2), PQgetvalue(res, i, 3), at,
+		       retired ? "-" : PQgetvalue(res, i, 6), retired ? "-" : PQgetvalue(res, i, 7),
+		       PQgetvalue(res, i, 8), PQgetvalue(res, i, 9));
 	}
+	PQclear(res);
+	/* the transaction that holds events back: the oldest one with an xid */
+	res = PQexec(st->conn,
+		"SELECT backend_xid::text, pid, coalesce(application_name, ''), coalesce(state, ''),"
+		"  round(extract(epoch FROM now() - xact_start))::bigint"
+		" FROM pg_stat_activity WHERE backend_xid IS NOT NULL"
+		" ORDER BY age(backend_xid) DESC LIMIT 1");
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		pq_error(err, errsz, "cannot read the open transactions", PQresultErrorMessage(res));
+		PQclear(res);
+		return -1;
+	}
+	if (PQntuples(res) == 1)
+		printf("oldest open writer: transaction %s (pid %s, application '%s', %s) open for %ss;"
+		       " events committed after it began wait for it (HELD)\n",
+		       PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2),
+		       PQgetvalue(res, 0, 3), PQgetvalue(res, 0, 4));
+	else
+		printf("oldest open writer: none\n");
 	PQclear(res);
 	return 0;
 }

@@ -78,6 +78,7 @@ struct bulk_op {
 	size_t n_entries, cap_entries;
 	bool upsert;
 	bool applied;              /* answered OK (the pipeline's bookkeeping) */
+	bool written;              /* in the request in flight (the pipeline's bookkeeping) */
 	/* the events folded into this operation, in order (for dead letters) */
 	struct position *events;
 	size_t n_events, cap_events;

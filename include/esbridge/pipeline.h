@@ -85,8 +85,16 @@ void pipeline_set_generation_state(struct pipeline *p, enum gen_state s);
 
 bool pipeline_finished(const struct pipeline *p);
 
-/* 0 if it finished cleanly, 1 if it stopped on an error. */
+/*
+ * 0 if it finished cleanly, 1 if it stopped on an error, PIPELINE_EXIT_LOST
+ * if it stopped because the state connection (and with it the projection's
+ * lock) was lost: the owner starts the projection over.
+ */
+#define PIPELINE_EXIT_LOST 3
 int pipeline_exit_code(const struct pipeline *p);
+
+/* Dead letters were marked for retry or discarded: look at them again. */
+void pipeline_letters_changed(struct pipeline *p);
 
 const struct pipeline_stats *pipeline_get_stats(const struct pipeline *p);
 

@@ -59,14 +59,16 @@ struct store_batch {
 };
 
 /*
- * Reads at most `limit` events of the given types after `after`. When
+ * Reads at most `limit` events after `after` that have one of the given
+ * types or a stream_id starting with one of `streams` (NULL-terminated, or
+ * NULL for none). When
  * `bound` is non-zero, only events of transactions below it are read (used
  * to stop at the head as it was at a given moment).
  */
 __attribute__((warn_unused_result))
 int store_read(struct store *s, struct position after, uint64_t bound,
-	       const char *const *types, int limit, struct store_batch *out,
-	       char *err, size_t errsz);
+	       const char *const *types, const char *const *streams, int limit,
+	       struct store_batch *out, char *err, size_t errsz);
 
 /* Reads the events at the given positions again, in commit order. */
 __attribute__((warn_unused_result))
