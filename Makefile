@@ -130,4 +130,62 @@ install: $(BUILD)/esbridge
 clean:
 	rm -rf $(BUILD)
 
+
+# ---- fuzzing: libFuzzer targets under ASan/UBSan (tests/fuzz/) -------------
+#
+#   make fuzz [FUZZ_TIME=30] [FUZZ_BUILD=build-fuzz]
+#
+# Builds the parser, projection and _bulk sources with clang into
+# $(FUZZ_BUILD), then runs each target for FUZZ_TIME seconds on its seed
+# corpus (tests/fuzz/corpus/NAME, read only; new inputs go to
+# $(FUZZ_BUILD)/corpus/NAME). Fails on any crash, leak, UB or broken
+# invariant; the input is saved as $(FUZZ_BUILD)/crash-NAME-*.
+FUZZ_CC     ?= clang
+FUZZ_BUILD  ?= build-fuzz
+FUZZ_TIME   ?= 30
+FUZZ_TARGETS := event bulk_response
+FUZZ_SAN    := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+FUZZ_CFLAGS := -std=c11 -g -O1 $(WARN) $(FUZZ_SAN) -fsanitize=fuzzer-no-link
+FUZZ_LIB_SRCS := src/buf.c src/json.c src/bulk.c src/projection.c $(wildcard src/projections/*.c)
+FUZZ_LIB_OBJS := $(FUZZ_LIB_SRCS:%.c=$(FUZZ_BUILD)/obj/%.o)
+FUZZ_BINS := $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz_%)
+
+.PHONY: fuzz fuzz-build
+# the objects are kept (a pattern rule alone would delete them as intermediates)
+.SECONDARY: $(FUZZ_LIB_OBJS) $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/obj/tests/fuzz/fuzz_%.o)
+
+fuzz-build: $(FUZZ_BINS)
+
+$(FUZZ_BUILD)/.flags: FORCE
+	@mkdir -p $(FUZZ_BUILD)
+	@echo '$(FUZZ_CC) $(FUZZ_CFLAGS) $(CPPFLAGS_ALL)' | cmp -s - $@ || \
+		echo '$(FUZZ_CC) $(FUZZ_CFLAGS) $(CPPFLAGS_ALL)' > $@
+
+$(FUZZ_BUILD)/obj/%.o: %.c $(FUZZ_BUILD)/.flags
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  FUZZCC  $<")
+	$(Q)$(FUZZ_CC) $(CPPFLAGS_ALL) $(PKG_CFLAGS) $(FUZZ_CFLAGS) -MMD -MP -c -o $@ $<
+
+$(FUZZ_BUILD)/fuzz_%: $(FUZZ_BUILD)/obj/tests/fuzz/fuzz_%.o $(FUZZ_LIB_OBJS)
+	@$(if $(Q),echo "  FUZZLD  $@")
+	$(Q)$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer -o $@ $^ $(shell pkg-config --libs yajl 2>/dev/null || echo -lyajl)
+
+fuzz: $(FUZZ_BINS)
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		echo "== fuzz_$$t for $(FUZZ_TIME)s"; \
+		mkdir -p $(FUZZ_BUILD)/corpus/$$t; \
+		ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
+		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+		$(FUZZ_BUILD)/fuzz_$$t -max_total_time=$(FUZZ_TIME) -timeout=10 -rss_limit_mb=2048 \
+			-max_len=16384 -dict=tests/fuzz/$$t.dict -print_final_stats=1 \
+			-artifact_prefix=$(FUZZ_BUILD)/crash-$$t- \
+			$(FUZZ_BUILD)/corpus/$$t tests/fuzz/corpus/$$t 2>$(FUZZ_BUILD)/fuzz_$$t.log \
+		|| { tail -n 60 $(FUZZ_BUILD)/fuzz_$$t.log; echo "fuzz_$$t failed: see $(FUZZ_BUILD)/fuzz_$$t.log"; exit 1; }; \
+		grep -E '^#[0-9]+.*(DONE|INITED)|^stat::(number_of_executed_units|average_exec_per_sec|peak_rss_mb)' \
+			$(FUZZ_BUILD)/fuzz_$$t.log || true; \
+	done
+
+-include $(shell find $(FUZZ_BUILD) -name '*.d' 2>/dev/null)
+# ---- end of fuzzing -------------------------------------------------------
+
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
