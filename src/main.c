@@ -460,7 +460,7 @@ static int cmd_status(const struct config *cfg)
 
 	if (!st)
 		return die(1, "%s", err);
-	rc = state_print_status(st, err, sizeof(err)) ? die(1, "%s", err) : 0;
+	rc = state_print_status(st, projection_registry, err, sizeof(err)) ? die(1, "%s", err) : 0;
 	state_close(st);
 	return rc;
 }

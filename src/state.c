@@ -9,6 +9,8 @@
 
 #include "esbridge/pq.h"
 
+#include "esbridge/buf.h"
+#include "esbridge/projection.h"
 #include "esbridge/store.h"
 
 struct state {
@@ -782,42 +784,64 @@ int state_own_projection(struct state *st, const char *proj, char *err, size_t e
 	return rc;
 }
 
-int state_print_status(struct state *st, char *err, size_t errsz)
+int state_print_status(struct state *st, const struct projection *const *projs, char *err,
+		       size_t errsz)
 {
-	/*
-	 * lag: events after the checkpoint the bridge may read now (below the
-	 * snapshot's xmin); held: committed events it may not read yet because
-	 * an older transaction is still open.
-	 */
-	PGresult *res = PQexec(st->conn,
-		"WITH x AS (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin)"
-		" SELECT g.projection, g.generation, g.index_name, g.state,"
-		"  g.checkpoint_txid::text, g.checkpoint_pos,"
-		"  (SELECT count(*) FROM events e, x WHERE (e.transaction_id, e.global_position)"
-		"    > (g.checkpoint_txid, g.checkpoint_pos) AND e.transaction_id < x.xmin),"
-		"  (SELECT count(*) FROM events e, x WHERE e.transaction_id >= x.xmin),"
-		"  (SELECT count(*) FROM esbridge.dead_letters d WHERE d.projection = g.projection"
-		"    AND d.generation = g.generation AND d.status IN ('pending','held','retry')),"
-		"  to_char(g.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
-		" FROM esbridge.generations g ORDER BY g.projection, g.generation");
+	static const char *const none[] = { NULL };
+	PGresult *res;
 
-	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-		pq_error(err, errsz, "cannot read the generations", PQresultErrorMessage(res));
-		PQclear(res);
-		return -1;
-	}
 	printf("%-16s %4s %-24s %-9s %-24s %9s %9s %8s %s\n", "PROJECTION", "GEN", "INDEX", "STATE",
 	       "CHECKPOINT(txid/pos)", "LAG", "HELD", "DEAD", "UPDATED");
-	for (int i = 0; i < PQntuples(res); i++) {
-		char at[64];
-		bool retired = !strcmp(PQgetvalue(res, i, 3), "retired");
-		snprintf(at, sizeof(at), "%s/%s", PQgetvalue(res, i, 4), PQgetvalue(res, i, 5));
-		printf("%-16s %4s %-24s %-9s %-24s %9s %9s %8s %s\n", PQgetvalue(res, i, 0),
-		       PQgetvalue(res, i, 1), PQgetvalue(res, i, 2), PQgetvalue(res, i, 3), at,
-		       retired ? "-" : PQgetvalue(res, i, 6), retired ? "-" : PQgetvalue(res, i, 7),
-		       PQgetvalue(res, i, 8), PQgetvalue(res, i, 9));
+	for (const struct projection *const *pp = projs; *pp; pp++) {
+		struct buf types = BUF_INIT(1 << 16), streams = BUF_INIT(1 << 16);
+		const char *params[3] = { (*pp)->name, NULL, NULL };
+
+		if (store_text_array((*pp)->event_types, &types) ||
+		    store_text_array((*pp)->streams ? (*pp)->streams : none, &streams)) {
+			buf_release(&types);
+			buf_release(&streams);
+			snprintf(err, errsz, "out of memory");
+			return -1;
+		}
+		params[1] = types.data;
+		params[2] = streams.data;
+		/*
+		 * lag: the projection's events after the checkpoint it may read
+		 * now (below the snapshot's xmin); held: its committed events it
+		 * may not read yet because an older transaction is still open.
+		 */
+		res = PQexecParams(st->conn,
+			"WITH x AS (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin),"
+			" e AS (SELECT transaction_id, global_position FROM events"
+			"  WHERE event_type = ANY($2::text[]) OR stream_id ^@ ANY($3::text[]))"
+			" SELECT g.projection, g.generation, g.index_name, g.state,"
+			"  g.checkpoint_txid::text, g.checkpoint_pos,"
+			"  (SELECT count(*) FROM e, x WHERE (e.transaction_id, e.global_position)"
+			"    > (g.checkpoint_txid, g.checkpoint_pos) AND e.transaction_id < x.xmin),"
+			"  (SELECT count(*) FROM e, x WHERE e.transaction_id >= x.xmin),"
+			"  (SELECT count(*) FROM esbridge.dead_letters d WHERE d.projection = g.projection"
+			"    AND d.generation = g.generation AND d.status IN ('pending','held','retry')),"
+			"  to_char(g.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
+			" FROM esbridge.generations g WHERE g.projection = $1 ORDER BY g.generation",
+			3, NULL, params, NULL, NULL, 0);
+		buf_release(&types);
+		buf_release(&streams);
+		if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+			pq_error(err, errsz, "cannot read the generations", PQresultErrorMessage(res));
+			PQclear(res);
+			return -1;
+		}
+		for (int i = 0; i < PQntuples(res); i++) {
+			char at[64];
+			bool retired = !strcmp(PQgetvalue(res, i, 3), "retired");
+			snprintf(at, sizeof(at), "%s/%s", PQgetvalue(res, i, 4), PQgetvalue(res, i, 5));
+			printf("%-16s %4s %-24s %-9s %-24s %9s %9s %8s %s\n", PQgetvalue(res, i, 0),
+			       PQgetvalue(res, i, 1), PQgetvalue(res, i, 2), PQgetvalue(res, i, 3), at,
+			       retired ? "-" : PQgetvalue(res, i, 6), retired ? "-" : PQgetvalue(res, i, 7),
+			       PQgetvalue(res, i, 8), PQgetvalue(res, i, 9));
+		}
+		PQclear(res);
 	}
-	PQclear(res);
 	/* the transaction that holds events back: the oldest one with an xid */
 	res = PQexec(st->conn,
 		"SELECT backend_xid::text, pid, coalesce(application_name, ''), coalesce(state, ''),"

@@ -163,8 +163,7 @@ static const char by_position_sql[] =
 	" WHERE e.global_position = ANY($1::bigint[])"
 	" ORDER BY e.transaction_id, e.global_position";
 
-/* Renders the strings as a text[] literal, each element quoted and escaped. */
-static int types_literal(const char *const *types, struct buf *out)
+int store_text_array(const char *const *types, struct buf *out)
 {
 	(void)buf_append_char(out, '{');
 	for (const char *const *t = types; *t; t++) {
@@ -204,7 +203,7 @@ int store_read(struct store *s, struct position after, uint64_t bound,
 		PQclear(res);
 		s->prepared = true;
 	}
-	if (types_literal(types, &tl) || types_literal(streams ? streams : none, &sl)) {
+	if (store_text_array(types, &tl) || store_text_array(streams ? streams : none, &sl)) {
 		snprintf(err, errsz, "out of memory");
 		buf_release(&tl);
 		buf_release(&sl);

@@ -174,8 +174,10 @@ int state_drain_notifies(struct state *st);
 __attribute__((warn_unused_result))
 int state_head(struct state *st, int64_t *head, char *err, size_t errsz);
 
-/* Prints one line per generation of every projection (for `status`). */
+/* Prints one line per generation of each projection (for `status`), then the oldest open writer. */
 __attribute__((warn_unused_result))
-int state_print_status(struct state *st, char *err, size_t errsz);
+struct projection;
+int state_print_status(struct state *st, const struct projection *const *projs, char *err,
+		       size_t errsz);
 
 #endif
