@@ -24,9 +24,12 @@ struct option_def {
 	size_t offset;
 	const char *def;
 	double min, max;
-	bool secret;
+	int secret;     /* false, true (masked when printed) or ENV_ONLY */
 	const char *help;
 };
+
+/* A secret that is also refused as a flag (argv is public): environment or file only. */
+#define ENV_ONLY 2
 
 #define OFF(f) offsetof(struct config, f)
 
@@ -65,6 +68,18 @@ static const struct option_def options[] = {
 	  "fold the events of one document in one request into one action (off: one action per event, for comparison)" },
 	{ "dump-bulk", OPT_STRING, OFF(dump_bulk), "", 0, 0, false,
 	  "folder that receives a copy of every _bulk body sent (benchmarks and debugging)" },
+	{ "compress", OPT_BOOL, OFF(compress), "false", 0, 0, false,
+	  "gzip request bodies of 1 KiB or more (Content-Encoding: gzip); worth it when the cluster is remote" },
+	{ "es-user", OPT_STRING, OFF(es_user), "", 0, 0, false,
+	  "user name for basic auth (the password: ESBRIDGE_ES_PASSWORD or --es-password-file)" },
+	{ "es-password", OPT_STRING, OFF(es_password), "", 0, 0, ENV_ONLY,
+	  "password for basic auth: environment only, never a flag (or --es-password-file)" },
+	{ "es-password-file", OPT_STRING, OFF(es_password_file), "", 0, 0, false,
+	  "file holding the basic auth password (one line)" },
+	{ "es-api-key", OPT_STRING, OFF(es_api_key), "", 0, 0, ENV_ONLY,
+	  "API key (the encoded id:key) sent as 'Authorization: ApiKey': environment only, never a flag (or --es-api-key-file)" },
+	{ "es-api-key-file", OPT_STRING, OFF(es_api_key_file), "", 0, 0, false,
+	  "file holding the API key (one line)" },
 	{ "projection", OPT_LIST, OFF(projections), "", 0, 0, false,
 	  "run only this projection (repeatable; default: all)" },
 };
@@ -109,7 +124,10 @@ static int set_value(struct config *c, const struct option_def *o, const char *v
 			snprintf(err, errsz, "out of memory");
 			return -1;
 		}
-		free(*slot);
+		if (o->secret == ENV_ONLY)
+			config_free_secret(*slot);
+		else
+			free(*slot);
 		*slot = copy;
 		return 0;
 	}
@@ -205,11 +223,23 @@ void config_init(struct config *c)
 void config_release(struct config *c)
 {
 	for (size_t i = 0; i < N_OPTIONS; i++)
-		if (options[i].type == OPT_STRING)
+		if (options[i].type == OPT_STRING && options[i].secret == ENV_ONLY)
+			config_free_secret(*str_at(c, &options[i]));
+		else if (options[i].type == OPT_STRING)
 			free(*str_at(c, &options[i]));
 	for (int i = 0; i < c->n_projections; i++)
 		free(c->projections[i]);
 	memset(c, 0, sizeof(*c));
+}
+
+static void env_name(const char *name, char *out, size_t outsz);
+
+/* True when the URL holds a user or password ("scheme://user:pw@host"). */
+static bool url_has_credentials(const char *url)
+{
+	const char *scheme_end = strstr(url, "://");
+
+	return strchr(scheme_end ? scheme_end + 3 : url, '@') != NULL;
 }
 
 int config_set(struct config *c, const char *name, const char *value, char *err, size_t errsz)
@@ -218,6 +248,20 @@ int config_set(struct config *c, const char *name, const char *value, char *err,
 
 	if (!o) {
 		snprintf(err, errsz, "unknown option '%s'", name);
+		return -1;
+	}
+	/* flags are visible to every user (ps, /proc): no secret from argv */
+	if (o->secret == ENV_ONLY) {
+		char var[64];
+		env_name(o->name, var, sizeof(var));
+		snprintf(err, errsz, "'--%s' is not accepted on the command line, where other users can read it: "
+			 "set %s or use --%s-file FILE", o->name, var, o->name);
+		return -1;
+	}
+	if (!strcmp(o->name, "es") && url_has_credentials(value)) {
+		snprintf(err, errsz, "credentials in '--es' are not accepted on the command line, where other users "
+			 "can read them: set ESBRIDGE_ES_USER and ESBRIDGE_ES_PASSWORD (or --es-password-file), "
+			 "or ESBRIDGE_ES_API_KEY (or --es-api-key-file)");
 		return -1;
 	}
 	return set_value(c, o, value, err, errsz);
@@ -298,6 +342,142 @@ static int validate_url(const char *url, char *err, size_t errsz)
 	return 0;
 }
 
+/* A secret file must be readable now, not at the first request. */
+static int check_secret_file(const char *option, const char *path, char *err, size_t errsz)
+{
+	char *secret = NULL;
+
+	if (!*path)
+		return 0;
+	if (config_read_secret(option, path, &secret, err, errsz))
+		return -1;
+	config_free_secret(secret);
+	return 0;
+}
+
+/*
+ * A readable CA file; basic auth (user + one password source) or an API key
+ * (one source), not both.
+ */
+static int validate_security(const struct config *c, char *err, size_t errsz)
+{
+	bool password = *c->es_password || *c->es_password_file;
+	bool api_key = *c->es_api_key || *c->es_api_key_file;
+	FILE *f;
+
+	if (*c->ca_file) {
+		if (!(f = fopen(c->ca_file, "rb"))) {
+			snprintf(err, errsz, "cannot read 'ca-file' '%s': %s", c->ca_file, strerror(errno));
+			return -1;
+		}
+		fclose(f);
+	}
+
+	if (*c->es_password && *c->es_password_file) {
+		snprintf(err, errsz, "both ESBRIDGE_ES_PASSWORD and 'es-password-file' are set: keep one");
+		return -1;
+	}
+	if (*c->es_api_key && *c->es_api_key_file) {
+		snprintf(err, errsz, "both ESBRIDGE_ES_API_KEY and 'es-api-key-file' are set: keep one");
+		return -1;
+	}
+	if (password && !*c->es_user) {
+		snprintf(err, errsz, "a password is set but no user: set ESBRIDGE_ES_USER or --es-user");
+		return -1;
+	}
+	if (*c->es_user && !password) {
+		snprintf(err, errsz, "'es-user' needs a password: set ESBRIDGE_ES_PASSWORD or --es-password-file FILE");
+		return -1;
+	}
+	if (strchr(c->es_user, ':')) {
+		snprintf(err, errsz, "invalid value for 'es-user': a basic auth user name cannot hold ':'");
+		return -1;
+	}
+	if (password && api_key) {
+		snprintf(err, errsz, "both basic auth and an API key are set: use one");
+		return -1;
+	}
+	if ((password || api_key) && url_has_credentials(c->es)) {
+		snprintf(err, errsz, "the 'es' URL holds credentials and others are set too: use one");
+		return -1;
+	}
+	for (const char *p = c->es_api_key; *p; p++)
+		if ((unsigned char)*p < ' ' || *p == 0x7f) {
+			snprintf(err, errsz, "invalid value for ESBRIDGE_ES_API_KEY: it holds a control character");
+			return -1;
+		}
+	if (check_secret_file("es-password-file", c->es_password_file, err, errsz) ||
+	    check_secret_file("es-api-key-file", c->es_api_key_file, err, errsz))
+		return -1;
+	return 0;
+}
+
+/* Zeroes `n` bytes through a volatile pointer, so that the compiler keeps it. */
+static void wipe(char *s, size_t n)
+{
+	for (volatile char *p = s; n--; p++)
+		*p = '\0';
+}
+
+int config_read_secret(const char *option, const char *path, char **out, char *err, size_t errsz)
+{
+	enum { SECRET_MAX = 16384 };
+	FILE *f = fopen(path, "rb");
+	char *s;
+	size_t n;
+	int rderr;
+
+	*out = NULL;
+	if (!f) {
+		snprintf(err, errsz, "cannot read '%s' file '%s': %s", option, path, strerror(errno));
+		return -1;
+	}
+	s = calloc(1, SECRET_MAX + 1);
+	if (!s) {
+		fclose(f);
+		snprintf(err, errsz, "out of memory");
+		return -1;
+	}
+	n = fread(s, 1, SECRET_MAX + 1, f);
+	rderr = ferror(f);
+	fclose(f);
+	if (rderr)
+		snprintf(err, errsz, "cannot read '%s' file '%s': read error", option, path);
+	else if (n > SECRET_MAX)
+		snprintf(err, errsz, "'%s' file '%s' is larger than %d bytes", option, path, SECRET_MAX);
+	if (rderr || n > SECRET_MAX)
+		goto fail;
+	s[n] = '\0';
+	if (n && s[n - 1] == '\n')
+		s[--n] = '\0';
+	if (n && s[n - 1] == '\r')
+		s[--n] = '\0';
+	if (!n) {
+		snprintf(err, errsz, "'%s' file '%s' is empty", option, path);
+		goto fail;
+	}
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)s[i] < ' ' || s[i] == 0x7f) {
+			snprintf(err, errsz, "'%s' file '%s' must hold one line without control characters",
+				 option, path);
+			goto fail;
+		}
+	*out = s;
+	return 0;
+fail:
+	wipe(s, SECRET_MAX + 1);
+	free(s);
+	return -1;
+}
+
+void config_free_secret(char *secret)
+{
+	if (!secret)
+		return;
+	wipe(secret, strlen(secret));
+	free(secret);
+}
+
 int config_validate(const struct config *c, char *err, size_t errsz)
 {
 	char *pqerr = NULL;
@@ -329,7 +509,7 @@ int config_validate(const struct config *c, char *err, size_t errsz)
 		snprintf(err, errsz, "invalid value for 'bulk-actions': %ld is more than 64 batches", c->bulk_actions);
 		return -1;
 	}
-	return 0;
+	return validate_security(c, err, errsz);
 }
 
 void config_redact_url(const char *url, char *out, size_t outsz)
@@ -389,7 +569,9 @@ void config_print(const struct config *c, FILE *f)
 		switch (o->type) {
 		case OPT_STRING: {
 			const char *v = *(char *const *)(const void *)base;
-			if (o->secret && !strcmp(o->name, "pg"))
+			if (o->secret == ENV_ONLY)
+				v = *v ? "***" : "";
+			else if (o->secret && !strcmp(o->name, "pg"))
 				config_redact_conninfo(v, red, sizeof(red)), v = red;
 			else if (o->secret)
 				config_redact_url(v, red, sizeof(red)), v = red;
