@@ -1,26 +1,45 @@
 #include "esbridge/es.h"
 
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <curl/curl.h>
+#define ZLIB_CONST
+#include <zlib.h>
 
 #include "esbridge/log.h"
 
 #define RESPONSE_LIMIT ((size_t)256 << 20)
 
+/* Smaller bodies are sent as they are: a gzip header and a deflate block
+ * cost more than they save. */
+#define COMPRESS_MIN 1024
+/* zlib's fastest level: on NDJSON it keeps most of the gain of level 6 at a
+ * fraction of the CPU (see README, "Compression"). */
+#define COMPRESS_LEVEL 1
+
+/* The request headers: [ndjson][gzip] */
+enum { HDR_JSON, HDR_NDJSON, HDR_JSON_GZ, HDR_NDJSON_GZ, N_HDR };
+
 struct es_client {
 	struct ev_loop *loop;
 	CURLM *multi;
+	CURL *sync_easy;      /* kept between blocking requests: its connections are reused */
 	ev_timer timer;
 	char *base;
 	char redacted[512];
 	char *ca_file;
 	bool insecure;
+	bool compress;
 	long timeout_ms;
-	struct curl_slist *hdr_json;
-	struct curl_slist *hdr_ndjson;
+	char *user;           /* basic auth, or NULL */
+	char *password;       /* secret: wiped on free */
+	struct curl_slist *hdr[N_HDR];  /* with "Authorization: ApiKey ..." (secret) when set */
+	bool api_key;         /* an API key is sent */
+	bool auth_warned;     /* a 401/403 was reported once */
+	struct es_stats stats;
 	struct es_req *reqs;  /* every running request, to abort on free */
 };
 
@@ -64,8 +83,102 @@ static void one_line(char *s)
 			*s = ' ';
 }
 
+/* Zeroes `n` bytes through a volatile pointer, so that the compiler keeps it. */
+static void wipe(char *s, size_t n)
+{
+	for (volatile char *p = s; n--; p++)
+		*p = '\0';
+}
+
+static void free_secret_list(struct curl_slist *l)
+{
+	for (struct curl_slist *i = l; i; i = i->next)
+		wipe(i->data, strlen(i->data));
+	curl_slist_free_all(l);
+}
+
+/*
+ * `in` gzip-compressed (RFC 1952, what Content-Encoding: gzip names) into
+ * `*out` (malloc'd). 0, or -1 when zlib cannot (then nothing to free).
+ */
+static int gzip_body(const char *in, size_t len, char **out, size_t *outlen)
+{
+	z_stream zs;
+	uLong bound;
+	char *z;
+	int rc;
+
+	if (len > (size_t)UINT_MAX / 2)
+		return -1;
+	memset(&zs, 0, sizeof(zs));
+	if (deflateInit2(&zs, COMPRESS_LEVEL, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+		return -1;
+	bound = deflateBound(&zs, (uLong)len);
+	z = malloc(bound);
+	if (!z) {
+		deflateEnd(&zs);
+		return -1;
+	}
+	zs.next_in = (const Bytef *)in;
+	zs.avail_in = (uInt)len;
+	zs.next_out = (Bytef *)z;
+	zs.avail_out = (uInt)bound;
+	rc = deflate(&zs, Z_FINISH);
+	*outlen = (size_t)zs.total_out;
+	deflateEnd(&zs);
+	if (rc != Z_STREAM_END) {
+		free(z);
+		return -1;
+	}
+	*out = z;
+	return 0;
+}
+
+/*
+ * With --compress, points *body at the gzip form of a body of COMPRESS_MIN
+ * bytes or more when that is smaller; *gz_out then owns it (the caller
+ * frees it, and still owns the original). True when compressed.
+ */
+static bool maybe_compress(struct es_client *c, const char **body, size_t *len, char **gz_out)
+{
+	char *z;
+	size_t zlen;
+
+	*gz_out = NULL;
+	c->stats.body_bytes += *len;
+	if (!c->compress || !*body || *len < COMPRESS_MIN || gzip_body(*body, *len, &z, &zlen)) {
+		c->stats.sent_bytes += *len;
+		return false;
+	}
+	if (zlen >= *len) {
+		free(z);
+		c->stats.sent_bytes += *len;
+		return false;
+	}
+	*gz_out = z;
+	*body = z;
+	*len = zlen;
+	c->stats.sent_bytes += zlen;
+	c->stats.compressed++;
+	return true;
+}
+
+/* Says once, at warning level, that the cluster refused our credentials. */
+static void note_status(struct es_client *c, long status)
+{
+	if ((status != 401 && status != 403) || c->auth_warned)
+		return;
+	c->auth_warned = true;
+	log_warn("Elasticsearch at %s answered HTTP %ld (%s): %s", c->redacted, status,
+		 status == 401 ? "Unauthorized" : "Forbidden",
+		 c->user ? "check ESBRIDGE_ES_USER and the password (ESBRIDGE_ES_PASSWORD or --es-password-file)"
+		 : c->api_key ? "check the API key (ESBRIDGE_ES_API_KEY or --es-api-key-file)"
+		 : "no credentials are set: ESBRIDGE_ES_USER with ESBRIDGE_ES_PASSWORD, or ESBRIDGE_ES_API_KEY");
+}
+
 static int setup_easy(struct es_client *c, CURL *e, const char *method, const char *path,
-		      const char *body, size_t len, bool ndjson, struct buf *resp, char *errbuf)
+		      const char *body, size_t len, bool ndjson, bool gz, struct buf *resp,
+		      char *errbuf)
 {
 	char url[2048];
 	int n = snprintf(url, sizeof(url), "%s%s", c->base, path);
@@ -82,7 +195,12 @@ static int setup_easy(struct es_client *c, CURL *e, const char *method, const ch
 	SET(CURLOPT_TIMEOUT_MS, c->timeout_ms);
 	SET(CURLOPT_CONNECTTIMEOUT_MS, 10000L);
 	SET(CURLOPT_TCP_KEEPALIVE, 1L);
-	SET(CURLOPT_HTTPHEADER, ndjson ? c->hdr_ndjson : c->hdr_json);
+	SET(CURLOPT_HTTPHEADER, c->hdr[(ndjson ? HDR_NDJSON : HDR_JSON) + (gz ? HDR_JSON_GZ : 0)]);
+	if (c->user) {
+		SET(CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
+		SET(CURLOPT_USERNAME, c->user);
+		SET(CURLOPT_PASSWORD, c->password);
+	}
 	SET(CURLOPT_ACCEPT_ENCODING, "");
 	SET(CURLOPT_PROTOCOLS_STR, "http,https");
 	SET(CURLOPT_SSL_VERIFYPEER, c->insecure ? 0L : 1L);
@@ -119,6 +237,31 @@ static void unlink_req(struct es_client *c, struct es_req *r)
 	r->prev = r->next = NULL;
 }
 
+/* libcurl's reason for a failed transfer, one line, with a hint for TLS failures. */
+static void describe_failure(CURLcode rc, const char *errbuf, char *out, size_t outsz)
+{
+	const char *hint = "";
+
+	if (rc == CURLE_PEER_FAILED_VERIFICATION)
+		hint = " (TLS certificate verification failed: give the CA that signed the node's "
+		       "certificate with --ca-file)";
+	else if (rc == CURLE_SSL_CACERT_BADFILE)
+		hint = " (TLS certificate verification cannot start: the --ca-file cannot be read "
+		       "or holds no certificate)";
+	snprintf(out, outsz, "%s%s", errbuf[0] ? errbuf : curl_easy_strerror(rc), hint);
+	one_line(out);
+}
+
+/* Counts a finished transfer and the connections it had to open. */
+static void count_transfer(struct es_client *c, CURL *e)
+{
+	long connects = 0;
+
+	if (curl_easy_getinfo(e, CURLINFO_NUM_CONNECTS, &connects) == CURLE_OK && connects > 0)
+		c->stats.connects += (unsigned long)connects;
+	c->stats.requests++;
+}
+
 /* Hands every finished transfer to its callback. */
 static void sweep(struct es_client *c)
 {
@@ -128,19 +271,19 @@ static void sweep(struct es_client *c)
 	while ((msg = curl_multi_info_read(c->multi, &left))) {
 		struct es_req *r = NULL;
 		struct es_response resp;
-		char what[CURL_ERROR_SIZE + 64];
+		char what[CURL_ERROR_SIZE + 200];
 
 		if (msg->msg != CURLMSG_DONE)
 			continue;
 		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&r);
 		curl_multi_remove_handle(c->multi, msg->easy_handle);
 		memset(&resp, 0, sizeof(resp));
+		count_transfer(c, r->easy);
 		if (msg->data.result == CURLE_OK) {
 			curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &resp.status);
+			note_status(c, resp.status);
 		} else {
-			snprintf(what, sizeof(what), "%s",
-				 r->errbuf[0] ? r->errbuf : curl_easy_strerror(msg->data.result));
-			one_line(what);
+			describe_failure(msg->data.result, r->errbuf, what, sizeof(what));
 			resp.transport_error = true;
 			resp.error = what;
 		}
@@ -229,10 +372,74 @@ static int timerfn_cb(CURLM *multi, long timeout_ms, void *userp)
 	return 0;
 }
 
+/* The secret of `value` (environment) or else of the file `path`; NULL with `err` set. */
+static char *load_secret(const char *option, const char *value, const char *path,
+			 char *err, size_t errsz)
+{
+	char *secret = NULL;
+
+	if (*value) {
+		secret = strdup(value);
+		if (!secret)
+			snprintf(err, errsz, "out of memory");
+		return secret;
+	}
+	if (config_read_secret(option, path, &secret, err, errsz))
+		return NULL;
+	return secret;
+}
+
+/* Content type, "Expect:" (no 100-continue wait), then encoding and API key. */
+static int build_headers(struct es_client *c, const char *api_key)
+{
+	static const char *const types[N_HDR] = {
+		"Content-Type: application/json", "Content-Type: application/x-ndjson",
+		"Content-Type: application/json", "Content-Type: application/x-ndjson",
+	};
+	char *auth = NULL;
+	size_t alen = 0;
+	int rc = 0;
+
+	if (api_key) {
+		alen = strlen(api_key) + 32;
+		auth = malloc(alen);
+		if (!auth)
+			return -1;
+		snprintf(auth, alen, "Authorization: ApiKey %s", api_key);
+	}
+	for (int i = 0; i < N_HDR && !rc; i++) {
+		struct curl_slist *l = curl_slist_append(NULL, types[i]);
+		struct curl_slist *t;
+		if (l && (t = curl_slist_append(l, "Expect:")))
+			l = t;
+		else
+			rc = -1;
+		if (!rc && i >= HDR_JSON_GZ) {
+			if ((t = curl_slist_append(l, "Content-Encoding: gzip")))
+				l = t;
+			else
+				rc = -1;
+		}
+		if (!rc && auth) {
+			if ((t = curl_slist_append(l, auth)))
+				l = t;
+			else
+				rc = -1;
+		}
+		c->hdr[i] = l;
+	}
+	if (auth) {
+		wipe(auth, alen);
+		free(auth);
+	}
+	return rc;
+}
+
 struct es_client *es_client_new(struct ev_loop *loop, const struct config *cfg,
 				char *err, size_t errsz)
 {
 	struct es_client *c;
+	char *api_key = NULL;
 	size_t blen;
 
 	if (!curl_global_ready) {
@@ -251,15 +458,11 @@ struct es_client *es_client_new(struct ev_loop *loop, const struct config *cfg,
 	c->base = strdup(cfg->es);
 	c->ca_file = *cfg->ca_file ? strdup(cfg->ca_file) : NULL;
 	c->insecure = cfg->insecure;
+	c->compress = cfg->compress;
 	c->timeout_ms = (long)(cfg->request_timeout * 1000.0);
-	c->hdr_json = curl_slist_append(NULL, "Content-Type: application/json");
-	if (c->hdr_json)
-		c->hdr_json = curl_slist_append(c->hdr_json, "Expect:");
-	c->hdr_ndjson = curl_slist_append(NULL, "Content-Type: application/x-ndjson");
-	if (c->hdr_ndjson)
-		c->hdr_ndjson = curl_slist_append(c->hdr_ndjson, "Expect:");
 	c->multi = curl_multi_init();
-	if (!c->base || (*cfg->ca_file && !c->ca_file) || !c->hdr_json || !c->hdr_ndjson || !c->multi) {
+	c->sync_easy = curl_easy_init();
+	if (!c->base || (*cfg->ca_file && !c->ca_file) || !c->multi || !c->sync_easy) {
 		snprintf(err, errsz, "out of memory");
 		es_client_free(c);
 		return NULL;
@@ -268,6 +471,34 @@ struct es_client *es_client_new(struct ev_loop *loop, const struct config *cfg,
 	while (blen && c->base[blen - 1] == '/')
 		c->base[--blen] = '\0';
 	config_redact_url(c->base, c->redacted, sizeof(c->redacted));
+	if (*cfg->es_user) {
+		c->user = strdup(cfg->es_user);
+		c->password = load_secret("es-password-file", cfg->es_password, cfg->es_password_file,
+					  err, errsz);
+		if (!c->user || !c->password) {
+			if (!c->user)
+				snprintf(err, errsz, "out of memory");
+			es_client_free(c);
+			return NULL;
+		}
+	}
+	if (*cfg->es_api_key || *cfg->es_api_key_file) {
+		api_key = load_secret("es-api-key-file", cfg->es_api_key, cfg->es_api_key_file, err, errsz);
+		if (!api_key) {
+			es_client_free(c);
+			return NULL;
+		}
+		c->api_key = true;
+	}
+	if (build_headers(c, api_key)) {
+		config_free_secret(api_key);
+		snprintf(err, errsz, "out of memory");
+		es_client_free(c);
+		return NULL;
+	}
+	config_free_secret(api_key);
+	if ((c->user || c->api_key || strchr(c->redacted, '@')) && strncmp(c->base, "https://", 8))
+		log_warn("credentials go to %s over plain http, readable on the network: use https", c->redacted);
 	curl_multi_setopt(c->multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
 	curl_multi_setopt(c->multi, CURLMOPT_SOCKETDATA, c);
 	curl_multi_setopt(c->multi, CURLMOPT_TIMERFUNCTION, timerfn_cb);
@@ -286,25 +517,46 @@ void es_client_free(struct es_client *c)
 		curl_multi_remove_handle(c->multi, r->easy);
 		req_free(r);
 	}
+	if (c->stats.requests)
+		log_debug("%s: %lu requests over %lu new connections; bodies %llu bytes, sent as %llu",
+			  c->redacted, c->stats.requests, c->stats.connects, c->stats.body_bytes,
+			  c->stats.sent_bytes);
 	if (c->loop)
 		ev_timer_stop(c->loop, &c->timer);
 	if (c->multi)
 		curl_multi_cleanup(c->multi);
-	curl_slist_free_all(c->hdr_json);
-	curl_slist_free_all(c->hdr_ndjson);
+	if (c->sync_easy)
+		curl_easy_cleanup(c->sync_easy);
+	for (int i = 0; i < N_HDR; i++)
+		free_secret_list(c->hdr[i]);
+	free(c->user);
+	config_free_secret(c->password);
 	free(c->base);
 	free(c->ca_file);
 	free(c);
+}
+
+void es_client_stats(const struct es_client *c, struct es_stats *out)
+{
+	*out = c->stats;
 }
 
 int es_request(struct es_client *c, const char *method, const char *path,
 	       char *body, size_t len, bool ndjson, es_done_fn done, void *arg)
 {
 	struct es_req *r = calloc(1, sizeof(*r));
+	const char *send = body;
+	char *gz;
+	bool zipped;
 
 	if (!r) {
 		free(body);
 		return -1;
+	}
+	zipped = maybe_compress(c, &send, &len, &gz);
+	if (zipped) {
+		free(body);
+		body = gz;
 	}
 	r->c = c;
 	r->body = body;
@@ -312,7 +564,7 @@ int es_request(struct es_client *c, const char *method, const char *path,
 	r->arg = arg;
 	buf_init(&r->resp, RESPONSE_LIMIT);
 	r->easy = curl_easy_init();
-	if (!r->easy || setup_easy(c, r->easy, method, path, body, len, ndjson, &r->resp, r->errbuf) ||
+	if (!r->easy || setup_easy(c, r->easy, method, path, body, len, ndjson, zipped, &r->resp, r->errbuf) ||
 	    curl_easy_setopt(r->easy, CURLOPT_PRIVATE, r) != CURLE_OK ||
 	    curl_multi_add_handle(c->multi, r->easy) != CURLM_OK) {
 		req_free(r);
@@ -330,29 +582,33 @@ int es_request_sync(struct es_client *c, const char *method, const char *path,
 		    char *err, size_t errsz)
 {
 	char errbuf[CURL_ERROR_SIZE] = "";
-	CURL *e = curl_easy_init();
+	CURL *e = c->sync_easy;
 	CURLcode rc;
+	char *gz;
+	bool zipped;
 
 	*status = 0;
-	if (!e) {
-		snprintf(err, errsz, "out of memory");
-		return -1;
-	}
-	if (setup_easy(c, e, method, path, body, len, false, resp, errbuf)) {
+	/* a reset keeps the handle's connections, so setup steps reuse them */
+	curl_easy_reset(e);
+	zipped = maybe_compress(c, &body, &len, &gz);
+	if (setup_easy(c, e, method, path, body, len, false, zipped, resp, errbuf)) {
 		snprintf(err, errsz, "cannot set up a request to %s", c->redacted);
-		curl_easy_cleanup(e);
+		free(gz);
 		return -1;
 	}
 	rc = curl_easy_perform(e);
+	free(gz);
+	count_transfer(c, e);
 	if (rc != CURLE_OK) {
-		snprintf(err, errsz, "%s %s%s: %s", method, c->redacted, path,
-			 errbuf[0] ? errbuf : curl_easy_strerror(rc));
-		one_line(err);
-		curl_easy_cleanup(e);
+		char what[CURL_ERROR_SIZE + 200];
+		describe_failure(rc, errbuf, what, sizeof(what));
+		snprintf(err, errsz, "%s %s%s: %s", method, c->redacted, path, what);
+		curl_easy_reset(e);
 		return -1;
 	}
 	curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, status);
-	curl_easy_cleanup(e);
+	/* drops the pointers to this call's buffers; the connections stay */
+	curl_easy_reset(e);
+	note_status(c, *status);
 	return 0;
 }
-
