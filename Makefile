@@ -171,7 +171,7 @@ $(FUZZ_BUILD)/fuzz_%: $(FUZZ_BUILD)/obj/tests/fuzz/fuzz_%.o $(FUZZ_LIB_OBJS)
 	$(Q)$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer -o $@ $^ $(shell pkg-config --libs yajl 2>/dev/null || echo -lyajl)
 
 fuzz: $(FUZZ_BINS)
-	@set -e; for t in $(FUZZ_TARGETS); do \
+	@failed=; for t in $(FUZZ_TARGETS); do \
 		echo "== fuzz_$$t for $(FUZZ_TIME)s"; \
 		mkdir -p $(FUZZ_BUILD)/corpus/$$t; \
 		ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
@@ -180,10 +180,12 @@ fuzz: $(FUZZ_BINS)
 			-max_len=16384 -dict=tests/fuzz/$$t.dict -print_final_stats=1 \
 			-artifact_prefix=$(FUZZ_BUILD)/crash-$$t- \
 			$(FUZZ_BUILD)/corpus/$$t tests/fuzz/corpus/$$t 2>$(FUZZ_BUILD)/fuzz_$$t.log \
-		|| { tail -n 60 $(FUZZ_BUILD)/fuzz_$$t.log; echo "fuzz_$$t failed: see $(FUZZ_BUILD)/fuzz_$$t.log"; exit 1; }; \
+		|| { tail -n 60 $(FUZZ_BUILD)/fuzz_$$t.log; echo "fuzz_$$t failed: see $(FUZZ_BUILD)/fuzz_$$t.log"; \
+		     failed="$$failed fuzz_$$t"; continue; }; \
 		grep -E '^#[0-9]+.*(DONE|INITED)|^stat::(number_of_executed_units|average_exec_per_sec|peak_rss_mb)' \
 			$(FUZZ_BUILD)/fuzz_$$t.log || true; \
-	done
+	done; \
+	if [ -n "$$failed" ]; then echo "fuzzing failed:$$failed"; exit 1; fi
 
 -include $(shell find $(FUZZ_BUILD) -name '*.d' 2>/dev/null)
 # ---- end of fuzzing -------------------------------------------------------
