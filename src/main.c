@@ -21,6 +21,7 @@
 #include "esbridge/config.h"
 #include "esbridge/es.h"
 #include "esbridge/log.h"
+#include "esbridge/monitor.h"
 #include "esbridge/pipeline.h"
 #include "esbridge/rebuild.h"
 #include "esbridge/projection.h"
@@ -273,6 +274,19 @@ static void session_close(struct session *s)
 	memset(s, 0, sizeof(*s));
 }
 
+static int session_sources(void *arg, struct monitor_source *out, int max)
+{
+	struct session *s = arg;
+	int n = 0;
+
+	for (int i = 0; i < s->n && n < max; i++) {
+		out[n].proj = s->slots[i].proj;
+		out[n].runner = ev_is_active(&s->slots[i].restart) ? NULL : s->runners[i];
+		n++;
+	}
+	return n;
+}
+
 static int cmd_run(const struct config *cfg, bool once)
 {
 	const struct projection *projs[64];
@@ -292,8 +306,19 @@ static int cmd_run(const struct config *cfg, bool once)
 			projs[n++] = *p;
 	}
 	rc = session_open(&s, cfg, projs, n, &opts);
-	if (!rc)
-		rc = session_run(&s);
+	if (!rc) {
+		char err[1024];
+		struct monitor *m = monitor_new(s.loop, cfg, s.es, session_sources, &s, err, sizeof(err));
+		if (!m) {
+			rc = die(1, "%s", err);
+		} else {
+			rc = session_run(&s);
+			/* the client first: it drops a ping whose callback names the monitor */
+			es_client_free(s.es);
+			s.es = NULL;
+			monitor_free(m);
+		}
+	}
 	session_close(&s);
 	return rc;
 }

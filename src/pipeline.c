@@ -61,6 +61,8 @@ struct lane {
 	size_t n_ready, cap_ready;
 	struct opset sending;   /* the request in flight or waiting to be sent again */
 	bool one_per_doc;       /* after a split: one action per document a request */
+	double sent_at;         /* when the request in flight was sent */
+	size_t body_len;        /* its body's size */
 	bool busy;              /* a request is in flight */
 	bool waiting;           /* the retry timer runs */
 	int attempts;
@@ -239,9 +241,15 @@ static int opset_add_settle(struct opset *o, struct rbatch *rb)
 
 /* ---- dead letters and failure ------------------------------------------ */
 
+static void note_error(struct pipeline *p, const char *what)
+{
+	snprintf(p->stats.last_error, sizeof(p->stats.last_error), "%s", what);
+}
+
 static void fail(struct pipeline *p, const char *why)
 {
 	PLOG(LOG_ERROR, p, "stopping: %s", why);
+	note_error(p, why);
 	p->failed = true;
 	p->hold = true;
 	p->stopping = true;
@@ -478,13 +486,19 @@ static int keep_created_at(struct arena *a, struct event *ev)
 	return 0;
 }
 
-static bool known_type(const struct projection *proj, const char *type)
+const double pipeline_latency_bounds[PIPELINE_LATENCY_BUCKETS - 1] = {
+	0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
+};
+
+/* The index of `type` in the projection's event types, or -1. */
+static int type_index(const struct projection *proj, const char *type)
 {
-	for (const char *const *t = proj->event_types; *t; t++)
-		if (!strcmp(*t, type))
-			return true;
-	return false;
+	for (int i = 0; proj->event_types[i]; i++)
+		if (!strcmp(proj->event_types[i], type))
+			return i;
+	return -1;
 }
+
 
 static void process_event(struct pipeline *p, struct rbatch *rb, struct event *ev)
 {
@@ -497,7 +511,9 @@ static void process_event(struct pipeline *p, struct rbatch *rb, struct event *e
 	int rc;
 
 	p->stats.events++;
-	if (!known_type(p->proj, ev->type)) {
+	rc = type_index(p->proj, ev->type);
+	p->stats.by_type[rc >= 0 && rc < PIPELINE_TYPES_MAX ? rc : PIPELINE_TYPES_MAX]++;
+	if (rc < 0) {
 		/* read because its stream belongs to the projection */
 		snprintf(err, sizeof(err), "unknown event type '%.100s' in stream '%.100s' of projection '%s'",
 			 ev->type, ev->stream_id, p->proj->name);
@@ -746,6 +762,7 @@ static void advance_checkpoint(struct pipeline *p)
 		return;
 	}
 	p->committed = p->settled;
+	p->stats.last_advance = ev_now(p->loop);
 	PLOG(LOG_DEBUG, p, "checkpoint %" PRIu64 "/%" PRId64, p->committed.txid, p->committed.pos);
 }
 
@@ -856,6 +873,7 @@ static void lane_retry_later(struct lane *l, const char *why)
 
 	p->stats.retries++;
 	l->attempts++;
+	note_error(p, why);
 	if (p->stopping) {
 		PLOG(LOG_WARN, p, "bulk request failed while stopping, not sent again: %s", why);
 		abandon_sending(l);
@@ -908,6 +926,23 @@ static void lane_done(void *arg, const struct es_response *r)
 
 	l->busy = false;
 	kick(p);
+	{
+		double dt = ev_now(p->loop) - l->sent_at;
+		int b = 0;
+		while (b < PIPELINE_LATENCY_BUCKETS - 1 && dt > pipeline_latency_bounds[b])
+			b++;
+		p->stats.latency[b]++;
+		p->stats.latency_sum += dt;
+		p->stats.inflight_bytes -= l->body_len;
+	}
+	if (r->transport_error || r->status != 200) {
+		p->stats.requests_failed++;
+		if (p->stats.failing_since == 0)
+			p->stats.failing_since = ev_now(p->loop);
+	} else {
+		p->stats.failing_since = 0;
+		p->stats.last_request_ok = ev_now(p->loop);
+	}
 	if (r->transport_error) {
 		lane_retry_later(l, r->error);
 		return;
@@ -946,9 +981,11 @@ static void lane_done(void *arg, const struct es_response *r)
 		it = &br.items[item++];
 		switch (bulk_item_outcome(it)) {
 		case BULK_ITEM_OK:
+			p->stats.items_ok++;
 			op->applied = true; /* not sent again, unless a retry needs it (below) */
 			break;
 		case BULK_ITEM_REJECT:
+			p->stats.items_rejected++;
 			snprintf(err, sizeof(err), "rejected by Elasticsearch: HTTP %d %s: %s", it->status,
 				 it->error_type, it->error_reason);
 			/* a missing document is missing for each event alike: no split */
@@ -959,6 +996,7 @@ static void lane_done(void *arg, const struct es_response *r)
 			dead_letter_op(p, op, err);
 			break;
 		case BULK_ITEM_RETRY:
+			p->stats.items_retry++;
 			if (!again)
 				snprintf(why, sizeof(why), "item HTTP %d %s: %s", it->status, it->error_type,
 					 it->error_reason);
@@ -1080,6 +1118,9 @@ static void send_sending(struct lane *l)
 		return;
 	}
 	l->busy = true;
+	l->sent_at = ev_now(p->loop);
+	l->body_len = len;
+	p->stats.inflight_bytes += len;
 }
 
 static void send_lane(struct lane *l)
@@ -1265,6 +1306,8 @@ static void lost_store(struct pipeline *p)
 {
 	if (ev_is_active(&p->reconnect) || p->finished)
 		return;
+	p->stats.store_down = true;
+	note_error(p, "lost the event store connection");
 	ev_io_stop(p->loop, &p->notify);
 	if (p->reconnect_delay <= 0)
 		p->reconnect_delay = 0.1;
@@ -1291,6 +1334,7 @@ static void reconnect_cb(struct ev_loop *loop, ev_timer *w, int revents)
 		return;
 	}
 	p->reconnect_delay = 0;
+	p->stats.store_down = false;
 	PLOG(LOG_INFO, p, "reconnected to PostgreSQL");
 	if (!p->once) {
 		ev_io_set(&p->notify, store_socket(p->store), EV_READ);
@@ -1412,6 +1456,7 @@ void pipeline_start(struct pipeline *p, const struct pipeline_hooks *hooks)
 {
 	p->hooks = *hooks;
 	p->started = true;
+	p->stats.last_advance = ev_now(p->loop);
 	PLOG(LOG_INFO, p, "starting on %s from checkpoint %" PRIu64 "/%" PRId64 "%s", p->gen.index,
 	     p->committed.txid, p->committed.pos, p->once ? " (once)" : "");
 	if (!p->once) {

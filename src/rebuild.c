@@ -966,6 +966,17 @@ int runner_progress(const struct runner *r, struct runner_progress *out)
 	return 0;
 }
 
+int runner_pipelines(const struct runner *r, const struct pipeline **out)
+{
+	int n = 0;
+
+	if (r->active)
+		out[n++] = r->active;
+	if (r->building)
+		out[n++] = r->building;
+	return n;
+}
+
 void runner_free(struct runner *r)
 {
 	if (!r)

@@ -30,6 +30,9 @@ struct config {
 	double retry_max;       /* seconds: cap of the retry backoff */
 	double drain_timeout;   /* seconds in-flight requests may take after SIGTERM */
 	long max_event_bytes;   /* larger event data is dead-lettered */
+	char *metrics_address;  /* HOST:PORT for /metrics and /health; "" = off */
+	double stats_interval;  /* seconds between summary log lines */
+	double stall_timeout;   /* seconds without progress before /health says stalled */
 	char *log_level;        /* error, warn, info, debug */
 	char *ca_file;          /* CA bundle for https; "" = system default */
 	bool insecure;          /* skip TLS verification (explicit only) */
