@@ -9,8 +9,8 @@
  *   ProductDeleted      {product_id} → the document is removed
  *
  * price and new_price are money: a number with at most two decimals (trailing
- * zeros aside), no exponent, not negative, below 10^13; anything else is a
- * dead letter, never a value the index rounds or saturates.
+ * zeros aside), no exponent, below 10^13 in size; anything else is a dead
+ * letter, never a value the index rounds or saturates.
  *
  * Every write sets fields to values carried by the events, so applying the
  * events of a document again, in order, gives the same document: replaying a
@@ -24,10 +24,10 @@
 #include <string.h>
 
 /*
- * F_MONEY: a JSON number with at most two decimals, no exponent, not
- * negative, below 10^13 (projection_get_cents), as orders reads prices: the
- * index keeps cents (scaled_float), which would otherwise round 1.999 or
- * saturate 2^64 without a word.
+ * F_MONEY: a JSON number with at most two decimals, no exponent, below 10^13
+ * in size (projection_get_cents), as orders reads prices: the index keeps
+ * cents (scaled_float), which would otherwise round 1.999 or saturate 2^64
+ * without a word. (A negative price stays accepted, as it always was.)
  */
 enum field_type { F_STRING, F_MONEY, F_STRING_ARRAY };
 
@@ -121,10 +121,6 @@ static int check_rules(yajl_val data, const struct field_rule *rules, char *err,
 			int64_t cents;
 			if (projection_get_cents(data, r->event_key, &cents, err, errsz))
 				return PROJECTION_REJECT;
-			if (cents < 0) {
-				snprintf(err, errsz, "field '%s' must not be negative", r->event_key);
-				return PROJECTION_REJECT;
-			}
 		}
 	}
 	return 0;

@@ -812,9 +812,9 @@ Test(products, a_rejected_event_leaves_the_operation_as_it_was)
  */
 Test(products, prices_are_money)
 {
-	static const char *const good[] = { "0", "1.5", "1.500", "19.90", "9999999999999.99" };
-	static const char *const bad[] = { "1.999", "0.001", "-1", "-0.01", "10000000000000",
-					   "18446744073709551616" };
+	static const char *const good[] = { "0", "1.5", "1.500", "19.90", "9999999999999.99", "-0.5" };
+	static const char *const bad[] = { "1.999", "0.001", "-0.001", "1e2", "10000000000000",
+					   "-10000000000000", "18446744073709551616" };
 	char *huge = malloc(1000), *tiny = malloc(1000), data[1200];
 
 	cr_assert(huge && tiny);
