@@ -4,6 +4,7 @@
  *   esbridge [options] run [--once]     catch up, then follow (or stop with --once)
  *   esbridge [options] status           generations and checkpoints
  *   esbridge [options] dead-letters list|retry|discard
+ *   esbridge [options] wait --projection NAME --position P [--timeout S]
  *   esbridge [options] check-config     validate and print the settings
  */
 #include <signal.h>
@@ -46,6 +47,9 @@ static void usage(FILE *f)
 		"                    the alias to it; keeps N retired indices [1]. Runs in this\n"
 		"                    process, or asks the running daemon that owns NAME\n"
 		"  status            generations, indices, checkpoints and pending dead letters\n"
+		"  wait --projection NAME --position P [--timeout S]\n"
+		"                    return once NAME's active generation has applied the event at\n"
+		"                    global position P (exit 0), or after S seconds (exit 1) [30]\n"
 		"  dead-letters list [--all]\n"
 		"                    the open dead letters (--all: also retried and discarded ones);\n"
 		"                    --projection NAME narrows every dead-letters command\n"
@@ -103,6 +107,7 @@ struct slot {
 	ev_timer restart;
 	double delay;
 	bool done;
+	bool standby;   /* another process owns the projection: take over when it stops */
 };
 
 /* What `run` and an in-process `rebuild` have in common: runners on one loop. */
@@ -123,17 +128,37 @@ struct session {
 
 static void on_finish(void *arg, struct runner *r);
 
+#define STANDBY_POLL 1.0 /* seconds between a standby's tries to take the lock */
+
+/* A standby: only `run` waits for another process to let go of a projection. */
+static bool may_stand_by(const struct runner_opts *opts)
+{
+	return !opts->once && !opts->exit_after_rebuild;
+}
+
 static void restart_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	struct slot *sl = w->data;
 	struct session *s = sl->s;
 	int i = (int)(sl - s->slots);
+	struct runner_opts opts = s->opts;
 	char err[1024];
+	bool busy = false;
 
 	(void)loop;
 	(void)revents;
 	runner_free(s->runners[i]);
-	s->runners[i] = runner_new(s->loop, s->cfg, sl->proj, s->es, &s->opts, err, sizeof(err));
+	opts.no_wait = opts.no_wait || may_stand_by(&opts);
+	opts.busy = &busy;
+	s->runners[i] = runner_new(s->loop, s->cfg, sl->proj, s->es, &opts, err, sizeof(err));
+	if (!s->runners[i] && busy && may_stand_by(&opts)) {
+		if (!sl->standby)
+			log_info("%s: another esbridge process owns it; standing by to take over", sl->proj->name);
+		sl->standby = true;
+		ev_timer_set(&sl->restart, STANDBY_POLL, 0.0);
+		ev_timer_start(s->loop, &sl->restart);
+		return;
+	}
 	if (!s->runners[i]) {
 		sl->delay = sl->delay * 2 > s->cfg->retry_max ? s->cfg->retry_max : sl->delay * 2;
 		log_warn("%s: cannot start the projection again: %s; trying again in %.1fs", sl->proj->name,
@@ -142,7 +167,8 @@ static void restart_cb(struct ev_loop *loop, ev_timer *w, int revents)
 		ev_timer_start(s->loop, &sl->restart);
 		return;
 	}
-	log_info("%s: started again", sl->proj->name);
+	log_info(sl->standby ? "%s: took over" : "%s: started again", sl->proj->name);
+	sl->standby = false;
 	sl->delay = 0;
 	runner_start(s->runners[i], on_finish, sl);
 }
@@ -194,8 +220,8 @@ static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
 	}
 	for (int i = 0; i < s->n; i++) {
 		struct slot *sl = &s->slots[i];
-		if (ev_is_active(&sl->restart)) {
-			/* waiting to start over: nothing in flight */
+		if (ev_is_active(&sl->restart) || !s->runners[i]) {
+			/* waiting to start over, or standing by: nothing in flight */
 			ev_timer_stop(loop, &sl->restart);
 			sl->done = true;
 			if (++s->finished == s->n)
@@ -223,14 +249,25 @@ static int session_open(struct session *s, const struct config *cfg,
 	if (!s->es)
 		return die(1, "%s", err);
 	for (int i = 0; i < n; i++) {
-		s->runners[i] = runner_new(s->loop, cfg, projs[i], s->es, opts, err, sizeof(err));
-		if (!s->runners[i])
-			return die(1, "%s: %s", projs[i]->name, err);
+		struct runner_opts o = *opts;
+		bool busy = false;
+		if (may_stand_by(opts)) {
+			o.no_wait = true;
+			o.busy = &busy;
+		}
 		s->slots[i].s = s;
 		s->slots[i].proj = projs[i];
 		ev_timer_init(&s->slots[i].restart, restart_cb, 0.0, 0.0);
 		s->slots[i].restart.data = &s->slots[i];
+		s->runners[i] = runner_new(s->loop, cfg, projs[i], s->es, &o, err, sizeof(err));
 		s->n++;
+		if (!s->runners[i] && busy) {
+			log_info("%s: another esbridge process owns it; standing by to take over", projs[i]->name);
+			s->slots[i].standby = true;
+			continue;
+		}
+		if (!s->runners[i])
+			return die(1, "%s: %s", projs[i]->name, err);
 	}
 	ev_signal_init(&s->sigterm, on_signal, SIGTERM);
 	ev_signal_init(&s->sigint, on_signal, SIGINT);
@@ -245,8 +282,14 @@ static int session_run(struct session *s)
 {
 	int rc = 0;
 
-	for (int i = 0; i < s->n; i++)
-		runner_start(s->runners[i], on_finish, &s->slots[i]);
+	for (int i = 0; i < s->n; i++) {
+		if (s->runners[i]) {
+			runner_start(s->runners[i], on_finish, &s->slots[i]);
+		} else {
+			ev_timer_set(&s->slots[i].restart, STANDBY_POLL, 0.0);
+			ev_timer_start(s->loop, &s->slots[i].restart);
+		}
+	}
 	ev_run(s->loop, 0);
 	for (int i = 0; i < s->n; i++)
 		if (!s->slots[i].done || (s->runners[i] && runner_exit_code(s->runners[i])))
@@ -280,6 +323,8 @@ static int session_sources(void *arg, struct monitor_source *out, int max)
 	int n = 0;
 
 	for (int i = 0; i < s->n && n < max; i++) {
+		if (s->slots[i].standby)
+			continue; /* owned by another process */
 		out[n].proj = s->slots[i].proj;
 		out[n].runner = ev_is_active(&s->slots[i].restart) ? NULL : s->runners[i];
 		n++;
@@ -556,11 +601,64 @@ static int cmd_dead_letters(const struct config *cfg, const char *sub, const cha
 	return rc;
 }
 
+/* esbridge wait: read-your-writes for an application that just appended an event. */
+static int cmd_wait(const struct config *cfg, const char *position, const char *timeout)
+{
+	char err[1024], *end;
+	struct state *st;
+	const char *proj;
+	double limit = 30, delay = 0.01, start;
+	long long pos;
+	bool bad;
+	int rc;
+
+	proj = one_projection(cfg, &bad);
+	if (bad || !proj)
+		return die(EXIT_USAGE, "wait needs one known --projection NAME");
+	pos = position ? strtoll(position, &end, 10) : 0;
+	if (!position || !*position || *end || pos <= 0)
+		return die(EXIT_USAGE, "wait needs --position P, a global position (a number above 0)");
+	if (timeout) {
+		limit = strtod(timeout, &end);
+		if (!*timeout || *end || !(limit >= 0 && limit <= 86400))
+			return die(EXIT_USAGE, "invalid value for '--timeout': '%s' is not seconds from 0 to 86400",
+				   timeout);
+	}
+	st = state_open(cfg->pg, err, sizeof(err));
+	if (!st)
+		return die(1, "%s", err);
+	start = ev_time();
+	for (;;) {
+		struct timespec ts;
+		rc = state_applied(st, proj, position, err, sizeof(err));
+		if (rc < 0) {
+			rc = die(1, "%s", err);
+			break;
+		}
+		if (rc > 0) {
+			rc = 0;
+			break;
+		}
+		if (ev_time() - start >= limit) {
+			rc = die(1, "timeout: '%s' has not applied position %lld after %gs", proj, pos, limit);
+			break;
+		}
+		ts.tv_sec = 0;
+		ts.tv_nsec = (long)(delay * 1e9);
+		nanosleep(&ts, NULL);
+		if (delay < 0.2)
+			delay *= 2;
+	}
+	state_close(st);
+	return rc;
+}
+
 int main(int argc, char **argv)
 {
 	struct config cfg;
 	char err[1024];
 	const char *command = NULL, *target = NULL, *arg = NULL, *reason = NULL;
+	const char *position = NULL, *timeout = NULL;
 	bool once = false, all = false;
 	int keep = 1;
 	int rc;
@@ -592,6 +690,22 @@ int main(int argc, char **argv)
 		}
 		if (!strcmp(a, "--all")) {
 			all = true;
+			continue;
+		}
+		if (!strcmp(a, "--position") || !strncmp(a, "--position=", 11)) {
+			position = a[10] == '=' ? a + 11 : (i + 1 < argc ? argv[++i] : NULL);
+			if (!position) {
+				config_release(&cfg);
+				return die(EXIT_USAGE, "option '--position' needs a value");
+			}
+			continue;
+		}
+		if (!strcmp(a, "--timeout") || !strncmp(a, "--timeout=", 10)) {
+			timeout = a[9] == '=' ? a + 10 : (i + 1 < argc ? argv[++i] : NULL);
+			if (!timeout) {
+				config_release(&cfg);
+				return die(EXIT_USAGE, "option '--timeout' needs a value");
+			}
 			continue;
 		}
 		if (!strcmp(a, "--reason") || !strncmp(a, "--reason=", 9)) {
@@ -660,7 +774,7 @@ int main(int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	if (strcmp(command, "run") && strcmp(command, "status") && strcmp(command, "check-config") &&
-	    strcmp(command, "rebuild") && strcmp(command, "dead-letters")) {
+	    strcmp(command, "rebuild") && strcmp(command, "dead-letters") && strcmp(command, "wait")) {
 		config_release(&cfg);
 		return die(EXIT_USAGE, "unknown command '%s' (see --help)", command);
 	}
@@ -674,6 +788,8 @@ int main(int argc, char **argv)
 		rc = 0;
 	} else if (!strcmp(command, "status")) {
 		rc = cmd_status(&cfg);
+	} else if (!strcmp(command, "wait")) {
+		rc = cmd_wait(&cfg, position, timeout);
 	} else if (!strcmp(command, "dead-letters")) {
 		rc = cmd_dead_letters(&cfg, target, arg, all, reason);
 	} else if (!strcmp(command, "rebuild")) {

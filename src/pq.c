@@ -23,9 +23,12 @@ void pq_error(char *err, size_t errsz, const char *what, const char *msg)
 			*p = ' ';
 }
 
-PGconn *pq_connect(const char *conninfo, char *err, size_t errsz)
+PGconn *pq_connect(const char *conninfo, const char *application_name, char *err, size_t errsz)
 {
-	PGconn *conn = PQconnectdb(conninfo);
+	const char *keys[] = { "dbname", "application_name", NULL };
+	const char *vals[] = { conninfo, application_name, NULL };
+	/* the conninfo is expanded first; the name set after it wins */
+	PGconn *conn = PQconnectdbParams(keys, vals, 1);
 
 	if (!conn || PQstatus(conn) != CONNECTION_OK) {
 		pq_error(err, errsz, "cannot connect to PostgreSQL", conn ? PQerrorMessage(conn) : "out of memory");

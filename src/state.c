@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <unistd.h>
+
 #include <libpq-fe.h>
 
 #include "esbridge/pq.h"
@@ -15,6 +17,7 @@
 
 struct state {
 	PGconn *conn;
+	bool fenced;   /* a write found the projection's lock gone */
 };
 
 static const char *const state_names[] = { "building", "ready", "active", "retired" };
@@ -177,7 +180,14 @@ struct state *state_open(const char *conninfo, char *err, size_t errsz)
 		snprintf(err, errsz, "out of memory");
 		return NULL;
 	}
-	st->conn = pq_connect(conninfo, err, errsz);
+	{
+		/* the owner of a projection is known by the name of its lock's session */
+		char name[96], host[48] = "";
+		if (gethostname(host, sizeof(host) - 1))
+			snprintf(host, sizeof(host), "unknown");
+		snprintf(name, sizeof(name), "esbridge %.32s pid %ld", host, (long)getpid());
+		st->conn = pq_connect(conninfo, name, err, errsz);
+	}
 	if (!st->conn) {
 		state_close(st);
 		return NULL;
@@ -456,6 +466,23 @@ int state_create_generation(struct state *st, const char *proj, int number, cons
 			   3, params, err, errsz);
 }
 
+/* 1 if this session holds the projection's lock, 0 if not, -1 on error. */
+static int state_owns(struct state *st, const char *proj)
+{
+	const char *params[1] = { proj };
+	PGresult *res = PQexecParams(st->conn,
+		"SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
+		" AND granted AND objsubid = 2 AND classid = hashtext('esbridge.projection')::oid"
+		" AND objid = hashtext($1)::oid",
+		1, NULL, params, NULL, NULL, 0);
+	int rc = -1;
+
+	if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1)
+		rc = atoi(PQgetvalue(res, 0, 0)) > 0;
+	PQclear(res);
+	return rc;
+}
+
 int state_save_checkpoint(struct state *st, const char *proj, int number, struct position at,
 			  char *err, size_t errsz)
 {
@@ -470,13 +497,23 @@ int state_save_checkpoint(struct state *st, const char *proj, int number, struct
 	res = PQexecParams(st->conn,
 			   "UPDATE esbridge.generations"
 			   " SET checkpoint_txid = $3::xid8, checkpoint_pos = $4::bigint, updated_at = now()"
-			   " WHERE projection = $1 AND generation = $2::int",
+			   " WHERE projection = $1 AND generation = $2::int"
+			   /* fenced: only the session holding the projection's lock moves it */
+			   "  AND EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory'"
+			   "   AND pid = pg_backend_pid() AND granted AND objsubid = 2"
+			   "   AND classid = hashtext('esbridge.projection')::oid AND objid = hashtext($1)::oid)",
 			   4, NULL, params, NULL, NULL, 0);
 	if (PQresultStatus(res) != PGRES_COMMAND_OK) {
 		pq_error(err, errsz, "cannot save the checkpoint", PQresultErrorMessage(res));
 		rc = -1;
 	} else if (strcmp(PQcmdTuples(res), "1") != 0) {
-		snprintf(err, errsz, "cannot save the checkpoint: generation %d of '%s' is gone", number, proj);
+		if (state_owns(st, proj) == 0) {
+			snprintf(err, errsz, "cannot save the checkpoint: this process no longer owns '%s'", proj);
+			st->fenced = true;
+		} else {
+			snprintf(err, errsz, "cannot save the checkpoint: generation %d of '%s' is gone", number,
+				 proj);
+		}
 		rc = -1;
 	}
 	PQclear(res);
@@ -498,7 +535,7 @@ int state_set_generation_state(struct state *st, const char *proj, int number, e
 
 bool state_connection_lost(const struct state *st)
 {
-	return PQstatus(st->conn) != CONNECTION_OK;
+	return st->fenced || PQstatus(st->conn) != CONNECTION_OK;
 }
 
 int state_dead_letter(struct state *st, const char *proj, int number, const struct dead_letter *dl,
@@ -784,6 +821,42 @@ int state_own_projection(struct state *st, const char *proj, char *err, size_t e
 	return rc;
 }
 
+int state_applied(struct state *st, const char *proj, const char *position, char *err, size_t errsz)
+{
+	const char *params[2] = { proj, position };
+	PGresult *res = PQexecParams(st->conn,
+		"SELECT (e.transaction_id, e.global_position) <= (g.checkpoint_txid, g.checkpoint_pos)"
+		" FROM events e JOIN esbridge.generations g ON g.projection = $1 AND g.state = 'active'"
+		" WHERE e.global_position = $2::bigint",
+		2, NULL, params, NULL, NULL, 0);
+	int rc;
+
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		pq_error(err, errsz, "cannot read the checkpoint", PQresultErrorMessage(res));
+		PQclear(res);
+		return -1;
+	}
+	rc = PQntuples(res) == 1 && PQgetvalue(res, 0, 0)[0] == 't';
+	PQclear(res);
+	return rc;
+}
+
+char *state_owner(struct state *st, const char *proj)
+{
+	const char *params[1] = { proj };
+	PGresult *res = PQexecParams(st->conn,
+		"SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+		" WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2"
+		"  AND l.classid = hashtext('esbridge.projection')::oid AND l.objid = hashtext($1)::oid",
+		1, NULL, params, NULL, NULL, 0);
+	char *owner = NULL;
+
+	if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1)
+		owner = strdup(*PQgetvalue(res, 0, 0) ? PQgetvalue(res, 0, 0) : "a session without a name");
+	PQclear(res);
+	return owner;
+}
+
 int state_print_status(struct state *st, const struct projection *const *projs, char *err,
 		       size_t errsz)
 {
@@ -830,6 +903,11 @@ int state_print_status(struct state *st, const struct projection *const *projs, 
 			pq_error(err, errsz, "cannot read the generations", PQresultErrorMessage(res));
 			PQclear(res);
 			return -1;
+		}
+		if (PQntuples(res)) {
+			char *owner = state_owner(st, (*pp)->name);
+			printf("%s: owned by %s\n", (*pp)->name, owner ? owner : "no running esbridge");
+			free(owner);
 		}
 		for (int i = 0; i < PQntuples(res); i++) {
 			char at[64];

@@ -29,7 +29,7 @@ struct store *store_open(const char *conninfo, char *err, size_t errsz)
 		snprintf(err, errsz, "out of memory");
 		return NULL;
 	}
-	s->conn = pq_connect(conninfo, err, errsz);
+	s->conn = pq_connect(conninfo, "esbridge-reader", err, errsz);
 	if (!s->conn) {
 		store_close(s);
 		return NULL;

@@ -176,6 +176,17 @@ int state_head(struct state *st, int64_t *head, char *err, size_t errsz);
 
 /* Prints one line per generation of each projection (for `status`), then the oldest open writer. */
 __attribute__((warn_unused_result))
+/*
+ * 1 once the active generation of `proj` has applied the event at global
+ * position `position` (its checkpoint passed it), 0 if not yet (or no such
+ * committed event yet), -1 on error.
+ */
+__attribute__((warn_unused_result))
+int state_applied(struct state *st, const char *proj, const char *position, char *err, size_t errsz);
+
+/* Who holds the projection's lock ("esbridge HOST pid PID"), malloc'd; NULL if nobody. */
+char *state_owner(struct state *st, const char *proj);
+
 struct projection;
 int state_print_status(struct state *st, const struct projection *const *projs, char *err,
 		       size_t errsz);
