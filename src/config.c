@@ -25,6 +25,7 @@ struct option_def {
 	const char *def;
 	double min, max;
 	int secret;     /* false, true (masked when printed) or ENV_ONLY */
+	bool reloadable; /* SIGHUP changes it in a running daemon */
 	const char *help;
 };
 
@@ -34,59 +35,59 @@ struct option_def {
 #define OFF(f) offsetof(struct config, f)
 
 static const struct option_def options[] = {
-	{ "pg", OPT_STRING, OFF(pg), "", 0, 0, true,
+	{ "pg", OPT_STRING, OFF(pg), "", 0, 0, true, false,
 	  "PostgreSQL conninfo or URI of the event store (empty: libpq defaults and PG* variables)" },
-	{ "es", OPT_STRING, OFF(es), "", 0, 0, true,
+	{ "es", OPT_STRING, OFF(es), "", 0, 0, true, false,
 	  "Elasticsearch base URL, http:// or https:// (required)" },
-	{ "mappings-dir", OPT_STRING, OFF(mappings_dir), ESBRIDGE_MAPPINGS_DIR, 0, 0, false,
+	{ "mappings-dir", OPT_STRING, OFF(mappings_dir), ESBRIDGE_MAPPINGS_DIR, 0, 0, false, false,
 	  "folder holding the NAME.json index definitions" },
-	{ "batch-size", OPT_INT, OFF(batch_size), "2000", 1, 100000, false,
+	{ "batch-size", OPT_INT, OFF(batch_size), "2000", 1, 100000, false, true,
 	  "events read from PostgreSQL per query" },
-	{ "bulk-actions", OPT_INT, OFF(bulk_actions), "1000", 1, 100000, false,
+	{ "bulk-actions", OPT_INT, OFF(bulk_actions), "1000", 1, 100000, false, true,
 	  "maximum actions in one _bulk request" },
-	{ "bulk-bytes", OPT_INT, OFF(bulk_bytes), "8388608", 4096, 104857600, false,
+	{ "bulk-bytes", OPT_INT, OFF(bulk_bytes), "8388608", 4096, 104857600, false, true,
 	  "maximum bytes of one _bulk request body" },
-	{ "inflight", OPT_INT, OFF(inflight), "3", 1, 64, false,
+	{ "inflight", OPT_INT, OFF(inflight), "3", 1, 64, false, false,
 	  "_bulk requests in flight per projection" },
-	{ "poll-interval", OPT_SECONDS, OFF(poll_interval), "1", 0.01, 3600, false,
+	{ "poll-interval", OPT_SECONDS, OFF(poll_interval), "1", 0.01, 3600, false, false,
 	  "seconds between polls of the event store when no NOTIFY arrives" },
-	{ "request-timeout", OPT_SECONDS, OFF(request_timeout), "120", 1, 3600, false,
+	{ "request-timeout", OPT_SECONDS, OFF(request_timeout), "120", 1, 3600, false, true,
 	  "seconds one Elasticsearch request may take before it counts as failed" },
-	{ "retry-max", OPT_SECONDS, OFF(retry_max), "30", 0.01, 3600, false,
+	{ "retry-max", OPT_SECONDS, OFF(retry_max), "30", 0.01, 3600, false, true,
 	  "seconds: the cap of the exponential retry backoff" },
-	{ "drain-timeout", OPT_SECONDS, OFF(drain_timeout), "30", 0, 3600, false,
+	{ "drain-timeout", OPT_SECONDS, OFF(drain_timeout), "30", 0, 3600, false, true,
 	  "seconds: on SIGTERM/SIGINT, how long requests in flight may take to finish before exiting non-zero" },
-	{ "metrics-address", OPT_STRING, OFF(metrics_address), "", 0, 0, false,
+	{ "metrics-address", OPT_STRING, OFF(metrics_address), "", 0, 0, false, false,
 	  "HOST:PORT serving Prometheus /metrics and /health (empty: off)" },
-	{ "stats-interval", OPT_SECONDS, OFF(stats_interval), "30", 1, 86400, false,
+	{ "stats-interval", OPT_SECONDS, OFF(stats_interval), "30", 1, 86400, false, true,
 	  "seconds between info log lines summing up each projection (events/s, lag)" },
-	{ "stall-timeout", OPT_SECONDS, OFF(stall_timeout), "120", 1, 86400, false,
+	{ "stall-timeout", OPT_SECONDS, OFF(stall_timeout), "120", 1, 86400, false, true,
 	  "seconds without checkpoint progress, while events wait, before /health reports a stall" },
-	{ "max-event-bytes", OPT_INT, OFF(max_event_bytes), "1048576", 1024, 104857600, false,
+	{ "max-event-bytes", OPT_INT, OFF(max_event_bytes), "1048576", 1024, 104857600, false, true,
 	  "an event whose data is larger than this many bytes goes to the dead letters" },
-	{ "log-level", OPT_STRING, OFF(log_level), "info", 0, 0, false,
+	{ "log-level", OPT_STRING, OFF(log_level), "info", 0, 0, false, true,
 	  "error, warn, info or debug" },
-	{ "ca-file", OPT_STRING, OFF(ca_file), "", 0, 0, false,
+	{ "ca-file", OPT_STRING, OFF(ca_file), "", 0, 0, false, false,
 	  "CA bundle to verify Elasticsearch's certificate (empty: system default)" },
-	{ "insecure", OPT_BOOL, OFF(insecure), "false", 0, 0, false,
+	{ "insecure", OPT_BOOL, OFF(insecure), "false", 0, 0, false, false,
 	  "skip TLS certificate verification (logs a warning)" },
-	{ "coalesce", OPT_BOOL, OFF(coalesce), "true", 0, 0, false,
+	{ "coalesce", OPT_BOOL, OFF(coalesce), "true", 0, 0, false, true,
 	  "fold the events of one document in one request into one action (off: one action per event, for comparison)" },
-	{ "dump-bulk", OPT_STRING, OFF(dump_bulk), "", 0, 0, false,
+	{ "dump-bulk", OPT_STRING, OFF(dump_bulk), "", 0, 0, false, true,
 	  "folder that receives a copy of every _bulk body sent (benchmarks and debugging)" },
-	{ "compress", OPT_BOOL, OFF(compress), "false", 0, 0, false,
+	{ "compress", OPT_BOOL, OFF(compress), "false", 0, 0, false, false,
 	  "gzip request bodies of 1 KiB or more (Content-Encoding: gzip); worth it when the cluster is remote" },
-	{ "es-user", OPT_STRING, OFF(es_user), "", 0, 0, false,
+	{ "es-user", OPT_STRING, OFF(es_user), "", 0, 0, false, false,
 	  "user name for basic auth (the password: ESBRIDGE_ES_PASSWORD or --es-password-file)" },
-	{ "es-password", OPT_STRING, OFF(es_password), "", 0, 0, ENV_ONLY,
+	{ "es-password", OPT_STRING, OFF(es_password), "", 0, 0, ENV_ONLY, false,
 	  "password for basic auth: environment only, never a flag (or --es-password-file)" },
-	{ "es-password-file", OPT_STRING, OFF(es_password_file), "", 0, 0, false,
+	{ "es-password-file", OPT_STRING, OFF(es_password_file), "", 0, 0, false, false,
 	  "file holding the basic auth password (one line)" },
-	{ "es-api-key", OPT_STRING, OFF(es_api_key), "", 0, 0, ENV_ONLY,
+	{ "es-api-key", OPT_STRING, OFF(es_api_key), "", 0, 0, ENV_ONLY, false,
 	  "API key (the encoded id:key) sent as 'Authorization: ApiKey': environment only, never a flag (or --es-api-key-file)" },
-	{ "es-api-key-file", OPT_STRING, OFF(es_api_key_file), "", 0, 0, false,
+	{ "es-api-key-file", OPT_STRING, OFF(es_api_key_file), "", 0, 0, false, false,
 	  "file holding the API key (one line)" },
-	{ "projection", OPT_LIST, OFF(projections), "", 0, 0, false,
+	{ "projection", OPT_LIST, OFF(projections), "", 0, 0, false, false,
 	  "run only this projection (repeatable; default: all)" },
 };
 
@@ -614,6 +615,155 @@ void config_usage(FILE *f)
 		fprintf(f, "  --%-16s %-26s %s", options[i].name, var, options[i].help);
 		if (*options[i].def && options[i].type != OPT_LIST)
 			fprintf(f, " [%s]", options[i].def);
+		if (options[i].reloadable)
+			fputs(" (SIGHUP reloads it)", f);
 		fputc('\n', f);
 	}
+}
+
+/* Trims spaces at both ends, in place. */
+static char *trim(char *s)
+{
+	char *end;
+
+	while (isspace((unsigned char)*s))
+		s++;
+	end = s + strlen(s);
+	while (end > s && isspace((unsigned char)end[-1]))
+		*--end = '\0';
+	return s;
+}
+
+int config_load_file(struct config *c, const char *path, char *err, size_t errsz)
+{
+	FILE *f = fopen(path, "r");
+	char line[4096];
+	int n = 0, rc = 0;
+
+	if (!f) {
+		snprintf(err, errsz, "cannot read the config file %s: %s", path, strerror(errno));
+		return -1;
+	}
+	while (rc == 0 && fgets(line, sizeof(line), f)) {
+		const struct option_def *o;
+		char *name, *value, *eq;
+		char e2[512];
+		size_t len = strlen(line);
+
+		n++;
+		if (len == sizeof(line) - 1 && line[len - 1] != '\n') {
+			snprintf(err, errsz, "%s:%d: line too long", path, n);
+			rc = -1;
+			break;
+		}
+		name = trim(line);
+		if (!*name || *name == '#')
+			continue;
+		eq = strchr(name, '=');
+		if (!eq) {
+			snprintf(err, errsz, "%s:%d: expected 'name = value'", path, n);
+			rc = -1;
+			break;
+		}
+		*eq = '\0';
+		name = trim(name);
+		value = trim(eq + 1);
+		len = strlen(value);
+		if (len >= 2 && value[0] == '"' && value[len - 1] == '"') {
+			value[len - 1] = '\0';
+			value++;
+		}
+		o = find_option(name);
+		if (!o) {
+			snprintf(err, errsz, "%s:%d: unknown option '%.64s'", path, n, name);
+			rc = -1;
+			break;
+		}
+		if (o->type == OPT_LIST) {
+			/* a list: comma-separated */
+			char *save = NULL;
+			for (char *tok = strtok_r(value, ",", &save); tok && rc == 0; tok = strtok_r(NULL, ",", &save))
+				if (set_value(c, o, trim(tok), e2, sizeof(e2))) {
+					snprintf(err, errsz, "%s:%d: %s", path, n, e2);
+					rc = -1;
+				}
+			continue;
+		}
+		/* a file is not argv: secrets may be set here (keep it private) */
+		if (set_value(c, o, value, e2, sizeof(e2))) {
+			snprintf(err, errsz, "%s:%d: %s", path, n, e2);
+			rc = -1;
+		}
+	}
+	if (rc == 0 && ferror(f)) {
+		snprintf(err, errsz, "cannot read the config file %s", path);
+		rc = -1;
+	}
+	fclose(f);
+	return rc;
+}
+
+/* Whether option `o` has the same value in both. */
+static bool same_value(const struct config *a, const struct config *b, const struct option_def *o)
+{
+	const char *pa = (const char *)a + o->offset, *pb = (const char *)b + o->offset;
+
+	switch (o->type) {
+	case OPT_STRING:
+		return !strcmp(*(char *const *)(const void *)pa, *(char *const *)(const void *)pb);
+	case OPT_INT:
+		return *(const long *)(const void *)pa == *(const long *)(const void *)pb;
+	case OPT_SECONDS:
+		return *(const double *)(const void *)pa == *(const double *)(const void *)pb;
+	case OPT_BOOL:
+		return *(const bool *)(const void *)pa == *(const bool *)(const void *)pb;
+	case OPT_LIST:
+		if (a->n_projections != b->n_projections)
+			return false;
+		for (int i = 0; i < a->n_projections; i++)
+			if (strcmp(a->projections[i], b->projections[i]))
+				return false;
+		return true;
+	}
+	return false;
+}
+
+int config_reload(struct config *live, struct config *next)
+{
+	int changed = 0;
+
+	for (size_t i = 0; i < N_OPTIONS; i++) {
+		const struct option_def *o = &options[i];
+		char *pl = (char *)live + o->offset, *pn = (char *)next + o->offset;
+
+		if (same_value(live, next, o))
+			continue;
+		if (!o->reloadable) {
+			log_warn("reload: '%s' changed; it takes effect at the next start", o->name);
+			continue;
+		}
+		changed++;
+		log_info("reload: '%s' changed", o->name);
+		switch (o->type) {
+		case OPT_STRING: {
+			/* swapped: `next` frees the old value */
+			char *tmp = *(char **)(void *)pl;
+			*(char **)(void *)pl = *(char **)(void *)pn;
+			*(char **)(void *)pn = tmp;
+			break;
+		}
+		case OPT_INT:
+			*(long *)(void *)pl = *(long *)(void *)pn;
+			break;
+		case OPT_SECONDS:
+			*(double *)(void *)pl = *(double *)(void *)pn;
+			break;
+		case OPT_BOOL:
+			*(bool *)(void *)pl = *(bool *)(void *)pn;
+			break;
+		case OPT_LIST:
+			break; /* not reloadable */
+		}
+	}
+	return changed;
 }

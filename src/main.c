@@ -122,9 +122,11 @@ struct session {
 	int finished;
 	int signals;
 	bool drain_expired;
-	ev_signal sigterm, sigint;
+	ev_signal sigterm, sigint, sighup;
 	ev_timer drain;
 };
+
+static void on_hup(struct ev_loop *loop, ev_signal *w, int revents);
 
 static void on_finish(void *arg, struct runner *r);
 
@@ -232,7 +234,7 @@ static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
 	}
 }
 
-static int session_open(struct session *s, const struct config *cfg,
+static int session_open(struct session *s, struct config *cfg,
 			const struct projection *const *projs, int n, const struct runner_opts *opts)
 {
 	char err[1024];
@@ -275,6 +277,10 @@ static int session_open(struct session *s, const struct config *cfg,
 	s->sigterm.data = s->sigint.data = s->drain.data = s;
 	ev_signal_start(s->loop, &s->sigterm);
 	ev_signal_start(s->loop, &s->sigint);
+	/* the settings are the caller's: reloadable ones change in place */
+	ev_signal_init(&s->sighup, on_hup, SIGHUP);
+	s->sighup.data = cfg;
+	ev_signal_start(s->loop, &s->sighup);
 	return 0;
 }
 
@@ -304,6 +310,7 @@ static void session_close(struct session *s)
 	if (s->loop) {
 		ev_signal_stop(s->loop, &s->sigterm);
 		ev_signal_stop(s->loop, &s->sigint);
+		ev_signal_stop(s->loop, &s->sighup);
 		ev_timer_stop(s->loop, &s->drain);
 		for (int i = 0; i < s->n; i++)
 			ev_timer_stop(s->loop, &s->slots[i].restart);
@@ -332,7 +339,7 @@ static int session_sources(void *arg, struct monitor_source *out, int max)
 	return n;
 }
 
-static int cmd_run(const struct config *cfg, bool once)
+static int cmd_run(struct config *cfg, bool once)
 {
 	const struct projection *projs[64];
 	struct runner_opts opts = { .once = once };
@@ -402,7 +409,7 @@ static void progress_cb(struct ev_loop *loop, ev_timer *w, int revents)
  * else through a command row the daemon picks up; either way it returns once
  * the alias names the new generation.
  */
-static int cmd_rebuild(const struct config *cfg, const char *name, int keep)
+static int cmd_rebuild(struct config *cfg, const char *name, int keep)
 {
 	const struct projection *proj = projection_find(name);
 	struct state *st;
@@ -653,95 +660,130 @@ static int cmd_wait(const struct config *cfg, const char *position, const char *
 	return rc;
 }
 
-int main(int argc, char **argv)
-{
-	struct config cfg;
-	char err[1024];
-	const char *command = NULL, *target = NULL, *arg = NULL, *reason = NULL;
-	const char *position = NULL, *timeout = NULL;
-	bool once = false, all = false;
-	int keep = 1;
-	int rc;
+/* What the command line says besides the settings. */
+struct cli {
+	const char *command, *target, *arg, *reason, *position, *timeout, *config_file;
+	bool once, all, help, version;
+	int keep;
+};
 
-	signal(SIGPIPE, SIG_IGN);
-	config_init(&cfg);
-	if (config_load_env(&cfg, err, sizeof(err))) {
-		config_release(&cfg);
-		return die(EXIT_USAGE, "%s", err);
+/* The value of a flag of main's own: "--NAME=V" or "--NAME V". */
+static const char *own_flag(int argc, char **argv, int *i, const char *name, bool *bad)
+{
+	const char *a = argv[*i] + 2;
+	size_t n = strlen(name);
+
+	*bad = false;
+	if (strncmp(a, name, n) != 0 || (a[n] != '\0' && a[n] != '='))
+		return NULL;
+	if (a[n] == '=')
+		return a + n + 1;
+	if (*i + 1 >= argc) {
+		*bad = true;
+		return NULL;
 	}
+	return argv[++*i];
+}
+
+/*
+ * Builds the settings: defaults, then the config file (--config FILE or
+ * ESBRIDGE_CONFIG), then ESBRIDGE_* variables, then flags. Also used to
+ * reload on SIGHUP. 0, or EXIT_USAGE with `err` set.
+ */
+static int load_settings(int argc, char **argv, struct config *cfg, struct cli *cli, char *err,
+			 size_t errsz)
+{
+	static const char *const own[] = { "reason", "position", "timeout", "config", "keep" };
+
+	memset(cli, 0, sizeof(*cli));
+	cli->keep = 1;
+	config_init(cfg);
+	cli->config_file = getenv("ESBRIDGE_CONFIG");
+	for (int i = 1; i < argc; i++) {
+		bool bad;
+		const char *v;
+		if (strncmp(argv[i], "--", 2) != 0)
+			continue;
+		v = own_flag(argc, argv, &i, "config", &bad);
+		if (bad) {
+			snprintf(err, errsz, "option '--config' needs a value");
+			return EXIT_USAGE;
+		}
+		if (v)
+			cli->config_file = v;
+	}
+	if (cli->config_file && *cli->config_file &&
+	    config_load_file(cfg, cli->config_file, err, errsz))
+		return EXIT_USAGE;
+	if (config_load_env(cfg, err, errsz))
+		return EXIT_USAGE;
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
 		char name[64];
 		const char *value, *eq;
+		bool handled = false;
 
 		if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-			usage(stdout);
-			config_release(&cfg);
+			cli->help = true;
 			return 0;
 		}
 		if (!strcmp(a, "--version")) {
-			version();
-			config_release(&cfg);
+			cli->version = true;
 			return 0;
 		}
 		if (!strcmp(a, "--once")) {
-			once = true;
+			cli->once = true;
 			continue;
 		}
 		if (!strcmp(a, "--all")) {
-			all = true;
+			cli->all = true;
 			continue;
 		}
-		if (!strcmp(a, "--position") || !strncmp(a, "--position=", 11)) {
-			position = a[10] == '=' ? a + 11 : (i + 1 < argc ? argv[++i] : NULL);
-			if (!position) {
-				config_release(&cfg);
-				return die(EXIT_USAGE, "option '--position' needs a value");
+		for (size_t k = 0; k < sizeof(own) / sizeof(own[0]) && !handled && !strncmp(a, "--", 2); k++) {
+			bool bad;
+			const char *v = own_flag(argc, argv, &i, own[k], &bad);
+			if (bad) {
+				snprintf(err, errsz, "option '--%s' needs a value", own[k]);
+				return EXIT_USAGE;
 			}
-			continue;
-		}
-		if (!strcmp(a, "--timeout") || !strncmp(a, "--timeout=", 10)) {
-			timeout = a[9] == '=' ? a + 10 : (i + 1 < argc ? argv[++i] : NULL);
-			if (!timeout) {
-				config_release(&cfg);
-				return die(EXIT_USAGE, "option '--timeout' needs a value");
+			if (!v)
+				continue;
+			handled = true;
+			if (!strcmp(own[k], "reason"))
+				cli->reason = v;
+			else if (!strcmp(own[k], "position"))
+				cli->position = v;
+			else if (!strcmp(own[k], "timeout"))
+				cli->timeout = v;
+			else if (!strcmp(own[k], "keep")) {
+				char *end;
+				long kv = strtol(v, &end, 10);
+				if (!*v || *end || kv < 0 || kv > 32) {
+					snprintf(err, errsz,
+						 "invalid value for '--keep': '%s' is not a number from 0 to 32", v);
+					return EXIT_USAGE;
+				}
+				cli->keep = (int)kv;
 			}
-			continue;
 		}
-		if (!strcmp(a, "--reason") || !strncmp(a, "--reason=", 9)) {
-			reason = a[8] == '=' ? a + 9 : (i + 1 < argc ? argv[++i] : NULL);
-			if (!reason) {
-				config_release(&cfg);
-				return die(EXIT_USAGE, "option '--reason' needs a value");
-			}
+		if (handled)
 			continue;
-		}
-		if (!strcmp(a, "--keep") || !strncmp(a, "--keep=", 7)) {
-			const char *v = a[6] == '=' ? a + 7 : (i + 1 < argc ? argv[++i] : "");
-			char *end;
-			long k = strtol(v, &end, 10);
-			if (!*v || *end || k < 0 || k > 32) {
-				config_release(&cfg);
-				return die(EXIT_USAGE, "invalid value for '--keep': '%s' is not a number from 0 to 32", v);
-			}
-			keep = (int)k;
-			continue;
-		}
 		if (strncmp(a, "--", 2) != 0) {
-			if (command && (!strcmp(command, "rebuild") || !strcmp(command, "dead-letters")) &&
-			    !target) {
-				target = a;
+			if (cli->command &&
+			    (!strcmp(cli->command, "rebuild") || !strcmp(cli->command, "dead-letters")) &&
+			    !cli->target) {
+				cli->target = a;
 				continue;
 			}
-			if (command && !strcmp(command, "dead-letters") && !arg) {
-				arg = a;
+			if (cli->command && !strcmp(cli->command, "dead-letters") && !cli->arg) {
+				cli->arg = a;
 				continue;
 			}
-			if (command) {
-				config_release(&cfg);
-				return die(EXIT_USAGE, "unexpected argument '%s' (see --help)", a);
+			if (cli->command) {
+				snprintf(err, errsz, "unexpected argument '%s' (see --help)", a);
+				return EXIT_USAGE;
 			}
-			command = a;
+			cli->command = a;
 			continue;
 		}
 		eq = strchr(a + 2, '=');
@@ -755,48 +797,98 @@ int main(int argc, char **argv)
 			value = eq + 1;
 		} else if (config_has_option(name)) {
 			if (i + 1 >= argc) {
-				config_release(&cfg);
-				return die(EXIT_USAGE, "option '--%s' needs a value", name);
+				snprintf(err, errsz, "option '--%s' needs a value", name);
+				return EXIT_USAGE;
 			}
 			value = argv[++i];
 		} else {
-			config_release(&cfg);
-			return die(EXIT_USAGE, "unknown option '--%s' (see --help)", name);
+			snprintf(err, errsz, "unknown option '--%s' (see --help)", name);
+			return EXIT_USAGE;
 		}
-		if (config_set(&cfg, name, value, err, sizeof(err))) {
-			config_release(&cfg);
-			return die(EXIT_USAGE, "%s", err);
-		}
+		if (config_set(cfg, name, value, err, errsz))
+			return EXIT_USAGE;
 	}
-	if (!command) {
+	return 0;
+}
+
+/* SIGHUP: the settings again from the file, the environment and the flags. */
+static int main_argc;
+static char **main_argv;
+
+static void on_hup(struct ev_loop *loop, ev_signal *w, int revents)
+{
+	struct config *live = w->data, next;
+	struct cli cli;
+	char err[1024];
+	int changed;
+
+	(void)loop;
+	(void)revents;
+	if (load_settings(main_argc, main_argv, &next, &cli, err, sizeof(err)) ||
+	    config_validate(&next, err, sizeof(err))) {
+		log_error("reload failed, keeping the running settings: %s", err);
+		config_release(&next);
+		return;
+	}
+	changed = config_reload(live, &next);
+	config_release(&next);
+	log_set_level((enum log_level)log_level_parse(live->log_level));
+	log_info("reloaded the settings: %d changed", changed);
+}
+
+int main(int argc, char **argv)
+{
+	struct config cfg;
+	struct cli cli;
+	char err[1024];
+	int rc;
+
+	signal(SIGPIPE, SIG_IGN);
+	main_argc = argc;
+	main_argv = argv;
+	rc = load_settings(argc, argv, &cfg, &cli, err, sizeof(err));
+	if (rc) {
+		config_release(&cfg);
+		return die(rc, "%s", err);
+	}
+	if (cli.help || cli.version) {
+		if (cli.help)
+			usage(stdout);
+		else
+			version();
+		config_release(&cfg);
+		return 0;
+	}
+	if (!cli.command) {
 		usage(stderr);
 		config_release(&cfg);
 		return EXIT_USAGE;
 	}
-	if (strcmp(command, "run") && strcmp(command, "status") && strcmp(command, "check-config") &&
-	    strcmp(command, "rebuild") && strcmp(command, "dead-letters") && strcmp(command, "wait")) {
+	if (strcmp(cli.command, "run") && strcmp(cli.command, "status") &&
+	    strcmp(cli.command, "check-config") && strcmp(cli.command, "rebuild") &&
+	    strcmp(cli.command, "dead-letters") && strcmp(cli.command, "wait")) {
 		config_release(&cfg);
-		return die(EXIT_USAGE, "unknown command '%s' (see --help)", command);
+		return die(EXIT_USAGE, "unknown command '%s' (see --help)", cli.command);
 	}
 	if (config_validate(&cfg, err, sizeof(err))) {
 		config_release(&cfg);
 		return die(EXIT_USAGE, "%s", err);
 	}
 	log_set_level((enum log_level)log_level_parse(cfg.log_level));
-	if (!strcmp(command, "check-config")) {
+	if (!strcmp(cli.command, "check-config")) {
 		config_print(&cfg, stdout);
 		rc = 0;
-	} else if (!strcmp(command, "status")) {
+	} else if (!strcmp(cli.command, "status")) {
 		rc = cmd_status(&cfg);
-	} else if (!strcmp(command, "wait")) {
-		rc = cmd_wait(&cfg, position, timeout);
-	} else if (!strcmp(command, "dead-letters")) {
-		rc = cmd_dead_letters(&cfg, target, arg, all, reason);
-	} else if (!strcmp(command, "rebuild")) {
-		rc = target ? cmd_rebuild(&cfg, target, keep)
-			    : die(EXIT_USAGE, "rebuild needs a projection name (see --help)");
+	} else if (!strcmp(cli.command, "wait")) {
+		rc = cmd_wait(&cfg, cli.position, cli.timeout);
+	} else if (!strcmp(cli.command, "dead-letters")) {
+		rc = cmd_dead_letters(&cfg, cli.target, cli.arg, cli.all, cli.reason);
+	} else if (!strcmp(cli.command, "rebuild")) {
+		rc = cli.target ? cmd_rebuild(&cfg, cli.target, cli.keep)
+				: die(EXIT_USAGE, "rebuild needs a projection name (see --help)");
 	} else {
-		rc = cmd_run(&cfg, once);
+		rc = cmd_run(&cfg, cli.once);
 	}
 	config_release(&cfg);
 	return rc;

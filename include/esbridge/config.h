@@ -63,6 +63,23 @@ void config_release(struct config *c);
 __attribute__((warn_unused_result))
 int config_set(struct config *c, const char *name, const char *value, char *err, size_t errsz);
 
+/*
+ * Applies a config file: one "name = value" a line (the flag's name without
+ * "--", the value optionally in double quotes), '#' starts a comment line,
+ * a list option takes comma-separated values. Secrets may be set here (a
+ * file is not argv): keep it readable by the service only. Errors name the
+ * file and line.
+ */
+__attribute__((warn_unused_result))
+int config_load_file(struct config *c, const char *path, char *err, size_t errsz);
+
+/*
+ * SIGHUP: copies the settings marked reloadable from `next` into `live`
+ * (values are swapped, so releasing `next` frees the old ones) and logs a
+ * warning for each other setting that differs. Returns how many changed.
+ */
+int config_reload(struct config *live, struct config *next);
+
 /* Applies every ESBRIDGE_* variable that names an option. */
 __attribute__((warn_unused_result))
 int config_load_env(struct config *c, char *err, size_t errsz);
