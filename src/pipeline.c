@@ -347,6 +347,39 @@ static int held_load(struct pipeline *p, char *err, size_t errsz)
  * the checkpoint passes them (flush_letters). A letter naming a document
  * holds the document's later events back.
  */
+/*
+ * Makes `s` valid UTF-8 in place: a reason quotes event data and may have
+ * been cut inside a character; PostgreSQL refuses invalid text.
+ */
+static void utf8_repair(char *s)
+{
+	unsigned char *u = (unsigned char *)s;
+
+	while (*u) {
+		size_t n = 0;
+		if (*u < 0x80)
+			n = 1;
+		else if (*u >= 0xc2 && *u <= 0xdf)
+			n = 2;
+		else if (*u >= 0xe0 && *u <= 0xef)
+			n = 3;
+		else if (*u >= 0xf0 && *u <= 0xf4)
+			n = 4;
+		for (size_t i = 1; i < n && n; i++)
+			if ((u[i] & 0xc0) != 0x80)
+				n = 0;
+		if (n == 3 && ((u[0] == 0xe0 && u[1] < 0xa0) || (u[0] == 0xed && u[1] > 0x9f)))
+			n = 0;
+		if (n == 4 && ((u[0] == 0xf0 && u[1] < 0x90) || (u[0] == 0xf4 && u[1] > 0x8f)))
+			n = 0;
+		if (!n) {
+			*u++ = '?';
+			continue;
+		}
+		u += n;
+	}
+}
+
 static void dead_letter(struct pipeline *p, struct position at, const char *doc, size_t doc_len,
 			bool held, const char *reason)
 {
@@ -375,6 +408,7 @@ static void dead_letter(struct pipeline *p, struct position at, const char *doc,
 		free(dl->doc_id);
 		goto oom;
 	}
+	utf8_repair(dl->reason);
 	p->n_letters++;
 	if (doc && !held && held_add(p, doc, doc_len, at))
 		goto oom;

@@ -121,9 +121,8 @@ static int read_effect(const struct event *ev, yajl_val data, struct effect *fx,
 			snprintf(err, errsz, "field 'price' must not be negative");
 			return PROJECTION_REJECT;
 		}
-		/* price < 10^15 cents and quantity <= 10^6 cannot overflow int64 */
-		fx->amount = price * (int64_t)qty;
-		if (fx->amount > MAX_LINE_CENTS) {
+		/* price (up to 10^15 cents) × quantity (up to 10^6) can pass int64 */
+		if (__builtin_mul_overflow(price, (int64_t)qty, &fx->amount) || fx->amount > MAX_LINE_CENTS) {
 			snprintf(err, errsz, "price × quantity is more than 10^13");
 			return PROJECTION_REJECT;
 		}
