@@ -3,6 +3,7 @@
 #   make                 build/esbridge
 #   make check           every test (unit + integration against real services)
 #   make unit            unit tests only (no services)
+#   make install         PREFIX=/usr/local, DESTDIR= for staging
 #   make demo            services up, sample events, catch-up, a search
 #   make DEVELOPER=1     warnings are errors (CI)
 #   make SANITIZE=address,undefined unit
@@ -102,6 +103,7 @@ integration: $(BUILD)/esbridge $(INTEG_RUN)
 
 check: deps
 	@$(MAKE) --no-print-directory unit
+	@$(MAKE) --no-print-directory check-man
 	@$(MAKE) --no-print-directory integration
 	@$(MAKE) --no-print-directory bench-smoke
 
@@ -122,10 +124,35 @@ bench-smoke: $(BUILD)/esbridge $(BUILD)/bench-poster
 	@BUILD=$(BUILD) BENCH_EVENTS=10000 BENCH_MEMORY_EVENTS="10000 20000" BENCH_LIVE_SECONDS=3 \
 		BENCH_OUT=$(BUILD)/bench-smoke BENCH_SMOKE=1 scripts/bench
 
-install: $(BUILD)/esbridge
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/esbridge/mappings
-	install -m 755 $(BUILD)/esbridge $(DESTDIR)$(PREFIX)/bin/esbridge
-	install -m 644 mappings/*.json $(DESTDIR)$(PREFIX)/share/esbridge/mappings/
+# make install [PREFIX=/usr/local] [DESTDIR=/tmp/stage]: the program, built
+# again into $(BUILD)/install so that its default --mappings-dir is the
+# installed one; the mappings; the man page; an example config file and
+# systemd unit (docs, not enabled). The installed paths replace /usr/local
+# in the man page and the unit.
+BINDIR  ?= $(PREFIX)/bin
+DATADIR ?= $(PREFIX)/share
+MANDIR  ?= $(DATADIR)/man
+DOCDIR  ?= $(DATADIR)/doc/esbridge
+INSTALL_MAPPINGS_DIR = $(DATADIR)/esbridge/mappings
+INSTALL_PATHS = -e 's|/usr/local/bin/esbridge|$(BINDIR)/esbridge|g' \
+	-e 's|/usr/local/share/esbridge|$(DATADIR)/esbridge|g' \
+	-e 's|/usr/local/share/doc/esbridge|$(DOCDIR)|g'
+
+install:
+	@$(MAKE) --no-print-directory BUILD=$(BUILD)/install MAPPINGS_DIR=$(INSTALL_MAPPINGS_DIR) all
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(INSTALL_MAPPINGS_DIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(DOCDIR)
+	install -m 755 $(BUILD)/install/esbridge $(DESTDIR)$(BINDIR)/esbridge
+	install -m 644 mappings/*.json $(DESTDIR)$(INSTALL_MAPPINGS_DIR)/
+	sed $(INSTALL_PATHS) scripts/esbridge.1 > $(BUILD)/install/esbridge.1
+	sed $(INSTALL_PATHS) scripts/esbridge.service > $(BUILD)/install/esbridge.service
+	sed $(INSTALL_PATHS) scripts/esbridge.conf.example > $(BUILD)/install/esbridge.conf.example
+	install -m 644 $(BUILD)/install/esbridge.1 $(DESTDIR)$(MANDIR)/man1/esbridge.1
+	install -m 644 $(BUILD)/install/esbridge.service $(BUILD)/install/esbridge.conf.example $(DESTDIR)$(DOCDIR)/
+
+# The man page and the example config file match esbridge --help (part of check).
+.PHONY: check-man
+check-man: $(BUILD)/esbridge
+	@scripts/check-man $(BUILD)/esbridge
 
 clean:
 	rm -rf $(BUILD)
