@@ -459,9 +459,9 @@ static void expect_clean(const char *what, const char *out, const char *const *c
 
 Test(tls, canary_password_never_shows, .timeout = 180)
 {
-	char pw[64], bad[64], badfile[PATH_MAX + 96], env_es[96], env_url[192], argv_url[192],
+	char pw[64], bad[64], onargv[64], badfile[PATH_MAX + 96], env_es[96], env_url[192], argv_url[192],
 		argv_pw[96], *out, *orig_es;
-	const char *const canaries[] = { pw, bad, NULL };
+	const char *const canaries[] = { pw, bad, onargv, NULL };
 	int code;
 
 	h_begin();
@@ -469,6 +469,8 @@ Test(tls, canary_password_never_shows, .timeout = 180)
 	cr_assert_not_null(orig_es);
 	make_canary(pw, sizeof(pw), "pw");
 	make_canary(bad, sizeof(bad), "bad");
+	/* a canary of its own for the command line (the spawn line in the test log shows argv) */
+	make_canary(onargv, sizeof(onargv), "argv");
 	proxy_start(pw, NULL);
 	secret_file("pw-bad", bad, badfile, sizeof(badfile));
 	snprintf(env_es, sizeof(env_es), "ESBRIDGE_ES=%s", px.url);
@@ -526,13 +528,13 @@ Test(tls, canary_password_never_shows, .timeout = 180)
 	free(orig_es);
 
 	/* refused on the command line, without echoing the secret */
-	snprintf(argv_pw, sizeof(argv_pw), "--es-password=%s", pw);
+	snprintf(argv_pw, sizeof(argv_pw), "--es-password=%s", onargv);
 	code = run_esb(ARGS(env_es, "ESBRIDGE_ES_USER=" USER), ARGS(argv_pw, "check-config"), 30, &out);
 	cr_expect_eq(code, 2, "a password on the command line was accepted: exit %d", code);
 	cr_expect_not_null(strstr(out, "ESBRIDGE_ES_PASSWORD"), "the error does not name the safe way: %s", out);
 	expect_clean("--es-password=...", out, canaries);
 	free(out);
-	snprintf(argv_url, sizeof(argv_url), "https://" USER ":%s@127.0.0.1:%d", pw, px.port);
+	snprintf(argv_url, sizeof(argv_url), "https://" USER ":%s@127.0.0.1:%d", onargv, px.port);
 	code = run_esb(NULL, ARGS("--es", argv_url, "check-config"), 30, &out);
 	cr_expect_eq(code, 2, "credentials in --es were accepted: exit %d", code);
 	cr_expect_not_null(strstr(out, "ESBRIDGE_ES_USER"), "the error does not name the safe way: %s", out);
