@@ -249,6 +249,24 @@ static bool url_has_credentials(const char *url)
 	return strchr(scheme_end ? scheme_end + 3 : url, '@') != NULL;
 }
 
+/* True when the conninfo or URI carries a password. */
+static bool conninfo_has_password(const char *conninfo)
+{
+	char *pqerr = NULL;
+	PQconninfoOption *opts = PQconninfoParse(conninfo, &pqerr);
+	bool has = false;
+
+	if (!opts) {
+		PQfreemem(pqerr);
+		return false; /* refused later, by config_validate, without quoting it */
+	}
+	for (PQconninfoOption *o = opts; o->keyword; o++)
+		if (!strcmp(o->keyword, "password") && o->val && *o->val)
+			has = true;
+	PQconninfoFree(opts);
+	return has;
+}
+
 int config_set(struct config *c, const char *name, const char *value, char *err, size_t errsz)
 {
 	const struct option_def *o = find_option(name);
@@ -263,6 +281,11 @@ int config_set(struct config *c, const char *name, const char *value, char *err,
 		env_name(o->name, var, sizeof(var));
 		snprintf(err, errsz, "'--%s' is not accepted on the command line, where other users can read it: "
 			 "set %s or use --%s-file FILE", o->name, var, o->name);
+		return -1;
+	}
+	if (!strcmp(o->name, "pg") && conninfo_has_password(value)) {
+		snprintf(err, errsz, "a password in '--pg' is not accepted on the command line, where other users "
+			 "can read it: set ESBRIDGE_PG or PGPASSWORD, or use a ~/.pgpass file");
 		return -1;
 	}
 	if (!strcmp(o->name, "es") && url_has_credentials(value)) {

@@ -18,6 +18,7 @@
 #include <ev.h>
 #include <libpq-fe.h>
 #include <yajl/yajl_version.h>
+#include <zlib.h>
 
 #include "esbridge/config.h"
 #include "esbridge/es.h"
@@ -46,7 +47,9 @@ static void usage(FILE *f)
 		"                    build a new generation of NAME beside the active one, then move\n"
 		"                    the alias to it; keeps N retired indices [1]. Runs in this\n"
 		"                    process, or asks the running daemon that owns NAME\n"
-		"  status            generations, indices, checkpoints and pending dead letters\n"
+		"  status [--json]   per projection its owner and alias, per generation its state,\n"
+		"                    index, checkpoint, head, lag, events held back by open\n"
+		"                    transactions and open dead letters; the oldest open writer\n"
 		"  wait --projection NAME --position P [--timeout S]\n"
 		"                    return once NAME's active generation has applied the event at\n"
 		"                    global position P (exit 0), or after S seconds (exit 1) [30]\n"
@@ -62,6 +65,8 @@ static void usage(FILE *f)
 		"  check-config      validate the settings and print them (secrets masked)\n"
 		"\n"
 		"options (flag, environment variable, description [default]):\n");
+	fprintf(f, "  --%-16s %-26s %s\n", "config FILE", "ESBRIDGE_CONFIG",
+		"settings file of 'name = value' lines, read again on SIGHUP");
 	config_usage(f);
 	fprintf(f,
 		"  --help             show this help\n"
@@ -77,8 +82,9 @@ static void version(void)
 	int y = yajl_version();
 
 	printf("esbridge %s\n", ESBRIDGE_VERSION);
-	printf("libev %d.%d, %s, libpq %d, yajl %d.%d.%d\n", ev_version_major(), ev_version_minor(),
-	       curl_version(), PQlibVersion(), y / 10000, y / 100 % 100, y % 100);
+	printf("libev %d.%d, %s, libpq %d.%d, yajl %d.%d.%d, zlib %s\n", ev_version_major(),
+	       ev_version_minor(), curl_version(), PQlibVersion() / 10000, PQlibVersion() % 100,
+	       y / 10000, y / 100 % 100, y % 100, zlibVersion());
 }
 
 __attribute__((format(printf, 2, 3)))
@@ -529,7 +535,7 @@ remote:
 	}
 }
 
-static int cmd_status(const struct config *cfg)
+static int cmd_status(const struct config *cfg, bool json)
 {
 	char err[1024];
 	struct state *st = state_open(cfg->pg, err, sizeof(err));
@@ -537,7 +543,7 @@ static int cmd_status(const struct config *cfg)
 
 	if (!st)
 		return die(1, "%s", err);
-	rc = state_print_status(st, projection_registry, err, sizeof(err)) ? die(1, "%s", err) : 0;
+	rc = state_print_status(st, projection_registry, json, stdout, err, sizeof(err)) ? die(1, "%s", err) : 0;
 	state_close(st);
 	return rc;
 }
@@ -663,7 +669,7 @@ static int cmd_wait(const struct config *cfg, const char *position, const char *
 /* What the command line says besides the settings. */
 struct cli {
 	const char *command, *target, *arg, *reason, *position, *timeout, *config_file;
-	bool once, all, help, version;
+	bool once, all, help, version, json;
 	int keep;
 };
 
@@ -737,6 +743,10 @@ static int load_settings(int argc, char **argv, struct config *cfg, struct cli *
 		}
 		if (!strcmp(a, "--all")) {
 			cli->all = true;
+			continue;
+		}
+		if (!strcmp(a, "--json")) {
+			cli->json = true;
 			continue;
 		}
 		for (size_t k = 0; k < sizeof(own) / sizeof(own[0]) && !handled && !strncmp(a, "--", 2); k++) {
@@ -879,7 +889,7 @@ int main(int argc, char **argv)
 		config_print(&cfg, stdout);
 		rc = 0;
 	} else if (!strcmp(cli.command, "status")) {
-		rc = cmd_status(&cfg);
+		rc = cmd_status(&cfg, cli.json);
 	} else if (!strcmp(cli.command, "wait")) {
 		rc = cmd_wait(&cfg, cli.position, cli.timeout);
 	} else if (!strcmp(cli.command, "dead-letters")) {

@@ -60,7 +60,6 @@ struct lane {
 	struct opset *ready;    /* full sets waiting for the lane, oldest first */
 	size_t n_ready, cap_ready;
 	struct opset sending;   /* the request in flight or waiting to be sent again */
-	bool one_per_doc;       /* after a split: one action per document a request */
 	double sent_at;         /* when the request in flight was sent */
 	size_t body_len;        /* its body's size */
 	bool busy;              /* a request is in flight */
@@ -167,6 +166,7 @@ static struct bulk_op *opset_get(struct opset *o, const char *id, size_t len, bo
 				 bool *created)
 {
 	size_t j;
+	bool follows = false;
 
 	*created = false;
 	if ((o->n_ops + 1) * 2 > o->n_slots && opset_rehash(o, o->n_slots ? o->n_slots * 2 : 64))
@@ -177,6 +177,7 @@ static struct bulk_op *opset_get(struct opset *o, const char *id, size_t len, bo
 		if (!strcmp(op->id, id)) {
 			if (!fresh)
 				return op;
+			follows = true;
 			break; /* the slot now names the newest operation */
 		}
 		j = (j + 1) & (o->n_slots - 1);
@@ -192,6 +193,7 @@ static struct bulk_op *opset_get(struct opset *o, const char *id, size_t len, bo
 	if (bulk_op_init(&o->ops[o->n_ops], id, len))
 		return NULL;
 	o->slots[j] = (uint32_t)(o->n_ops + 1);
+	o->ops[o->n_ops].follows = follows;
 	*created = true;
 	return &o->ops[o->n_ops++];
 }
@@ -815,7 +817,6 @@ static void settle_sending(struct lane *l)
 	}
 	opset_release(&l->sending);
 	l->attempts = 0;
-	l->one_per_doc = false;
 }
 
 static void abandon_sending(struct lane *l)
@@ -823,7 +824,6 @@ static void abandon_sending(struct lane *l)
 	/* its events stay unsettled: the checkpoint never passes them */
 	opset_release(&l->sending);
 	l->attempts = 0;
-	l->one_per_doc = false;
 }
 
 static void dead_letter_op(struct pipeline *p, struct bulk_op *op, const char *reason)
@@ -861,7 +861,6 @@ static int split_op(struct lane *l, size_t index, const char *why)
 	PLOG(LOG_INFO, p, "document '%s': %zu events folded into one action were rejected (%s);"
 	     " sending them one by one", l->sending.ops[index].id, n, why);
 	l->sending.ops[index].kind = BULK_NONE;
-	l->one_per_doc = true; /* an event after a bad one must wait for its answer */
 	for (int i = 0; i < b.n; i++) {
 		struct event ev;
 		struct bulk_op *op;
@@ -979,6 +978,13 @@ static void lane_done(void *arg, const struct es_response *r)
 	}
 	if (r->transport_error) {
 		lane_retry_later(l, r->error);
+		return;
+	}
+	if (r->status == 401 || r->status == 403) {
+		/* the body is often a proxy's HTML page; es.c explains once */
+		snprintf(err, sizeof(err), "HTTP %ld %s", r->status,
+			 r->status == 401 ? "Unauthorized (check the credentials)" : "Forbidden (check the rights)");
+		lane_retry_later(l, err);
 		return;
 	}
 	if (r->status != 200) {
@@ -1113,8 +1119,13 @@ static void send_sending(struct lane *l)
 			op->kind = BULK_NONE;
 			continue;
 		}
-		if (l->one_per_doc && pending_before(&l->sending, i))
-			continue; /* sent once the earlier action of its document is answered */
+		/*
+		 * One action per document in a request: a later one waits for
+		 * the answer to the earlier, which may be refused (then it is
+		 * held back, never applied before it).
+		 */
+		if (op->follows && pending_before(&l->sending, i))
+			continue;
 		if (bulk_writer_op(&w, op, err, sizeof(err))) {
 			if (buf_error(&body)) {
 				bulk_writer_release(&w);

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <libpq-fe.h>
+#include <yajl/yajl_gen.h>
 
 #include "esbridge/pq.h"
 
@@ -857,31 +858,58 @@ char *state_owner(struct state *st, const char *proj)
 	return owner;
 }
 
-int state_print_status(struct state *st, const struct projection *const *projs, char *err,
-		       size_t errsz)
+static void jstr(yajl_gen g, const char *v)
+{
+	yajl_gen_string(g, (const unsigned char *)v, strlen(v));
+}
+
+/* A number PostgreSQL printed, as a JSON number. */
+static void jnum(yajl_gen g, const char *v)
+{
+	yajl_gen_number(g, v, strlen(v));
+}
+
+int state_print_status(struct state *st, const struct projection *const *projs, bool json, FILE *out,
+		       char *err, size_t errsz)
 {
 	static const char *const none[] = { NULL };
+	yajl_gen g = NULL;
 	PGresult *res;
+	int rc = -1;
 
-	printf("%-16s %4s %-24s %-9s %-24s %9s %9s %8s %s\n", "PROJECTION", "GEN", "INDEX", "STATE",
-	       "CHECKPOINT(txid/pos)", "LAG", "HELD", "DEAD", "UPDATED");
+	if (json) {
+		g = yajl_gen_alloc(NULL);
+		if (!g) {
+			snprintf(err, errsz, "out of memory");
+			return -1;
+		}
+		yajl_gen_config(g, yajl_gen_beautify, 1);
+		yajl_gen_map_open(g);
+		jstr(g, "projections");
+		yajl_gen_array_open(g);
+	} else {
+		fprintf(out, "%-16s %4s %-24s %-9s %-24s %9s %9s %9s %8s %s\n", "PROJECTION", "GEN", "INDEX",
+			"STATE", "CHECKPOINT(txid/pos)", "HEAD", "LAG", "HELD", "DEAD", "UPDATED");
+	}
 	for (const struct projection *const *pp = projs; *pp; pp++) {
 		struct buf types = BUF_INIT(1 << 16), streams = BUF_INIT(1 << 16);
 		const char *params[3] = { (*pp)->name, NULL, NULL };
+		char *owner;
 
 		if (store_text_array((*pp)->event_types, &types) ||
 		    store_text_array((*pp)->streams ? (*pp)->streams : none, &streams)) {
 			buf_release(&types);
 			buf_release(&streams);
 			snprintf(err, errsz, "out of memory");
-			return -1;
+			goto out;
 		}
 		params[1] = types.data;
 		params[2] = streams.data;
 		/*
-		 * lag: the projection's events after the checkpoint it may read
-		 * now (below the snapshot's xmin); held: its committed events it
-		 * may not read yet because an older transaction is still open.
+		 * head: the projection's newest event; lag: its events after the
+		 * checkpoint it may read now (below the snapshot's xmin); held:
+		 * its committed events it may not read yet because an older
+		 * transaction is still open.
 		 */
 		res = PQexecParams(st->conn,
 			"WITH x AS (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin),"
@@ -894,7 +922,8 @@ int state_print_status(struct state *st, const struct projection *const *projs, 
 			"  (SELECT count(*) FROM e, x WHERE e.transaction_id >= x.xmin),"
 			"  (SELECT count(*) FROM esbridge.dead_letters d WHERE d.projection = g.projection"
 			"    AND d.generation = g.generation AND d.status IN ('pending','held','retry')),"
-			"  to_char(g.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
+			"  to_char(g.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),"
+			"  (SELECT coalesce(max(global_position), 0) FROM e)"
 			" FROM esbridge.generations g WHERE g.projection = $1 ORDER BY g.generation",
 			3, NULL, params, NULL, NULL, 0);
 		buf_release(&types);
@@ -902,21 +931,68 @@ int state_print_status(struct state *st, const struct projection *const *projs, 
 		if (PQresultStatus(res) != PGRES_TUPLES_OK) {
 			pq_error(err, errsz, "cannot read the generations", PQresultErrorMessage(res));
 			PQclear(res);
-			return -1;
+			goto out;
 		}
-		if (PQntuples(res)) {
-			char *owner = state_owner(st, (*pp)->name);
-			printf("%s: owned by %s\n", (*pp)->name, owner ? owner : "no running esbridge");
-			free(owner);
+		owner = PQntuples(res) ? state_owner(st, (*pp)->name) : NULL;
+		if (json) {
+			yajl_gen_map_open(g);
+			jstr(g, "projection");
+			jstr(g, (*pp)->name);
+			jstr(g, "alias");
+			jstr(g, (*pp)->name);
+			jstr(g, "owner");
+			if (owner)
+				jstr(g, owner);
+			else
+				yajl_gen_null(g);
+			jstr(g, "generations");
+			yajl_gen_array_open(g);
+		} else if (PQntuples(res)) {
+			fprintf(out, "%s (alias %s): owned by %s\n", (*pp)->name, (*pp)->name,
+				owner ? owner : "no running esbridge");
 		}
+		free(owner);
 		for (int i = 0; i < PQntuples(res); i++) {
-			char at[64];
 			bool retired = !strcmp(PQgetvalue(res, i, 3), "retired");
-			snprintf(at, sizeof(at), "%s/%s", PQgetvalue(res, i, 4), PQgetvalue(res, i, 5));
-			printf("%-16s %4s %-24s %-9s %-24s %9s %9s %8s %s\n", PQgetvalue(res, i, 0),
-			       PQgetvalue(res, i, 1), PQgetvalue(res, i, 2), PQgetvalue(res, i, 3), at,
-			       retired ? "-" : PQgetvalue(res, i, 6), retired ? "-" : PQgetvalue(res, i, 7),
-			       PQgetvalue(res, i, 8), PQgetvalue(res, i, 9));
+			if (json) {
+				yajl_gen_map_open(g);
+				jstr(g, "generation");
+				jnum(g, PQgetvalue(res, i, 1));
+				jstr(g, "index");
+				jstr(g, PQgetvalue(res, i, 2));
+				jstr(g, "state");
+				jstr(g, PQgetvalue(res, i, 3));
+				jstr(g, "checkpoint");
+				yajl_gen_map_open(g);
+				jstr(g, "transaction_id");
+				jstr(g, PQgetvalue(res, i, 4)); /* xid8: beyond a double's exact range */
+				jstr(g, "global_position");
+				jnum(g, PQgetvalue(res, i, 5));
+				yajl_gen_map_close(g);
+				jstr(g, "head");
+				jnum(g, PQgetvalue(res, i, 10));
+				jstr(g, "lag");
+				jnum(g, PQgetvalue(res, i, 6));
+				jstr(g, "held");
+				jnum(g, PQgetvalue(res, i, 7));
+				jstr(g, "dead_letters_open");
+				jnum(g, PQgetvalue(res, i, 8));
+				jstr(g, "updated_at");
+				jstr(g, PQgetvalue(res, i, 9));
+				yajl_gen_map_close(g);
+			} else {
+				char at[64];
+				snprintf(at, sizeof(at), "%s/%s", PQgetvalue(res, i, 4), PQgetvalue(res, i, 5));
+				fprintf(out, "%-16s %4s %-24s %-9s %-24s %9s %9s %9s %8s %s\n",
+					PQgetvalue(res, i, 0), PQgetvalue(res, i, 1), PQgetvalue(res, i, 2),
+					PQgetvalue(res, i, 3), at, PQgetvalue(res, i, 10),
+					retired ? "-" : PQgetvalue(res, i, 6), retired ? "-" : PQgetvalue(res, i, 7),
+					PQgetvalue(res, i, 8), PQgetvalue(res, i, 9));
+			}
+		}
+		if (json) {
+			yajl_gen_array_close(g);
+			yajl_gen_map_close(g);
 		}
 		PQclear(res);
 	}
@@ -929,15 +1005,48 @@ int state_print_status(struct state *st, const struct projection *const *projs, 
 	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
 		pq_error(err, errsz, "cannot read the open transactions", PQresultErrorMessage(res));
 		PQclear(res);
-		return -1;
+		goto out;
 	}
-	if (PQntuples(res) == 1)
-		printf("oldest open writer: transaction %s (pid %s, application '%s', %s) open for %ss;"
-		       " events committed after it began wait for it (HELD)\n",
-		       PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2),
-		       PQgetvalue(res, 0, 3), PQgetvalue(res, 0, 4));
-	else
-		printf("oldest open writer: none\n");
+	if (json) {
+		const unsigned char *buf;
+		size_t len;
+		yajl_gen_array_close(g);
+		jstr(g, "oldest_open_writer");
+		if (PQntuples(res) == 1) {
+			yajl_gen_map_open(g);
+			jstr(g, "transaction_id");
+			jstr(g, PQgetvalue(res, 0, 0));
+			jstr(g, "pid");
+			jnum(g, PQgetvalue(res, 0, 1));
+			jstr(g, "application_name");
+			jstr(g, PQgetvalue(res, 0, 2));
+			jstr(g, "state");
+			jstr(g, PQgetvalue(res, 0, 3));
+			jstr(g, "age_seconds");
+			jnum(g, PQgetvalue(res, 0, 4));
+			yajl_gen_map_close(g);
+		} else {
+			yajl_gen_null(g);
+		}
+		yajl_gen_map_close(g);
+		if (yajl_gen_get_buf(g, &buf, &len) != yajl_gen_status_ok) {
+			snprintf(err, errsz, "cannot render the status");
+			PQclear(res);
+			goto out;
+		}
+		fwrite(buf, 1, len, out);
+	} else if (PQntuples(res) == 1) {
+		fprintf(out, "oldest open writer: transaction %s (pid %s, application '%s', %s) open for %ss;"
+			" events committed after it began wait for it (HELD)\n",
+			PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2),
+			PQgetvalue(res, 0, 3), PQgetvalue(res, 0, 4));
+	} else {
+		fprintf(out, "oldest open writer: none\n");
+	}
 	PQclear(res);
-	return 0;
+	rc = 0;
+out:
+	if (g)
+		yajl_gen_free(g);
+	return rc;
 }

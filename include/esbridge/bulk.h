@@ -79,6 +79,7 @@ struct bulk_op {
 	bool upsert;
 	bool applied;              /* answered OK (the pipeline's bookkeeping) */
 	bool written;              /* in the request in flight (the pipeline's bookkeeping) */
+	bool follows;              /* an earlier operation of its document is in the set (the same) */
 	/* the events folded into this operation, in order (for dead letters) */
 	struct position *events;
 	size_t n_events, cap_events;

@@ -174,7 +174,11 @@ int state_drain_notifies(struct state *st);
 __attribute__((warn_unused_result))
 int state_head(struct state *st, int64_t *head, char *err, size_t errsz);
 
-/* Prints one line per generation of each projection (for `status`), then the oldest open writer. */
+/*
+ * `status`: per projection its owner, per generation its state, checkpoint,
+ * head, lag, held-back events and open dead letters, then the oldest open
+ * writer; as a table, or as one JSON document.
+ */
 __attribute__((warn_unused_result))
 /*
  * 1 once the active generation of `proj` has applied the event at global
@@ -188,7 +192,7 @@ int state_applied(struct state *st, const char *proj, const char *position, char
 char *state_owner(struct state *st, const char *proj);
 
 struct projection;
-int state_print_status(struct state *st, const struct projection *const *projs, char *err,
-		       size_t errsz);
+int state_print_status(struct state *st, const struct projection *const *projs, bool json, FILE *out,
+		       char *err, size_t errsz);
 
 #endif
