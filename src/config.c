@@ -38,7 +38,7 @@ static const struct option_def options[] = {
 	{ "pg", OPT_STRING, OFF(pg), "", 0, 0, true, false,
 	  "PostgreSQL conninfo or URI of the event store (empty: libpq defaults and PG* variables)" },
 	{ "es", OPT_STRING, OFF(es), "", 0, 0, true, false,
-	  "Elasticsearch base URL, http:// or https:// (required)" },
+	  "Elasticsearch base URL, http:// or https:// (required); several nodes of one cluster: comma-separated" },
 	{ "mappings-dir", OPT_STRING, OFF(mappings_dir), ESBRIDGE_MAPPINGS_DIR, 0, 0, false, false,
 	  "folder holding the NAME.json index definitions" },
 	{ "batch-size", OPT_INT, OFF(batch_size), "2000", 1, 100000, false, true,
@@ -344,7 +344,38 @@ int config_load_env(struct config *c, char *err, size_t errsz)
 	return 0;
 }
 
+static int validate_one_url(const char *url, char *err, size_t errsz);
+
+/* The es option: one URL, or several separated by commas (the nodes of one cluster). */
 static int validate_url(const char *url, char *err, size_t errsz)
+{
+	char one[2048];
+	int n = 0;
+
+	if (!*url)
+		return validate_one_url(url, err, errsz);
+	for (const char *p = url;; ) {
+		const char *comma = strchr(p, ',');
+		size_t len = comma ? (size_t)(comma - p) : strlen(p);
+		if (len >= sizeof(one)) {
+			snprintf(err, errsz, "invalid value for 'es': a URL is longer than %zu bytes", sizeof(one) - 1);
+			return -1;
+		}
+		memcpy(one, p, len);
+		one[len] = '\0';
+		if (++n > ES_MAX_NODES) {
+			snprintf(err, errsz, "invalid value for 'es': more than %d URLs", ES_MAX_NODES);
+			return -1;
+		}
+		if (validate_one_url(one, err, errsz))
+			return -1;
+		if (!comma)
+			return 0;
+		p = comma + 1;
+	}
+}
+
+static int validate_one_url(const char *url, char *err, size_t errsz)
 {
 	const char *rest;
 
@@ -542,18 +573,48 @@ int config_validate(const struct config *c, char *err, size_t errsz)
 	return validate_security(c, err, errsz);
 }
 
+/* One URL of a list: scheme, then "***" for any user:password, then the rest. */
+static void redact_one(const char *url, size_t len, char *out, size_t outsz)
+{
+	const char *end = url + len, *host = url, *at = NULL;
+
+	for (const char *p = url; p + 3 <= end; p++)
+		if (!memcmp(p, "://", 3)) {
+			host = p + 3;
+			break;
+		}
+	/* the last '@' anywhere: a password may hold an unencoded '/' */
+	for (const char *p = host; p < end; p++)
+		if (*p == '@')
+			at = p;
+	if (!at)
+		snprintf(out, outsz, "%.*s", (int)len, url);
+	else
+		snprintf(out, outsz, "%.*s***%.*s", (int)(host - url), url, (int)(end - at), at);
+}
+
 void config_redact_url(const char *url, char *out, size_t outsz)
 {
-	const char *scheme_end = strstr(url, "://");
-	const char *host = scheme_end ? scheme_end + 3 : url;
-	/* the last '@' anywhere: a password may hold an unencoded '/' */
-	const char *at = strrchr(host, '@');
+	size_t pos = 0;
 
-	if (!at) {
-		snprintf(out, outsz, "%s", url);
-		return;
+	if (outsz)
+		out[0] = '\0';
+	/* a comma-separated list: each URL on its own */
+	for (const char *p = url;; ) {
+		const char *comma = strchr(p, ',');
+		size_t len = comma ? (size_t)(comma - p) : strlen(p);
+		if (pos < outsz) {
+			redact_one(p, len, out + pos, outsz - pos);
+			pos += strlen(out + pos);
+		}
+		if (!comma)
+			break;
+		if (pos + 1 < outsz) {
+			out[pos++] = ',';
+			out[pos] = '\0';
+		}
+		p = comma + 1;
 	}
-	snprintf(out, outsz, "%.*s***%s", (int)(host - url), url, at);
 }
 
 void config_redact_conninfo(const char *conninfo, char *out, size_t outsz)

@@ -28,8 +28,20 @@ struct es_client {
 	CURLM *multi;
 	CURL *sync_easy;      /* kept between blocking requests: its connections are reused */
 	ev_timer timer;
-	char *base;
+	char *base;           /* the es option as given (one URL or a comma-separated list) */
 	char redacted[512];
+	/*
+	 * The nodes: requests go round the healthy ones; a node whose request
+	 * failed to connect, timed out or answered 502/503/504 is set aside for
+	 * a while (1 s, doubling up to 60 s) and tried again after.
+	 */
+	struct es_node {
+		char *url;
+		char redacted[512];
+		double down_until;
+		int failures;
+	} nodes[ES_MAX_NODES];
+	int n_nodes, next_node;
 	char *ca_file;
 	bool insecure;
 	bool compress;
@@ -51,6 +63,7 @@ struct es_sock {
 
 struct es_req {
 	struct es_client *c;
+	int node;
 	CURL *easy;
 	char *body;
 	struct buf resp;
@@ -176,12 +189,53 @@ static void note_status(struct es_client *c, long status)
 		 : "no credentials are set: ESBRIDGE_ES_USER with ESBRIDGE_ES_PASSWORD, or ESBRIDGE_ES_API_KEY");
 }
 
-static int setup_easy(struct es_client *c, CURL *e, const char *method, const char *path,
+/* The node for the next request: the next healthy one, else the one back soonest. */
+static int pick_node(struct es_client *c, double now)
+{
+	int best = -1;
+
+	for (int k = 0; k < c->n_nodes; k++) {
+		int i = (c->next_node + k) % c->n_nodes;
+		if (c->nodes[i].down_until <= now) {
+			best = i;
+			break;
+		}
+		if (best < 0 || c->nodes[i].down_until < c->nodes[best].down_until)
+			best = i;
+	}
+	c->next_node = (best + 1) % c->n_nodes;
+	return best;
+}
+
+/* How a request to node `i` went: sets a failing node aside, brings a node back. */
+static void node_outcome(struct es_client *c, int i, bool failed, const char *why, double now)
+{
+	struct es_node *n = &c->nodes[i];
+
+	if (!failed) {
+		if (n->failures && c->n_nodes > 1)
+			log_info("Elasticsearch node %s answers again", n->redacted);
+		n->failures = 0;
+		n->down_until = 0;
+		return;
+	}
+	n->failures++;
+	n->down_until = now + (n->failures < 7 ? (double)(1 << (n->failures - 1)) : 60.0);
+	if (c->n_nodes > 1)
+		log_warn("Elasticsearch node %s set aside for %.0fs: %s", n->redacted, n->down_until - now, why);
+}
+
+static bool node_failure_status(long status)
+{
+	return status == 502 || status == 503 || status == 504;
+}
+
+static int setup_easy(struct es_client *c, int node, CURL *e, const char *method, const char *path,
 		      const char *body, size_t len, bool ndjson, bool gz, struct buf *resp,
 		      char *errbuf)
 {
 	char url[2048];
-	int n = snprintf(url, sizeof(url), "%s%s", c->base, path);
+	int n = snprintf(url, sizeof(url), "%s%s", c->nodes[node].url, path);
 	CURLcode rc = CURLE_OK;
 
 	if (n < 0 || (size_t)n >= sizeof(url))
@@ -282,10 +336,13 @@ static void sweep(struct es_client *c)
 		if (msg->data.result == CURLE_OK) {
 			curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &resp.status);
 			note_status(c, resp.status);
+			snprintf(what, sizeof(what), "HTTP %ld", resp.status);
+			node_outcome(c, r->node, node_failure_status(resp.status), what, ev_now(c->loop));
 		} else {
 			describe_failure(msg->data.result, r->errbuf, what, sizeof(what));
 			resp.transport_error = true;
 			resp.error = what;
+			node_outcome(c, r->node, true, what, ev_now(c->loop));
 		}
 		resp.body = r->resp.data;
 		resp.len = r->resp.len;
@@ -467,10 +524,29 @@ struct es_client *es_client_new(struct ev_loop *loop, const struct config *cfg,
 		es_client_free(c);
 		return NULL;
 	}
-	blen = strlen(c->base);
-	while (blen && c->base[blen - 1] == '/')
-		c->base[--blen] = '\0';
-	config_redact_url(c->base, c->redacted, sizeof(c->redacted));
+	for (char *save = NULL, *tok = strtok_r(c->base, ",", &save); tok && c->n_nodes < ES_MAX_NODES;
+	     tok = strtok_r(NULL, ",", &save)) {
+		struct es_node *n = &c->nodes[c->n_nodes];
+		n->url = strdup(tok);
+		if (!n->url) {
+			snprintf(err, errsz, "out of memory");
+			es_client_free(c);
+			return NULL;
+		}
+		blen = strlen(n->url);
+		while (blen && n->url[blen - 1] == '/')
+			n->url[--blen] = '\0';
+		config_redact_url(n->url, n->redacted, sizeof(n->redacted));
+		c->n_nodes++;
+	}
+	if (!c->n_nodes) {
+		snprintf(err, errsz, "missing Elasticsearch URL: set ESBRIDGE_ES or --es");
+		es_client_free(c);
+		return NULL;
+	}
+	/* messages about the cluster as a whole name its first node */
+	snprintf(c->redacted, sizeof(c->redacted), "%.480s%s", c->nodes[0].redacted,
+		 c->n_nodes > 1 ? " (and others)" : "");
 	if (*cfg->es_user) {
 		c->user = strdup(cfg->es_user);
 		c->password = load_secret("es-password-file", cfg->es_password, cfg->es_password_file,
@@ -497,8 +573,11 @@ struct es_client *es_client_new(struct ev_loop *loop, const struct config *cfg,
 		return NULL;
 	}
 	config_free_secret(api_key);
-	if ((c->user || c->api_key || strchr(c->redacted, '@')) && strncmp(c->base, "https://", 8))
-		log_warn("credentials go to %s over plain http, readable on the network: use https", c->redacted);
+	for (int i = 0; i < c->n_nodes; i++)
+		if ((c->user || c->api_key || strchr(c->nodes[i].redacted, '@')) &&
+		    strncmp(c->nodes[i].url, "https://", 8))
+			log_warn("credentials go to %s over plain http, readable on the network: use https",
+				 c->nodes[i].redacted);
 	curl_multi_setopt(c->multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
 	curl_multi_setopt(c->multi, CURLMOPT_SOCKETDATA, c);
 	curl_multi_setopt(c->multi, CURLMOPT_TIMERFUNCTION, timerfn_cb);
@@ -531,6 +610,12 @@ void es_client_free(struct es_client *c)
 		free_secret_list(c->hdr[i]);
 	free(c->user);
 	config_free_secret(c->password);
+	for (int i = 0; i < c->n_nodes; i++) {
+		wipe(c->nodes[i].url, strlen(c->nodes[i].url)); /* may hold user:password */
+		free(c->nodes[i].url);
+	}
+	if (c->base)
+		wipe(c->base, strlen(c->base));
 	free(c->base);
 	free(c->ca_file);
 	free(c);
@@ -564,7 +649,8 @@ int es_request(struct es_client *c, const char *method, const char *path,
 	r->arg = arg;
 	buf_init(&r->resp, RESPONSE_LIMIT);
 	r->easy = curl_easy_init();
-	if (!r->easy || setup_easy(c, r->easy, method, path, body, len, ndjson, zipped, &r->resp, r->errbuf) ||
+	r->node = pick_node(c, ev_now(c->loop));
+	if (!r->easy || setup_easy(c, r->node, r->easy, method, path, body, len, ndjson, zipped, &r->resp, r->errbuf) ||
 	    curl_easy_setopt(r->easy, CURLOPT_PRIVATE, r) != CURLE_OK ||
 	    curl_multi_add_handle(c->multi, r->easy) != CURLM_OK) {
 		req_free(r);
@@ -583,32 +669,46 @@ int es_request_sync(struct es_client *c, const char *method, const char *path,
 {
 	char errbuf[CURL_ERROR_SIZE] = "";
 	CURL *e = c->sync_easy;
-	CURLcode rc;
+	CURLcode rc = CURLE_OK;
 	char *gz;
 	bool zipped;
+	size_t resp_len = resp->len;
 
 	*status = 0;
-	/* a reset keeps the handle's connections, so setup steps reuse them */
-	curl_easy_reset(e);
 	zipped = maybe_compress(c, &body, &len, &gz);
-	if (setup_easy(c, e, method, path, body, len, false, zipped, resp, errbuf)) {
-		snprintf(err, errsz, "cannot set up a request to %s", c->redacted);
-		free(gz);
-		return -1;
-	}
-	rc = curl_easy_perform(e);
-	free(gz);
-	count_transfer(c, e);
-	if (rc != CURLE_OK) {
+	/* a setup step: on a node that cannot be reached, the next one at once */
+	for (int attempt = 0; attempt < c->n_nodes; attempt++) {
+		int node = pick_node(c, ev_time());
 		char what[CURL_ERROR_SIZE + 200];
-		describe_failure(rc, errbuf, what, sizeof(what));
-		snprintf(err, errsz, "%s %s%s: %s", method, c->redacted, path, what);
+
+		/* a reset keeps the handle's connections, so setup steps reuse them */
 		curl_easy_reset(e);
-		return -1;
+		errbuf[0] = '\0';
+		resp->len = resp_len;
+		if (setup_easy(c, node, e, method, path, body, len, false, zipped, resp, errbuf)) {
+			snprintf(err, errsz, "cannot set up a request to %s", c->nodes[node].redacted);
+			free(gz);
+			return -1;
+		}
+		rc = curl_easy_perform(e);
+		count_transfer(c, e);
+		if (rc == CURLE_OK) {
+			curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, status);
+			snprintf(what, sizeof(what), "HTTP %ld", *status);
+			node_outcome(c, node, node_failure_status(*status), what, ev_time());
+			if (!node_failure_status(*status) || attempt + 1 == c->n_nodes)
+				break;
+			continue;
+		}
+		describe_failure(rc, errbuf, what, sizeof(what));
+		node_outcome(c, node, true, what, ev_time());
+		snprintf(err, errsz, "%s %s%s: %s", method, c->nodes[node].redacted, path, what);
 	}
-	curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, status);
+	free(gz);
 	/* drops the pointers to this call's buffers; the connections stay */
 	curl_easy_reset(e);
+	if (rc != CURLE_OK)
+		return -1;
 	note_status(c, *status);
 	return 0;
 }

@@ -204,8 +204,10 @@ static void pg_refresh(struct monitor *m, const struct monitor_source *src, int 
 		return; /* the last batch is still being read */
 	if (!m->conn) {
 		const char *keys[] = { "dbname", "connect_timeout", "application_name", NULL };
-		const char *vals[] = { m->cfg->pg, "5", "esbridge-monitor", NULL };
+		char name[96];
+		const char *vals[] = { m->cfg->pg, "5", name, NULL };
 		char why[256];
+		pq_app_name("esbridge-monitor", name, sizeof(name));
 		m->conn = PQconnectdbParams(keys, vals, 1);
 		if (!m->conn || PQstatus(m->conn) != CONNECTION_OK) {
 			pq_error(why, sizeof(why), "cannot connect to PostgreSQL",

@@ -2,6 +2,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 /* Server notices ("already exists, skipping") are not ours to print. */
 static void ignore_notice(void *arg, const char *message)
@@ -21,6 +22,16 @@ void pq_error(char *err, size_t errsz, const char *what, const char *msg)
 	for (char *p = err; *p; p++)
 		if (*p == '\n')
 			*p = ' ';
+}
+
+void pq_app_name(const char *role, char *out, size_t outsz)
+{
+	char host[48] = "";
+
+	if (gethostname(host, sizeof(host) - 1))
+		snprintf(host, sizeof(host), "unknown");
+	/* at most 63 bytes are kept by the server */
+	snprintf(out, outsz, "%.16s %.28s pid %ld", role, host, (long)getpid());
 }
 
 PGconn *pq_connect(const char *conninfo, const char *application_name, char *err, size_t errsz)

@@ -183,10 +183,8 @@ struct state *state_open(const char *conninfo, char *err, size_t errsz)
 	}
 	{
 		/* the owner of a projection is known by the name of its lock's session */
-		char name[96], host[48] = "";
-		if (gethostname(host, sizeof(host) - 1))
-			snprintf(host, sizeof(host), "unknown");
-		snprintf(name, sizeof(name), "esbridge %.32s pid %ld", host, (long)getpid());
+		char name[96];
+		pq_app_name("esbridge", name, sizeof(name));
 		st->conn = pq_connect(conninfo, name, err, errsz);
 	}
 	if (!st->conn) {

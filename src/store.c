@@ -24,12 +24,14 @@ static int set_utc(struct store *s, char *err, size_t errsz);
 struct store *store_open(const char *conninfo, char *err, size_t errsz)
 {
 	struct store *s = calloc(1, sizeof(*s));
+	char name[96];
 
 	if (!s) {
 		snprintf(err, errsz, "out of memory");
 		return NULL;
 	}
-	s->conn = pq_connect(conninfo, "esbridge-reader", err, errsz);
+	pq_app_name("esbridge-reader", name, sizeof(name));
+	s->conn = pq_connect(conninfo, name, err, errsz);
 	if (!s->conn) {
 		store_close(s);
 		return NULL;

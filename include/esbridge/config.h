@@ -16,6 +16,7 @@
  */
 
 #define CONFIG_MAX_PROJECTIONS 16
+#define ES_MAX_NODES 16           /* URLs in the es option (comma-separated) */
 
 struct config {
 	char *pg;               /* libpq conninfo or URI; "" = libpq defaults (PG*) */

@@ -287,7 +287,8 @@ Test(faults, pg_restart_immediate_during_catch_up, .timeout = 420)
 Test(faults, pg_terminate_backend_during_catch_up, .timeout = 420)
 {
 	static const char *const extra[] = { "--request-timeout", "10", NULL };
-	static const char *const params[] = { APPNAME };
+	char suffix[64];
+	const char *params[] = { suffix };
 	struct h_proc *p;
 	int64_t last, at;
 	double t0 = h_now();
@@ -295,6 +296,8 @@ Test(faults, pg_terminate_backend_during_catch_up, .timeout = 420)
 	h_begin();
 	last = history(GEN_EVENTS);
 	p = bridge(extra);
+	/* the daemon names its connections "ROLE HOST pid PID" */
+	snprintf(suffix, sizeof(suffix), "%% pid %ld", (long)p->pid);
 	at = wait_mid_flight(p, last);
 	/* three times, each once the bridge has made progress again */
 	for (int round = 0; round < 3; round++) {
@@ -302,7 +305,7 @@ Test(faults, pg_terminate_backend_during_catch_up, .timeout = 420)
 		double deadline = h_now() + 60;
 		n = h_query_ll(NULL,
 			"SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity"
-			" WHERE application_name = $1 AND pid <> pg_backend_pid()",
+			" WHERE application_name LIKE $1 AND pid <> pg_backend_pid()",
 			1, params, 0);
 		cr_assert_geq(n, 1, "round %d: no connection of the bridge to terminate (log: %s)", round,
 			      p->log);
