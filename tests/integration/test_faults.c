@@ -32,7 +32,6 @@
 
 #define ALIAS "products"
 #define INDEX "products-000001"
-#define APPNAME "esbridge-fault-test" /* the daemon's application_name */
 
 #define GEN_EVENTS 40000 /* large enough to be mid-way when the fault hits */
 #define GEN_CHUNK 5000   /* events per transaction */
@@ -85,10 +84,9 @@ static int64_t history(int n)
 	return (int64_t)n;
 }
 
-/* `esbridge run` with BRIDGE_ARGS, the extra `args` and the application_name APPNAME. */
+/* `esbridge run` with BRIDGE_ARGS and the extra `args`. */
 static struct h_proc *bridge(const char *const *extra)
 {
-	static const char *const env[] = { "PGAPPNAME=" APPNAME, NULL };
 	const char *args[32] = { "run", BRIDGE_ARGS };
 	int n = 0;
 
@@ -99,7 +97,7 @@ static struct h_proc *bridge(const char *const *extra)
 		args[n++] = extra[i];
 	}
 	args[n] = NULL;
-	return h_spawn_ex(0, NULL, env, args);
+	return h_spawn(0, args);
 }
 
 static int64_t checkpoint_pos_of(const char *projection)
