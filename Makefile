@@ -3,6 +3,7 @@
 #   make                 build/esbridge
 #   make check           every test (unit + integration against real services)
 #   make unit            unit tests only (no services)
+#   make install         PREFIX=/usr/local, DESTDIR= for staging
 #   make demo            services up, sample events, catch-up, a search
 #   make DEVELOPER=1     warnings are errors (CI)
 #   make SANITIZE=address,undefined unit
@@ -102,6 +103,7 @@ integration: $(BUILD)/esbridge $(INTEG_RUN)
 
 check: deps
 	@$(MAKE) --no-print-directory unit
+	@$(MAKE) --no-print-directory check-man
 	@$(MAKE) --no-print-directory integration
 	@$(MAKE) --no-print-directory bench-smoke
 
@@ -122,12 +124,97 @@ bench-smoke: $(BUILD)/esbridge $(BUILD)/bench-poster
 	@BUILD=$(BUILD) BENCH_EVENTS=10000 BENCH_MEMORY_EVENTS="10000 20000" BENCH_LIVE_SECONDS=3 \
 		BENCH_OUT=$(BUILD)/bench-smoke BENCH_SMOKE=1 scripts/bench
 
-install: $(BUILD)/esbridge
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/esbridge/mappings
-	install -m 755 $(BUILD)/esbridge $(DESTDIR)$(PREFIX)/bin/esbridge
-	install -m 644 mappings/*.json $(DESTDIR)$(PREFIX)/share/esbridge/mappings/
+# make install [PREFIX=/usr/local] [DESTDIR=/tmp/stage]: the program, built
+# again into $(BUILD)/install so that its default --mappings-dir is the
+# installed one; the mappings; the man page; an example config file and
+# systemd unit (docs, not enabled). The installed paths replace /usr/local
+# in the man page and the unit.
+BINDIR  ?= $(PREFIX)/bin
+DATADIR ?= $(PREFIX)/share
+MANDIR  ?= $(DATADIR)/man
+DOCDIR  ?= $(DATADIR)/doc/esbridge
+INSTALL_MAPPINGS_DIR = $(DATADIR)/esbridge/mappings
+INSTALL_PATHS = -e 's|/usr/local/bin/esbridge|$(BINDIR)/esbridge|g' \
+	-e 's|/usr/local/share/esbridge|$(DATADIR)/esbridge|g' \
+	-e 's|/usr/local/share/doc/esbridge|$(DOCDIR)|g'
+
+install:
+	@$(MAKE) --no-print-directory BUILD=$(BUILD)/install MAPPINGS_DIR=$(INSTALL_MAPPINGS_DIR) all
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(INSTALL_MAPPINGS_DIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(DOCDIR)
+	install -m 755 $(BUILD)/install/esbridge $(DESTDIR)$(BINDIR)/esbridge
+	install -m 644 mappings/*.json $(DESTDIR)$(INSTALL_MAPPINGS_DIR)/
+	sed $(INSTALL_PATHS) scripts/esbridge.1 > $(BUILD)/install/esbridge.1
+	sed $(INSTALL_PATHS) scripts/esbridge.service > $(BUILD)/install/esbridge.service
+	sed $(INSTALL_PATHS) scripts/esbridge.conf.example > $(BUILD)/install/esbridge.conf.example
+	install -m 644 $(BUILD)/install/esbridge.1 $(DESTDIR)$(MANDIR)/man1/esbridge.1
+	install -m 644 $(BUILD)/install/esbridge.service $(BUILD)/install/esbridge.conf.example $(DESTDIR)$(DOCDIR)/
+
+# The man page and the example config file match esbridge --help (part of check).
+.PHONY: check-man
+check-man: $(BUILD)/esbridge
+	@scripts/check-man $(BUILD)/esbridge
 
 clean:
 	rm -rf $(BUILD)
+
+
+# ---- fuzzing: libFuzzer targets under ASan/UBSan (tests/fuzz/) -------------
+#
+#   make fuzz [FUZZ_TIME=30] [FUZZ_BUILD=build-fuzz]
+#
+# Builds the parser, projection and _bulk sources with clang into
+# $(FUZZ_BUILD), then runs each target for FUZZ_TIME seconds on its seed
+# corpus (tests/fuzz/corpus/NAME, read only; new inputs go to
+# $(FUZZ_BUILD)/corpus/NAME). Fails on any crash, leak, UB or broken
+# invariant; the input is saved as $(FUZZ_BUILD)/crash-NAME-*.
+FUZZ_CC     ?= clang
+FUZZ_BUILD  ?= build-fuzz
+FUZZ_TIME   ?= 30
+FUZZ_TARGETS := event bulk_response
+FUZZ_SAN    := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+FUZZ_CFLAGS := -std=c11 -g -O1 $(WARN) $(FUZZ_SAN) -fsanitize=fuzzer-no-link
+FUZZ_LIB_SRCS := src/buf.c src/json.c src/bulk.c src/projection.c $(wildcard src/projections/*.c)
+FUZZ_LIB_OBJS := $(FUZZ_LIB_SRCS:%.c=$(FUZZ_BUILD)/obj/%.o)
+FUZZ_BINS := $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz_%)
+
+.PHONY: fuzz fuzz-build
+# the objects are kept (a pattern rule alone would delete them as intermediates)
+.SECONDARY: $(FUZZ_LIB_OBJS) $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/obj/tests/fuzz/fuzz_%.o)
+
+fuzz-build: $(FUZZ_BINS)
+
+$(FUZZ_BUILD)/.flags: FORCE
+	@mkdir -p $(FUZZ_BUILD)
+	@echo '$(FUZZ_CC) $(FUZZ_CFLAGS) $(CPPFLAGS_ALL)' | cmp -s - $@ || \
+		echo '$(FUZZ_CC) $(FUZZ_CFLAGS) $(CPPFLAGS_ALL)' > $@
+
+$(FUZZ_BUILD)/obj/%.o: %.c $(FUZZ_BUILD)/.flags
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  FUZZCC  $<")
+	$(Q)$(FUZZ_CC) $(CPPFLAGS_ALL) $(PKG_CFLAGS) $(FUZZ_CFLAGS) -MMD -MP -c -o $@ $<
+
+$(FUZZ_BUILD)/fuzz_%: $(FUZZ_BUILD)/obj/tests/fuzz/fuzz_%.o $(FUZZ_LIB_OBJS)
+	@$(if $(Q),echo "  FUZZLD  $@")
+	$(Q)$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer -o $@ $^ $(shell pkg-config --libs yajl 2>/dev/null || echo -lyajl)
+
+fuzz: $(FUZZ_BINS)
+	@failed=; for t in $(FUZZ_TARGETS); do \
+		echo "== fuzz_$$t for $(FUZZ_TIME)s"; \
+		mkdir -p $(FUZZ_BUILD)/corpus/$$t; \
+		ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
+		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+		$(FUZZ_BUILD)/fuzz_$$t -max_total_time=$(FUZZ_TIME) -timeout=10 -rss_limit_mb=2048 \
+			-max_len=16384 -dict=tests/fuzz/$$t.dict -print_final_stats=1 \
+			-artifact_prefix=$(FUZZ_BUILD)/crash-$$t- \
+			$(FUZZ_BUILD)/corpus/$$t tests/fuzz/corpus/$$t 2>$(FUZZ_BUILD)/fuzz_$$t.log \
+		|| { tail -n 60 $(FUZZ_BUILD)/fuzz_$$t.log; echo "fuzz_$$t failed: see $(FUZZ_BUILD)/fuzz_$$t.log"; \
+		     failed="$$failed fuzz_$$t"; continue; }; \
+		grep -E '^#[0-9]+.*(DONE|INITED)|^stat::(number_of_executed_units|average_exec_per_sec|peak_rss_mb)' \
+			$(FUZZ_BUILD)/fuzz_$$t.log || true; \
+	done; \
+	if [ -n "$$failed" ]; then echo "fuzzing failed:$$failed"; exit 1; fi
+
+-include $(shell find $(FUZZ_BUILD) -name '*.d' 2>/dev/null)
+# ---- end of fuzzing -------------------------------------------------------
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

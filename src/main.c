@@ -3,6 +3,8 @@
  *
  *   esbridge [options] run [--once]     catch up, then follow (or stop with --once)
  *   esbridge [options] status           generations and checkpoints
+ *   esbridge [options] dead-letters list|retry|discard
+ *   esbridge [options] wait --projection NAME --position P [--timeout S]
  *   esbridge [options] check-config     validate and print the settings
  */
 #include <signal.h>
@@ -16,10 +18,12 @@
 #include <ev.h>
 #include <libpq-fe.h>
 #include <yajl/yajl_version.h>
+#include <zlib.h>
 
 #include "esbridge/config.h"
 #include "esbridge/es.h"
 #include "esbridge/log.h"
+#include "esbridge/monitor.h"
 #include "esbridge/pipeline.h"
 #include "esbridge/rebuild.h"
 #include "esbridge/projection.h"
@@ -43,10 +47,26 @@ static void usage(FILE *f)
 		"                    build a new generation of NAME beside the active one, then move\n"
 		"                    the alias to it; keeps N retired indices [1]. Runs in this\n"
 		"                    process, or asks the running daemon that owns NAME\n"
-		"  status            generations, indices, checkpoints and pending dead letters\n"
+		"  status [--json]   per projection its owner and alias, per generation its state,\n"
+		"                    index, checkpoint, head, lag, events held back by open\n"
+		"                    transactions and open dead letters; the oldest open writer\n"
+		"  wait --projection NAME --position P [--timeout S]\n"
+		"                    return once NAME's active generation has applied the event at\n"
+		"                    global position P (exit 0), or after S seconds (exit 1) [30]\n"
+		"  dead-letters list [--all]\n"
+		"                    the open dead letters (--all: also retried and discarded ones);\n"
+		"                    --projection NAME narrows every dead-letters command\n"
+		"  dead-letters retry ID|--all\n"
+		"                    apply the letter's document's open letters again, in order\n"
+		"                    (--all: every open letter)\n"
+		"  dead-letters discard ID --reason TEXT\n"
+		"                    drop one letter; the other open letters of its document are\n"
+		"                    applied again\n"
 		"  check-config      validate the settings and print them (secrets masked)\n"
 		"\n"
 		"options (flag, environment variable, description [default]):\n");
+	fprintf(f, "  --%-16s %-26s %s\n", "config FILE", "ESBRIDGE_CONFIG",
+		"settings file of 'name = value' lines, read again on SIGHUP");
 	config_usage(f);
 	fprintf(f,
 		"  --help             show this help\n"
@@ -62,8 +82,9 @@ static void version(void)
 	int y = yajl_version();
 
 	printf("esbridge %s\n", ESBRIDGE_VERSION);
-	printf("libev %d.%d, %s, libpq %d, yajl %d.%d.%d\n", ev_version_major(), ev_version_minor(),
-	       curl_version(), PQlibVersion(), y / 10000, y / 100 % 100, y % 100);
+	printf("libev %d.%d, %s, libpq %d.%d, yajl %d.%d.%d, zlib %s\n", ev_version_major(),
+	       ev_version_minor(), curl_version(), PQlibVersion() / 10000, PQlibVersion() % 100,
+	       y / 10000, y / 100 % 100, y % 100, zlibVersion());
 }
 
 __attribute__((format(printf, 2, 3)))
@@ -81,54 +102,152 @@ static int die(int code, const char *fmt, ...)
 	return code;
 }
 
-struct run_ctx {
-	struct ev_loop *loop;
-	struct runner **runners;
-	int n;
-	int finished;
-	int signals;
+#define MAX_RUNNERS 64
+
+struct session;
+
+/* One projection of a session, started over when PostgreSQL was lost. */
+struct slot {
+	struct session *s;
+	const struct projection *proj;
+	ev_timer restart;
+	double delay;
+	bool done;
+	bool standby;   /* another process owns the projection: take over when it stops */
 };
-
-static void on_finish(void *arg, struct runner *r)
-{
-	struct run_ctx *ctx = arg;
-
-	(void)r;
-	if (++ctx->finished == ctx->n)
-		ev_break(ctx->loop, EVBREAK_ALL);
-}
-
-static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
-{
-	struct run_ctx *ctx = w->data;
-
-	(void)revents;
-	if (++ctx->signals > 1) {
-		log_warn("second signal: exiting without waiting for the requests in flight");
-		ev_break(loop, EVBREAK_ALL);
-		return;
-	}
-	log_info("signal %d: draining", w->signum);
-	for (int i = 0; i < ctx->n; i++)
-		runner_stop(ctx->runners[i]);
-}
 
 /* What `run` and an in-process `rebuild` have in common: runners on one loop. */
 struct session {
 	struct ev_loop *loop;
+	const struct config *cfg;
+	struct runner_opts opts;
 	struct es_client *es;
-	struct runner *runners[64];
+	struct runner *runners[MAX_RUNNERS];
+	struct slot slots[MAX_RUNNERS];
 	int n;
-	struct run_ctx ctx;
-	ev_signal sigterm, sigint;
+	int finished;
+	int signals;
+	bool drain_expired;
+	ev_signal sigterm, sigint, sighup;
+	ev_timer drain;
 };
 
-static int session_open(struct session *s, const struct config *cfg,
+static void on_hup(struct ev_loop *loop, ev_signal *w, int revents);
+
+static void on_finish(void *arg, struct runner *r);
+
+#define STANDBY_POLL 1.0 /* seconds between a standby's tries to take the lock */
+
+/* A standby: only `run` waits for another process to let go of a projection. */
+static bool may_stand_by(const struct runner_opts *opts)
+{
+	return !opts->once && !opts->exit_after_rebuild;
+}
+
+static void restart_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct slot *sl = w->data;
+	struct session *s = sl->s;
+	int i = (int)(sl - s->slots);
+	struct runner_opts opts = s->opts;
+	char err[1024];
+	bool busy = false;
+
+	(void)loop;
+	(void)revents;
+	runner_free(s->runners[i]);
+	opts.no_wait = opts.no_wait || may_stand_by(&opts);
+	opts.busy = &busy;
+	s->runners[i] = runner_new(s->loop, s->cfg, sl->proj, s->es, &opts, err, sizeof(err));
+	if (!s->runners[i] && busy && may_stand_by(&opts)) {
+		if (!sl->standby)
+			log_info("%s: another esbridge process owns it; standing by to take over", sl->proj->name);
+		sl->standby = true;
+		ev_timer_set(&sl->restart, STANDBY_POLL, 0.0);
+		ev_timer_start(s->loop, &sl->restart);
+		return;
+	}
+	if (!s->runners[i]) {
+		sl->delay = sl->delay * 2 > s->cfg->retry_max ? s->cfg->retry_max : sl->delay * 2;
+		log_warn("%s: cannot start the projection again: %s; trying again in %.1fs", sl->proj->name,
+			 err, sl->delay);
+		ev_timer_set(&sl->restart, sl->delay, 0.0);
+		ev_timer_start(s->loop, &sl->restart);
+		return;
+	}
+	log_info(sl->standby ? "%s: took over" : "%s: started again", sl->proj->name);
+	sl->standby = false;
+	sl->delay = 0;
+	runner_start(s->runners[i], on_finish, sl);
+}
+
+static void on_finish(void *arg, struct runner *r)
+{
+	struct slot *sl = arg;
+	struct session *s = sl->s;
+
+	if (runner_exit_code(r) == PIPELINE_EXIT_LOST && !s->signals) {
+		/* not from inside the runner's callback: on the timer */
+		sl->delay = sl->delay > 0 ? sl->delay : 0.5;
+		log_warn("%s: starting the projection over in %.1fs", sl->proj->name, sl->delay);
+		ev_timer_set(&sl->restart, sl->delay, 0.0);
+		ev_timer_start(s->loop, &sl->restart);
+		return;
+	}
+	sl->done = true;
+	if (++s->finished == s->n)
+		ev_break(s->loop, EVBREAK_ALL);
+}
+
+static void on_drain_timeout(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct session *s = w->data;
+
+	(void)revents;
+	log_error("drain timeout: requests still in flight after %gs; exiting without committing them"
+		  " (they are sent again at the next start)", s->cfg->drain_timeout);
+	s->drain_expired = true;
+	ev_break(loop, EVBREAK_ALL);
+}
+
+static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
+{
+	struct session *s = w->data;
+
+	(void)revents;
+	if (++s->signals > 1) {
+		log_warn("second signal: exiting without waiting for the requests in flight");
+		s->drain_expired = true;
+		ev_break(loop, EVBREAK_ALL);
+		return;
+	}
+	log_info("signal %d: draining (at most %gs)", w->signum, s->cfg->drain_timeout);
+	if (s->cfg->drain_timeout > 0) {
+		ev_timer_set(&s->drain, s->cfg->drain_timeout, 0.0);
+		ev_timer_start(loop, &s->drain);
+	}
+	for (int i = 0; i < s->n; i++) {
+		struct slot *sl = &s->slots[i];
+		if (ev_is_active(&sl->restart) || !s->runners[i]) {
+			/* waiting to start over, or standing by: nothing in flight */
+			ev_timer_stop(loop, &sl->restart);
+			sl->done = true;
+			if (++s->finished == s->n)
+				ev_break(loop, EVBREAK_ALL);
+			continue;
+		}
+		runner_stop(s->runners[i]);
+	}
+}
+
+static int session_open(struct session *s, struct config *cfg,
 			const struct projection *const *projs, int n, const struct runner_opts *opts)
 {
 	char err[1024];
 
 	memset(s, 0, sizeof(*s));
+	s->cfg = cfg;
+	s->opts = *opts;
 	s->loop = ev_default_loop(EVFLAG_AUTO);
 	if (!s->loop)
 		return die(1, "cannot initialise the event loop");
@@ -138,19 +257,36 @@ static int session_open(struct session *s, const struct config *cfg,
 	if (!s->es)
 		return die(1, "%s", err);
 	for (int i = 0; i < n; i++) {
-		s->runners[i] = runner_new(s->loop, cfg, projs[i], s->es, opts, err, sizeof(err));
+		struct runner_opts o = *opts;
+		bool busy = false;
+		if (may_stand_by(opts)) {
+			o.no_wait = true;
+			o.busy = &busy;
+		}
+		s->slots[i].s = s;
+		s->slots[i].proj = projs[i];
+		ev_timer_init(&s->slots[i].restart, restart_cb, 0.0, 0.0);
+		s->slots[i].restart.data = &s->slots[i];
+		s->runners[i] = runner_new(s->loop, cfg, projs[i], s->es, &o, err, sizeof(err));
+		s->n++;
+		if (!s->runners[i] && busy) {
+			log_info("%s: another esbridge process owns it; standing by to take over", projs[i]->name);
+			s->slots[i].standby = true;
+			continue;
+		}
 		if (!s->runners[i])
 			return die(1, "%s: %s", projs[i]->name, err);
-		s->n++;
 	}
-	s->ctx.loop = s->loop;
-	s->ctx.runners = s->runners;
-	s->ctx.n = s->n;
 	ev_signal_init(&s->sigterm, on_signal, SIGTERM);
 	ev_signal_init(&s->sigint, on_signal, SIGINT);
-	s->sigterm.data = s->sigint.data = &s->ctx;
+	ev_timer_init(&s->drain, on_drain_timeout, 0.0, 0.0);
+	s->sigterm.data = s->sigint.data = s->drain.data = s;
 	ev_signal_start(s->loop, &s->sigterm);
 	ev_signal_start(s->loop, &s->sigint);
+	/* the settings are the caller's: reloadable ones change in place */
+	ev_signal_init(&s->sighup, on_hup, SIGHUP);
+	s->sighup.data = cfg;
+	ev_signal_start(s->loop, &s->sighup);
 	return 0;
 }
 
@@ -158,13 +294,19 @@ static int session_run(struct session *s)
 {
 	int rc = 0;
 
-	for (int i = 0; i < s->n; i++)
-		runner_start(s->runners[i], on_finish, &s->ctx);
+	for (int i = 0; i < s->n; i++) {
+		if (s->runners[i]) {
+			runner_start(s->runners[i], on_finish, &s->slots[i]);
+		} else {
+			ev_timer_set(&s->slots[i].restart, STANDBY_POLL, 0.0);
+			ev_timer_start(s->loop, &s->slots[i].restart);
+		}
+	}
 	ev_run(s->loop, 0);
 	for (int i = 0; i < s->n; i++)
-		if (runner_exit_code(s->runners[i]))
+		if (!s->slots[i].done || (s->runners[i] && runner_exit_code(s->runners[i])))
 			rc = 1;
-	if (s->ctx.finished < s->n)
+	if (s->finished < s->n || s->drain_expired)
 		rc = 1;
 	return rc;
 }
@@ -174,6 +316,10 @@ static void session_close(struct session *s)
 	if (s->loop) {
 		ev_signal_stop(s->loop, &s->sigterm);
 		ev_signal_stop(s->loop, &s->sigint);
+		ev_signal_stop(s->loop, &s->sighup);
+		ev_timer_stop(s->loop, &s->drain);
+		for (int i = 0; i < s->n; i++)
+			ev_timer_stop(s->loop, &s->slots[i].restart);
 	}
 	/* the client first: it drops transfers whose callbacks name the pipelines */
 	es_client_free(s->es);
@@ -184,7 +330,22 @@ static void session_close(struct session *s)
 	memset(s, 0, sizeof(*s));
 }
 
-static int cmd_run(const struct config *cfg, bool once)
+static int session_sources(void *arg, struct monitor_source *out, int max)
+{
+	struct session *s = arg;
+	int n = 0;
+
+	for (int i = 0; i < s->n && n < max; i++) {
+		if (s->slots[i].standby)
+			continue; /* owned by another process */
+		out[n].proj = s->slots[i].proj;
+		out[n].runner = ev_is_active(&s->slots[i].restart) ? NULL : s->runners[i];
+		n++;
+	}
+	return n;
+}
+
+static int cmd_run(struct config *cfg, bool once)
 {
 	const struct projection *projs[64];
 	struct runner_opts opts = { .once = once };
@@ -203,8 +364,19 @@ static int cmd_run(const struct config *cfg, bool once)
 			projs[n++] = *p;
 	}
 	rc = session_open(&s, cfg, projs, n, &opts);
-	if (!rc)
-		rc = session_run(&s);
+	if (!rc) {
+		char err[1024];
+		struct monitor *m = monitor_new(s.loop, cfg, s.es, session_sources, &s, err, sizeof(err));
+		if (!m) {
+			rc = die(1, "%s", err);
+		} else {
+			rc = session_run(&s);
+			/* the client first: it drops a ping whose callback names the monitor */
+			es_client_free(s.es);
+			s.es = NULL;
+			monitor_free(m);
+		}
+	}
 	session_close(&s);
 	return rc;
 }
@@ -243,7 +415,7 @@ static void progress_cb(struct ev_loop *loop, ev_timer *w, int revents)
  * else through a command row the daemon picks up; either way it returns once
  * the alias names the new generation.
  */
-static int cmd_rebuild(const struct config *cfg, const char *name, int keep)
+static int cmd_rebuild(struct config *cfg, const char *name, int keep)
 {
 	const struct projection *proj = projection_find(name);
 	struct state *st;
@@ -363,7 +535,7 @@ remote:
 	}
 }
 
-static int cmd_status(const struct config *cfg)
+static int cmd_status(const struct config *cfg, bool json)
 {
 	char err[1024];
 	struct state *st = state_open(cfg->pg, err, sizeof(err));
@@ -371,66 +543,257 @@ static int cmd_status(const struct config *cfg)
 
 	if (!st)
 		return die(1, "%s", err);
-	rc = state_print_status(st, err, sizeof(err)) ? die(1, "%s", err) : 0;
+	rc = state_print_status(st, projection_registry, json, stdout, err, sizeof(err)) ? die(1, "%s", err) : 0;
 	state_close(st);
 	return rc;
 }
 
-int main(int argc, char **argv)
+/* The projection named by --projection, if exactly one; `*bad` if not known. */
+static const char *one_projection(const struct config *cfg, bool *bad)
 {
-	struct config cfg;
+	*bad = false;
+	if (cfg->n_projections == 0)
+		return NULL;
+	if (cfg->n_projections > 1 || !projection_find(cfg->projections[0])) {
+		*bad = true;
+		return NULL;
+	}
+	return cfg->projections[0];
+}
+
+static int cmd_dead_letters(const struct config *cfg, const char *sub, const char *arg, bool all,
+			    const char *reason)
+{
 	char err[1024];
-	const char *command = NULL, *target = NULL;
-	bool once = false;
-	int keep = 1;
+	struct state *st;
+	const char *proj;
+	long long id = 0, n;
+	bool bad;
+	int rc = 0;
+
+	proj = one_projection(cfg, &bad);
+	if (bad)
+		return die(EXIT_USAGE, "dead-letters takes one known --projection NAME");
+	if (!sub || (strcmp(sub, "list") && strcmp(sub, "retry") && strcmp(sub, "discard")))
+		return die(EXIT_USAGE, "dead-letters needs list, retry or discard (see --help)");
+	if (!strcmp(sub, "list") && arg)
+		return die(EXIT_USAGE, "unexpected argument '%s' (see --help)", arg);
+	if (strcmp(sub, "list")) {
+		char *end;
+		if (arg) {
+			id = strtoll(arg, &end, 10);
+			if (*end || id <= 0)
+				return die(EXIT_USAGE, "'%s' is not a dead letter id", arg);
+		}
+		if (!strcmp(sub, "retry") && !(arg ? !all : all))
+			return die(EXIT_USAGE, "dead-letters retry needs one ID or --all");
+		if (!strcmp(sub, "discard") && (!arg || all))
+			return die(EXIT_USAGE, "dead-letters discard needs one ID");
+		if (!strcmp(sub, "discard") && (!reason || !*reason))
+			return die(EXIT_USAGE, "dead-letters discard needs --reason TEXT");
+	}
+	st = state_open(cfg->pg, err, sizeof(err));
+	if (!st)
+		return die(1, "%s", err);
+	if (!strcmp(sub, "list")) {
+		if (state_letters_print(st, proj, all, stdout, err, sizeof(err)))
+			rc = die(1, "%s", err);
+	} else {
+		n = !strcmp(sub, "retry") ? state_letters_retry(st, id, proj, err, sizeof(err))
+					  : state_letter_discard(st, id, reason, err, sizeof(err));
+		if (n < 0)
+			rc = die(1, "%s", err);
+		else if (n == 0 && id)
+			rc = die(1, "no open dead letter %lld", id);
+		else if (!strcmp(sub, "retry"))
+			printf("%lld dead letters to apply again\n", n);
+		else
+			printf("discarded dead letter %lld\n", id);
+	}
+	state_close(st);
+	return rc;
+}
+
+/* esbridge wait: read-your-writes for an application that just appended an event. */
+static int cmd_wait(const struct config *cfg, const char *position, const char *timeout)
+{
+	char err[1024], *end;
+	struct state *st;
+	const char *proj;
+	double limit = 30, delay = 0.01, start;
+	long long pos;
+	bool bad;
 	int rc;
 
-	signal(SIGPIPE, SIG_IGN);
-	config_init(&cfg);
-	if (config_load_env(&cfg, err, sizeof(err))) {
-		config_release(&cfg);
-		return die(EXIT_USAGE, "%s", err);
+	proj = one_projection(cfg, &bad);
+	if (bad || !proj)
+		return die(EXIT_USAGE, "wait needs one known --projection NAME");
+	pos = position ? strtoll(position, &end, 10) : 0;
+	if (!position || !*position || *end || pos <= 0)
+		return die(EXIT_USAGE, "wait needs --position P, a global position (a number above 0)");
+	if (timeout) {
+		limit = strtod(timeout, &end);
+		if (!*timeout || *end || !(limit >= 0 && limit <= 86400))
+			return die(EXIT_USAGE, "invalid value for '--timeout': '%s' is not seconds from 0 to 86400",
+				   timeout);
 	}
+	st = state_open(cfg->pg, err, sizeof(err));
+	if (!st)
+		return die(1, "%s", err);
+	start = ev_time();
+	for (;;) {
+		struct timespec ts;
+		rc = state_applied(st, proj, position, err, sizeof(err));
+		if (rc < 0) {
+			rc = die(1, "%s", err);
+			break;
+		}
+		if (rc > 0) {
+			rc = 0;
+			break;
+		}
+		if (ev_time() - start >= limit) {
+			rc = die(1, "timeout: '%s' has not applied position %lld after %gs", proj, pos, limit);
+			break;
+		}
+		ts.tv_sec = 0;
+		ts.tv_nsec = (long)(delay * 1e9);
+		nanosleep(&ts, NULL);
+		if (delay < 0.2)
+			delay *= 2;
+	}
+	state_close(st);
+	return rc;
+}
+
+/* What the command line says besides the settings. */
+struct cli {
+	const char *command, *target, *arg, *reason, *position, *timeout, *config_file;
+	bool once, all, help, version, json;
+	int keep;
+};
+
+/* The value of a flag of main's own: "--NAME=V" or "--NAME V". */
+static const char *own_flag(int argc, char **argv, int *i, const char *name, bool *bad)
+{
+	const char *a = argv[*i] + 2;
+	size_t n = strlen(name);
+
+	*bad = false;
+	if (strncmp(a, name, n) != 0 || (a[n] != '\0' && a[n] != '='))
+		return NULL;
+	if (a[n] == '=')
+		return a + n + 1;
+	if (*i + 1 >= argc) {
+		*bad = true;
+		return NULL;
+	}
+	return argv[++*i];
+}
+
+/*
+ * Builds the settings: defaults, then the config file (--config FILE or
+ * ESBRIDGE_CONFIG), then ESBRIDGE_* variables, then flags. Also used to
+ * reload on SIGHUP. 0, or EXIT_USAGE with `err` set.
+ */
+static int load_settings(int argc, char **argv, struct config *cfg, struct cli *cli, char *err,
+			 size_t errsz)
+{
+	static const char *const own[] = { "reason", "position", "timeout", "config", "keep" };
+
+	memset(cli, 0, sizeof(*cli));
+	cli->keep = 1;
+	config_init(cfg);
+	cli->config_file = getenv("ESBRIDGE_CONFIG");
+	for (int i = 1; i < argc; i++) {
+		bool bad;
+		const char *v;
+		if (strncmp(argv[i], "--", 2) != 0)
+			continue;
+		v = own_flag(argc, argv, &i, "config", &bad);
+		if (bad) {
+			snprintf(err, errsz, "option '--config' needs a value");
+			return EXIT_USAGE;
+		}
+		if (v)
+			cli->config_file = v;
+	}
+	if (cli->config_file && *cli->config_file &&
+	    config_load_file(cfg, cli->config_file, err, errsz))
+		return EXIT_USAGE;
+	if (config_load_env(cfg, err, errsz))
+		return EXIT_USAGE;
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
 		char name[64];
 		const char *value, *eq;
+		bool handled = false;
 
 		if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-			usage(stdout);
-			config_release(&cfg);
+			cli->help = true;
 			return 0;
 		}
 		if (!strcmp(a, "--version")) {
-			version();
-			config_release(&cfg);
+			cli->version = true;
 			return 0;
 		}
 		if (!strcmp(a, "--once")) {
-			once = true;
+			cli->once = true;
 			continue;
 		}
-		if (!strcmp(a, "--keep") || !strncmp(a, "--keep=", 7)) {
-			const char *v = a[6] == '=' ? a + 7 : (i + 1 < argc ? argv[++i] : "");
-			char *end;
-			long k = strtol(v, &end, 10);
-			if (!*v || *end || k < 0 || k > 32) {
-				config_release(&cfg);
-				return die(EXIT_USAGE, "invalid value for '--keep': '%s' is not a number from 0 to 32", v);
+		if (!strcmp(a, "--all")) {
+			cli->all = true;
+			continue;
+		}
+		if (!strcmp(a, "--json")) {
+			cli->json = true;
+			continue;
+		}
+		for (size_t k = 0; k < sizeof(own) / sizeof(own[0]) && !handled && !strncmp(a, "--", 2); k++) {
+			bool bad;
+			const char *v = own_flag(argc, argv, &i, own[k], &bad);
+			if (bad) {
+				snprintf(err, errsz, "option '--%s' needs a value", own[k]);
+				return EXIT_USAGE;
 			}
-			keep = (int)k;
-			continue;
+			if (!v)
+				continue;
+			handled = true;
+			if (!strcmp(own[k], "reason"))
+				cli->reason = v;
+			else if (!strcmp(own[k], "position"))
+				cli->position = v;
+			else if (!strcmp(own[k], "timeout"))
+				cli->timeout = v;
+			else if (!strcmp(own[k], "keep")) {
+				char *end;
+				long kv = strtol(v, &end, 10);
+				if (!*v || *end || kv < 0 || kv > 32) {
+					snprintf(err, errsz,
+						 "invalid value for '--keep': '%s' is not a number from 0 to 32", v);
+					return EXIT_USAGE;
+				}
+				cli->keep = (int)kv;
+			}
 		}
+		if (handled)
+			continue;
 		if (strncmp(a, "--", 2) != 0) {
-			if (command && !strcmp(command, "rebuild") && !target) {
-				target = a;
+			if (cli->command &&
+			    (!strcmp(cli->command, "rebuild") || !strcmp(cli->command, "dead-letters")) &&
+			    !cli->target) {
+				cli->target = a;
 				continue;
 			}
-			if (command) {
-				config_release(&cfg);
-				return die(EXIT_USAGE, "unexpected argument '%s' (see --help)", a);
+			if (cli->command && !strcmp(cli->command, "dead-letters") && !cli->arg) {
+				cli->arg = a;
+				continue;
 			}
-			command = a;
+			if (cli->command) {
+				snprintf(err, errsz, "unexpected argument '%s' (see --help)", a);
+				return EXIT_USAGE;
+			}
+			cli->command = a;
 			continue;
 		}
 		eq = strchr(a + 2, '=');
@@ -444,44 +807,98 @@ int main(int argc, char **argv)
 			value = eq + 1;
 		} else if (config_has_option(name)) {
 			if (i + 1 >= argc) {
-				config_release(&cfg);
-				return die(EXIT_USAGE, "option '--%s' needs a value", name);
+				snprintf(err, errsz, "option '--%s' needs a value", name);
+				return EXIT_USAGE;
 			}
 			value = argv[++i];
 		} else {
-			config_release(&cfg);
-			return die(EXIT_USAGE, "unknown option '--%s' (see --help)", name);
+			snprintf(err, errsz, "unknown option '--%s' (see --help)", name);
+			return EXIT_USAGE;
 		}
-		if (config_set(&cfg, name, value, err, sizeof(err))) {
-			config_release(&cfg);
-			return die(EXIT_USAGE, "%s", err);
-		}
+		if (config_set(cfg, name, value, err, errsz))
+			return EXIT_USAGE;
 	}
-	if (!command) {
+	return 0;
+}
+
+/* SIGHUP: the settings again from the file, the environment and the flags. */
+static int main_argc;
+static char **main_argv;
+
+static void on_hup(struct ev_loop *loop, ev_signal *w, int revents)
+{
+	struct config *live = w->data, next;
+	struct cli cli;
+	char err[1024];
+	int changed;
+
+	(void)loop;
+	(void)revents;
+	if (load_settings(main_argc, main_argv, &next, &cli, err, sizeof(err)) ||
+	    config_validate(&next, err, sizeof(err))) {
+		log_error("reload failed, keeping the running settings: %s", err);
+		config_release(&next);
+		return;
+	}
+	changed = config_reload(live, &next);
+	config_release(&next);
+	log_set_level((enum log_level)log_level_parse(live->log_level));
+	log_info("reloaded the settings: %d changed", changed);
+}
+
+int main(int argc, char **argv)
+{
+	struct config cfg;
+	struct cli cli;
+	char err[1024];
+	int rc;
+
+	signal(SIGPIPE, SIG_IGN);
+	main_argc = argc;
+	main_argv = argv;
+	rc = load_settings(argc, argv, &cfg, &cli, err, sizeof(err));
+	if (rc) {
+		config_release(&cfg);
+		return die(rc, "%s", err);
+	}
+	if (cli.help || cli.version) {
+		if (cli.help)
+			usage(stdout);
+		else
+			version();
+		config_release(&cfg);
+		return 0;
+	}
+	if (!cli.command) {
 		usage(stderr);
 		config_release(&cfg);
 		return EXIT_USAGE;
 	}
-	if (strcmp(command, "run") && strcmp(command, "status") && strcmp(command, "check-config") &&
-	    strcmp(command, "rebuild")) {
+	if (strcmp(cli.command, "run") && strcmp(cli.command, "status") &&
+	    strcmp(cli.command, "check-config") && strcmp(cli.command, "rebuild") &&
+	    strcmp(cli.command, "dead-letters") && strcmp(cli.command, "wait")) {
 		config_release(&cfg);
-		return die(EXIT_USAGE, "unknown command '%s' (see --help)", command);
+		return die(EXIT_USAGE, "unknown command '%s' (see --help)", cli.command);
 	}
 	if (config_validate(&cfg, err, sizeof(err))) {
 		config_release(&cfg);
 		return die(EXIT_USAGE, "%s", err);
 	}
 	log_set_level((enum log_level)log_level_parse(cfg.log_level));
-	if (!strcmp(command, "check-config")) {
+	if (!strcmp(cli.command, "check-config")) {
 		config_print(&cfg, stdout);
 		rc = 0;
-	} else if (!strcmp(command, "status")) {
-		rc = cmd_status(&cfg);
-	} else if (!strcmp(command, "rebuild")) {
-		rc = target ? cmd_rebuild(&cfg, target, keep)
-			    : die(EXIT_USAGE, "rebuild needs a projection name (see --help)");
+	} else if (!strcmp(cli.command, "status")) {
+		rc = cmd_status(&cfg, cli.json);
+	} else if (!strcmp(cli.command, "wait")) {
+		rc = cmd_wait(&cfg, cli.position, cli.timeout);
+	} else if (!strcmp(cli.command, "dead-letters")) {
+		rc = cmd_dead_letters(&cfg, cli.target, cli.arg, cli.all, cli.reason);
+	} else if (!strcmp(cli.command, "rebuild")) {
+		rc = cli.target ? cmd_rebuild(&cfg, cli.target, cli.keep)
+				: die(EXIT_USAGE, "rebuild needs a projection name (see --help)");
 	} else {
-		rc = cmd_run(&cfg, once);
+		rc = cmd_run(&cfg, cli.once);
 	}
 	config_release(&cfg);
 	return rc;

@@ -21,6 +21,14 @@ struct rbatch {
 	struct position last;
 	size_t unsettled;
 	struct arena arena;   /* the parsed events; operations point into it */
+	long long *retried;   /* dead letters applied again by this batch */
+	size_t n_retried;
+};
+
+/* A document held back by a dead letter: its events after `first` wait. */
+struct held {
+	char *id;             /* NULL: empty slot */
+	struct position first;
 };
 
 /* `n` events of read batch `rb` are held by an operation set. */
@@ -52,6 +60,8 @@ struct lane {
 	struct opset *ready;    /* full sets waiting for the lane, oldest first */
 	size_t n_ready, cap_ready;
 	struct opset sending;   /* the request in flight or waiting to be sent again */
+	double sent_at;         /* when the request in flight was sent */
+	size_t body_len;        /* its body's size */
 	bool busy;              /* a request is in flight */
 	bool waiting;           /* the retry timer runs */
 	int attempts;
@@ -85,6 +95,14 @@ struct pipeline {
 	ev_io notify;
 	struct pipeline_hooks hooks;
 	bool pausing, paused;
+	bool lost;                 /* the state connection is gone: start over */
+	bool letters_changed;      /* dead letters to retry may wait */
+	struct dead_letter *letters; /* recorded before the checkpoint moves */
+	size_t n_letters, cap_letters;
+	struct held *held;         /* open addressing, a power of two */
+	size_t n_held, n_held_slots;
+	ev_timer reconnect;
+	double reconnect_delay;
 	struct pipeline_stats stats;
 	struct buf id;
 	struct json_scratch scratch;
@@ -161,6 +179,7 @@ static struct bulk_op *opset_get(struct opset *o, const char *id, size_t len, un
 				 const char *index, bool fresh, bool *created)
 {
 	size_t j;
+	bool follows = false;
 
 	*created = false;
 	if ((o->n_ops + 1) * 2 > o->n_slots && opset_rehash(o, o->n_slots ? o->n_slots * 2 : 64))
@@ -171,6 +190,7 @@ static struct bulk_op *opset_get(struct opset *o, const char *id, size_t len, un
 		if (op->slot == slot && !strcmp(op->id, id)) {
 			if (!fresh)
 				return op;
+			follows = true;
 			break; /* the slot now names the newest operation */
 		}
 		j = (j + 1) & (o->n_slots - 1);
@@ -188,6 +208,7 @@ static struct bulk_op *opset_get(struct opset *o, const char *id, size_t len, un
 	o->ops[o->n_ops].slot = slot;
 	o->ops[o->n_ops].index = index;
 	o->slots[j] = (uint32_t)(o->n_ops + 1);
+	o->ops[o->n_ops].follows = follows;
 	*created = true;
 	return &o->ops[o->n_ops++];
 }
@@ -237,26 +258,219 @@ static int opset_add_settle(struct opset *o, struct rbatch *rb)
 
 /* ---- dead letters and failure ------------------------------------------ */
 
+static void note_error(struct pipeline *p, const char *what)
+{
+	snprintf(p->stats.last_error, sizeof(p->stats.last_error), "%s", what);
+}
+
 static void fail(struct pipeline *p, const char *why)
 {
 	PLOG(LOG_ERROR, p, "stopping: %s", why);
+	note_error(p, why);
 	p->failed = true;
 	p->hold = true;
 	p->stopping = true;
 	kick(p);
 }
 
-static void dead_letter(struct pipeline *p, struct position at, const char *reason)
+static void lose(struct pipeline *p, const char *err)
+{
+	PLOG(LOG_ERROR, p, "%s; lost the PostgreSQL connection of the bridge state: starting over", err);
+	p->lost = true;
+	fail(p, "lost the state connection");
+}
+
+/* ---- held-back documents ---------------------------------------------- */
+
+static struct held *held_slot(struct held *slots, size_t n_slots, const char *id, size_t len)
+{
+	size_t i = (size_t)hash_id(id, len) & (n_slots - 1);
+
+	while (slots[i].id && (strlen(slots[i].id) != len || memcmp(slots[i].id, id, len)))
+		i = (i + 1) & (n_slots - 1);
+	return &slots[i];
+}
+
+static struct held *held_find(const struct pipeline *p, const char *id, size_t len)
+{
+	struct held *h;
+
+	if (!p->n_held)
+		return NULL;
+	h = held_slot(p->held, p->n_held_slots, id, len);
+	return h->id ? h : NULL;
+}
+
+static void held_clear(struct pipeline *p)
+{
+	for (size_t i = 0; i < p->n_held_slots; i++)
+		free(p->held[i].id);
+	free(p->held);
+	p->held = NULL;
+	p->n_held = p->n_held_slots = 0;
+}
+
+/* Holds document `id` back from `first` on (the earliest wins); -1 on no memory. */
+static int held_add(struct pipeline *p, const char *id, size_t len, struct position first)
+{
+	struct held *h;
+
+	if ((p->n_held + 1) * 2 > p->n_held_slots) {
+		size_t n = p->n_held_slots ? p->n_held_slots * 2 : 64;
+		struct held *slots = calloc(n, sizeof(*slots));
+		if (!slots)
+			return -1;
+		for (size_t i = 0; i < p->n_held_slots; i++)
+			if (p->held[i].id)
+				*held_slot(slots, n, p->held[i].id, strlen(p->held[i].id)) = p->held[i];
+		free(p->held);
+		p->held = slots;
+		p->n_held_slots = n;
+	}
+	h = held_slot(p->held, p->n_held_slots, id, len);
+	if (h->id) {
+		if (position_cmp(first, h->first) < 0)
+			h->first = first;
+		return 0;
+	}
+	h->id = strndup(id, len);
+	if (!h->id)
+		return -1;
+	h->first = first;
+	p->n_held++;
+	return 0;
+}
+
+static int held_load_one(void *arg, const char *doc_id, struct position first)
+{
+	return held_add(arg, doc_id, strlen(doc_id), first);
+}
+
+/* Reads the held-back documents of the generation from its open letters. */
+static int held_load(struct pipeline *p, char *err, size_t errsz)
+{
+	held_clear(p);
+	if (state_held_documents(p->state, p->proj->name, p->gen.number, held_load_one, p, err, errsz)) {
+		held_clear(p);
+		return -1;
+	}
+	return 0;
+}
+
+/* ---- dead letters ------------------------------------------------------ */
+
+/*
+ * Queues a dead letter for the event at `at`; letters are recorded before
+ * the checkpoint passes them (flush_letters). A letter naming a document
+ * holds the document's later events back.
+ */
+/*
+ * Makes `s` valid UTF-8 in place: a reason quotes event data and may have
+ * been cut inside a character; PostgreSQL refuses invalid text.
+ */
+static void utf8_repair(char *s)
+{
+	unsigned char *u = (unsigned char *)s;
+
+	while (*u) {
+		size_t n = 0;
+		if (*u < 0x80)
+			n = 1;
+		else if (*u >= 0xc2 && *u <= 0xdf)
+			n = 2;
+		else if (*u >= 0xe0 && *u <= 0xef)
+			n = 3;
+		else if (*u >= 0xf0 && *u <= 0xf4)
+			n = 4;
+		for (size_t i = 1; i < n && n; i++)
+			if ((u[i] & 0xc0) != 0x80)
+				n = 0;
+		if (n == 3 && ((u[0] == 0xe0 && u[1] < 0xa0) || (u[0] == 0xed && u[1] > 0x9f)))
+			n = 0;
+		if (n == 4 && ((u[0] == 0xf0 && u[1] < 0x90) || (u[0] == 0xf4 && u[1] > 0x8f)))
+			n = 0;
+		if (!n) {
+			*u++ = '?';
+			continue;
+		}
+		u += n;
+	}
+}
+
+static void dead_letter(struct pipeline *p, struct position at, const char *doc, size_t doc_len,
+			bool held, const char *reason)
+{
+	struct dead_letter *dl;
+
+	if (held)
+		PLOG(LOG_DEBUG, p, "dead letter: position %" PRId64 ": %s", at.pos, reason);
+	else
+		PLOG(LOG_WARN, p, "dead letter: position %" PRId64 ": %s", at.pos, reason);
+	if (p->n_letters == p->cap_letters) {
+		size_t ncap = p->cap_letters ? p->cap_letters * 2 : 16;
+		struct dead_letter *nl = realloc(p->letters, ncap * sizeof(*nl));
+		if (!nl)
+			goto oom;
+		p->letters = nl;
+		p->cap_letters = ncap;
+	}
+	dl = &p->letters[p->n_letters];
+	memset(dl, 0, sizeof(*dl));
+	dl->at = at;
+	dl->held = held;
+	dl->reason = strdup(reason);
+	dl->doc_id = doc ? strndup(doc, doc_len) : NULL;
+	if (!dl->reason || (doc && !dl->doc_id)) {
+		free(dl->reason);
+		free(dl->doc_id);
+		goto oom;
+	}
+	utf8_repair(dl->reason);
+	p->n_letters++;
+	if (doc && !held && held_add(p, doc, doc_len, at))
+		goto oom;
+	p->stats.dead_letters++;
+	return;
+oom:
+	/* the event is neither projected nor recorded: never move past it */
+	fail(p, "out of memory");
+}
+
+/* An event of a held-back document: recorded behind the letter that holds it. */
+static void hold_event(struct pipeline *p, struct position at, const struct held *h)
+{
+	char why[256];
+
+	snprintf(why, sizeof(why),
+		 "held back: document '%.100s' has an open dead letter at %" PRIu64 "/%" PRId64, h->id,
+		 h->first.txid, h->first.pos);
+	dead_letter(p, at, h->id, strlen(h->id), true, why);
+}
+
+/* Records the queued letters; -1 if some could not be (they stay queued). */
+static int flush_letters(struct pipeline *p)
 {
 	char err[512];
+	size_t done = 0;
+	int rc = 0;
 
-	PLOG(LOG_WARN, p, "dead letter: position %" PRId64 ": %s", at.pos, reason);
-	if (state_dead_letter(p->state, p->proj->name, p->gen.number, at, reason, err, sizeof(err))) {
-		/* the event is neither projected nor recorded: never move past it */
-		fail(p, err);
-		return;
+	while (done < p->n_letters) {
+		struct dead_letter *dl = &p->letters[done];
+		if (state_dead_letter(p->state, p->proj->name, p->gen.number, dl, err, sizeof(err))) {
+			if (state_connection_lost(p->state))
+				lose(p, err);
+			else
+				PLOG(LOG_WARN, p, "%s (trying again)", err);
+			rc = -1;
+			break;
+		}
+		free(dl->reason);
+		free(dl->doc_id);
+		done++;
 	}
-	p->stats.dead_letters++;
+	memmove(p->letters, p->letters + done, (p->n_letters - done) * sizeof(*p->letters));
+	p->n_letters -= done;
+	return rc;
 }
 
 /* ---- reading ----------------------------------------------------------- */
@@ -323,32 +537,68 @@ static int keep_created_at(struct arena *a, struct event *ev)
 	return 0;
 }
 
+const double pipeline_latency_bounds[PIPELINE_LATENCY_BUCKETS - 1] = {
+	0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
+};
+
+/* The index of `type` in the projection's event types, or -1. */
+static int type_index(const struct projection *proj, const char *type)
+{
+	for (int i = 0; proj->event_types[i]; i++)
+		if (!strcmp(proj->event_types[i], type))
+			return i;
+	return -1;
+}
+
 /* The concrete index of `slot` for the actions, NULL with one index (it is in the path). */
 static const char *slot_index(const struct pipeline *p, size_t slot)
 {
 	return p->n_slots > 1 ? generation_index(&p->gen, slot) : NULL;
 }
 
-/* A rejection in one index of several: say which. */
-static void slot_dead_letter(struct pipeline *p, size_t slot, struct position at, const char *why)
+/*
+ * The key a dead letter names its document by, and a held-back document is
+ * found by: its _id, or "ALIAS/_id" for a projection of several indices.
+ * Returns its length.
+ */
+static size_t doc_key(const struct pipeline *p, size_t slot, const char *id, size_t len, char *key,
+		      size_t keysz)
+{
+	int n;
+
+	if (p->n_slots == 1) {
+		n = (int)(len < keysz - 1 ? len : keysz - 1);
+		memcpy(key, id, (size_t)n);
+		key[n] = '\0';
+		return (size_t)n;
+	}
+	n = snprintf(key, keysz, "%s/%.*s", projection_alias(p->proj, slot), (int)len, id);
+	return n < 0 ? 0 : (size_t)n < keysz ? (size_t)n : keysz - 1;
+}
+
+/* A dead letter of index `slot` (of several: the reason says which). */
+static void slot_dead_letter(struct pipeline *p, size_t slot, struct position at, const char *doc,
+			     size_t doc_len, const char *why)
 {
 	char reason[600];
 
 	if (p->n_slots == 1) {
-		dead_letter(p, at, why);
+		dead_letter(p, at, doc, doc_len, false, why);
 		return;
 	}
 	snprintf(reason, sizeof(reason), "%s: %s", projection_alias(p->proj, slot), why);
-	dead_letter(p, at, reason);
+	dead_letter(p, at, doc, doc_len, false, reason);
 }
 
 /* Folds a parsed event into its document of index `slot`, if it has one there. */
 static void process_slot(struct pipeline *p, struct rbatch *rb, struct event *ev, yajl_val tree,
 			 size_t slot)
 {
-	char err[512];
+	char err[512], key[1024];
 	struct lane *l;
 	struct bulk_op *op;
+	const struct held *h;
+	size_t key_len;
 	bool created;
 	int rc;
 
@@ -357,9 +607,24 @@ static void process_slot(struct pipeline *p, struct rbatch *rb, struct event *ev
 		return;
 	if (rc) {
 		if (rc == PROJECTION_REJECT)
-			slot_dead_letter(p, slot, ev->at, err);
+			slot_dead_letter(p, slot, ev->at, NULL, 0, err);
 		else
 			fail(p, "out of memory");
+		return;
+	}
+	key_len = doc_key(p, slot, p->id.data, p->id.len, key, sizeof(key));
+	h = held_find(p, key, key_len);
+	if (h) {
+		rc = position_cmp(ev->at, h->first);
+		if (rc > 0)
+			hold_event(p, ev->at, h);
+		if (rc >= 0)
+			return; /* held, or the letter that holds it (a replay) */
+	}
+	if (ev->data_len > (size_t)p->cfg->max_event_bytes) {
+		snprintf(err, sizeof(err), "the event's data is %zu bytes, above max-event-bytes (%ld)",
+			 ev->data_len, p->cfg->max_event_bytes);
+		slot_dead_letter(p, slot, ev->at, key, key_len, err);
 		return;
 	}
 	l = &p->lanes[hash_id(p->id.data, p->id.len) % (uint64_t)p->n_lanes];
@@ -386,7 +651,7 @@ static void process_slot(struct pipeline *p, struct rbatch *rb, struct event *ev
 		if (created && op->kind == BULK_NONE && !op->n_events)
 			opset_drop_last(&l->building);
 		if (rc == PROJECTION_REJECT)
-			slot_dead_letter(p, slot, ev->at, err);
+			slot_dead_letter(p, slot, ev->at, key, key_len, err);
 		else
 			fail(p, "out of memory");
 		return;
@@ -408,8 +673,18 @@ static void process_event(struct pipeline *p, struct rbatch *rb, struct event *e
 {
 	char err[512], perr[256];
 	yajl_val tree;
+	int rc;
 
 	p->stats.events++;
+	rc = type_index(p->proj, ev->type);
+	p->stats.by_type[rc >= 0 && rc < PIPELINE_TYPES_MAX ? rc : PIPELINE_TYPES_MAX]++;
+	if (rc < 0) {
+		/* read because its stream belongs to the projection */
+		snprintf(err, sizeof(err), "unknown event type '%.100s' in stream '%.100s' of projection '%s'",
+			 ev->type, ev->stream_id, p->proj->name);
+		dead_letter(p, ev->at, NULL, 0, false, err);
+		return;
+	}
 	if (keep_created_at(&rb->arena, ev)) {
 		fail(p, "out of memory");
 		return;
@@ -417,12 +692,14 @@ static void process_event(struct pipeline *p, struct rbatch *rb, struct event *e
 	tree = json_parse(&rb->arena, &p->scratch, ev->data, ev->data_len, perr, sizeof(perr));
 	if (!tree) {
 		snprintf(err, sizeof(err), "%s", perr);
-		dead_letter(p, ev->at, err);
+		dead_letter(p, ev->at, NULL, 0, false, err);
 		return;
 	}
 	for (size_t slot = 0; slot < p->n_slots && !p->hold; slot++)
 		process_slot(p, rb, ev, tree, slot);
 }
+
+static void lost_store(struct pipeline *p);
 
 static void read_once(struct pipeline *p)
 {
@@ -431,12 +708,14 @@ static void read_once(struct pipeline *p)
 	struct rbatch *rb;
 	struct event ev;
 
-	if (store_read(p->store, p->read_at, p->bound, p->proj->event_types,
+	if (store_read(p->store, p->read_at, p->bound, p->proj->event_types, p->proj->streams,
 		       (int)p->cfg->batch_size, &b, err, sizeof(err))) {
-		PLOG(LOG_WARN, p, "%s; trying again in %gs", err, p->cfg->poll_interval);
-		p->at_head = true; /* the poll timer tries again */
+		p->at_head = true; /* the poll timer or the reconnection tries again */
 		if (!store_connected(p->store)) {
-			ev_io_stop(p->loop, &p->notify);
+			PLOG(LOG_WARN, p, "%s", err);
+			lost_store(p);
+		} else {
+			PLOG(LOG_WARN, p, "%s; trying again in %gs", err, p->cfg->poll_interval);
 		}
 		return;
 	}
@@ -473,6 +752,83 @@ static void read_once(struct pipeline *p)
 	store_batch_release(&b);
 }
 
+/*
+ * Dead letters marked for retry (esbridge dead-letters retry|discard): their
+ * events are read again and go through the projection ahead of anything
+ * read later, in one batch that marks them retried once settled. Every
+ * letter of a document goes back at once, so its document is released
+ * only with all of its waiting events in order.
+ */
+static void process_retries(struct pipeline *p)
+{
+	char err[512];
+	struct letter_ref *refs = NULL;
+	struct position *at = NULL;
+	struct store_batch b;
+	struct rbatch *rb;
+	size_t n = 0;
+
+	p->letters_changed = false;
+	if (p->n_letters && flush_letters(p))
+		goto later;
+	if (state_letters_to_retry(p->state, p->proj->name, p->gen.number, &refs, &n, err, sizeof(err)) ||
+	    held_load(p, err, sizeof(err))) {
+		if (state_connection_lost(p->state))
+			lose(p, err);
+		else
+			PLOG(LOG_WARN, p, "%s (trying again)", err);
+		goto later;
+	}
+	if (!n)
+		return;
+	rb = calloc(1, sizeof(*rb));
+	at = malloc(n * sizeof(*at));
+	if (rb)
+		rb->retried = malloc(n * sizeof(*rb->retried));
+	if (!rb || !at || !rb->retried) {
+		if (rb)
+			free(rb->retried);
+		free(rb);
+		free(at);
+		free(refs);
+		fail(p, "out of memory");
+		return;
+	}
+	for (size_t i = 0; i < n; i++) {
+		at[i] = refs[i].at;
+		rb->retried[i] = refs[i].id;
+	}
+	rb->n_retried = n;
+	free(refs);
+	if (store_read_positions(p->store, at, n, &b, err, sizeof(err))) {
+		PLOG(LOG_WARN, p, "%s (trying again)", err);
+		free(rb->retried);
+		free(rb);
+		free(at);
+		if (!store_connected(p->store))
+			lost_store(p);
+		goto later;
+	}
+	free(at);
+	PLOG(LOG_INFO, p, "applying %zu dead letters again", n);
+	rb->last = p->read_at;
+	if (p->rb_tail)
+		p->rb_tail->next = rb;
+	else
+		p->rb_head = rb;
+	p->rb_tail = rb;
+	for (int i = 0; i < b.n && !p->hold; i++) {
+		struct event ev;
+		store_batch_event(&b, i, &ev);
+		process_event(p, rb, &ev);
+	}
+	store_batch_release(&b);
+	return;
+later:
+	free(refs);
+	p->letters_changed = true; /* at the next poll */
+}
+
 /* ---- checkpoint -------------------------------------------------------- */
 
 static void advance_checkpoint(struct pipeline *p)
@@ -481,8 +837,20 @@ static void advance_checkpoint(struct pipeline *p)
 
 	if (p->hold)
 		return;
+	/* the letters of what the checkpoint passes are recorded first */
+	if (p->n_letters && flush_letters(p))
+		return;
 	while (p->rb_head && p->rb_head->unsettled == 0) {
 		struct rbatch *rb = p->rb_head;
+		if (rb->n_retried &&
+		    state_letters_retried(p->state, rb->retried, rb->n_retried, err, sizeof(err))) {
+			if (state_connection_lost(p->state))
+				lose(p, err);
+			else
+				PLOG(LOG_WARN, p, "%s (trying again)", err);
+			return;
+		}
+		free(rb->retried);
 		p->settled = rb->last;
 		p->rb_head = rb->next;
 		if (!p->rb_head)
@@ -494,10 +862,14 @@ static void advance_checkpoint(struct pipeline *p)
 		return;
 	if (state_save_checkpoint(p->state, p->proj->name, p->gen.number, p->settled, err, sizeof(err))) {
 		/* the batch stays unacknowledged; it is sent again after a restart */
-		PLOG(LOG_WARN, p, "%s", err);
+		if (state_connection_lost(p->state))
+			lose(p, err);
+		else
+			PLOG(LOG_WARN, p, "%s (trying again)", err);
 		return;
 	}
 	p->committed = p->settled;
+	p->stats.last_advance = ev_now(p->loop);
 	PLOG(LOG_DEBUG, p, "checkpoint %" PRIu64 "/%" PRId64, p->committed.txid, p->committed.pos);
 }
 
@@ -527,8 +899,11 @@ static void abandon_sending(struct lane *l)
 
 static void dead_letter_op(struct pipeline *p, struct bulk_op *op, const char *reason)
 {
+	char key[1024];
+	size_t key_len = doc_key(p, op->slot, op->id, strlen(op->id), key, sizeof(key));
+
 	for (size_t i = 0; i < op->n_events; i++)
-		dead_letter(p, op->events[i], reason);
+		slot_dead_letter(p, op->slot, op->events[i], key, key_len, reason);
 	op->kind = BULK_NONE;
 }
 
@@ -575,7 +950,7 @@ static int split_op(struct lane *l, size_t index, const char *why)
 		}
 		tree = json_parse(&l->sending.arena, &p->scratch, ev.data, ev.data_len, perr, sizeof(perr));
 		if (!tree) {
-			dead_letter(p, ev.at, perr);
+			dead_letter(p, ev.at, NULL, 0, false, perr);
 			continue;
 		}
 		/* only the index of the rejected action: the event's others are done */
@@ -589,7 +964,15 @@ static int split_op(struct lane *l, size_t index, const char *why)
 		if (!op || rc) {
 			if (op && created)
 				opset_drop_last(&l->sending);
-			slot_dead_letter(p, slot, ev.at, rc == PROJECTION_REJECT ? err : "out of memory");
+			if (op) {
+				char key[1024];
+				size_t key_len = doc_key(p, slot, p->id.data, p->id.len, key, sizeof(key));
+				slot_dead_letter(p, slot, ev.at, key, key_len,
+						 rc == PROJECTION_REJECT ? err : "out of memory");
+			} else {
+				slot_dead_letter(p, slot, ev.at, NULL, 0,
+						 rc == PROJECTION_REJECT ? err : "out of memory");
+			}
 			continue;
 		}
 		if (bulk_op_note_event(op, ev.at)) {
@@ -609,6 +992,7 @@ static void lane_retry_later(struct lane *l, const char *why)
 
 	p->stats.retries++;
 	l->attempts++;
+	note_error(p, why);
 	if (p->stopping) {
 		PLOG(LOG_WARN, p, "bulk request failed while stopping, not sent again: %s", why);
 		abandon_sending(l);
@@ -657,13 +1041,37 @@ static void lane_done(void *arg, const struct es_response *r)
 	struct bulk_response br;
 	char err[512], why[512] = "";
 	size_t item = 0;
-	bool again = false, split = false;
+	bool again = false, split = false, deferred = false;
 	size_t n_ops;
 
 	l->busy = false;
 	kick(p);
+	{
+		double dt = ev_now(p->loop) - l->sent_at;
+		int b = 0;
+		while (b < PIPELINE_LATENCY_BUCKETS - 1 && dt > pipeline_latency_bounds[b])
+			b++;
+		p->stats.latency[b]++;
+		p->stats.latency_sum += dt;
+		p->stats.inflight_bytes -= l->body_len;
+	}
+	if (r->transport_error || r->status != 200) {
+		p->stats.requests_failed++;
+		if (p->stats.failing_since == 0)
+			p->stats.failing_since = ev_now(p->loop);
+	} else {
+		p->stats.failing_since = 0;
+		p->stats.last_request_ok = ev_now(p->loop);
+	}
 	if (r->transport_error) {
 		lane_retry_later(l, r->error);
+		return;
+	}
+	if (r->status == 401 || r->status == 403) {
+		/* the body is often a proxy's HTML page; es.c explains once */
+		snprintf(err, sizeof(err), "HTTP %ld %s", r->status,
+			 r->status == 401 ? "Unauthorized (check the credentials)" : "Forbidden (check the rights)");
+		lane_retry_later(l, err);
 		return;
 	}
 	if (r->status != 200) {
@@ -693,12 +1101,18 @@ static void lane_done(void *arg, const struct es_response *r)
 		const struct bulk_item *it;
 		if (op->kind == BULK_NONE)
 			continue;
+		if (!op->written) {
+			deferred = true;
+			continue;
+		}
 		it = &br.items[item++];
 		switch (bulk_item_outcome(it)) {
 		case BULK_ITEM_OK:
+			p->stats.items_ok++;
 			op->applied = true; /* not sent again, unless a retry needs it (below) */
 			break;
 		case BULK_ITEM_REJECT:
+			p->stats.items_rejected++;
 			snprintf(err, sizeof(err), "rejected by Elasticsearch: HTTP %d %s: %s", it->status,
 				 it->error_type, it->error_reason);
 			/* a missing document is missing for each event alike: no split */
@@ -709,6 +1123,7 @@ static void lane_done(void *arg, const struct es_response *r)
 			dead_letter_op(p, op, err);
 			break;
 		case BULK_ITEM_RETRY:
+			p->stats.items_retry++;
 			if (!again)
 				snprintf(why, sizeof(why), "item HTTP %d %s: %s", it->status, it->error_type,
 					 it->error_reason);
@@ -722,7 +1137,7 @@ static void lane_done(void *arg, const struct es_response *r)
 		lane_retry_later(l, why);
 		return;
 	}
-	if (split) {
+	if (split || deferred) {
 		if (p->stopping)
 			abandon_sending(l); /* not applied yet: never settled */
 		else
@@ -751,6 +1166,16 @@ static void dump_body(struct pipeline *p, const char *data, size_t len)
 		PLOG(LOG_WARN, p, "cannot write %s", path);
 }
 
+/* An action of the same document before operation i still waits for its answer. */
+static bool pending_before(const struct opset *o, size_t i)
+{
+	for (size_t j = 0; j < i; j++)
+		if (o->ops[j].kind != BULK_NONE && o->ops[j].slot == o->ops[i].slot &&
+		    !strcmp(o->ops[j].id, o->ops[i].id))
+			return true;
+	return false;
+}
+
 /* Renders the operations still to send and starts the request. */
 static void send_sending(struct lane *l)
 {
@@ -770,7 +1195,28 @@ static void send_sending(struct lane *l)
 	l->n_written = 0;
 	for (size_t i = 0; i < l->sending.n_ops; i++) {
 		struct bulk_op *op = &l->sending.ops[i];
+		const struct held *h = NULL;
+		op->written = false;
 		if (op->kind == BULK_NONE)
+			continue;
+		if (p->n_held) {
+			char key[1024];
+			size_t key_len = doc_key(p, op->slot, op->id, strlen(op->id), key, sizeof(key));
+			h = held_find(p, key, key_len);
+		}
+		if (h && op->n_events && position_cmp(op->events[0], h->first) > 0) {
+			/* an earlier event of the document is a dead letter */
+			for (size_t e = 0; e < op->n_events; e++)
+				hold_event(p, op->events[e], h);
+			op->kind = BULK_NONE;
+			continue;
+		}
+		/*
+		 * One action per document in a request: a later one waits for
+		 * the answer to the earlier, which may be refused (then it is
+		 * held back, never applied before it).
+		 */
+		if (op->follows && pending_before(&l->sending, i))
 			continue;
 		if (bulk_writer_op(&w, op, err, sizeof(err))) {
 			if (buf_error(&body)) {
@@ -783,6 +1229,7 @@ static void send_sending(struct lane *l)
 			dead_letter_op(p, op, err);
 			continue;
 		}
+		op->written = true;
 		l->n_written++;
 	}
 	bulk_writer_release(&w);
@@ -808,6 +1255,9 @@ static void send_sending(struct lane *l)
 		return;
 	}
 	l->busy = true;
+	l->sent_at = ev_now(p->loop);
+	l->body_len = len;
+	p->stats.inflight_bytes += len;
 }
 
 static void send_lane(struct lane *l)
@@ -937,6 +1387,8 @@ static void pump(struct pipeline *p)
 		return;
 	}
 	send_ready(p);
+	if (p->letters_changed && can_read(p))
+		process_retries(p);
 	if (can_read(p)) {
 		read_once(p);
 		send_ready(p);
@@ -982,19 +1434,50 @@ static void wake(struct pipeline *p)
 	kick(p);
 }
 
-static void reconnect(struct pipeline *p)
+/*
+ * The event store connection is gone: reconnect with capped exponential
+ * backoff, LISTEN again, and read on from the last event read (what was
+ * read and not yet settled is still queued; the checkpoint did not move).
+ */
+static void lost_store(struct pipeline *p)
 {
+	if (ev_is_active(&p->reconnect) || p->finished)
+		return;
+	p->stats.store_down = true;
+	note_error(p, "lost the event store connection");
+	ev_io_stop(p->loop, &p->notify);
+	if (p->reconnect_delay <= 0)
+		p->reconnect_delay = 0.1;
+	PLOG(LOG_WARN, p, "lost the PostgreSQL connection of the event store; reconnecting in %.1fs",
+	     p->reconnect_delay);
+	ev_timer_set(&p->reconnect, p->reconnect_delay, 0.0);
+	ev_timer_start(p->loop, &p->reconnect);
+}
+
+static void reconnect_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct pipeline *p = (struct pipeline *)((char *)w - offsetof(struct pipeline, reconnect));
 	char err[512];
 
+	(void)loop;
+	(void)revents;
 	if (store_reconnect(p->store, !p->once, err, sizeof(err))) {
-		PLOG(LOG_WARN, p, "%s", err);
+		p->reconnect_delay *= 2;
+		if (p->reconnect_delay > p->cfg->retry_max)
+			p->reconnect_delay = p->cfg->retry_max;
+		PLOG(LOG_WARN, p, "%s; trying again in %.1fs", err, p->reconnect_delay);
+		ev_timer_set(&p->reconnect, p->reconnect_delay, 0.0);
+		ev_timer_start(p->loop, &p->reconnect);
 		return;
 	}
+	p->reconnect_delay = 0;
+	p->stats.store_down = false;
 	PLOG(LOG_INFO, p, "reconnected to PostgreSQL");
 	if (!p->once) {
 		ev_io_set(&p->notify, store_socket(p->store), EV_READ);
 		ev_io_start(p->loop, &p->notify);
 	}
+	wake(p);
 }
 
 static void poll_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -1003,8 +1486,10 @@ static void poll_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
 	(void)loop;
 	(void)revents;
-	if (!store_connected(p->store))
-		reconnect(p);
+	if (!store_connected(p->store)) {
+		lost_store(p);
+		return;
+	}
 	wake(p);
 }
 
@@ -1012,10 +1497,10 @@ static void notify_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
 	struct pipeline *p = (struct pipeline *)((char *)w - offsetof(struct pipeline, notify));
 
+	(void)loop;
 	(void)revents;
 	if (store_drain_notifies(p->store) < 0) {
-		PLOG(LOG_WARN, p, "lost the PostgreSQL connection; reconnecting at the next poll");
-		ev_io_stop(loop, &p->notify);
+		lost_store(p);
 		return;
 	}
 	wake(p);
@@ -1030,6 +1515,7 @@ static void finish(struct pipeline *p)
 	p->finished = true;
 	ev_idle_stop(p->loop, &p->idle);
 	ev_timer_stop(p->loop, &p->poll);
+	ev_timer_stop(p->loop, &p->reconnect);
 	ev_io_stop(p->loop, &p->notify);
 	for (int i = 0; i < p->n_lanes; i++)
 		ev_timer_stop(p->loop, &p->lanes[i].retry);
@@ -1077,6 +1563,7 @@ struct pipeline *pipeline_new(struct ev_loop *loop, const struct config *cfg,
 	ev_idle_init(&p->idle, idle_cb);
 	ev_timer_init(&p->poll, poll_cb, cfg->poll_interval, cfg->poll_interval);
 	ev_init(&p->notify, notify_cb);
+	ev_init(&p->reconnect, reconnect_cb);
 
 	p->state = st;
 	p->gen = *gen;
@@ -1084,6 +1571,9 @@ struct pipeline *pipeline_new(struct ev_loop *loop, const struct config *cfg,
 	if (!p->store)
 		goto fail;
 	p->read_at = p->settled = p->committed = p->gen.checkpoint;
+	if (held_load(p, err, errsz))
+		goto fail;
+	p->letters_changed = true; /* letters marked for retry while no process ran */
 	/* several indices: each action names its own */
 	p->n_slots = projection_n_indices(proj);
 	if (p->n_slots > 1)
@@ -1108,6 +1598,7 @@ void pipeline_start(struct pipeline *p, const struct pipeline_hooks *hooks)
 {
 	p->hooks = *hooks;
 	p->started = true;
+	p->stats.last_advance = ev_now(p->loop);
 	PLOG(LOG_INFO, p, "starting on %s from checkpoint %" PRIu64 "/%" PRId64 "%s", p->gen.index,
 	     p->committed.txid, p->committed.pos, p->once ? " (once)" : "");
 	if (!p->once) {
@@ -1176,7 +1667,15 @@ bool pipeline_finished(const struct pipeline *p)
 
 int pipeline_exit_code(const struct pipeline *p)
 {
+	if (p->lost)
+		return PIPELINE_EXIT_LOST;
 	return p->failed ? 1 : 0;
+}
+
+void pipeline_letters_changed(struct pipeline *p)
+{
+	p->letters_changed = true;
+	kick(p);
 }
 
 const struct pipeline_stats *pipeline_get_stats(const struct pipeline *p)
@@ -1191,6 +1690,7 @@ void pipeline_free(struct pipeline *p)
 	if (p->loop) {
 		ev_idle_stop(p->loop, &p->idle);
 		ev_timer_stop(p->loop, &p->poll);
+		ev_timer_stop(p->loop, &p->reconnect);
 		ev_io_stop(p->loop, &p->notify);
 	}
 	for (int i = 0; p->lanes && i < p->n_lanes; i++) {
@@ -1204,8 +1704,15 @@ void pipeline_free(struct pipeline *p)
 		struct rbatch *rb = p->rb_head;
 		p->rb_head = rb->next;
 		arena_release(&rb->arena);
+		free(rb->retried);
 		free(rb);
 	}
+	for (size_t i = 0; i < p->n_letters; i++) {
+		free(p->letters[i].reason);
+		free(p->letters[i].doc_id);
+	}
+	free(p->letters);
+	held_clear(p);
 	store_close(p->store);
 	buf_release(&p->id);
 	json_scratch_release(&p->scratch);

@@ -2,6 +2,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 /* Server notices ("already exists, skipping") are not ours to print. */
 static void ignore_notice(void *arg, const char *message)
@@ -23,9 +24,22 @@ void pq_error(char *err, size_t errsz, const char *what, const char *msg)
 			*p = ' ';
 }
 
-PGconn *pq_connect(const char *conninfo, char *err, size_t errsz)
+void pq_app_name(const char *role, char *out, size_t outsz)
 {
-	PGconn *conn = PQconnectdb(conninfo);
+	char host[48] = "";
+
+	if (gethostname(host, sizeof(host) - 1))
+		snprintf(host, sizeof(host), "unknown");
+	/* at most 63 bytes are kept by the server */
+	snprintf(out, outsz, "%.16s %.28s pid %ld", role, host, (long)getpid());
+}
+
+PGconn *pq_connect(const char *conninfo, const char *application_name, char *err, size_t errsz)
+{
+	const char *keys[] = { "dbname", "application_name", NULL };
+	const char *vals[] = { conninfo, application_name, NULL };
+	/* the conninfo is expanded first; the name set after it wins */
+	PGconn *conn = PQconnectdbParams(keys, vals, 1);
 
 	if (!conn || PQstatus(conn) != CONNECTION_OK) {
 		pq_error(err, errsz, "cannot connect to PostgreSQL", conn ? PQerrorMessage(conn) : "out of memory");

@@ -58,11 +58,40 @@ yajl_val projection_member(yajl_val obj, const char *key)
 	return NULL;
 }
 
+/* What a JSON value is, for messages. */
+static const char *json_kind(yajl_val v)
+{
+	if (!v)
+		return "nothing";
+	switch (v->type) {
+	case yajl_t_string:
+		return "a string";
+	case yajl_t_number:
+		return "a number";
+	case yajl_t_object:
+		return "an object";
+	case yajl_t_array:
+		return "an array";
+	case yajl_t_true:
+	case yajl_t_false:
+		return "a boolean";
+	case yajl_t_null:
+		return "null";
+	case yajl_t_any:
+		break;
+	}
+	return "an unknown value";
+}
+
 int projection_get_id(yajl_val data, const char *key, struct buf *id, char *err, size_t errsz)
 {
 	yajl_val v = projection_member(data, key);
 
 	buf_reset(id);
+	if (!data || !YAJL_IS_OBJECT(data)) {
+		snprintf(err, errsz, "event data must be a JSON object, not %s", json_kind(data));
+		return PROJECTION_REJECT;
+	}
 	if (!v) {
 		snprintf(err, errsz, "missing field '%s'", key);
 		return PROJECTION_REJECT;

@@ -484,6 +484,7 @@ struct runner {
 	struct es_client *es;
 	struct state *st;
 	bool once, exit_after_rebuild, stopping, finished, failed;
+	bool lost;                  /* the state connection went: start over */
 	struct pipeline *active;    /* follows the generation readers see (or the first one) */
 	struct pipeline *building;  /* the rebuild target */
 	/* previous active pipelines, stopping; freed after their loop iteration */
@@ -635,7 +636,11 @@ static void on_finished(void *arg, struct pipeline *p)
 			ev_timer_start(r->loop, &r->reap);
 			return;
 		}
-	if (pipeline_exit_code(p) && !r->failed) {
+	if (pipeline_exit_code(p) == PIPELINE_EXIT_LOST && !r->lost) {
+		r->lost = true;
+		command_end(r, false, "lost the PostgreSQL connection (the daemon starts the projection over)");
+		runner_stop(r);
+	} else if (pipeline_exit_code(p) && !r->failed && !r->lost) {
 		r->failed = true;
 		command_end(r, false, "the rebuild stopped on an error (see the daemon's log)");
 		runner_stop(r);
@@ -719,6 +724,11 @@ static void check_commands(struct runner *r)
 	long long id;
 	int keep, rc;
 
+	/* dead letters may have been marked for retry too */
+	if (r->active && !r->stopping)
+		pipeline_letters_changed(r->active);
+	if (r->building && !r->stopping)
+		pipeline_letters_changed(r->building);
 	for (;;) {
 		rc = state_command_claim(r->st, r->proj->name, &id, &keep, err, sizeof(err));
 		if (rc <= 0) {
@@ -745,8 +755,11 @@ static void cmd_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 
 	(void)revents;
 	if (state_drain_notifies(r->st) < 0) {
-		plog_warn(r->proj->name, 0, "lost the state connection");
+		plog_error(r->proj->name, 0, "lost the PostgreSQL connection of the bridge state"
+			   " (and with it the projection's lock): starting over");
 		ev_io_stop(loop, w);
+		r->lost = true;
+		runner_stop(r);
 		return;
 	}
 	check_commands(r);
@@ -760,6 +773,13 @@ static void cmd_poll_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	(void)revents;
 	if (state_drain_notifies(r->st) >= 0)
 		check_commands(r);
+	else if (!r->lost) {
+		plog_error(r->proj->name, 0, "lost the PostgreSQL connection of the bridge state"
+			   " (and with it the projection's lock): starting over");
+		ev_io_stop(loop, &r->cmd_io);
+		r->lost = true;
+		runner_stop(r);
+	}
 }
 
 /* One writer per projection: a process just killed may hold the lock until the server notices. */
@@ -970,6 +990,8 @@ bool runner_swapped(const struct runner *r)
 
 int runner_exit_code(const struct runner *r)
 {
+	if (r->lost && !r->failed)
+		return PIPELINE_EXIT_LOST;
 	if (r->failed)
 		return 1;
 	if (r->active && pipeline_exit_code(r->active))
@@ -992,6 +1014,17 @@ int runner_progress(const struct runner *r, struct runner_progress *out)
 	out->checkpoint = pipeline_checkpoint(p);
 	out->last_pause = r->last_pause;
 	return 0;
+}
+
+int runner_pipelines(const struct runner *r, const struct pipeline **out)
+{
+	int n = 0;
+
+	if (r->active)
+		out[n++] = r->active;
+	if (r->building)
+		out[n++] = r->building;
+	return n;
 }
 
 void runner_free(struct runner *r)

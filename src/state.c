@@ -5,14 +5,20 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <unistd.h>
+
 #include <libpq-fe.h>
+#include <yajl/yajl_gen.h>
 
 #include "esbridge/pq.h"
 
+#include "esbridge/buf.h"
+#include "esbridge/projection.h"
 #include "esbridge/store.h"
 
 struct state {
 	PGconn *conn;
+	bool fenced;   /* a write found the projection's lock gone */
 };
 
 static const char *const state_names[] = { "building", "ready", "active", "retired" };
@@ -89,8 +95,23 @@ static const char *const migrations[] = {
 	"  created_at timestamptz NOT NULL DEFAULT now(),"
 	"  updated_at timestamptz NOT NULL DEFAULT now());"
 	"CREATE INDEX ON esbridge.commands (projection, status);",
-	/* 3: reserved for the dead letters change on main (merged there) */
-	"DO $$ BEGIN END $$",
+	/*
+	 * 3: a dead letter names its document, which it holds back: 'pending'
+	 * (the event failed), 'held' (a later event of a document with a
+	 * pending letter), 'retry' (asked for, not yet applied again),
+	 * 'retried', 'discarded'. One open letter per event, generation and
+	 * document (an event may touch a document in each of several indices).
+	 */
+	"ALTER TABLE esbridge.dead_letters ADD COLUMN doc_id text,"
+	"  ADD COLUMN note text NOT NULL DEFAULT '',"
+	"  ADD COLUMN updated_at timestamptz NOT NULL DEFAULT now(),"
+	"  DROP CONSTRAINT dead_letters_status_check,"
+	"  ADD CONSTRAINT dead_letters_status_check"
+	"    CHECK (status IN ('pending','held','retry','retried','discarded'));"
+	"CREATE UNIQUE INDEX dead_letters_open ON esbridge.dead_letters"
+	"  (projection, generation, global_position, coalesce(doc_id, ''))"
+	"  WHERE status IN ('pending','held','retry');"
+	"CREATE INDEX ON esbridge.dead_letters (projection, generation, doc_id);",
 	/* 4: the other indices of a generation of a projection that writes several */
 	"ALTER TABLE esbridge.generations ADD COLUMN extra_indices text[] NOT NULL DEFAULT '{}';",
 };
@@ -164,7 +185,12 @@ struct state *state_open(const char *conninfo, char *err, size_t errsz)
 		snprintf(err, errsz, "out of memory");
 		return NULL;
 	}
-	st->conn = pq_connect(conninfo, err, errsz);
+	{
+		/* the owner of a projection is known by the name of its lock's session */
+		char name[96];
+		pq_app_name("esbridge", name, sizeof(name));
+		st->conn = pq_connect(conninfo, name, err, errsz);
+	}
 	if (!st->conn) {
 		state_close(st);
 		return NULL;
@@ -469,6 +495,23 @@ int state_create_generation(struct state *st, const char *proj, const struct gen
 			   3 + GEN_MAX_INDICES - 1, params, err, errsz);
 }
 
+/* 1 if this session holds the projection's lock, 0 if not, -1 on error. */
+static int state_owns(struct state *st, const char *proj)
+{
+	const char *params[1] = { proj };
+	PGresult *res = PQexecParams(st->conn,
+		"SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
+		" AND granted AND objsubid = 2 AND classid = hashtext('esbridge.projection')::oid"
+		" AND objid = hashtext($1)::oid",
+		1, NULL, params, NULL, NULL, 0);
+	int rc = -1;
+
+	if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1)
+		rc = atoi(PQgetvalue(res, 0, 0)) > 0;
+	PQclear(res);
+	return rc;
+}
+
 int state_save_checkpoint(struct state *st, const char *proj, int number, struct position at,
 			  char *err, size_t errsz)
 {
@@ -483,13 +526,23 @@ int state_save_checkpoint(struct state *st, const char *proj, int number, struct
 	res = PQexecParams(st->conn,
 			   "UPDATE esbridge.generations"
 			   " SET checkpoint_txid = $3::xid8, checkpoint_pos = $4::bigint, updated_at = now()"
-			   " WHERE projection = $1 AND generation = $2::int",
+			   " WHERE projection = $1 AND generation = $2::int"
+			   /* fenced: only the session holding the projection's lock moves it */
+			   "  AND EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory'"
+			   "   AND pid = pg_backend_pid() AND granted AND objsubid = 2"
+			   "   AND classid = hashtext('esbridge.projection')::oid AND objid = hashtext($1)::oid)",
 			   4, NULL, params, NULL, NULL, 0);
 	if (PQresultStatus(res) != PGRES_COMMAND_OK) {
 		pq_error(err, errsz, "cannot save the checkpoint", PQresultErrorMessage(res));
 		rc = -1;
 	} else if (strcmp(PQcmdTuples(res), "1") != 0) {
-		snprintf(err, errsz, "cannot save the checkpoint: generation %d of '%s' is gone", number, proj);
+		if (state_owns(st, proj) == 0) {
+			snprintf(err, errsz, "cannot save the checkpoint: this process no longer owns '%s'", proj);
+			st->fenced = true;
+		} else {
+			snprintf(err, errsz, "cannot save the checkpoint: generation %d of '%s' is gone", number,
+				 proj);
+		}
 		rc = -1;
 	}
 	PQclear(res);
@@ -509,21 +562,274 @@ int state_set_generation_state(struct state *st, const char *proj, int number, e
 			   3, params, err, errsz);
 }
 
-int state_dead_letter(struct state *st, const char *proj, int number, struct position at,
-		      const char *reason, char *err, size_t errsz)
+bool state_connection_lost(const struct state *st)
+{
+	return st->fenced || PQstatus(st->conn) != CONNECTION_OK;
+}
+
+int state_dead_letter(struct state *st, const char *proj, int number, const struct dead_letter *dl,
+		      char *err, size_t errsz)
 {
 	char num[16], pos[24];
-	const char *params[4] = { proj, num, reason, pos };
+	const char *params[6] = { proj, num, dl->reason, pos, dl->doc_id, dl->held ? "held" : "pending" };
 
 	snprintf(num, sizeof(num), "%d", number);
-	snprintf(pos, sizeof(pos), "%" PRId64, at.pos);
+	snprintf(pos, sizeof(pos), "%" PRId64, dl->at.pos);
+	/*
+	 * Replays record the same letter again: one open letter per event. A
+	 * letter being retried that fails again is open once more.
+	 */
 	return exec_params(st, "cannot record a dead letter",
-			   "INSERT INTO esbridge.dead_letters"
+			   "INSERT INTO esbridge.dead_letters AS d"
 			   " (projection, generation, global_position, transaction_id, stream_id,"
-			   "  event_type, reason, data)"
+			   "  event_type, reason, data, doc_id, status)"
 			   " SELECT $1, $2::int, global_position, transaction_id, stream_id, event_type,"
-			   "  $3, data::text FROM events WHERE global_position = $4::bigint",
-			   4, params, err, errsz);
+			   "  $3, data::text, $5, $6 FROM events WHERE global_position = $4::bigint"
+			   " ON CONFLICT (projection, generation, global_position, coalesce(doc_id, ''))"
+			   "  WHERE status IN ('pending','held','retry')"
+			   " DO UPDATE SET status = excluded.status, reason = excluded.reason,"
+			   "  doc_id = excluded.doc_id, updated_at = now() WHERE d.status = 'retry'",
+			   6, params, err, errsz);
+}
+
+int state_held_documents(struct state *st, const char *proj, int number, state_held_fn fn, void *arg,
+			 char *err, size_t errsz)
+{
+	char num[16];
+	const char *params[2] = { proj, num };
+	PGresult *res;
+	int rc = 0;
+
+	snprintf(num, sizeof(num), "%d", number);
+	res = PQexecParams(st->conn,
+			   "SELECT DISTINCT ON (doc_id) doc_id, transaction_id::text, global_position"
+			   " FROM esbridge.dead_letters"
+			   " WHERE projection = $1 AND generation = $2::int AND doc_id IS NOT NULL"
+			   "  AND status IN ('pending','held')"
+			   " ORDER BY doc_id, transaction_id, global_position",
+			   2, NULL, params, NULL, NULL, 0);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		pq_error(err, errsz, "cannot read the dead letters", PQresultErrorMessage(res));
+		PQclear(res);
+		return -1;
+	}
+	for (int i = 0; i < PQntuples(res) && rc == 0; i++) {
+		struct position at;
+		if (store_parse_u64(PQgetvalue(res, i, 1), &at.txid)) {
+			snprintf(err, errsz, "cannot read the dead letters: bad transaction id");
+			rc = -1;
+			break;
+		}
+		at.pos = strtoll(PQgetvalue(res, i, 2), NULL, 10);
+		rc = fn(arg, PQgetvalue(res, i, 0), at);
+		if (rc)
+			snprintf(err, errsz, "out of memory");
+	}
+	PQclear(res);
+	return rc;
+}
+
+int state_letters_to_retry(struct state *st, const char *proj, int number, struct letter_ref **out,
+			   size_t *n, char *err, size_t errsz)
+{
+	char num[16];
+	const char *params[2] = { proj, num };
+	PGresult *res;
+	struct letter_ref *refs = NULL;
+	int rows;
+
+	*out = NULL;
+	*n = 0;
+	snprintf(num, sizeof(num), "%d", number);
+	/* a document's letters go back together, in order */
+	if (exec_params(st, "cannot read the dead letters",
+			"UPDATE esbridge.dead_letters d SET status = 'retry', updated_at = now()"
+			" WHERE d.projection = $1 AND d.generation = $2::int AND d.status IN ('pending','held')"
+			"  AND d.doc_id IN (SELECT r.doc_id FROM esbridge.dead_letters r"
+			"   WHERE r.projection = $1 AND r.generation = $2::int AND r.status = 'retry')",
+			2, params, err, errsz))
+		return -1;
+	res = PQexecParams(st->conn,
+			   "SELECT id, transaction_id::text, global_position FROM esbridge.dead_letters"
+			   " WHERE projection = $1 AND generation = $2::int AND status = 'retry'"
+			   " ORDER BY transaction_id, global_position",
+			   2, NULL, params, NULL, NULL, 0);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		pq_error(err, errsz, "cannot read the dead letters", PQresultErrorMessage(res));
+		PQclear(res);
+		return -1;
+	}
+	rows = PQntuples(res);
+	if (rows) {
+		refs = calloc((size_t)rows, sizeof(*refs));
+		if (!refs) {
+			PQclear(res);
+			snprintf(err, errsz, "out of memory");
+			return -1;
+		}
+	}
+	for (int i = 0; i < rows; i++) {
+		refs[i].id = strtoll(PQgetvalue(res, i, 0), NULL, 10);
+		refs[i].at.pos = strtoll(PQgetvalue(res, i, 2), NULL, 10);
+		if (store_parse_u64(PQgetvalue(res, i, 1), &refs[i].at.txid)) {
+			free(refs);
+			PQclear(res);
+			snprintf(err, errsz, "cannot read the dead letters: bad transaction id");
+			return -1;
+		}
+	}
+	PQclear(res);
+	*out = refs;
+	*n = (size_t)rows;
+	return 0;
+}
+
+/* "{1,2,3}": a bigint[] parameter made of numbers only. */
+static char *id_array(const long long *ids, size_t n)
+{
+	size_t cap = 2 + n * 21, len = 0;
+	char *s = malloc(cap + 1);
+
+	if (!s)
+		return NULL;
+	s[len++] = '{';
+	for (size_t i = 0; i < n; i++)
+		len += (size_t)snprintf(s + len, cap + 1 - len, "%s%lld", i ? "," : "", ids[i]);
+	s[len++] = '}';
+	s[len] = '\0';
+	return s;
+}
+
+int state_letters_retried(struct state *st, const long long *ids, size_t n, char *err, size_t errsz)
+{
+	char *arr;
+	const char *params[1];
+	int rc;
+
+	if (!n)
+		return 0;
+	arr = id_array(ids, n);
+	if (!arr) {
+		snprintf(err, errsz, "out of memory");
+		return -1;
+	}
+	params[0] = arr;
+	rc = exec_params(st, "cannot update the dead letters",
+			 "UPDATE esbridge.dead_letters SET status = 'retried', updated_at = now()"
+			 " WHERE id = ANY($1::bigint[]) AND status = 'retry'",
+			 1, params, err, errsz);
+	free(arr);
+	return rc;
+}
+
+/* Counts the rows a statement returns; -1 with `err` on error. */
+static long long exec_count(struct state *st, const char *what, const char *sql, int n,
+			    const char *const *params, char *err, size_t errsz)
+{
+	PGresult *res = PQexecParams(st->conn, sql, n, NULL, params, NULL, NULL, 0);
+	long long rows;
+
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		pq_error(err, errsz, what, PQresultErrorMessage(res));
+		PQclear(res);
+		return -1;
+	}
+	rows = PQntuples(res);
+	PQclear(res);
+	return rows;
+}
+
+/* Wakes the daemons: they apply letters marked 'retry'. */
+static int notify_letters(struct state *st, char *err, size_t errsz)
+{
+	return exec_params(st, "cannot notify the daemon",
+			   "SELECT pg_notify('" STATE_COMMANDS_CHANNEL "', 'dead-letters')", 0, NULL, err, errsz);
+}
+
+long long state_letters_retry(struct state *st, long long id, const char *proj, char *err, size_t errsz)
+{
+	char num[24];
+	const char *params[2] = { num, proj };
+	long long n;
+
+	snprintf(num, sizeof(num), "%lld", id);
+	if (id > 0)
+		n = exec_count(st, "cannot retry the dead letter",
+			       "WITH l AS (SELECT projection, generation, doc_id, id FROM esbridge.dead_letters"
+			       "  WHERE id = $1::bigint AND status IN ('pending','held'))"
+			       " UPDATE esbridge.dead_letters d SET status = 'retry', updated_at = now()"
+			       " FROM l WHERE d.status IN ('pending','held') AND d.projection = l.projection"
+			       "  AND d.generation = l.generation"
+			       "  AND (d.id = l.id OR d.doc_id = l.doc_id) RETURNING d.id",
+			       1, params, err, errsz);
+	else
+		n = exec_count(st, "cannot retry the dead letters",
+			       "UPDATE esbridge.dead_letters d SET status = 'retry', updated_at = now()"
+			       " FROM esbridge.generations g"
+			       " WHERE d.status IN ('pending','held') AND g.projection = d.projection"
+			       "  AND g.generation = d.generation AND g.state <> 'retired'"
+			       "  AND ($2::text IS NULL OR d.projection = $2) RETURNING d.id",
+			       2, params, err, errsz);
+	if (n > 0 && notify_letters(st, err, errsz))
+		return -1;
+	return n;
+}
+
+long long state_letter_discard(struct state *st, long long id, const char *reason, char *err, size_t errsz)
+{
+	char num[24];
+	const char *params[2] = { num, reason };
+	long long n;
+
+	snprintf(num, sizeof(num), "%lld", id);
+	n = exec_count(st, "cannot discard the dead letter",
+		       "WITH l AS (UPDATE esbridge.dead_letters SET status = 'discarded', note = $2,"
+		       "   updated_at = now()"
+		       "  WHERE id = $1::bigint AND status IN ('pending','held')"
+		       "  RETURNING projection, generation, doc_id, id),"
+		       " r AS (UPDATE esbridge.dead_letters d SET status = 'retry', updated_at = now()"
+		       "  FROM l WHERE d.status IN ('pending','held') AND d.projection = l.projection"
+		       "   AND d.generation = l.generation AND d.doc_id = l.doc_id AND d.id <> l.id"
+		       "  RETURNING d.id)"
+		       " SELECT id FROM l",
+		       2, params, err, errsz);
+	if (n > 0 && notify_letters(st, err, errsz))
+		return -1;
+	return n;
+}
+
+int state_letters_print(struct state *st, const char *proj, bool all, FILE *out, char *err, size_t errsz)
+{
+	const char *params[2] = { proj, all ? "t" : "f" };
+	PGresult *res = PQexecParams(st->conn,
+		"SELECT id, projection, generation, transaction_id::text || '/' || global_position,"
+		"  coalesce(stream_id, ''), coalesce(event_type, ''), coalesce(doc_id, ''), status,"
+		"  to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),"
+		"  replace(replace(reason, E'\\n', ' '), E'\\r', ' '), note"
+		" FROM esbridge.dead_letters"
+		" WHERE ($1::text IS NULL OR projection = $1)"
+		"  AND ($2::bool OR status IN ('pending','held','retry'))"
+		" ORDER BY projection, generation, transaction_id, global_position",
+		2, NULL, params, NULL, NULL, 0);
+
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		pq_error(err, errsz, "cannot read the dead letters", PQresultErrorMessage(res));
+		PQclear(res);
+		return -1;
+	}
+	fprintf(out, "%-8s %-16s %4s %-22s %-20s %-20s %-16s %-9s %-20s %s\n", "ID", "PROJECTION", "GEN",
+		"POSITION(txid/pos)", "STREAM", "TYPE", "DOCUMENT", "STATUS", "CREATED", "REASON");
+	for (int i = 0; i < PQntuples(res); i++) {
+		fprintf(out, "%-8s %-16s %4s %-22s %-20s %-20s %-16s %-9s %-20s %s", PQgetvalue(res, i, 0),
+			PQgetvalue(res, i, 1), PQgetvalue(res, i, 2), PQgetvalue(res, i, 3),
+			PQgetvalue(res, i, 4), PQgetvalue(res, i, 5), PQgetvalue(res, i, 6),
+			PQgetvalue(res, i, 7), PQgetvalue(res, i, 8), PQgetvalue(res, i, 9));
+		if (*PQgetvalue(res, i, 10))
+			fprintf(out, " (discarded: %s)", PQgetvalue(res, i, 10));
+		fputc('\n', out);
+	}
+	PQclear(res);
+	return 0;
 }
 
 int state_own_projection(struct state *st, const char *proj, char *err, size_t errsz)
@@ -544,30 +850,233 @@ int state_own_projection(struct state *st, const char *proj, char *err, size_t e
 	return rc;
 }
 
-int state_print_status(struct state *st, char *err, size_t errsz)
+int state_applied(struct state *st, const char *proj, const char *position, char *err, size_t errsz)
 {
-	PGresult *res = PQexec(st->conn,
-		"SELECT g.projection, g.generation, g.index_name, g.state,"
-		"  g.checkpoint_txid::text, g.checkpoint_pos,"
-		"  (SELECT count(*) FROM esbridge.dead_letters d"
-		"    WHERE d.projection = g.projection AND d.status = 'pending'),"
-		"  to_char(g.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
-		" FROM esbridge.generations g ORDER BY g.projection, g.generation");
+	const char *params[2] = { proj, position };
+	PGresult *res = PQexecParams(st->conn,
+		"SELECT (e.transaction_id, e.global_position) <= (g.checkpoint_txid, g.checkpoint_pos)"
+		" FROM events e JOIN esbridge.generations g ON g.projection = $1 AND g.state = 'active'"
+		" WHERE e.global_position = $2::bigint",
+		2, NULL, params, NULL, NULL, 0);
+	int rc;
 
 	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-		pq_error(err, errsz, "cannot read the generations", PQresultErrorMessage(res));
+		pq_error(err, errsz, "cannot read the checkpoint", PQresultErrorMessage(res));
 		PQclear(res);
 		return -1;
 	}
-	printf("%-16s %4s %-24s %-9s %-24s %8s %s\n", "PROJECTION", "GEN", "INDEX", "STATE",
-	       "CHECKPOINT(txid/pos)", "DEAD", "UPDATED");
-	for (int i = 0; i < PQntuples(res); i++) {
-		char at[64];
-		snprintf(at, sizeof(at), "%s/%s", PQgetvalue(res, i, 4), PQgetvalue(res, i, 5));
-		printf("%-16s %4s %-24s %-9s %-24s %8s %s\n", PQgetvalue(res, i, 0),
-		       PQgetvalue(res, i, 1), PQgetvalue(res, i, 2), PQgetvalue(res, i, 3),
-		       at, PQgetvalue(res, i, 6), PQgetvalue(res, i, 7));
+	rc = PQntuples(res) == 1 && PQgetvalue(res, 0, 0)[0] == 't';
+	PQclear(res);
+	return rc;
+}
+
+char *state_owner(struct state *st, const char *proj)
+{
+	const char *params[1] = { proj };
+	PGresult *res = PQexecParams(st->conn,
+		"SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+		" WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2"
+		"  AND l.classid = hashtext('esbridge.projection')::oid AND l.objid = hashtext($1)::oid",
+		1, NULL, params, NULL, NULL, 0);
+	char *owner = NULL;
+
+	if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1)
+		owner = strdup(*PQgetvalue(res, 0, 0) ? PQgetvalue(res, 0, 0) : "a session without a name");
+	PQclear(res);
+	return owner;
+}
+
+static void jstr(yajl_gen g, const char *v)
+{
+	yajl_gen_string(g, (const unsigned char *)v, strlen(v));
+}
+
+/* A number PostgreSQL printed, as a JSON number. */
+static void jnum(yajl_gen g, const char *v)
+{
+	yajl_gen_number(g, v, strlen(v));
+}
+
+int state_print_status(struct state *st, const struct projection *const *projs, bool json, FILE *out,
+		       char *err, size_t errsz)
+{
+	static const char *const none[] = { NULL };
+	yajl_gen g = NULL;
+	PGresult *res;
+	int rc = -1;
+
+	if (json) {
+		g = yajl_gen_alloc(NULL);
+		if (!g) {
+			snprintf(err, errsz, "out of memory");
+			return -1;
+		}
+		yajl_gen_config(g, yajl_gen_beautify, 1);
+		yajl_gen_map_open(g);
+		jstr(g, "projections");
+		yajl_gen_array_open(g);
+	} else {
+		fprintf(out, "%-16s %4s %-24s %-9s %-24s %9s %9s %9s %8s %s\n", "PROJECTION", "GEN", "INDEX",
+			"STATE", "CHECKPOINT(txid/pos)", "HEAD", "LAG", "HELD", "DEAD", "UPDATED");
+	}
+	for (const struct projection *const *pp = projs; *pp; pp++) {
+		struct buf types = BUF_INIT(1 << 16), streams = BUF_INIT(1 << 16);
+		const char *params[3] = { (*pp)->name, NULL, NULL };
+		char *owner;
+
+		if (store_text_array((*pp)->event_types, &types) ||
+		    store_text_array((*pp)->streams ? (*pp)->streams : none, &streams)) {
+			buf_release(&types);
+			buf_release(&streams);
+			snprintf(err, errsz, "out of memory");
+			goto out;
+		}
+		params[1] = types.data;
+		params[2] = streams.data;
+		/*
+		 * head: the projection's newest event; lag: its events after the
+		 * checkpoint it may read now (below the snapshot's xmin); held:
+		 * its committed events it may not read yet because an older
+		 * transaction is still open.
+		 */
+		res = PQexecParams(st->conn,
+			"WITH x AS (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin),"
+			" e AS (SELECT transaction_id, global_position FROM events"
+			"  WHERE event_type = ANY($2::text[]) OR stream_id ^@ ANY($3::text[]))"
+			" SELECT g.projection, g.generation,"
+			/* a projection of several indices: every index, the first one's alias first */
+			"  array_to_string(array_prepend(g.index_name, g.extra_indices), ','), g.state,"
+			"  g.checkpoint_txid::text, g.checkpoint_pos,"
+			"  (SELECT count(*) FROM e, x WHERE (e.transaction_id, e.global_position)"
+			"    > (g.checkpoint_txid, g.checkpoint_pos) AND e.transaction_id < x.xmin),"
+			"  (SELECT count(*) FROM e, x WHERE e.transaction_id >= x.xmin),"
+			"  (SELECT count(*) FROM esbridge.dead_letters d WHERE d.projection = g.projection"
+			"    AND d.generation = g.generation AND d.status IN ('pending','held','retry')),"
+			"  to_char(g.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),"
+			"  (SELECT coalesce(max(global_position), 0) FROM e)"
+			" FROM esbridge.generations g WHERE g.projection = $1 ORDER BY g.generation",
+			3, NULL, params, NULL, NULL, 0);
+		buf_release(&types);
+		buf_release(&streams);
+		if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+			pq_error(err, errsz, "cannot read the generations", PQresultErrorMessage(res));
+			PQclear(res);
+			goto out;
+		}
+		owner = PQntuples(res) ? state_owner(st, (*pp)->name) : NULL;
+		if (json) {
+			yajl_gen_map_open(g);
+			jstr(g, "projection");
+			jstr(g, (*pp)->name);
+			jstr(g, "alias");
+			jstr(g, (*pp)->name);
+			jstr(g, "owner");
+			if (owner)
+				jstr(g, owner);
+			else
+				yajl_gen_null(g);
+			jstr(g, "generations");
+			yajl_gen_array_open(g);
+		} else if (PQntuples(res)) {
+			fprintf(out, "%s (alias %s): owned by %s\n", (*pp)->name, (*pp)->name,
+				owner ? owner : "no running esbridge");
+		}
+		free(owner);
+		for (int i = 0; i < PQntuples(res); i++) {
+			bool retired = !strcmp(PQgetvalue(res, i, 3), "retired");
+			if (json) {
+				yajl_gen_map_open(g);
+				jstr(g, "generation");
+				jnum(g, PQgetvalue(res, i, 1));
+				jstr(g, "index");
+				jstr(g, PQgetvalue(res, i, 2));
+				jstr(g, "state");
+				jstr(g, PQgetvalue(res, i, 3));
+				jstr(g, "checkpoint");
+				yajl_gen_map_open(g);
+				jstr(g, "transaction_id");
+				jstr(g, PQgetvalue(res, i, 4)); /* xid8: beyond a double's exact range */
+				jstr(g, "global_position");
+				jnum(g, PQgetvalue(res, i, 5));
+				yajl_gen_map_close(g);
+				jstr(g, "head");
+				jnum(g, PQgetvalue(res, i, 10));
+				jstr(g, "lag");
+				jnum(g, PQgetvalue(res, i, 6));
+				jstr(g, "held");
+				jnum(g, PQgetvalue(res, i, 7));
+				jstr(g, "dead_letters_open");
+				jnum(g, PQgetvalue(res, i, 8));
+				jstr(g, "updated_at");
+				jstr(g, PQgetvalue(res, i, 9));
+				yajl_gen_map_close(g);
+			} else {
+				char at[64];
+				snprintf(at, sizeof(at), "%s/%s", PQgetvalue(res, i, 4), PQgetvalue(res, i, 5));
+				fprintf(out, "%-16s %4s %-24s %-9s %-24s %9s %9s %9s %8s %s\n",
+					PQgetvalue(res, i, 0), PQgetvalue(res, i, 1), PQgetvalue(res, i, 2),
+					PQgetvalue(res, i, 3), at, PQgetvalue(res, i, 10),
+					retired ? "-" : PQgetvalue(res, i, 6), retired ? "-" : PQgetvalue(res, i, 7),
+					PQgetvalue(res, i, 8), PQgetvalue(res, i, 9));
+			}
+		}
+		if (json) {
+			yajl_gen_array_close(g);
+			yajl_gen_map_close(g);
+		}
+		PQclear(res);
+	}
+	/* the transaction that holds events back: the oldest one with an xid */
+	res = PQexec(st->conn,
+		"SELECT backend_xid::text, pid, coalesce(application_name, ''), coalesce(state, ''),"
+		"  round(extract(epoch FROM now() - xact_start))::bigint"
+		" FROM pg_stat_activity WHERE backend_xid IS NOT NULL"
+		" ORDER BY age(backend_xid) DESC LIMIT 1");
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		pq_error(err, errsz, "cannot read the open transactions", PQresultErrorMessage(res));
+		PQclear(res);
+		goto out;
+	}
+	if (json) {
+		const unsigned char *buf;
+		size_t len;
+		yajl_gen_array_close(g);
+		jstr(g, "oldest_open_writer");
+		if (PQntuples(res) == 1) {
+			yajl_gen_map_open(g);
+			jstr(g, "transaction_id");
+			jstr(g, PQgetvalue(res, 0, 0));
+			jstr(g, "pid");
+			jnum(g, PQgetvalue(res, 0, 1));
+			jstr(g, "application_name");
+			jstr(g, PQgetvalue(res, 0, 2));
+			jstr(g, "state");
+			jstr(g, PQgetvalue(res, 0, 3));
+			jstr(g, "age_seconds");
+			jnum(g, PQgetvalue(res, 0, 4));
+			yajl_gen_map_close(g);
+		} else {
+			yajl_gen_null(g);
+		}
+		yajl_gen_map_close(g);
+		if (yajl_gen_get_buf(g, &buf, &len) != yajl_gen_status_ok) {
+			snprintf(err, errsz, "cannot render the status");
+			PQclear(res);
+			goto out;
+		}
+		fwrite(buf, 1, len, out);
+	} else if (PQntuples(res) == 1) {
+		fprintf(out, "oldest open writer: transaction %s (pid %s, application '%s', %s) open for %ss;"
+			" events committed after it began wait for it (HELD)\n",
+			PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2),
+			PQgetvalue(res, 0, 3), PQgetvalue(res, 0, 4));
+	} else {
+		fprintf(out, "oldest open writer: none\n");
 	}
 	PQclear(res);
-	return 0;
+	rc = 0;
+out:
+	if (g)
+		yajl_gen_free(g);
+	return rc;
 }

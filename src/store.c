@@ -24,12 +24,14 @@ static int set_utc(struct store *s, char *err, size_t errsz);
 struct store *store_open(const char *conninfo, char *err, size_t errsz)
 {
 	struct store *s = calloc(1, sizeof(*s));
+	char name[96];
 
 	if (!s) {
 		snprintf(err, errsz, "out of memory");
 		return NULL;
 	}
-	s->conn = pq_connect(conninfo, err, errsz);
+	pq_app_name("esbridge-reader", name, sizeof(name));
+	s->conn = pq_connect(conninfo, name, err, errsz);
 	if (!s->conn) {
 		store_close(s);
 		return NULL;
@@ -152,7 +154,8 @@ static const char read_sql[] =
 	" WHERE (e.transaction_id, e.global_position) > ($1::xid8, $2::bigint)"
 	"   AND e.transaction_id < pg_snapshot_xmin(pg_current_snapshot())"
 	"   AND ($3::xid8 IS NULL OR e.transaction_id < $3::xid8)"
-	"   AND e.event_type = ANY($4::text[])"
+	/* its types, and anything in the streams it owns (unknown types: dead letters) */
+	"   AND (e.event_type = ANY($4::text[]) OR e.stream_id ^@ ANY($6::text[]))"
 	/* the table's columns, not the text outputs: xids must not sort as text */
 	" ORDER BY e.transaction_id, e.global_position"
 	" LIMIT $5";
@@ -162,8 +165,7 @@ static const char by_position_sql[] =
 	" WHERE e.global_position = ANY($1::bigint[])"
 	" ORDER BY e.transaction_id, e.global_position";
 
-/* Renders the types as a text[] literal, each element quoted and escaped. */
-static int types_literal(const char *const *types, struct buf *out)
+int store_text_array(const char *const *types, struct buf *out)
 {
 	(void)buf_append_char(out, '{');
 	for (const char *const *t = types; *t; t++) {
@@ -182,18 +184,19 @@ static int types_literal(const char *const *types, struct buf *out)
 }
 
 int store_read(struct store *s, struct position after, uint64_t bound,
-	       const char *const *types, int limit, struct store_batch *out,
-	       char *err, size_t errsz)
+	       const char *const *types, const char *const *streams, int limit,
+	       struct store_batch *out, char *err, size_t errsz)
 {
+	static const char *const none[] = { NULL };
 	char txid[24], pos[24], bnd[24], lim[16];
-	const char *params[5];
-	struct buf tl = BUF_INIT(1 << 16);
+	const char *params[6];
+	struct buf tl = BUF_INIT(1 << 16), sl = BUF_INIT(1 << 16);
 	PGresult *res;
 
 	out->res = NULL;
 	out->n = 0;
 	if (!s->prepared) {
-		res = PQprepare(s->conn, "esbridge_read", read_sql, 5, NULL);
+		res = PQprepare(s->conn, "esbridge_read", read_sql, 6, NULL);
 		if (PQresultStatus(res) != PGRES_COMMAND_OK) {
 			pq_error(err, errsz, "cannot prepare the event read", PQresultErrorMessage(res));
 			PQclear(res);
@@ -202,9 +205,10 @@ int store_read(struct store *s, struct position after, uint64_t bound,
 		PQclear(res);
 		s->prepared = true;
 	}
-	if (types_literal(types, &tl)) {
+	if (store_text_array(types, &tl) || store_text_array(streams ? streams : none, &sl)) {
 		snprintf(err, errsz, "out of memory");
 		buf_release(&tl);
+		buf_release(&sl);
 		return -1;
 	}
 	snprintf(txid, sizeof(txid), "%" PRIu64, after.txid);
@@ -216,8 +220,10 @@ int store_read(struct store *s, struct position after, uint64_t bound,
 	params[2] = bound ? bnd : NULL;
 	params[3] = tl.data;
 	params[4] = lim;
-	res = PQexecPrepared(s->conn, "esbridge_read", 5, params, NULL, NULL, 0);
+	params[5] = sl.data;
+	res = PQexecPrepared(s->conn, "esbridge_read", 6, params, NULL, NULL, 0);
 	buf_release(&tl);
+	buf_release(&sl);
 	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
 		pq_error(err, errsz, "cannot read events", PQresultErrorMessage(res));
 		PQclear(res);

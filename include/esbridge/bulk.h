@@ -83,6 +83,8 @@ struct bulk_op {
 	unsigned slot;
 	const char *index;
 	bool applied;              /* answered OK (the pipeline's bookkeeping) */
+	bool written;              /* in the request in flight (the pipeline's bookkeeping) */
+	bool follows;              /* an earlier operation of its document is in the set (the same) */
 	/* the events folded into this operation, in order (for dead letters) */
 	struct position *events;
 	size_t n_events, cap_events;

@@ -16,6 +16,7 @@
  */
 
 #define CONFIG_MAX_PROJECTIONS 16
+#define ES_MAX_NODES 16           /* URLs in the es option (comma-separated) */
 
 struct config {
 	char *pg;               /* libpq conninfo or URI; "" = libpq defaults (PG*) */
@@ -30,11 +31,20 @@ struct config {
 	double retry_max;       /* seconds: cap of the retry backoff */
 	double drain_timeout;   /* seconds in-flight requests may take after SIGTERM */
 	long max_event_bytes;   /* larger event data is dead-lettered */
+	char *metrics_address;  /* HOST:PORT for /metrics and /health; "" = off */
+	double stats_interval;  /* seconds between summary log lines */
+	double stall_timeout;   /* seconds without progress before /health says stalled */
 	char *log_level;        /* error, warn, info, debug */
 	char *ca_file;          /* CA bundle for https; "" = system default */
 	bool insecure;          /* skip TLS verification (explicit only) */
 	bool coalesce;          /* fold a document's events in a request into one action */
 	char *dump_bulk;        /* folder that receives a copy of every _bulk body; "" = none */
+	bool compress;          /* gzip request bodies (Content-Encoding: gzip) */
+	char *es_user;          /* basic auth user name; "" = none */
+	char *es_password;      /* basic auth password: environment only (secret) */
+	char *es_password_file; /* file holding the password instead */
+	char *es_api_key;       /* API key (the encoded id:key): environment only (secret) */
+	char *es_api_key_file;  /* file holding the API key instead */
 	/* --projection NAME, repeatable; none = every registered projection */
 	char *projections[CONFIG_MAX_PROJECTIONS];
 	int n_projections;
@@ -44,9 +54,32 @@ struct config {
 void config_init(struct config *c);
 void config_release(struct config *c);
 
-/* Sets one option by its name ("batch-size"); 0 or -1 with `err` set. */
+/*
+ * Sets one option by its name ("batch-size") as a command-line flag does;
+ * 0 or -1 with `err` set. Secrets are refused here, since every user can
+ * read a process's argv: the options that hold one (es-password,
+ * es-api-key) and an `es` URL with credentials in it come only from the
+ * environment or a file.
+ */
 __attribute__((warn_unused_result))
 int config_set(struct config *c, const char *name, const char *value, char *err, size_t errsz);
+
+/*
+ * Applies a config file: one "name = value" a line (the flag's name without
+ * "--", the value optionally in double quotes), '#' starts a comment line,
+ * a list option takes comma-separated values. Secrets may be set here (a
+ * file is not argv): keep it readable by the service only. Errors name the
+ * file and line.
+ */
+__attribute__((warn_unused_result))
+int config_load_file(struct config *c, const char *path, char *err, size_t errsz);
+
+/*
+ * SIGHUP: copies the settings marked reloadable from `next` into `live`
+ * (values are swapped, so releasing `next` frees the old ones) and logs a
+ * warning for each other setting that differs. Returns how many changed.
+ */
+int config_reload(struct config *live, struct config *next);
 
 /* Applies every ESBRIDGE_* variable that names an option. */
 __attribute__((warn_unused_result))
@@ -61,6 +94,16 @@ bool config_is_switch(const char *name);
 /* Checks what single options cannot: required settings, URL forms. */
 __attribute__((warn_unused_result))
 int config_validate(const struct config *c, char *err, size_t errsz);
+
+/*
+ * Reads a secret from the file `path` (for the option `option`, named in
+ * errors) into `*out` (malloc'd; wipe and free it with config_free_secret):
+ * one line, a trailing newline removed, not empty. The content never shows
+ * in `err`.
+ */
+__attribute__((warn_unused_result))
+int config_read_secret(const char *option, const char *path, char **out, char *err, size_t errsz);
+void config_free_secret(char *secret);
 
 /* Prints the effective settings, one `name = value` a line, secrets masked. */
 void config_print(const struct config *c, FILE *f);

@@ -14,9 +14,17 @@
  * libev loop (socket watchers plus one timer), with connections reused
  * across requests. Knows nothing of the domain.
  *
- * Paths are relative to the configured base URL and start with '/'. The
- * base URL may carry credentials; they never reach a log line or an error
- * message (errors name the redacted URL).
+ * Paths are relative to the configured base URL and start with '/'.
+ *
+ * Security: TLS verification is on unless cfg->insecure (--ca-file names
+ * the CA bundle). Credentials come from the environment or a file (basic
+ * auth: es-user + es-password / es-password-file; or an API key sent as
+ * "Authorization: ApiKey ..."), or from a base URL set in the environment;
+ * they never reach a log line or an error message (errors name the
+ * redacted URL), and the client wipes its copies when freed.
+ *
+ * Transport: no "Expect: 100-continue" wait; with cfg->compress, bodies of
+ * 1 KiB or more are sent gzip-compressed (Content-Encoding: gzip).
  */
 
 struct es_client;
@@ -37,6 +45,17 @@ struct es_client *es_client_new(struct ev_loop *loop, const struct config *cfg,
 
 /* Aborts transfers still running (their callbacks are not called). */
 void es_client_free(struct es_client *c);
+
+/* What went over the wire so far (both kinds of request). */
+struct es_stats {
+	unsigned long requests;        /* requests that ended, with or without a response */
+	unsigned long connects;        /* new connections they opened (the others reused one) */
+	unsigned long compressed;      /* bodies sent gzip-compressed */
+	unsigned long long body_bytes; /* request bodies, before compression */
+	unsigned long long sent_bytes; /* the same as sent */
+};
+
+void es_client_stats(const struct es_client *c, struct es_stats *out);
 
 /*
  * Starts a request; `done` runs from the loop when it ends, successful or

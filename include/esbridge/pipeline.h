@@ -26,13 +26,31 @@
 
 struct pipeline;
 
+#define PIPELINE_TYPES_MAX 32        /* event types counted one by one */
+#define PIPELINE_LATENCY_BUCKETS 12  /* bounds in pipeline_latency_bounds, then +Inf */
+
+extern const double pipeline_latency_bounds[PIPELINE_LATENCY_BUCKETS - 1];
+
 struct pipeline_stats {
 	uint64_t events;        /* events read */
 	uint64_t actions;       /* bulk actions sent (after coalescing) */
 	uint64_t requests;      /* _bulk requests that completed */
 	uint64_t retries;       /* _bulk requests sent again */
-	uint64_t dead_letters;  /* events sent to the dead letters */
+	uint64_t dead_letters;  /* events sent to the dead letters (held ones included) */
 	uint64_t bytes;         /* bytes of _bulk bodies sent */
+	/* events read by type: the projection's event_types in order, then others */
+	uint64_t by_type[PIPELINE_TYPES_MAX + 1];
+	uint64_t requests_failed;  /* no usable answer, or not HTTP 200 */
+	uint64_t items_ok, items_retry, items_rejected;
+	uint64_t inflight_bytes;   /* bodies of the requests in flight */
+	/* _bulk round trips, seconds: counts per bucket (not cumulative), sum */
+	uint64_t latency[PIPELINE_LATENCY_BUCKETS];
+	double latency_sum;
+	double last_advance;       /* ev_now() when the checkpoint last moved (or start) */
+	double last_request_ok;    /* when a _bulk request last got an answer */
+	double failing_since;      /* 0, or when requests began to fail (Elasticsearch down) */
+	bool store_down;           /* the event store connection is being re-established */
+	char last_error[256];      /* the last error or warning, for status and health */
 };
 
 /*
@@ -85,8 +103,16 @@ void pipeline_set_generation_state(struct pipeline *p, enum gen_state s);
 
 bool pipeline_finished(const struct pipeline *p);
 
-/* 0 if it finished cleanly, 1 if it stopped on an error. */
+/*
+ * 0 if it finished cleanly, 1 if it stopped on an error, PIPELINE_EXIT_LOST
+ * if it stopped because the state connection (and with it the projection's
+ * lock) was lost: the owner starts the projection over.
+ */
+#define PIPELINE_EXIT_LOST 3
 int pipeline_exit_code(const struct pipeline *p);
+
+/* Dead letters were marked for retry or discarded: look at them again. */
+void pipeline_letters_changed(struct pipeline *p);
 
 const struct pipeline_stats *pipeline_get_stats(const struct pipeline *p);
 

@@ -10,8 +10,14 @@
  * silenced), one-line error messages, and draining notifications.
  */
 
-/* Connects; NULL with `err` set. The caller PQfinish()es the connection. */
-PGconn *pq_connect(const char *conninfo, char *err, size_t errsz);
+/*
+ * Connects as `application_name` (shown in pg_stat_activity); NULL with
+ * `err` set. The caller PQfinish()es the connection.
+ */
+PGconn *pq_connect(const char *conninfo, const char *application_name, char *err, size_t errsz);
+
+/* "ROLE HOST pid PID" (e.g. "esbridge db1 pid 42"): who holds a connection. */
+void pq_app_name(const char *role, char *out, size_t outsz);
 
 /* Writes "WHAT: MSG" into `err` on one line (libpq's messages end in '\n'). */
 void pq_error(char *err, size_t errsz, const char *what, const char *msg);

@@ -42,6 +42,12 @@
 struct projection {
 	const char *name;                 /* alias, index prefix, mapping file stem */
 	const char *const *event_types;   /* the event types it reads, NULL-terminated */
+	/*
+	 * Prefixes of the stream ids it owns ("product-"), NULL-terminated, or
+	 * NULL: an event in such a stream of a type it does not know is a dead
+	 * letter, not silently skipped.
+	 */
+	const char *const *streams;
 
 	/*
 	 * Writes the _id of the document the event touches into `id`.

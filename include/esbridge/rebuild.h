@@ -80,6 +80,10 @@ struct runner_progress {
 
 int runner_progress(const struct runner *r, struct runner_progress *out);
 
+/* Its pipelines: the active one, then the one being built; returns how many. */
+struct pipeline;
+int runner_pipelines(const struct runner *r, const struct pipeline **out);
+
 /* Frees everything (the pipelines must be finished or never started). */
 void runner_free(struct runner *r);
 

@@ -4,6 +4,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "esbridge/event.h"
 
@@ -58,13 +59,64 @@ __attribute__((warn_unused_result))
 int state_set_generation_state(struct state *st, const char *proj, int number, enum gen_state s,
 			       char *err, size_t errsz);
 
+/* True once the connection is lost (the caller starts over). */
+bool state_connection_lost(const struct state *st);
+
 /*
- * Records a dead letter for the event at `at` (its row is copied from the
- * events table) with `reason`.
+ * Dead letters (esbridge.dead_letters). A letter names the event (its row
+ * is copied from the events table), the reason and, when known, the
+ * document; a document with an open letter is held back: its later events
+ * are recorded as 'held' letters, never applied out of order.
+ *   pending → (retry | discarded) ; held → retry ; retry → retried | pending
  */
+struct dead_letter {
+	struct position at;
+	char *doc_id;   /* NULL if the event names no document */
+	char *reason;
+	bool held;      /* held back behind an earlier letter of its document */
+};
+
+/* Records a letter; recording the same open letter again changes nothing. */
 __attribute__((warn_unused_result))
-int state_dead_letter(struct state *st, const char *proj, int number, struct position at,
-		      const char *reason, char *err, size_t errsz);
+int state_dead_letter(struct state *st, const char *proj, int number, const struct dead_letter *dl,
+		      char *err, size_t errsz);
+
+/* Calls fn for each held-back document and the position of its first open letter. */
+typedef int (*state_held_fn)(void *arg, const char *doc_id, struct position first);
+__attribute__((warn_unused_result))
+int state_held_documents(struct state *st, const char *proj, int number, state_held_fn fn, void *arg,
+			 char *err, size_t errsz);
+
+/*
+ * The letters to apply again (status 'retry'), in commit order; first every
+ * open letter of a document with one to retry joins it. `*out` is the
+ * caller's to free.
+ */
+struct letter_ref {
+	long long id;
+	struct position at;
+};
+__attribute__((warn_unused_result))
+int state_letters_to_retry(struct state *st, const char *proj, int number, struct letter_ref **out,
+			   size_t *n, char *err, size_t errsz);
+
+/* Marks letters being retried as done (those that failed again are open anew). */
+__attribute__((warn_unused_result))
+int state_letters_retried(struct state *st, const long long *ids, size_t n, char *err, size_t errsz);
+
+/*
+ * For `esbridge dead-letters`. retry: the open letters of the document of
+ * letter `id` (or, with id 0, every open letter of the projection, or of
+ * all with proj NULL) are to be applied again; discard: letter `id` is
+ * dropped with `reason` and the other open letters of its document are
+ * applied again. Both wake the daemons and return how many letters they
+ * changed (0: no such open letter), or -1.
+ */
+long long state_letters_retry(struct state *st, long long id, const char *proj, char *err, size_t errsz);
+long long state_letter_discard(struct state *st, long long id, const char *reason, char *err, size_t errsz);
+/* Prints the open letters (every letter with `all`), of `proj` or of all when NULL. */
+__attribute__((warn_unused_result))
+int state_letters_print(struct state *st, const char *proj, bool all, FILE *out, char *err, size_t errsz);
 
 /*
  * Takes the session-level advisory lock that makes this process the only
@@ -135,8 +187,25 @@ int state_drain_notifies(struct state *st);
 __attribute__((warn_unused_result))
 int state_head(struct state *st, int64_t *head, char *err, size_t errsz);
 
-/* Prints one line per generation of every projection (for `status`). */
+/*
+ * `status`: per projection its owner, per generation its state, checkpoint,
+ * head, lag, held-back events and open dead letters, then the oldest open
+ * writer; as a table, or as one JSON document.
+ */
 __attribute__((warn_unused_result))
-int state_print_status(struct state *st, char *err, size_t errsz);
+/*
+ * 1 once the active generation of `proj` has applied the event at global
+ * position `position` (its checkpoint passed it), 0 if not yet (or no such
+ * committed event yet), -1 on error.
+ */
+__attribute__((warn_unused_result))
+int state_applied(struct state *st, const char *proj, const char *position, char *err, size_t errsz);
+
+/* Who holds the projection's lock ("esbridge HOST pid PID"), malloc'd; NULL if nobody. */
+char *state_owner(struct state *st, const char *proj);
+
+struct projection;
+int state_print_status(struct state *st, const struct projection *const *projs, bool json, FILE *out,
+		       char *err, size_t errsz);
 
 #endif

@@ -59,14 +59,16 @@ struct store_batch {
 };
 
 /*
- * Reads at most `limit` events of the given types after `after`. When
+ * Reads at most `limit` events after `after` that have one of the given
+ * types or a stream_id starting with one of `streams` (NULL-terminated, or
+ * NULL for none). When
  * `bound` is non-zero, only events of transactions below it are read (used
  * to stop at the head as it was at a given moment).
  */
 __attribute__((warn_unused_result))
 int store_read(struct store *s, struct position after, uint64_t bound,
-	       const char *const *types, int limit, struct store_batch *out,
-	       char *err, size_t errsz);
+	       const char *const *types, const char *const *streams, int limit,
+	       struct store_batch *out, char *err, size_t errsz);
 
 /* Reads the events at the given positions again, in commit order. */
 __attribute__((warn_unused_result))
@@ -76,6 +78,10 @@ int store_read_positions(struct store *s, const struct position *at, size_t n,
 /* Fills `ev` with event `i` of the batch (pointers into the batch). */
 void store_batch_event(const struct store_batch *b, int i, struct event *ev);
 void store_batch_release(struct store_batch *b);
+
+/* Renders NULL-terminated strings as a text[] literal (a parameter), quoted and escaped. */
+struct buf;
+int store_text_array(const char *const *items, struct buf *out);
 
 /* Parses an unsigned decimal; -1 if not one. */
 int store_parse_u64(const char *s, uint64_t *out);

@@ -68,12 +68,17 @@ struct effect {
 	yajl_val order_id, customer_id, created_at;
 };
 
+/* An identifier: a non-empty string of at most 512 bytes (as an _id), or an integer. */
 static int id_like(yajl_val data, const char *key, yajl_val *out, char *err, size_t errsz)
 {
 	yajl_val v = projection_member(data, key);
 
 	if (!v || !((YAJL_IS_STRING(v) && v->u.string[0]) || YAJL_IS_INTEGER(v))) {
 		snprintf(err, errsz, "field '%s' must be a non-empty string or an integer", key);
+		return PROJECTION_REJECT;
+	}
+	if (YAJL_IS_STRING(v) && strlen(v->u.string) > 512) {
+		snprintf(err, errsz, "field '%s' is longer than 512 bytes", key);
 		return PROJECTION_REJECT;
 	}
 	*out = v;
@@ -116,9 +121,8 @@ static int read_effect(const struct event *ev, yajl_val data, struct effect *fx,
 			snprintf(err, errsz, "field 'price' must not be negative");
 			return PROJECTION_REJECT;
 		}
-		/* price < 10^15 cents and quantity <= 10^6 cannot overflow int64 */
-		fx->amount = price * (int64_t)qty;
-		if (fx->amount > MAX_LINE_CENTS) {
+		/* price (up to 10^15 cents) × quantity (up to 10^6) can pass int64 */
+		if (__builtin_mul_overflow(price, (int64_t)qty, &fx->amount) || fx->amount > MAX_LINE_CENTS) {
 			snprintf(err, errsz, "price × quantity is more than 10^13");
 			return PROJECTION_REJECT;
 		}
@@ -272,9 +276,12 @@ static int orders_apply(const struct event *ev, yajl_val data, struct bulk_op *o
 	return fold_script(ev, &fx, op);
 }
 
+static const char *const orders_streams[] = { "order-", NULL };
+
 const struct projection projection_orders = {
 	.name = "orders",
 	.event_types = orders_types,
+	.streams = orders_streams,
 	.doc_id = orders_doc_id,
 	.apply = orders_apply,
 };

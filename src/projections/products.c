@@ -8,6 +8,10 @@
  *   ProductPriceChanged {product_id, new_price, changed_at} → price, price_updated_at
  *   ProductDeleted      {product_id} → the document is removed
  *
+ * price and new_price are money: a number with at most two decimals (trailing
+ * zeros aside), no exponent, below 10^13 in size; anything else is a dead
+ * letter, never a value the index rounds or saturates.
+ *
  * Every write sets fields to values carried by the events, so applying the
  * events of a document again, in order, gives the same document: replaying a
  * suffix after a crash converges. Partial updates are upserts: replaying an
@@ -19,7 +23,13 @@
 #include <stdio.h>
 #include <string.h>
 
-enum field_type { F_STRING, F_NUMBER, F_STRING_ARRAY };
+/*
+ * F_MONEY: a JSON number with at most two decimals, no exponent, below 10^13
+ * in size (projection_get_cents), as orders reads prices: the index keeps
+ * cents (scaled_float), which would otherwise round 1.999 or saturate 2^64
+ * without a word. (A negative price stays accepted, as it always was.)
+ */
+enum field_type { F_STRING, F_MONEY, F_STRING_ARRAY };
 
 struct field_rule {
 	const char *event_key;
@@ -33,7 +43,7 @@ static const struct field_rule created_rules[] = {
 	{ "name", "name", F_STRING, true, false },
 	{ "description", "description", F_STRING, false, true },
 	{ "category", "category", F_STRING, false, true },
-	{ "price", "price", F_NUMBER, true, false },
+	{ "price", "price", F_MONEY, true, false },
 	{ "tags", "tags", F_STRING_ARRAY, false, true },
 	{ "created_at", "created_at", F_STRING, false, true },
 	{ NULL, NULL, F_STRING, false, false },
@@ -49,7 +59,7 @@ static const struct field_rule updated_rules[] = {
 };
 
 static const struct field_rule price_rules[] = {
-	{ "new_price", "price", F_NUMBER, true, false },
+	{ "new_price", "price", F_MONEY, true, false },
 	{ "changed_at", "price_updated_at", F_STRING, false, true },
 	{ NULL, NULL, F_STRING, false, false },
 };
@@ -59,7 +69,7 @@ static const char *type_name(enum field_type t)
 	switch (t) {
 	case F_STRING:
 		return "a string";
-	case F_NUMBER:
+	case F_MONEY:
 		return "a number";
 	case F_STRING_ARRAY:
 		return "an array of strings";
@@ -72,7 +82,7 @@ static bool has_type(yajl_val v, enum field_type t)
 	switch (t) {
 	case F_STRING:
 		return YAJL_IS_STRING(v);
-	case F_NUMBER:
+	case F_MONEY:
 		return YAJL_IS_NUMBER(v);
 	case F_STRING_ARRAY:
 		if (!YAJL_IS_ARRAY(v))
@@ -106,6 +116,11 @@ static int check_rules(yajl_val data, const struct field_rule *rules, char *err,
 		if (!has_type(v, r->type)) {
 			snprintf(err, errsz, "field '%s' must be %s", r->event_key, type_name(r->type));
 			return PROJECTION_REJECT;
+		}
+		if (r->type == F_MONEY) {
+			int64_t cents;
+			if (projection_get_cents(data, r->event_key, &cents, err, errsz))
+				return PROJECTION_REJECT;
 		}
 	}
 	return 0;
@@ -190,9 +205,12 @@ static const char *const products_types[] = {
 	"ProductCreated", "ProductUpdated", "ProductPriceChanged", "ProductDeleted", NULL,
 };
 
+static const char *const products_streams[] = { "product-", NULL };
+
 const struct projection projection_products = {
 	.name = "products",
 	.event_types = products_types,
+	.streams = products_streams,
 	.doc_id = products_doc_id,
 	.apply = products_apply,
 };

@@ -1125,3 +1125,151 @@ void h_insert_generated_products(int from, int to)
 		"       FROM generate_series($1::int, $2::int) i) g",
 		2, params));
 }
+
+/* ---- faults ---------------------------------------------------------------- */
+
+int h_services(const char *const *args, double secs)
+{
+	const char *script = getenv("ESBRIDGE_SERVICES");
+	const char *argv[16];
+	double deadline;
+	int argc = 0, fd = -1, status = 0;
+	pid_t pid, r;
+
+	if (!script || !*script)
+		script = "scripts/services";
+	argv[argc++] = script;
+	for (int i = 0; args && args[i]; i++) {
+		cr_assert_lt(argc, 15, "h_services: too many arguments");
+		argv[argc++] = args[i];
+	}
+	argv[argc] = NULL;
+	if (log_path[0]) {
+		fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0666);
+		cr_assert(fd >= 0, "cannot open %s: %s", log_path, strerror(errno));
+		dprintf(fd, "=== services:");
+		for (int i = 1; i < argc; i++)
+			dprintf(fd, " %s", argv[i]);
+		dprintf(fd, "\n");
+	}
+	fflush(NULL);
+	pid = fork();
+	cr_assert(pid >= 0, "fork: %s", strerror(errno));
+	if (pid == 0) {
+		int devnull = open("/dev/null", O_RDWR);
+		sigset_t none;
+		/* no PR_SET_PDEATHSIG: a restart runs to its end even if the test dies */
+		if (devnull >= 0)
+			dup2(devnull, 0);
+		if (fd >= 0) {
+			dup2(fd, 1);
+			dup2(fd, 2);
+		} else if (devnull >= 0) {
+			dup2(devnull, 1); /* only the eval-able lines of `start` */
+		}
+		sigemptyset(&none);
+		sigprocmask(SIG_SETMASK, &none, NULL);
+		signal(SIGTERM, SIG_DFL);
+		signal(SIGINT, SIG_DFL);
+		signal(SIGPIPE, SIG_DFL);
+		execv(script, (char *const *)argv);
+		dprintf(2, "exec %s: %s\n", script, strerror(errno));
+		_exit(127);
+	}
+	if (fd >= 0)
+		close(fd);
+	deadline = h_now() + secs;
+	for (;;) {
+		r = waitpid(pid, &status, WNOHANG);
+		if (r == pid)
+			break;
+		cr_assert(r == 0 || errno == EINTR, "waitpid(%d): %s", (int)pid, strerror(errno));
+		if (h_now() > deadline) {
+			(void)kill(pid, SIGKILL);
+			while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+				;
+			cr_assert_fail("%s %s did not finish within %.0fs", script, argv[1] ? argv[1] : "",
+				       secs);
+		}
+		h_sleep(0.02);
+	}
+	return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+void h_pg_reset(void)
+{
+	for (int i = 0; i < MAX_CONNS; i++) {
+		if (extra_conns[i]) {
+			PQfinish(extra_conns[i]);
+			extra_conns[i] = NULL;
+		}
+	}
+	if (conn)
+		PQfinish(conn);
+	conn = NULL;
+	conn = open_conn();
+}
+
+struct h_proc *h_proxy_start(const char *const *args, char *url, size_t size)
+{
+	const char *tool = getenv("ESBRIDGE_FAULTPROXY");
+	const char *argv[32];
+	char port_file[1100], buf[32];
+	struct h_proc *p;
+	double deadline;
+	int argc = 0;
+	long port = 0;
+
+	if (!tool || !*tool)
+		tool = "tests/tools/faultproxy.py";
+	cr_assert(es_base[0], "h_begin() was not called");
+	snprintf(port_file, sizeof(port_file), "%s.proxy-port", log_path);
+	(void)unlink(port_file);
+	argv[argc++] = "--upstream";
+	argv[argc++] = es_base;
+	argv[argc++] = "--port-file";
+	argv[argc++] = port_file;
+	for (int i = 0; args && args[i]; i++) {
+		cr_assert_lt(argc, 31, "h_proxy_start: too many arguments");
+		argv[argc++] = args[i];
+	}
+	argv[argc] = NULL;
+	p = h_spawn_ex(0, tool, NULL, argv);
+	deadline = h_now() + 20;
+	for (;;) {
+		FILE *f = fopen(port_file, "r");
+		if (f) {
+			if (fgets(buf, sizeof(buf), f))
+				port = strtol(buf, NULL, 10);
+			fclose(f);
+			if (port > 0 && port < 65536)
+				break;
+		}
+		if (h_wait(p, 0) || h_now() > deadline) {
+			h_kill(p);
+			cr_assert_fail("the fault proxy %s did not start (log: %s)", tool, p->log);
+		}
+		h_sleep(0.05);
+	}
+	(void)unlink(port_file);
+	snprintf(url, size, "http://127.0.0.1:%ld", port);
+	return p;
+}
+
+long h_proxy_faults(const struct h_proc *p, const char *kind)
+{
+	char *out = h_proc_output(p);
+	char mark[128];
+	size_t mlen;
+	long n = 0;
+
+	mlen = (size_t)snprintf(mark, sizeof(mark), "faultproxy: fault=%s ", kind);
+	for (const char *line = out; line && *line;) {
+		const char *nl = strchr(line, '\n');
+		if (!strncmp(line, mark, mlen))
+			n++;
+		line = nl ? nl + 1 : NULL;
+	}
+	free(out);
+	return n;
+}

@@ -231,6 +231,41 @@ void h_compare_oracle(const char *name, long *only_oracle, long *only_es);
  */
 void h_assert_docs_match_oracle(const char *name);
 
+/* ---- faults (test_faults.c) ----------------------------------------------- */
+
+/*
+ * Runs `scripts/services` (ESBRIDGE_SERVICES overrides the path) with
+ * `args` (NULL-terminated), e.g. { "es-kill", NULL }, { "pg-restart",
+ * "fast", NULL }; its output goes to the test's log (stderr before
+ * h_begin). Waits up to `secs` (the script is SIGKILLed past that, the test
+ * fails) and returns its exit code. The script is not tied to the test
+ * process: a test killed by its timeout does not stop a restart half-way.
+ * Usable before h_begin().
+ */
+int h_services(const char *const *args, double secs);
+
+/*
+ * After a PostgreSQL restart: reopens h_pg() (its session settings applied
+ * again; temp tables are gone) and drops the connections of h_connect().
+ */
+void h_pg_reset(void);
+
+/*
+ * Starts the fault-injecting proxy tests/tools/faultproxy.py
+ * (ESBRIDGE_FAULTPROXY overrides the path) in front of ESBRIDGE_ES with the
+ * extra `args` (NULL-terminated, e.g. { "--cut", "0.1", NULL }), waits until
+ * it listens and writes its base URL ("http://127.0.0.1:PORT") to `url`.
+ * Its output (one "faultproxy: fault=KIND ..." line per fault) goes to the
+ * test's log.
+ */
+struct h_proc *h_proxy_start(const char *const *args, char *url, size_t size);
+
+/*
+ * Lines "faultproxy: fault=`kind` " in the log since the proxy `p` started
+ * (the log is shared: its other lines do not count).
+ */
+long h_proxy_faults(const struct h_proc *p, const char *kind);
+
 /*
  * Appends generated product events [from, to] in one transaction: products
  * g1..g3000 created by the first 3000, then deletes, re-creates, price

@@ -20,13 +20,26 @@
 --                       1 to 1,000,000; price x quantity at most 10^13;
 --       Shipped / Completed: shipped_at / completed_at a string or null;
 --       Cancelled:      cancelled_at and reason strings or null;
+--     an event whose data (as text) is above 1 MiB (the default
+--     max-event-bytes) is a dead letter too;
 --     (the overflow of a total is not modelled: the tests stay far from it);
+--   * events of other types, even in an order- stream, change nothing (the
+--     bridge dead-letters those of order- streams, naming no document,
+--     which holds nothing back);
 --   * an order's document exists from its first valid OrderCreated on;
---     events of the order before it are dead letters (404) and change
---     nothing;
---   * the last valid OrderCreated is the boundary: it resets the document to
+--     valid events of the order before it are dead letters (404: the
+--     update of a missing document);
+--   * hold-back: the first dead letter of an order (invalid with a readable
+--     order_id, or a 404, in (transaction_id, global_position) order) holds
+--     the order back: none of its later events counts, valid or not, its
+--     creation included (they are 'held' letters until the letter is
+--     retried or discarded; a discarded letter is modelled by leaving its
+--     event out of the table read here);
+--   * the last valid OrderCreated before the hold-back is the boundary: it
+--     resets the document to
 --     {order_id, customer_id, status "pending", total_amount 0,
---      item_count 0, created_at}, and only the valid events after it count:
+--      item_count 0, created_at}, and only the valid events after it (and
+--      before the hold-back) count:
 --       - total_amount = sum(+-price x quantity), exact numeric arithmetic;
 --       - item_count   = number of items added - number removed;
 --       - status       = that of the last Shipped/Completed/Cancelled
@@ -58,7 +71,8 @@ WITH ev AS (
                     AND ((e.data -> 'order_id')::text)::numeric
                         BETWEEN -9223372036854775807 AND 9223372036854775807
                    THEN (e.data -> 'order_id')::text
-           END AS id
+           END AS id,
+           octet_length(e.data::text) AS bytes
       FROM public.events e
      WHERE e.event_type IN ('OrderCreated', 'OrderItemAdded', 'OrderItemRemoved',
                             'OrderShipped', 'OrderCompleted', 'OrderCancelled')
@@ -76,16 +90,16 @@ checked AS (
       FROM ev
      WHERE ev.id IS NOT NULL
 ),
-valid AS (
+-- per event: does it pass the rules (never NULL)
+judged AS (
     SELECT c.*,
            CASE c.type WHEN 'OrderItemAdded' THEN c.price * c.qty
                        WHEN 'OrderItemRemoved' THEN -(c.price * c.qty)
                        ELSE 0 END AS amount,
            CASE c.type WHEN 'OrderItemAdded' THEN 1
                        WHEN 'OrderItemRemoved' THEN -1
-                       ELSE 0 END AS count
-      FROM checked c
-     WHERE CASE c.type
+                       ELSE 0 END AS count,
+           c.bytes <= 1048576 AND coalesce(CASE c.type
                WHEN 'OrderCreated' THEN
                    ((jsonb_typeof(c.data -> 'customer_id') = 'string'
                      AND (c.data ->> 'customer_id') <> ''
@@ -113,7 +127,34 @@ valid AS (
                    AND c.qty IS NOT NULL
                    AND c.qty BETWEEN 1 AND 1000000
                    AND c.price * c.qty <= 1e13
-           END
+           END, false) AS ok
+      FROM checked c
+),
+-- the first valid creation of each order: its document exists from there on
+first_created AS (
+    SELECT DISTINCT ON (id) id, txid, pos
+      FROM judged
+     WHERE ok AND type = 'OrderCreated'
+     ORDER BY id, txid, pos
+),
+-- the first dead letter of each order (invalid, or a 404 before the
+-- document exists): it holds the order back
+first_bad AS (
+    SELECT DISTINCT ON (j.id) j.id, j.txid, j.pos
+      FROM judged j
+      LEFT JOIN first_created fc ON fc.id = j.id
+     WHERE NOT j.ok
+        OR (j.type <> 'OrderCreated'
+            AND (fc.id IS NULL OR (j.txid, j.pos) < (fc.txid, fc.pos)))
+     ORDER BY j.id, j.txid, j.pos
+),
+-- the events that count: valid, and before the order's first dead letter
+valid AS (
+    SELECT j.*
+      FROM judged j
+      LEFT JOIN first_bad f ON f.id = j.id
+     WHERE j.ok
+       AND (f.id IS NULL OR (j.txid, j.pos) < (f.txid, f.pos))
 ),
 -- the last valid creation of each order: its document starts there
 boundary AS (

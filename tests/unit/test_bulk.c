@@ -811,6 +811,44 @@ Test(bulk_response, status_must_be_a_whole_number)
 	cr_expect_not_null(strstr(err, "item 0 has no status"), "%s", err);
 }
 
+/*
+ * A status that is no HTTP status is unreadable, not cast: (int)4294967496
+ * is 200, which would settle an action that was never applied (found by
+ * tests/fuzz/fuzz_bulk_response).
+ */
+Test(bulk_response, status_must_be_an_http_status)
+{
+	static const char *const bad[] = { "4294967496", "-4294967096", "99", "600", "0", "-200",
+					   "9223372036854775807" };
+	static const char *const good[] = { "100", "200", "599" };
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		char text[256], err[256] = "";
+		struct bulk_response r;
+
+		snprintf(text, sizeof(text),
+			 "{\"errors\":false,\"items\":[{\"index\":{\"status\":201}},"
+			 "{\"index\":{\"status\":%s}}]}", bad[i]);
+		cr_expect_eq(bulk_response_parse(text, strlen(text), &r, err, sizeof(err)), -1,
+			     "status %s accepted", bad[i]);
+		cr_expect_null(r.items);
+		cr_expect_eq(r.n_items, 0);
+		expect_one_line(err);
+		cr_expect_not_null(strstr(err, "item 1 has status"), "%s: %s", bad[i], err);
+	}
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		char text[256], err[256] = "";
+		struct bulk_response r;
+
+		snprintf(text, sizeof(text), "{\"errors\":false,\"items\":[{\"index\":{\"status\":%s}}]}",
+			 good[i]);
+		cr_assert_eq(bulk_response_parse(text, strlen(text), &r, err, sizeof(err)), 0, "%s: %s",
+			     good[i], err);
+		cr_expect_eq(r.items[0].status, atoi(good[i]));
+		bulk_response_release(&r);
+	}
+}
+
 Test(bulk_response, reads_only_len_bytes)
 {
 	static const char text[] = "{\"errors\":false,\"items\":[{\"delete\":{\"status\":200}}]}GARBAGE";
@@ -843,6 +881,68 @@ Test(bulk_response, long_error_texts_are_cut)
 	cr_expect_eq(strspn(r.items[0].error_reason, "r"), sizeof(r.items[0].error_reason) - 1);
 	cr_expect_eq(bulk_item_outcome(&r.items[0]), BULK_ITEM_REJECT);
 	bulk_response_release(&r);
+}
+
+/*
+ * Error texts become dead letter rows (PostgreSQL text) and log lines: a cut
+ * must fall between characters, never inside one (found by
+ * tests/fuzz/fuzz_bulk_response).
+ */
+Test(bulk_response, long_error_texts_are_cut_between_characters)
+{
+	/* "\u00e9" is 2 bytes, "\u20ac" 3, "\ud83d\ude00" 4: every cut offset gets a split character */
+	static const char *const chars[] = { "\\u00e9", "\\u20ac", "\\ud83d\\ude00" };
+	static const size_t width[] = { 2, 3, 4 };
+
+	for (size_t c = 0; c < 3; c++) {
+		for (size_t lead = 0; lead < 4; lead++) {
+			char reason[2000] = "", text[4200];
+			struct bulk_response r;
+			char err[256] = "";
+			size_t n, want;
+
+			memset(reason, 'r', lead);
+			for (size_t k = 0; k < 140; k++)
+				strcat(reason, chars[c]);
+			snprintf(text, sizeof(text),
+				 "{\"errors\":true,\"items\":[{\"index\":{\"status\":400,\"error\":"
+				 "{\"type\":\"%s\",\"reason\":\"%s\"}}}]}", reason, reason);
+			cr_assert_eq(bulk_response_parse(text, strlen(text), &r, err, sizeof(err)), 0, "%s", err);
+			cr_assert_eq(r.n_items, 1);
+			/* the longest run of whole characters that fits, independently computed */
+			n = strlen(r.items[0].error_reason);
+			want = lead + (sizeof(r.items[0].error_reason) - 1 - lead) / width[c] * width[c];
+			cr_expect_eq(n, want, "char %zu lead %zu: reason cut at %zu bytes, not %zu", c, lead, n,
+				     want);
+			n = strlen(r.items[0].error_type);
+			want = lead + (sizeof(r.items[0].error_type) - 1 - lead) / width[c] * width[c];
+			cr_expect_eq(n, want, "char %zu lead %zu: type cut at %zu bytes, not %zu", c, lead, n,
+				     want);
+			bulk_response_release(&r);
+		}
+	}
+}
+
+Test(bulk_body, a_render_error_cuts_the_id_between_characters)
+{
+	char id[200], err[256] = "";
+	const char *q;
+
+	/* 63 bytes, then two-byte characters: byte 64 is inside one */
+	memset(id, 'i', 63);
+	id[63] = '\0';
+	for (int k = 0; k < 10; k++)
+		strcat(id, "\xc3\xa9");
+	op_init(&ops[0], id, BULK_INDEX);
+	set_string(&ops[0], "v", "bad \xff byte");
+	cr_assert_eq(bulk_write_op(&body, &ops[0], err, sizeof(err)), -1);
+	expect_one_line(err);
+	q = strstr(err, "document '");
+	cr_assert_not_null(q, "%s", err);
+	q += strlen("document '");
+	cr_expect_eq(strspn(q, "i"), 63, "%s", err);
+	cr_expect_eq(q[63], '\'', "the half character is dropped: %s", err);
+	cr_expect_eq(body.len, 0);
 }
 
 Test(bulk_response, outcome_of_each_status)

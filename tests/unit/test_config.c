@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <criterion/criterion.h>
 #include <criterion/hooks.h>
@@ -351,8 +352,11 @@ Test(config, a_valid_config)
 {
 	make_valid();
 	cr_expect_eq(config_validate(&c, err, sizeof(err)), 0, "%s", err);
-	set_ok("es", "https://user:pw@es.example.com:9243/prefix");
-	set_ok("pg", "postgresql://app:secret@db:5432/events?sslmode=require");
+	/* credentials in the URL: from the environment only */
+	setenv("ESBRIDGE_ES", "https://user:pw@es.example.com:9243/prefix", 1);
+	/* a password in the conninfo: from the environment only, too */
+	setenv("ESBRIDGE_PG", "postgresql://app:secret@db:5432/events?sslmode=require", 1);
+	cr_assert_eq(config_load_env(&c, err, sizeof(err)), 0, "%s", err);
 	cr_expect_eq(config_validate(&c, err, sizeof(err)), 0, "%s", err);
 	set_ok("pg", "");   /* libpq defaults */
 	cr_expect_eq(config_validate(&c, err, sizeof(err)), 0, "%s", err);
@@ -569,8 +573,10 @@ Test(config, print_shows_settings_without_secrets)
 	char *text, *usage = usage_text();
 	size_t lines = 0;
 
-	set_ok("pg", "host=db user=app password=pgsecret dbname=events");
-	set_ok("es", "https://elastic:essecret@es:9200");
+	setenv("ESBRIDGE_PG", "host=db user=app password=pgsecret dbname=events", 1);
+	setenv("ESBRIDGE_ES", "https://elastic:essecret@es:9200", 1);
+	setenv("ESBRIDGE_ES_API_KEY", "apikeysecret", 1);
+	cr_assert_eq(config_load_env(&c, err, sizeof(err)), 0, "%s", err);
 	set_ok("batch-size", "500");
 	set_ok("poll-interval", "0.25");
 	set_ok("projection", "products");
@@ -579,7 +585,8 @@ Test(config, print_shows_settings_without_secrets)
 
 	cr_expect_null(strstr(text, "pgsecret"), "%s", text);
 	cr_expect_null(strstr(text, "essecret"), "%s", text);
-	MENTIONS(text, "\nes = https://***@es:9200\n", "password=***", "host=db",
+	cr_expect_null(strstr(text, "apikeysecret"), "%s", text);
+	MENTIONS(text, "\nes = https://***@es:9200\n", "\nes-api-key = ***\n", "\nes-password = \n", "password=***", "host=db",
 		 "\nbatch-size = 500\n", "\nbulk-actions = 1000\n", "\npoll-interval = 0.25\n",
 		 "\ninsecure = false\n", "\nlog-level = info\n", "\nprojection = products orders\n");
 	cr_expect_eq(strncmp(text, "pg = ", 5), 0, "%s", text);
@@ -600,6 +607,7 @@ Test(config, print_hides_a_password_it_cannot_parse)
 {
 	char *text;
 
+	/* not a conninfo libpq can read: accepted as a flag, refused by validate, never printed */
 	set_ok("pg", "host=db password='pgsecret");
 	text = print_config();
 	cr_expect_null(strstr(text, "pgsecret"), "%s", text);
@@ -614,4 +622,266 @@ Test(config, usage_lists_flags_and_variables)
 	MENTIONS(text, "--batch-size", "ESBRIDGE_BATCH_SIZE", "[2000]", "--es", "ESBRIDGE_ES",
 		 "--mappings-dir", "ESBRIDGE_MAPPINGS_DIR", "--insecure", "--projection");
 	free(text);
+}
+
+/* ------------------------------------------------------------------ */
+/* Security: TLS, credentials from the environment or a file, compression */
+
+/* A temporary file holding `content` (`len` bytes); its path in `path`. */
+static void temp_file(char *path, size_t size, const char *content, size_t len)
+{
+	int fd;
+
+	snprintf(path, size, "/tmp/esbridge-test-config-XXXXXX");
+	fd = mkstemp(path);
+	cr_assert(fd >= 0, "mkstemp");
+	cr_assert_eq(write(fd, content, len), (ssize_t)len);
+	cr_assert_eq(close(fd), 0);
+}
+
+static void env_ok(const char *var, const char *value)
+{
+	setenv(var, value, 1);
+	err[0] = '\0';
+	cr_assert_eq(config_load_env(&c, err, sizeof(err)), 0, "%s=%s: %s", var, value, err);
+}
+
+static void validate_fails(const char *const *must_mention, const char *secret)
+{
+	err[0] = '\0';
+	cr_expect_eq(config_validate(&c, err, sizeof(err)), -1, "accepted");
+	expect_one_line(err);
+	expect_mentions(err, must_mention);
+	if (secret)
+		cr_expect_null(strstr(err, secret), "the error shows the secret: %s", err);
+}
+
+#define VALIDATE_FAILS(secret, ...) validate_fails((const char *const[]){ __VA_ARGS__, NULL }, (secret))
+
+static void validate_ok(void)
+{
+	err[0] = '\0';
+	cr_expect_eq(config_validate(&c, err, sizeof(err)), 0, "%s", err);
+}
+
+Test(config, security_defaults)
+{
+	cr_expect_eq(c.compress, false, "compression is off by default (loopback measurement, README)");
+	cr_expect_str_eq(c.es_user, "");
+	cr_expect_str_eq(c.es_password, "");
+	cr_expect_str_eq(c.es_password_file, "");
+	cr_expect_str_eq(c.es_api_key, "");
+	cr_expect_str_eq(c.es_api_key_file, "");
+	cr_expect_eq(c.insecure, false, "TLS verification is on by default");
+	set_ok("compress", "true");
+	cr_expect_eq(c.compress, true);
+	cr_expect_not(config_has_option("compress"), "--compress is a switch");
+	cr_expect(config_is_switch("compress"));
+}
+
+Test(config, secrets_are_refused_as_flags)
+{
+	static const char *const secret_opts[][2] = {
+		{ "es-password", "ESBRIDGE_ES_PASSWORD" },
+		{ "es-api-key", "ESBRIDGE_ES_API_KEY" },
+	};
+
+	for (size_t i = 0; i < 2; i++) {
+		char file_flag[64];
+		snprintf(file_flag, sizeof(file_flag), "--%s-file", secret_opts[i][0]);
+		/* the flag parser must take the value along, not read it as a command */
+		cr_expect(config_has_option(secret_opts[i][0]), "%s", secret_opts[i][0]);
+		set_fails(secret_opts[i][0], "flagsecret");
+		MENTIONS(err, secret_opts[i][0], secret_opts[i][1], file_flag);
+		cr_expect_null(strstr(err, "flagsecret"), "the error shows the secret: %s", err);
+	}
+	cr_expect_str_eq(c.es_password, "", "a refused value changes nothing");
+	cr_expect_str_eq(c.es_api_key, "");
+	/* the file and the user name are no secrets: flags are fine */
+	set_ok("es-password-file", "/run/secrets/es-password");
+	set_ok("es-api-key-file", "/run/secrets/es-api-key");
+	set_ok("es-user", "indexer");
+	cr_expect_str_eq(c.es_user, "indexer");
+}
+
+Test(config, credentials_in_an_es_flag_are_refused)
+{
+	static const char *const bad[] = {
+		"https://user:urlsecret@h:9200", "http://user:urlsecret@h", "https://urlsecret@h",
+		"https://u:url/secret@h:9200", "user:urlsecret@h:9200",
+	};
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		set_fails("es", bad[i]);
+		MENTIONS(err, "'--es'", "ESBRIDGE_ES_USER", "ESBRIDGE_ES_PASSWORD", "--es-password-file");
+		cr_expect_null(strstr(err, "secret"), "the error shows the URL: %s", err);
+	}
+	cr_expect_str_eq(c.es, "");
+	set_ok("es", "https://es.example.com:9243/prefix");
+	/* the environment may carry them */
+	env_ok("ESBRIDGE_ES", "https://user:envsecret@h:9200");
+	cr_expect_str_eq(c.es, "https://user:envsecret@h:9200");
+	validate_ok();
+}
+
+Test(config, secrets_come_from_the_environment)
+{
+	env_ok("ESBRIDGE_ES", "https://h:9200");
+	env_ok("ESBRIDGE_ES_USER", "indexer");
+	env_ok("ESBRIDGE_ES_PASSWORD", "pw from env");
+	cr_expect_str_eq(c.es_user, "indexer");
+	cr_expect_str_eq(c.es_password, "pw from env");
+	validate_ok();
+	clear_env();
+	config_release(&c);
+	config_init(&c);
+	env_ok("ESBRIDGE_ES", "https://h:9200");
+	env_ok("ESBRIDGE_ES_API_KEY", "VnVhQ2ZHY0JDZGJrUW0tZTVhT3g6dWkybHAyYXhUTm1zeWFrdzl0dk5udw==");
+	cr_expect_str_eq(c.es_api_key, "VnVhQ2ZHY0JDZGJrUW0tZTVhT3g6dWkybHAyYXhUTm1zeWFrdzl0dk5udw==");
+	validate_ok();
+}
+
+Test(config, auth_settings_must_agree)
+{
+	char path[64];
+
+	temp_file(path, sizeof(path), "filesecret\n", 11);
+	set_ok("es", "https://h:9200");
+
+	env_ok("ESBRIDGE_ES_PASSWORD", "envsecret");
+	VALIDATE_FAILS("envsecret", "no user", "ESBRIDGE_ES_USER");
+	set_ok("es-user", "indexer");
+	validate_ok();
+	set_ok("es-password-file", path);
+	VALIDATE_FAILS("envsecret", "ESBRIDGE_ES_PASSWORD", "'es-password-file'", "keep one");
+	unsetenv("ESBRIDGE_ES_PASSWORD");
+	config_release(&c);
+	config_init(&c);
+	set_ok("es", "https://h:9200");
+	set_ok("es-user", "indexer");
+	VALIDATE_FAILS(NULL, "'es-user'", "ESBRIDGE_ES_PASSWORD", "--es-password-file");
+	set_ok("es-password-file", path);
+	validate_ok();
+	set_ok("es-user", "in:dexer");
+	VALIDATE_FAILS("filesecret", "'es-user'", "':'");
+	set_ok("es-user", "indexer");
+
+	/* basic auth and an API key: one or the other */
+	set_ok("es-api-key-file", path);
+	VALIDATE_FAILS("filesecret", "basic auth", "API key");
+	set_ok("es-user", "");
+	set_ok("es-password-file", "");
+	validate_ok();
+	env_ok("ESBRIDGE_ES_API_KEY", "envkeysecret");
+	VALIDATE_FAILS("envkeysecret", "ESBRIDGE_ES_API_KEY", "'es-api-key-file'", "keep one");
+	set_ok("es-api-key-file", "");
+	validate_ok();
+
+	/* an API key goes into a header: no control character */
+	env_ok("ESBRIDGE_ES_API_KEY", "key\r\nX-Injected: envkeysecret");
+	VALIDATE_FAILS("envkeysecret", "ESBRIDGE_ES_API_KEY", "control character");
+	unsetenv("ESBRIDGE_ES_API_KEY");
+	config_release(&c);
+	config_init(&c);
+
+	/* credentials in the URL and elsewhere too */
+	env_ok("ESBRIDGE_ES", "https://u:urlsecret@h:9200");
+	set_ok("es-api-key-file", path);
+	VALIDATE_FAILS("urlsecret", "'es' URL", "credentials");
+	cr_assert_eq(unlink(path), 0);
+}
+
+Test(config, secret_files_are_read_at_start)
+{
+	static const struct {
+		const char *content;
+		size_t len;
+		const char *want; /* NULL: refused */
+		const char *why;
+	} cases[] = {
+		{ "s3cret\n", 7, "s3cret", NULL },
+		{ "s3cret", 6, "s3cret", NULL },
+		{ "s3cret\r\n", 8, "s3cret", NULL },
+		{ "with spaces and :@/\n", 20, "with spaces and :@/", NULL },
+		{ "", 0, NULL, "empty" },
+		{ "\n", 1, NULL, "empty" },
+		{ "s3cret\nline2\n", 13, NULL, "one line" },
+		{ "s3cret\n\n", 8, NULL, "one line" },
+		{ "s3c\0ret\n", 8, NULL, "one line" },
+	};
+	char path[64], *secret;
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		int rc;
+		temp_file(path, sizeof(path), cases[i].content, cases[i].len);
+		err[0] = '\0';
+		secret = NULL;
+		rc = config_read_secret("es-password-file", path, &secret, err, sizeof(err));
+		if (cases[i].want) {
+			cr_expect_eq(rc, 0, "case %zu: %s", i, err);
+			cr_expect_str_eq(secret ? secret : "(null)", cases[i].want, "case %zu", i);
+		} else {
+			cr_expect_eq(rc, -1, "case %zu accepted", i);
+			cr_expect_null(secret);
+			expect_one_line(err);
+			MENTIONS(err, "'es-password-file'", path, cases[i].why);
+			cr_expect_null(strstr(err, "s3c"), "the error shows the content: %s", err);
+		}
+		config_free_secret(secret);
+		cr_assert_eq(unlink(path), 0);
+	}
+
+	/* unreadable: a clear error at validation, before anything starts */
+	set_ok("es", "https://h:9200");
+	set_ok("es-user", "indexer");
+	set_ok("es-password-file", "/nonexistent/es-password");
+	VALIDATE_FAILS(NULL, "'es-password-file'", "/nonexistent/es-password", "No such file");
+	set_ok("es-user", "");
+	set_ok("es-password-file", "");
+	set_ok("es-api-key-file", "/nonexistent/es-api-key");
+	VALIDATE_FAILS(NULL, "'es-api-key-file'", "/nonexistent/es-api-key");
+	set_ok("es-api-key-file", "");
+	temp_file(path, sizeof(path), "", 0);
+	set_ok("es-api-key-file", path);
+	VALIDATE_FAILS(NULL, "'es-api-key-file'", "empty");
+	cr_assert_eq(unlink(path), 0);
+}
+
+Test(config, ca_file_must_be_readable)
+{
+	char path[64];
+
+	set_ok("es", "https://h:9200");
+	set_ok("ca-file", "/nonexistent/ca.pem");
+	VALIDATE_FAILS(NULL, "'ca-file'", "/nonexistent/ca.pem", "No such file");
+	temp_file(path, sizeof(path), "-----BEGIN CERTIFICATE-----\n", 28);
+	set_ok("ca-file", path);
+	validate_ok();
+	cr_assert_eq(unlink(path), 0);
+}
+
+Test(config, print_masks_the_secrets)
+{
+	char *text;
+
+	env_ok("ESBRIDGE_ES_USER", "indexer");
+	env_ok("ESBRIDGE_ES_PASSWORD", "printsecret");
+	set_ok("es-api-key-file", "/run/secrets/key");
+	text = print_config();
+	cr_expect_null(strstr(text, "printsecret"), "%s", text);
+	MENTIONS(text, "\nes-user = indexer\n", "\nes-password = ***\n", "\nes-password-file = \n",
+		 "\nes-api-key = \n", "\nes-api-key-file = /run/secrets/key\n", "\ncompress = false\n");
+	free(text);
+}
+
+Test(config, pg_password_refused_as_a_flag)
+{
+	set_fails("pg", "host=db user=app password=hunter2");
+	expect_one_line(err);
+	MENTIONS(err, "--pg", "PGPASSWORD");
+	cr_expect_null(strstr(err, "hunter2"), "%s", err);
+	set_fails("pg", "postgresql://app:hunter2@db/events");
+	cr_expect_null(strstr(err, "hunter2"), "%s", err);
+	/* without a password it is fine */
+	set_ok("pg", "postgresql://app@db/events");
 }

@@ -77,6 +77,7 @@ TestSuite(products, .init = setup, .fini = teardown);
 TestSuite(orders, .init = setup, .fini = teardown);
 TestSuite(orders_limits, .init = setup, .fini = teardown);
 TestSuite(script, .init = setup, .fini = teardown);
+TestSuite(poison, .init = setup, .fini = teardown);
 
 /* Keeps a tree until the teardown. */
 static yajl_val keep(yajl_val v)
@@ -512,6 +513,24 @@ Test(helpers, id_rejections)
 	}
 }
 
+/* Data that is not an object names no document, and the reason says why. */
+Test(helpers, id_of_data_that_is_not_an_object)
+{
+	static const char *const shapes[] = {
+		"[]", "[{\"id\": \"a\"}]", "\"id\"", "42", "-0", "null", "true", "false",
+	};
+
+	for (size_t i = 0; i < sizeof(shapes) / sizeof(shapes[0]); i++) {
+		err[0] = '\0';
+		cr_expect_eq(projection_get_id(parse(shapes[i]), "id", &idbuf, err, sizeof(err)),
+			     PROJECTION_REJECT, "%s accepted", shapes[i]);
+		cr_expect_not_null(strstr(err, "object"), "%s: the reason '%s' does not say 'object'",
+				   shapes[i], err);
+		cr_expect_eq(idbuf.len, 0);
+	}
+	cr_expect_eq(projection_get_id(NULL, "id", &idbuf, err, sizeof(err)), PROJECTION_REJECT);
+}
+
 Test(helpers, get_string)
 {
 	yajl_val d = parse("{\"s\": \"x\", \"n\": null, \"i\": 3}");
@@ -783,6 +802,59 @@ Test(products, a_rejected_event_leaves_the_operation_as_it_was)
 			free(after);
 		}
 	}
+}
+
+/*
+ * Prices are money, read as orders reads them: the index stores cents
+ * (scaled_float), which would round 1.999 to 2.00 and saturate 2^64 without
+ * a word, and PostgreSQL hands numbers over in plain notation (1e400 arrives
+ * as 401 digits, 1e-400 as 400 decimals).
+ */
+Test(products, prices_are_money)
+{
+	static const char *const good[] = { "0", "1.5", "1.500", "19.90", "9999999999999.99", "-0.5" };
+	static const char *const bad[] = { "1.999", "0.001", "-0.001", "1e2", "10000000000000",
+					   "-10000000000000", "18446744073709551616" };
+	char *huge = malloc(1000), *tiny = malloc(1000), data[1200];
+
+	cr_assert(huge && tiny);
+	huge[0] = '1';
+	memset(huge + 1, '0', 400);
+	huge[401] = '\0';
+	memcpy(tiny, "0.", 2);
+	memset(tiny + 2, '0', 399);
+	memcpy(tiny + 401, "1", 2);
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		struct rendered r;
+		bulk_op_release(&op);
+		memset(&op, 0, sizeof(op));
+		snprintf(data, sizeof(data), "{\"product_id\": \"p1\", \"name\": \"n\", \"price\": %s}",
+			 good[i]);
+		OK(products, &op, "ProductCreated", 1, 1, TS, data);
+		snprintf(data, sizeof(data), "{\"product_id\": \"p1\", \"new_price\": %s}", good[i]);
+		OK(products, &op, "ProductPriceChanged", 1, 2, TS, data);
+		r = render(&op);
+		/* the event's own text: 1.500 stays 1.500, never through a double */
+		expect_num_text(GET(r.source, "price"), good[i], "price");
+	}
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]) + 2; i++) {
+		const char *price = i < sizeof(bad) / sizeof(bad[0]) ? bad[i]
+				    : i == sizeof(bad) / sizeof(bad[0]) ? huge : tiny;
+		product_state(1);
+		snprintf(data, sizeof(data), "{\"product_id\": \"p1\", \"name\": \"n\", \"price\": %s}",
+			 price);
+		cr_expect_eq(feed(products, &op, "ProductCreated", 2, 1, TS, data), PROJECTION_REJECT,
+			     "price %.40s accepted", price);
+		cr_expect_not_null(strstr(err, "'price'"), "price %.40s: the reason '%s' does not name it",
+				   price, err);
+		snprintf(data, sizeof(data), "{\"product_id\": \"p1\", \"new_price\": %s}", price);
+		cr_expect_eq(feed(products, &op, "ProductPriceChanged", 2, 2, TS, data), PROJECTION_REJECT,
+			     "new_price %.40s accepted", price);
+		cr_expect_not_null(strstr(err, "'new_price'"),
+				   "new_price %.40s: the reason '%s' does not name it", price, err);
+	}
+	free(huge);
+	free(tiny);
 }
 
 /* ================================================================== */
@@ -1094,6 +1166,29 @@ Test(orders, a_rejected_event_leaves_the_operation_as_it_was)
 	}
 }
 
+/* customer_id and product_id are identifiers too: at most 512 bytes, as an _id. */
+Test(orders, referenced_ids_are_at_most_512_bytes)
+{
+	char id[600], data[800];
+
+	memset(id, 'c', 512);
+	id[512] = '\0';
+	snprintf(data, sizeof(data), "{\"order_id\": \"o1\", \"customer_id\": \"%s\"}", id);
+	OK(orders, &op, "OrderCreated", 1, 1, "T", data);
+	snprintf(data, sizeof(data), "{\"order_id\": \"o1\", \"product_id\": \"%s\", \"price\": 1,"
+		 " \"quantity\": 1}", id);
+	OK(orders, &op, "OrderItemAdded", 1, 2, "T", data);
+	memset(id, 'c', 513);
+	id[513] = '\0';
+	snprintf(data, sizeof(data), "{\"order_id\": \"o1\", \"customer_id\": \"%s\"}", id);
+	cr_expect_eq(feed(orders, &op, "OrderCreated", 1, 3, "T", data), PROJECTION_REJECT);
+	cr_expect_not_null(strstr(err, "512"), "%s", err);
+	snprintf(data, sizeof(data), "{\"order_id\": \"o1\", \"product_id\": \"%s\", \"price\": 1,"
+		 " \"quantity\": 1}", id);
+	cr_expect_eq(feed(orders, &op, "OrderItemRemoved", 1, 4, "T", data), PROJECTION_REJECT);
+	cr_expect_not_null(strstr(err, "512"), "%s", err);
+}
+
 /*
  * A creation after events queued for the script does not swallow them: it
  * asks for an action of its own (PROJECTION_NEW_OP), leaving the pending
@@ -1268,6 +1363,73 @@ Test(orders_limits, the_total_of_an_index_never_overflows)
 		char want[64];
 		snprintf(want, sizeof(want), "%lld0000000000000.00", (long long)(i - 2));
 		expect_num_text(GET(r.source, "total_amount"), want, "total_amount");
+	}
+}
+
+/* ================================================================== */
+/* Poison: data of any shape, for every event type of both projections */
+
+/*
+ * Whatever the data, doc_id and apply answer 0 or PROJECTION_REJECT with a
+ * reason, and a rejection leaves the pending operation as it was. The
+ * shapes are those PostgreSQL's jsonb lets through (tests/data/poison has
+ * them in a real history).
+ */
+Test(poison, any_shape_for_any_event_type)
+{
+	static const char *const shapes[] = {
+		"[]", "[1, 2]", "\"a string\"", "42", "0", "null", "true", "{}",
+		"{\"product_id\": null, \"order_id\": null}",
+		"{\"product_id\": {\"a\": 1}, \"order_id\": [\"o1\"]}",
+		"{\"product_id\": 1.5, \"order_id\": 1.5}",
+		"{\"product_id\": 18446744073709551616, \"order_id\": 18446744073709551616}",
+		"{\"product_id\": \"\", \"order_id\": \"\"}",
+		"{\"product_id\": \"p1\", \"order_id\": \"o1\", \"name\": [[[[[[[[1]]]]]]]],"
+		" \"price\": {\"cents\": 1}, \"new_price\": [1], \"tags\": [[\"a\"]],"
+		" \"customer_id\": {\"id\": 1}, \"product\": 1, \"quantity\": 1e400,"
+		" \"created_at\": {}, \"shipped_at\": [], \"completed_at\": 1,"
+		" \"cancelled_at\": false, \"reason\": {}}",
+	};
+	static const char *const extra_types[] = { "Unknown", "", "'; DROP TABLE events; --" };
+	const struct projection *const projs[] = { products, orders };
+
+	for (size_t p = 0; p < 2; p++) {
+		size_t n_types = 0;
+
+		while (projs[p]->event_types[n_types])
+			n_types++;
+		for (size_t t = 0; t < n_types + 3; t++) {
+			const char *type = t < n_types ? projs[p]->event_types[t] : extra_types[t - n_types];
+
+			for (size_t k = 0; k < sizeof(shapes) / sizeof(shapes[0]); k++) {
+				char *before, *after;
+				int rc;
+
+				bulk_op_release(&op);
+				memset(&op, 0, sizeof(op));
+				cr_assert_eq(bulk_op_init(&op, p ? "o1" : "p1", 2), 0);
+				before = snapshot(&op);
+				rc = feed(projs[p], &op, type, 1, 1, TS, shapes[k]);
+				/* ProductDeleted reads only the id: the last shape is a delete */
+				if (rc == 0) {
+					cr_expect(!strcmp(type, "ProductDeleted") && k == sizeof(shapes) / sizeof(shapes[0]) - 1,
+						  "%s: %s %s accepted", projs[p]->name, type, shapes[k]);
+					free(before);
+					continue;
+				}
+				cr_expect_eq(rc, PROJECTION_REJECT, "%s: %s %s answered %d", projs[p]->name,
+					     type, shapes[k], rc);
+				cr_expect_neq(err[0], '\0', "%s: %s %s: no reason", projs[p]->name, type, shapes[k]);
+				if (shapes[k][0] != '{')
+					cr_expect_not_null(strstr(err, "object"), "%s: %s %s: reason '%s'",
+							   projs[p]->name, type, shapes[k], err);
+				after = snapshot(&op);
+				cr_expect_str_eq(after, before, "%s: %s %s changed the operation",
+						 projs[p]->name, type, shapes[k]);
+				free(before);
+				free(after);
+			}
+		}
 	}
 }
 

@@ -1,0 +1,40 @@
+#ifndef ESBRIDGE_HTTPD_H
+#define ESBRIDGE_HTTPD_H
+
+#include <stddef.h>
+
+#include <ev.h>
+
+#include "esbridge/buf.h"
+
+/*
+ * A small HTTP server on the loop, for /metrics and /health: GET and HEAD
+ * only, one request per connection (Connection: close), requests of at
+ * most 8 KiB, each connection closed after 10 s whatever its state. Knows
+ * nothing of what it serves.
+ */
+
+struct httpd;
+
+/*
+ * Answers a GET of `path` (without the query string): writes the body into
+ * `body`, points `*content_type` at a static string, and returns the HTTP
+ * status.
+ */
+typedef int (*httpd_handler_fn)(void *arg, const char *path, struct buf *body,
+				const char **content_type);
+
+/*
+ * Listens on `address`, "HOST:PORT" or "[V6]:PORT" (port 0: any free port).
+ * NULL with `err` set.
+ */
+struct httpd *httpd_new(struct ev_loop *loop, const char *address, httpd_handler_fn fn, void *arg,
+			char *err, size_t errsz);
+
+/* The port it listens on. */
+int httpd_port(const struct httpd *h);
+
+/* Closes the listening socket and every connection. */
+void httpd_free(struct httpd *h);
+
+#endif
