@@ -59,6 +59,7 @@ struct monitor {
 	int n_nums;
 	/* Elasticsearch */
 	bool es_pinging, es_ok;
+	double ping_started;
 	double es_failing_since;
 	char es_error[256];
 	/* for events/s in the summary */
@@ -269,8 +270,10 @@ static void ping(struct monitor *m)
 {
 	if (m->es_pinging)
 		return;
-	if (es_request(m->es, "GET", "/", NULL, 0, false, ping_done, m) == 0)
+	if (es_request(m->es, "GET", "/", NULL, 0, false, ping_done, m) == 0) {
 		m->es_pinging = true;
+		m->ping_started = ev_now(m->loop);
+	}
 }
 
 /* ---- health ------------------------------------------------------------- */
@@ -332,6 +335,9 @@ static void judge(const struct monitor *m, struct verdict *v)
 		add_reason(v, "cannot reach PostgreSQL: %s", m->pg_error);
 	if (!m->es_ok && m->es_failing_since && now - m->es_failing_since >= 0)
 		add_reason(v, "cannot reach Elasticsearch: %s", m->es_error);
+	else if (m->es_pinging && now - m->ping_started >= ES_DOWN_AFTER)
+		/* a hung node: the ping itself only fails after request-timeout */
+		add_reason(v, "cannot reach Elasticsearch: no answer for %.0fs", now - m->ping_started);
 	for (int i = 0; i < n; i++) {
 		const struct pipeline *ps[2];
 		int np;

@@ -96,6 +96,7 @@ struct pipeline {
 	struct pipeline_hooks hooks;
 	bool pausing, paused;
 	bool lost;                 /* the state connection is gone: start over */
+	bool short_reads;          /* the last read reached the head */
 	bool letters_changed;      /* dead letters to retry may wait */
 	struct dead_letter *letters; /* recorded before the checkpoint moves */
 	size_t n_letters, cap_letters;
@@ -701,13 +702,45 @@ static void process_event(struct pipeline *p, struct rbatch *rb, struct event *e
 
 static void lost_store(struct pipeline *p);
 
+/*
+ * After a short read preceded by store_head: every event of the projection
+ * up to `head` has been read. Reads start after it from now on (a projection
+ * whose events are rare would otherwise scan the others' events at every
+ * wake-up), and once it is a batch ahead of the checkpoint, an empty read
+ * batch carries the checkpoint there.
+ */
+static void skip_to(struct pipeline *p, struct position head)
+{
+	struct rbatch *rb;
+
+	if (position_cmp(head, p->read_at) <= 0)
+		return;
+	p->read_at = head;
+	if (head.pos - p->committed.pos < p->cfg->batch_size)
+		return;
+	rb = calloc(1, sizeof(*rb));
+	if (!rb)
+		return; /* only a shortcut */
+	rb->last = head;
+	if (p->rb_tail)
+		p->rb_tail->next = rb;
+	else
+		p->rb_head = rb;
+	p->rb_tail = rb;
+}
+
 static void read_once(struct pipeline *p)
 {
 	char err[512];
 	struct store_batch b;
 	struct rbatch *rb;
 	struct event ev;
+	struct position head = { 0, 0 };
+	bool have_head = false;
 
+	/* at the head last time: first see how far the store goes (see skip_to) */
+	if (p->short_reads && store_head(p->store, p->bound, &head, err, sizeof(err)) == 0)
+		have_head = true;
 	if (store_read(p->store, p->read_at, p->bound, p->proj->event_types, p->proj->streams,
 		       (int)p->cfg->batch_size, &b, err, sizeof(err))) {
 		p->at_head = true; /* the poll timer or the reconnection tries again */
@@ -725,6 +758,9 @@ static void read_once(struct pipeline *p)
 		store_batch_release(&b);
 		p->at_head = true;
 		p->reached_end = p->once;
+		p->short_reads = true;
+		if (have_head)
+			skip_to(p, head);
 		return;
 	}
 	rb = calloc(1, sizeof(*rb));
@@ -745,9 +781,12 @@ static void read_once(struct pipeline *p)
 	}
 	p->read_at = rb->last;
 	PLOG(LOG_DEBUG, p, "read %d events up to %" PRIu64 "/%" PRId64, b.n, rb->last.txid, rb->last.pos);
+	p->short_reads = b.n < p->cfg->batch_size;
 	if (b.n < p->cfg->batch_size) {
 		p->at_head = true;
 		p->reached_end = p->once;
+		if (have_head)
+			skip_to(p, head);
 	}
 	store_batch_release(&b);
 }

@@ -39,6 +39,14 @@ static int gen_state_parse(const char *s, enum gen_state *out)
 }
 
 
+/* The error of a statement; on a connection already lost there is no result to say it. */
+static const char *res_error(const struct state *st, const PGresult *res)
+{
+	const char *msg = res ? PQresultErrorMessage(res) : "";
+
+	return *msg ? msg : PQerrorMessage(st->conn);
+}
+
 /* Runs a statement that returns no rows. */
 static int exec_params(struct state *st, const char *what, const char *sql, int n,
 		       const char *const *params, char *err, size_t errsz)
@@ -47,7 +55,7 @@ static int exec_params(struct state *st, const char *what, const char *sql, int 
 	int rc = 0;
 
 	if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK) {
-		pq_error(err, errsz, what, PQresultErrorMessage(res));
+		pq_error(err, errsz, what, res_error(st, res));
 		rc = -1;
 	}
 	PQclear(res);
@@ -129,14 +137,14 @@ static int migrate(struct state *st, char *err, size_t errsz)
 		     "CREATE SCHEMA IF NOT EXISTS esbridge;"
 		     "CREATE TABLE IF NOT EXISTS esbridge.schema_version (version int NOT NULL);");
 	if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-		pq_error(err, errsz, "cannot prepare the esbridge schema", PQresultErrorMessage(res));
+		pq_error(err, errsz, "cannot prepare the esbridge schema", res_error(st, res));
 		PQclear(res);
 		goto rollback;
 	}
 	PQclear(res);
 	res = PQexec(st->conn, "SELECT coalesce(max(version), 0) FROM esbridge.schema_version");
 	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-		pq_error(err, errsz, "cannot read the esbridge schema version", PQresultErrorMessage(res));
+		pq_error(err, errsz, "cannot read the esbridge schema version", res_error(st, res));
 		PQclear(res);
 		goto rollback;
 	}
@@ -154,7 +162,7 @@ static int migrate(struct state *st, char *err, size_t errsz)
 		if (PQresultStatus(res) != PGRES_COMMAND_OK) {
 			char what[64];
 			snprintf(what, sizeof(what), "esbridge schema migration %d failed", v + 1);
-			pq_error(err, errsz, what, PQresultErrorMessage(res));
+			pq_error(err, errsz, what, res_error(st, res));
 			PQclear(res);
 			goto rollback;
 		}
@@ -166,7 +174,7 @@ static int migrate(struct state *st, char *err, size_t errsz)
 	}
 	res = PQexec(st->conn, "COMMIT");
 	if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-		pq_error(err, errsz, "cannot commit the esbridge schema", PQresultErrorMessage(res));
+		pq_error(err, errsz, "cannot commit the esbridge schema", res_error(st, res));
 		PQclear(res);
 		return -1;
 	}
@@ -224,7 +232,7 @@ int state_list_generations(struct state *st, const char *proj, struct generation
 			   " FROM esbridge.generations WHERE projection = $1 ORDER BY generation",
 			   1, NULL, params, NULL, NULL, 0);
 	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-		pq_error(err, errsz, "cannot read the generations", PQresultErrorMessage(res));
+		pq_error(err, errsz, "cannot read the generations", res_error(st, res));
 		PQclear(res);
 		return -1;
 	}
@@ -308,7 +316,7 @@ int state_command_submit(struct state *st, const char *proj, int keep, long long
 			   " SELECT id, pg_notify('" STATE_COMMANDS_CHANNEL "', $1) FROM c",
 			   2, NULL, params, NULL, NULL, 0);
 	if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
-		pq_error(err, errsz, "cannot submit the command", PQresultErrorMessage(res));
+		pq_error(err, errsz, "cannot submit the command", res_error(st, res));
 		PQclear(res);
 		return -1;
 	}
@@ -330,7 +338,7 @@ int state_command_claim(struct state *st, const char *proj, long long *id, int *
 	int rc = 0;
 
 	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-		pq_error(err, errsz, "cannot read the commands", PQresultErrorMessage(res));
+		pq_error(err, errsz, "cannot read the commands", res_error(st, res));
 		PQclear(res);
 		return -1;
 	}
@@ -367,7 +375,7 @@ int state_command_status(struct state *st, long long id, char *status, size_t st
 	res = PQexecParams(st->conn, "SELECT status, message FROM esbridge.commands WHERE id = $1::bigint",
 			   1, NULL, params, NULL, NULL, 0);
 	if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
-		pq_error(err, errsz, "cannot read the command", PQresultErrorMessage(res));
+		pq_error(err, errsz, "cannot read the command", res_error(st, res));
 		PQclear(res);
 		return -1;
 	}
@@ -403,7 +411,7 @@ int state_command_recover(struct state *st, const char *proj, bool resuming, lon
 		" WHERE $2::bool AND c.id = newest.id",
 		2, NULL, params, NULL, NULL, 0);
 	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-		pq_error(err, errsz, "cannot recover the commands", PQresultErrorMessage(res));
+		pq_error(err, errsz, "cannot recover the commands", res_error(st, res));
 		PQclear(res);
 		return -1;
 	}
@@ -433,7 +441,7 @@ int state_commands_open(struct state *st, const char *proj, char *err, size_t er
 	int n;
 
 	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-		pq_error(err, errsz, "cannot read the commands", PQresultErrorMessage(res));
+		pq_error(err, errsz, "cannot read the commands", res_error(st, res));
 		PQclear(res);
 		return -1;
 	}
@@ -462,7 +470,7 @@ int state_head(struct state *st, int64_t *head, char *err, size_t errsz)
 	PGresult *res = PQexec(st->conn, "SELECT coalesce(max(global_position), 0) FROM events");
 
 	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-		pq_error(err, errsz, "cannot read the head", PQresultErrorMessage(res));
+		pq_error(err, errsz, "cannot read the head", res_error(st, res));
 		PQclear(res);
 		return -1;
 	}
@@ -533,7 +541,7 @@ int state_save_checkpoint(struct state *st, const char *proj, int number, struct
 			   "   AND classid = hashtext('esbridge.projection')::oid AND objid = hashtext($1)::oid)",
 			   4, NULL, params, NULL, NULL, 0);
 	if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-		pq_error(err, errsz, "cannot save the checkpoint", PQresultErrorMessage(res));
+		pq_error(err, errsz, "cannot save the checkpoint", res_error(st, res));
 		rc = -1;
 	} else if (strcmp(PQcmdTuples(res), "1") != 0) {
 		if (state_owns(st, proj) == 0) {
@@ -609,7 +617,7 @@ int state_held_documents(struct state *st, const char *proj, int number, state_h
 			   " ORDER BY doc_id, transaction_id, global_position",
 			   2, NULL, params, NULL, NULL, 0);
 	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-		pq_error(err, errsz, "cannot read the dead letters", PQresultErrorMessage(res));
+		pq_error(err, errsz, "cannot read the dead letters", res_error(st, res));
 		PQclear(res);
 		return -1;
 	}
@@ -655,7 +663,7 @@ int state_letters_to_retry(struct state *st, const char *proj, int number, struc
 			   " ORDER BY transaction_id, global_position",
 			   2, NULL, params, NULL, NULL, 0);
 	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-		pq_error(err, errsz, "cannot read the dead letters", PQresultErrorMessage(res));
+		pq_error(err, errsz, "cannot read the dead letters", res_error(st, res));
 		PQclear(res);
 		return -1;
 	}
@@ -730,7 +738,7 @@ static long long exec_count(struct state *st, const char *what, const char *sql,
 	long long rows;
 
 	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-		pq_error(err, errsz, what, PQresultErrorMessage(res));
+		pq_error(err, errsz, what, res_error(st, res));
 		PQclear(res);
 		return -1;
 	}
@@ -813,7 +821,7 @@ int state_letters_print(struct state *st, const char *proj, bool all, FILE *out,
 		2, NULL, params, NULL, NULL, 0);
 
 	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-		pq_error(err, errsz, "cannot read the dead letters", PQresultErrorMessage(res));
+		pq_error(err, errsz, "cannot read the dead letters", res_error(st, res));
 		PQclear(res);
 		return -1;
 	}
@@ -841,7 +849,7 @@ int state_own_projection(struct state *st, const char *proj, char *err, size_t e
 	int rc;
 
 	if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
-		pq_error(err, errsz, "cannot take the projection lock", PQresultErrorMessage(res));
+		pq_error(err, errsz, "cannot take the projection lock", res_error(st, res));
 		PQclear(res);
 		return -1;
 	}
@@ -861,7 +869,7 @@ int state_applied(struct state *st, const char *proj, const char *position, char
 	int rc;
 
 	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-		pq_error(err, errsz, "cannot read the checkpoint", PQresultErrorMessage(res));
+		pq_error(err, errsz, "cannot read the checkpoint", res_error(st, res));
 		PQclear(res);
 		return -1;
 	}
@@ -959,7 +967,7 @@ int state_print_status(struct state *st, const struct projection *const *projs, 
 		buf_release(&types);
 		buf_release(&streams);
 		if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-			pq_error(err, errsz, "cannot read the generations", PQresultErrorMessage(res));
+			pq_error(err, errsz, "cannot read the generations", res_error(st, res));
 			PQclear(res);
 			goto out;
 		}
@@ -1033,7 +1041,7 @@ int state_print_status(struct state *st, const struct projection *const *projs, 
 		" FROM pg_stat_activity WHERE backend_xid IS NOT NULL"
 		" ORDER BY age(backend_xid) DESC LIMIT 1");
 	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-		pq_error(err, errsz, "cannot read the open transactions", PQresultErrorMessage(res));
+		pq_error(err, errsz, "cannot read the open transactions", res_error(st, res));
 		PQclear(res);
 		goto out;
 	}

@@ -236,6 +236,39 @@ int store_read(struct store *s, struct position after, uint64_t bound,
 	return 0;
 }
 
+int store_head(struct store *s, uint64_t bound, struct position *head, char *err, size_t errsz)
+{
+	char bnd[24];
+	const char *params[1] = { NULL };
+	PGresult *res;
+	int rc = 0;
+
+	if (bound) {
+		snprintf(bnd, sizeof(bnd), "%" PRIu64, bound);
+		params[0] = bnd;
+	}
+	res = PQexecParams(s->conn,
+			   "SELECT transaction_id::text, global_position FROM events"
+			   " WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot())"
+			   "  AND ($1::xid8 IS NULL OR transaction_id < $1::xid8)"
+			   " ORDER BY transaction_id DESC, global_position DESC LIMIT 1",
+			   1, NULL, params, NULL, NULL, 0);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		pq_error(err, errsz, "cannot read the head of the event store", PQresultErrorMessage(res));
+		rc = -1;
+	} else if (PQntuples(res) == 0) {
+		head->txid = 0;
+		head->pos = 0;
+	} else if (store_parse_u64(PQgetvalue(res, 0, 0), &head->txid)) {
+		snprintf(err, errsz, "cannot read the head of the event store: bad transaction id");
+		rc = -1;
+	} else {
+		head->pos = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
+	}
+	PQclear(res);
+	return rc;
+}
+
 int store_read_positions(struct store *s, const struct position *at, size_t n,
 			 struct store_batch *out, char *err, size_t errsz)
 {

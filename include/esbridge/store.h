@@ -70,6 +70,16 @@ int store_read(struct store *s, struct position after, uint64_t bound,
 	       const char *const *types, const char *const *streams, int limit,
 	       struct store_batch *out, char *err, size_t errsz);
 
+/*
+ * The last event, in commit order, of the transactions below a fresh
+ * snapshot's xmin (and below `bound` when non-zero); {0, 0} if none. Read
+ * BEFORE a read that then comes back short, every event up to it of the
+ * types asked for was in that read: a projection whose events are rare can
+ * move on to it instead of scanning the others' events again.
+ */
+__attribute__((warn_unused_result))
+int store_head(struct store *s, uint64_t bound, struct position *head, char *err, size_t errsz);
+
 /* Reads the events at the given positions again, in commit order. */
 __attribute__((warn_unused_result))
 int store_read_positions(struct store *s, const struct position *at, size_t n,
