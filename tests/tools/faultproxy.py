@@ -141,6 +141,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
         return conn
 
     def _forward(self, body):
+        # One upstream connection per client connection, reused. A request
+        # that fails on it is sent once more on a new one (the node may have
+        # closed an idle connection); a request can thus reach the node
+        # twice, which the bridge must survive anyway (writes are replay-proof).
         headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
         headers["Host"] = "%s:%d" % self.upstream
         if body is not None:
