@@ -98,6 +98,7 @@ struct pipeline {
 	bool lost;                 /* the state connection is gone: start over */
 	bool short_reads;          /* the last read reached the head */
 	bool letters_changed;      /* dead letters to retry may wait */
+	int retry_batches;         /* batches of letters applied again, not yet settled */
 	struct dead_letter *letters; /* recorded before the checkpoint moves */
 	size_t n_letters, cap_letters;
 	struct held *held;         /* open addressing, a power of two */
@@ -849,6 +850,7 @@ static void process_retries(struct pipeline *p)
 		goto later;
 	}
 	free(at);
+	p->retry_batches++;
 	PLOG(LOG_INFO, p, "applying %zu dead letters again", n);
 	rb->last = p->read_at;
 	if (p->rb_tail)
@@ -889,6 +891,8 @@ static void advance_checkpoint(struct pipeline *p)
 				PLOG(LOG_WARN, p, "%s (trying again)", err);
 			return;
 		}
+		if (rb->retried)
+			p->retry_batches--;
 		free(rb->retried);
 		p->settled = rb->last;
 		p->rb_head = rb->next;
@@ -1426,7 +1430,8 @@ static void pump(struct pipeline *p)
 		return;
 	}
 	send_ready(p);
-	if (p->letters_changed && can_read(p))
+	/* letters marked 'retry' stay so until applied: never read them twice */
+	if (p->letters_changed && !p->retry_batches && can_read(p))
 		process_retries(p);
 	if (can_read(p)) {
 		read_once(p);

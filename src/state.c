@@ -776,8 +776,8 @@ long long state_letters_retry(struct state *st, long long id, const char *proj, 
 			       " FROM esbridge.generations g"
 			       " WHERE d.status IN ('pending','held') AND g.projection = d.projection"
 			       "  AND g.generation = d.generation AND g.state <> 'retired'"
-			       "  AND ($2::text IS NULL OR d.projection = $2) RETURNING d.id",
-			       2, params, err, errsz);
+			       "  AND ($1::text IS NULL OR d.projection = $1) RETURNING d.id",
+			       1, params + 1, err, errsz);
 	if (n > 0 && notify_letters(st, err, errsz))
 		return -1;
 	return n;
