@@ -37,6 +37,7 @@ struct numbers {
 	long long held;            /* its committed events behind an open transaction */
 	double blocking_age;       /* age of the oldest open writer, when `held` */
 	long long letters_open;    /* pending, held and retry letters */
+	char error[256];           /* the pipeline's last error, to record for status */
 };
 
 struct monitor {
@@ -57,6 +58,13 @@ struct monitor {
 	int n_jobs, job;            /* the batch being read, and the query in flight */
 	struct numbers nums[MAX_GENS];
 	int n_nums;
+	bool writing_error;         /* the query in flight records a last error */
+	struct {
+		const struct projection *proj;
+		int gen;
+		char error[256];
+	} written[MAX_GENS];        /* the last errors recorded */
+	int n_written;
 	/* Elasticsearch */
 	bool es_pinging, es_ok;
 	double ping_started;
@@ -104,6 +112,7 @@ static void pg_broken(struct monitor *m, const char *why)
 		m->conn = NULL;
 	}
 	m->n_jobs = m->job = 0;
+	m->writing_error = false;
 }
 
 static void store_numbers(struct monitor *m, const struct numbers *n)
@@ -115,6 +124,39 @@ static void store_numbers(struct monitor *m, const struct numbers *n)
 		}
 	if (m->n_nums < MAX_GENS)
 		m->nums[m->n_nums++] = *n;
+}
+
+/* The slot of the last error recorded for a generation (-1 if full). */
+static int written_slot(struct monitor *m, const struct projection *proj, int gen)
+{
+	for (int i = 0; i < m->n_written; i++)
+		if (m->written[i].proj == proj && m->written[i].gen == gen)
+			return i;
+	if (m->n_written == MAX_GENS)
+		return -1;
+	m->written[m->n_written].proj = proj;
+	m->written[m->n_written].gen = gen;
+	m->written[m->n_written].error[0] = '\0';
+	return m->n_written++;
+}
+
+/* Records the job's last error in its generation's row, if it changed; true if sent. */
+static bool send_error(struct monitor *m, const struct numbers *n)
+{
+	char gen[16];
+	const char *params[3] = { n->proj->name, gen, n->error };
+	int k = written_slot(m, n->proj, n->gen);
+
+	if (k < 0 || !strcmp(m->written[k].error, n->error))
+		return false;
+	snprintf(gen, sizeof(gen), "%d", n->gen);
+	if (!PQsendQueryParams(m->conn,
+			       "UPDATE esbridge.generations SET last_error = $3, last_error_at = now()"
+			       " WHERE projection = $1 AND generation = $2::int AND last_error <> $3",
+			       3, NULL, params, NULL, NULL, 0))
+		return false;
+	memcpy(m->written[k].error, n->error, sizeof(m->written[k].error)); /* both NUL-terminated, same size */
+	return true;
 }
 
 static void pg_io_cb(struct ev_loop *loop, ev_io *w, int revents)
@@ -134,7 +176,13 @@ static void pg_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 		return;
 	while ((res = PQgetResult(m->conn))) {
 		struct numbers *n = &m->jobs[m->job];
-		if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
+		if (m->writing_error) {
+			if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+				char why[256];
+				pq_error(why, sizeof(why), "cannot record the last error", PQresultErrorMessage(res));
+				log_warn("monitor: %s", why);
+			}
+		} else if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
 			n->head = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
 			n->lag = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
 			n->lag_seconds = strtod(PQgetvalue(res, 0, 2), NULL);
@@ -152,6 +200,11 @@ static void pg_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 		}
 		PQclear(res);
 	}
+	if (!m->writing_error && *m->jobs[m->job].error && send_error(m, &m->jobs[m->job])) {
+		m->writing_error = true;
+		return; /* its answer comes on the same socket */
+	}
+	m->writing_error = false;
 	ev_io_stop(m->loop, &m->pg_io);
 	m->job++;
 	pg_next(m);
@@ -231,6 +284,7 @@ static void pg_refresh(struct monitor *m, const struct monitor_source *src, int 
 			n->proj = src[i].proj;
 			n->gen = pipeline_generation(ps[j])->number;
 			n->checkpoint = pipeline_checkpoint(ps[j]);
+			snprintf(n->error, sizeof(n->error), "%s", pipeline_get_stats(ps[j])->last_error);
 		}
 	}
 	pg_next(m);

@@ -122,6 +122,9 @@ static const char *const migrations[] = {
 	"CREATE INDEX ON esbridge.dead_letters (projection, generation, doc_id);",
 	/* 4: the other indices of a generation of a projection that writes several */
 	"ALTER TABLE esbridge.generations ADD COLUMN extra_indices text[] NOT NULL DEFAULT '{}';",
+	/* 5: the last error of a generation's pipeline, for status */
+	"ALTER TABLE esbridge.generations ADD COLUMN last_error text NOT NULL DEFAULT '',"
+	"  ADD COLUMN last_error_at timestamptz;",
 };
 
 #define N_MIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
@@ -961,7 +964,8 @@ int state_print_status(struct state *st, const struct projection *const *projs, 
 			"  (SELECT count(*) FROM esbridge.dead_letters d WHERE d.projection = g.projection"
 			"    AND d.generation = g.generation AND d.status IN ('pending','held','retry')),"
 			"  to_char(g.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),"
-			"  (SELECT coalesce(max(global_position), 0) FROM e)"
+			"  (SELECT coalesce(max(global_position), 0) FROM e), g.last_error,"
+			"  coalesce(to_char(g.last_error_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), '')"
 			" FROM esbridge.generations g WHERE g.projection = $1 ORDER BY g.generation",
 			3, NULL, params, NULL, NULL, 0);
 		buf_release(&types);
@@ -1017,6 +1021,17 @@ int state_print_status(struct state *st, const struct projection *const *projs, 
 				jnum(g, PQgetvalue(res, i, 8));
 				jstr(g, "updated_at");
 				jstr(g, PQgetvalue(res, i, 9));
+				jstr(g, "last_error");
+				if (*PQgetvalue(res, i, 11)) {
+					yajl_gen_map_open(g);
+					jstr(g, "message");
+					jstr(g, PQgetvalue(res, i, 11));
+					jstr(g, "at");
+					jstr(g, PQgetvalue(res, i, 12));
+					yajl_gen_map_close(g);
+				} else {
+					yajl_gen_null(g);
+				}
 				yajl_gen_map_close(g);
 			} else {
 				char at[64];
@@ -1026,6 +1041,9 @@ int state_print_status(struct state *st, const struct projection *const *projs, 
 					PQgetvalue(res, i, 3), at, PQgetvalue(res, i, 10),
 					retired ? "-" : PQgetvalue(res, i, 6), retired ? "-" : PQgetvalue(res, i, 7),
 					PQgetvalue(res, i, 8), PQgetvalue(res, i, 9));
+				if (*PQgetvalue(res, i, 11) && !retired)
+					fprintf(out, "%16s last error at %s: %s\n", "", PQgetvalue(res, i, 12),
+						PQgetvalue(res, i, 11));
 			}
 		}
 		if (json) {
