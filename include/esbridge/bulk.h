@@ -45,6 +45,22 @@ struct bulk_value {
 	} u;
 };
 
+/* A value of an event's tree (BV_NULL when absent): borrowed. */
+static inline struct bulk_value bulk_json_value(yajl_val v)
+{
+	struct bulk_value b = { .kind = v ? BV_JSON : BV_NULL, .u.json = v };
+
+	return b;
+}
+
+/* A string constant or the event's created_at: borrowed, never copied. */
+static inline struct bulk_value bulk_text_value(const char *s)
+{
+	struct bulk_value b = { .kind = BV_TEXT, .u.string = (char *)(uintptr_t)s };
+
+	return b;
+}
+
 struct bulk_field {
 	const char *name;      /* a string literal or a key of an event's tree */
 	struct bulk_value value;

@@ -69,23 +69,6 @@ static int ca_doc_id(const struct event *ev, yajl_val data, size_t slot, struct 
 	return PROJECTION_SKIP;
 }
 
-static struct bulk_value json_value(yajl_val v)
-{
-	struct bulk_value b = { .kind = v ? BV_JSON : BV_NULL };
-
-	b.u.json = v;
-	return b;
-}
-
-/* A string constant or the event's created_at: borrowed, never copied. */
-static struct bulk_value str_value(const char *s)
-{
-	struct bulk_value b = { .kind = BV_TEXT };
-
-	b.u.string = (char *)(uintptr_t)s;
-	return b;
-}
-
 static int opt_string(yajl_val data, const char *key, yajl_val *out, char *err, size_t errsz)
 {
 	bool bad;
@@ -168,8 +151,8 @@ static int customer_defaults(struct bulk_op *op, yajl_val id)
 	struct bulk_value v = { .kind = BV_INT };
 	int rc = 0;
 
-	rc |= bulk_op_set(op, "customer_id", json_value(id));
-	rc |= bulk_op_set(op, "tier", str_value("bronze"));
+	rc |= bulk_op_set(op, "customer_id", bulk_json_value(id));
+	rc |= bulk_op_set(op, "tier", bulk_text_value("bronze"));
 	v.u.i = 0;
 	rc |= bulk_op_set(op, "total_orders", v);
 	rc |= bulk_op_set(op, "total_reviews", v);
@@ -204,29 +187,29 @@ static int apply_customer(const struct event *ev, const struct effect *fx, struc
 		return -2;
 	switch (fx->kind) {
 	case C_CREATED:
-		rc |= bulk_entry_set(e, "email", json_value(fx->a));
-		rc |= bulk_entry_set(e, "name", json_value(fx->b));
-		rc |= bulk_entry_set(e, "created_at", json_value(fx->c));
-		rc |= bulk_entry_set(e, "tier", str_value("bronze"));
+		rc |= bulk_entry_set(e, "email", bulk_json_value(fx->a));
+		rc |= bulk_entry_set(e, "name", bulk_json_value(fx->b));
+		rc |= bulk_entry_set(e, "created_at", bulk_json_value(fx->c));
+		rc |= bulk_entry_set(e, "tier", bulk_text_value("bronze"));
 		break;
 	case C_ORDER:
 		rc |= add_int(e, "total_orders", 1);
 		v.kind = BV_CENTS;
 		v.u.cents = fx->cents;
 		rc |= bulk_entry_add(e, "total_spent", v);
-		rc |= bulk_entry_set(e, "last_order_at", json_value(fx->a));
+		rc |= bulk_entry_set(e, "last_order_at", bulk_json_value(fx->a));
 		break;
 	case C_REVIEW:
 		rc |= add_int(e, "total_reviews", 1);
-		rc |= bulk_entry_set(e, "last_review_at", json_value(fx->a));
+		rc |= bulk_entry_set(e, "last_review_at", bulk_json_value(fx->a));
 		break;
 	case C_TIER:
-		rc |= bulk_entry_set(e, "tier", json_value(fx->a));
+		rc |= bulk_entry_set(e, "tier", bulk_json_value(fx->a));
 		break;
 	case C_UNKNOWN:
 		return -2;
 	}
-	rc |= bulk_entry_set(e, "updated_at", str_value(ev->created_at));
+	rc |= bulk_entry_set(e, "updated_at", bulk_text_value(ev->created_at));
 	return rc ? -2 : 0;
 }
 
@@ -238,11 +221,11 @@ static int apply_order(const struct effect *fx, struct bulk_op *op)
 
 	bulk_op_clear_fields(op);
 	op->kind = BULK_INDEX;
-	rc |= bulk_op_set(op, "customer_id", json_value(fx->id));
-	rc |= bulk_op_set(op, "order_id", json_value(fx->order_id));
+	rc |= bulk_op_set(op, "customer_id", bulk_json_value(fx->id));
+	rc |= bulk_op_set(op, "order_id", bulk_json_value(fx->order_id));
 	v.u.cents = fx->cents;
 	rc |= bulk_op_set(op, "amount", v);
-	rc |= bulk_op_set(op, "completed_at", json_value(fx->a));
+	rc |= bulk_op_set(op, "completed_at", bulk_json_value(fx->a));
 	return rc ? -2 : 0;
 }
 

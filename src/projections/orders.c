@@ -153,23 +153,6 @@ static int read_effect(const struct event *ev, yajl_val data, struct effect *fx,
 	return PROJECTION_REJECT;
 }
 
-static struct bulk_value json_value(yajl_val v)
-{
-	struct bulk_value b = { .kind = v ? BV_JSON : BV_NULL };
-
-	b.u.json = v;
-	return b;
-}
-
-/* A string constant or the event's created_at: borrowed, never copied. */
-static struct bulk_value str_value(const char *s)
-{
-	struct bulk_value b = { .kind = BV_TEXT };
-
-	b.u.string = (char *)(uintptr_t)s;
-	return b;
-}
-
 /* The whole document: folded here, written with one `index`. */
 static int fold_index(const struct event *ev, const struct effect *fx, struct bulk_op *op)
 {
@@ -180,16 +163,16 @@ static int fold_index(const struct event *ev, const struct effect *fx, struct bu
 		bulk_op_clear_fields(op);
 		bulk_op_clear_entries(op);
 		op->kind = BULK_INDEX;
-		rc |= bulk_op_set(op, "order_id", json_value(fx->order_id));
-		rc |= bulk_op_set(op, "customer_id", json_value(fx->customer_id));
-		rc |= bulk_op_set(op, "status", str_value("pending"));
+		rc |= bulk_op_set(op, "order_id", bulk_json_value(fx->order_id));
+		rc |= bulk_op_set(op, "customer_id", bulk_json_value(fx->customer_id));
+		rc |= bulk_op_set(op, "status", bulk_text_value("pending"));
 		v.kind = BV_CENTS;
 		v.u.cents = 0;
 		rc |= bulk_op_set(op, "total_amount", v);
 		v.kind = BV_INT;
 		v.u.i = 0;
 		rc |= bulk_op_set(op, "item_count", v);
-		rc |= bulk_op_set(op, "created_at", json_value(fx->created_at));
+		rc |= bulk_op_set(op, "created_at", bulk_json_value(fx->created_at));
 	} else {
 		struct bulk_value *total = bulk_op_get(op, "total_amount");
 		struct bulk_value *count = bulk_op_get(op, "item_count");
@@ -198,13 +181,13 @@ static int fold_index(const struct event *ev, const struct effect *fx, struct bu
 		total->u.cents += fx->amount;
 		count->u.i += fx->count;
 		if (fx->status)
-			rc |= bulk_op_set(op, "status", str_value(fx->status));
+			rc |= bulk_op_set(op, "status", bulk_text_value(fx->status));
 		if (fx->time_field)
-			rc |= bulk_op_set(op, fx->time_field, json_value(fx->time));
+			rc |= bulk_op_set(op, fx->time_field, bulk_json_value(fx->time));
 		if (fx->kind == O_CANCELLED)
-			rc |= bulk_op_set(op, "cancellation_reason", json_value(fx->reason));
+			rc |= bulk_op_set(op, "cancellation_reason", bulk_json_value(fx->reason));
 	}
-	rc |= bulk_op_set(op, "updated_at", str_value(ev->created_at));
+	rc |= bulk_op_set(op, "updated_at", bulk_text_value(ev->created_at));
 	v.kind = BV_POSITION;
 	v.u.at = ev->at;
 	rc |= bulk_op_set(op, "last_event", v);
@@ -232,12 +215,12 @@ static int fold_script(const struct event *ev, const struct effect *fx, struct b
 		rc |= bulk_entry_add(e, "item_count", v);
 	}
 	if (fx->status)
-		rc |= bulk_entry_set(e, "status", str_value(fx->status));
+		rc |= bulk_entry_set(e, "status", bulk_text_value(fx->status));
 	if (fx->time_field)
-		rc |= bulk_entry_set(e, fx->time_field, json_value(fx->time));
+		rc |= bulk_entry_set(e, fx->time_field, bulk_json_value(fx->time));
 	if (fx->kind == O_CANCELLED)
-		rc |= bulk_entry_set(e, "cancellation_reason", json_value(fx->reason));
-	rc |= bulk_entry_set(e, "updated_at", str_value(ev->created_at));
+		rc |= bulk_entry_set(e, "cancellation_reason", bulk_json_value(fx->reason));
+	rc |= bulk_entry_set(e, "updated_at", bulk_text_value(ev->created_at));
 	return rc ? -2 : 0;
 }
 
