@@ -27,6 +27,11 @@
  * "bronze") without touching the counters. Counts therefore do not depend
  * on which stream committed first. "last_*" fields are those of the last
  * event applied in commit order.
+ *
+ * Every value written is checked here against what the mappings take (dates
+ * as `date` fields parse them, ids and keywords within their sizes), so the
+ * node refuses nothing this projection accepts: a bad event is a dead letter
+ * at once, naming its document, which it holds back (README "Dead letters").
  */
 #include "esbridge/projection.h"
 
@@ -77,6 +82,95 @@ static int opt_string(yajl_val data, const char *key, yajl_val *out, char *err, 
 	return bad ? PROJECTION_REJECT : 0;
 }
 
+static int two(const char *s, int *out)
+{
+	if (s[0] < '0' || s[0] > '9' || s[1] < '0' || s[1] > '9')
+		return -1;
+	*out = (s[0] - '0') * 10 + (s[1] - '0');
+	return 0;
+}
+
+static int days_in(int y, int m)
+{
+	static const int d[] = { 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
+	bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+
+	return m == 2 && leap ? 29 : d[m - 1];
+}
+
+/*
+ * True if `s` is a date the indices' `date` fields accept, as this
+ * projection reads them: YYYY-MM-DD, optionally followed by THH:MM, :SS,
+ * .fraction (1 to 9 digits) and a zone (Z or ±HH:MM, at most 18:00), every
+ * part in range (no February 30, no hour 24, no leap second). The mapping
+ * (strict_date_optional_time||epoch_millis) takes a few more forms (epoch
+ * milliseconds, an hour without minutes, ±HHMM); those are refused here,
+ * so that a value this projection takes is never refused by the node,
+ * which would hold the document back only once the request came back.
+ */
+static bool mapping_date(const char *s)
+{
+	int y1, y2, mo, d, h, mi, sec, oh, om;
+	int y;
+
+	if (two(s, &y1) || two(s + 2, &y2) || s[4] != '-' || two(s + 5, &mo) || s[7] != '-' ||
+	    two(s + 8, &d))
+		return false;
+	y = y1 * 100 + y2;
+	if (y < 1 || mo < 1 || mo > 12 || d < 1 || d > days_in(y, mo))
+		return false;
+	s += 10;
+	if (!*s)
+		return true;
+	if (s[0] != 'T' || two(s + 1, &h) || s[3] != ':' || two(s + 4, &mi) || h > 23 || mi > 59)
+		return false;
+	s += 6;
+	if (s[0] == ':') {
+		if (two(s + 1, &sec) || sec > 59)
+			return false;
+		s += 3;
+		if (s[0] == '.') {
+			const char *f = ++s;
+			while (*s >= '0' && *s <= '9')
+				s++;
+			if (s == f || s - f > 9)
+				return false;
+		}
+	}
+	if (!s[0] || (s[0] == 'Z' && !s[1]))
+		return true;
+	return (s[0] == '+' || s[0] == '-') && !two(s + 1, &oh) && s[3] == ':' && !two(s + 4, &om) &&
+	       !s[6] && om <= 59 && oh * 60 + om <= 18 * 60;
+}
+
+/* Lucene refuses a keyword term above this many bytes (the node answers 400). */
+#define MAX_KEYWORD_BYTES 32766
+
+/* An optional keyword field: null, absent or a string the index can hold. */
+static int opt_keyword(yajl_val data, const char *key, yajl_val *out, char *err, size_t errsz)
+{
+	if (opt_string(data, key, out, err, errsz))
+		return PROJECTION_REJECT;
+	if (*out && strlen((*out)->u.string) > MAX_KEYWORD_BYTES) {
+		snprintf(err, errsz, "field '%s' is longer than %d bytes", key, MAX_KEYWORD_BYTES);
+		return PROJECTION_REJECT;
+	}
+	return 0;
+}
+
+/* An optional date field: null, absent or a string mapping_date takes. */
+static int opt_date(yajl_val data, const char *key, yajl_val *out, char *err, size_t errsz)
+{
+	if (opt_string(data, key, out, err, errsz))
+		return PROJECTION_REJECT;
+	if (*out && !mapping_date((*out)->u.string)) {
+		snprintf(err, errsz, "field '%s' is not a date the index accepts "
+			 "(YYYY-MM-DD[THH:MM[:SS[.f]]][Z|+HH:MM])", key);
+		return PROJECTION_REJECT;
+	}
+	return 0;
+}
+
 /* What one event does to a customer, checked before anything changes. */
 struct effect {
 	enum ca_event kind;
@@ -90,6 +184,10 @@ static int id_like(yajl_val data, const char *key, yajl_val *out, char *err, siz
 
 	if (!v || !((YAJL_IS_STRING(v) && v->u.string[0]) || YAJL_IS_INTEGER(v))) {
 		snprintf(err, errsz, "field '%s' must be a non-empty string or an integer", key);
+		return PROJECTION_REJECT;
+	}
+	if (YAJL_IS_STRING(v) && strlen(v->u.string) > 512) {
+		snprintf(err, errsz, "field '%s' is longer than 512 bytes", key);
 		return PROJECTION_REJECT;
 	}
 	*out = v;
@@ -108,15 +206,15 @@ static int read_effect(const struct event *ev, yajl_val data, struct effect *fx,
 		return PROJECTION_REJECT;
 	switch (fx->kind) {
 	case C_CREATED:
-		if (opt_string(data, "email", &fx->a, err, errsz) ||
+		if (opt_keyword(data, "email", &fx->a, err, errsz) ||
 		    opt_string(data, "name", &fx->b, err, errsz) ||
-		    opt_string(data, "created_at", &fx->c, err, errsz))
+		    opt_date(data, "created_at", &fx->c, err, errsz))
 			return PROJECTION_REJECT;
 		return 0;
 	case C_ORDER:
 		if (id_like(data, "order_id", &fx->order_id, err, errsz) ||
 		    projection_get_cents(data, "total_amount", &fx->cents, err, errsz) ||
-		    opt_string(data, "completed_at", &fx->a, err, errsz))
+		    opt_date(data, "completed_at", &fx->a, err, errsz))
 			return PROJECTION_REJECT;
 		if (fx->cents < 0) {
 			snprintf(err, errsz, "field 'total_amount' must not be negative");
@@ -126,7 +224,7 @@ static int read_effect(const struct event *ev, yajl_val data, struct effect *fx,
 	case C_REVIEW:
 		if (id_like(data, "product_id", &fx->order_id, err, errsz) ||
 		    projection_get_int(data, "rating", 1, 5, &rating, err, errsz) ||
-		    opt_string(data, "submitted_at", &fx->a, err, errsz))
+		    opt_date(data, "submitted_at", &fx->a, err, errsz))
 			return PROJECTION_REJECT;
 		return 0;
 	case C_TIER:
@@ -135,6 +233,10 @@ static int read_effect(const struct event *ev, yajl_val data, struct effect *fx,
 			return PROJECTION_REJECT;
 		if (!fx->a->u.string[0]) {
 			snprintf(err, errsz, "field 'new_tier' must not be empty");
+			return PROJECTION_REJECT;
+		}
+		if (strlen(fx->a->u.string) > MAX_KEYWORD_BYTES) {
+			snprintf(err, errsz, "field 'new_tier' is longer than %d bytes", MAX_KEYWORD_BYTES);
 			return PROJECTION_REJECT;
 		}
 		return opt_string(data, "changed_at", &fx->b, err, errsz);

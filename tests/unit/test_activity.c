@@ -378,3 +378,111 @@ Test(customer_activity, bad_events_are_rejected)
 		cr_expect_eq(op.kind, BULK_NONE, "a rejected event changed the operation");
 	}
 }
+
+/* A fresh operation, the parsed events freed (for tests that feed many). */
+static void fresh_op(void)
+{
+	bulk_op_release(&op);
+	memset(&op, 0, sizeof(op));
+	for (size_t i = 0; i < n_trees; i++)
+		yajl_tree_free(trees[i]);
+	n_trees = 0;
+}
+
+/*
+ * Dates are checked as the indices' `date` mapping parses them (every value
+ * below was tried against the node: the accepted ones are indexed, the
+ * others answered mapper_parsing_exception, except the forms marked
+ * "stricter", which the node takes and the projection refuses), so the node
+ * never refuses what the projection takes.
+ */
+Test(customer_activity, dates_are_checked_as_the_mapping_parses_them)
+{
+	static const char *const good[] = {
+		"2026-01-05", "2026-01-05T10:00", "2026-01-05T10:00Z", "2026-01-05T10:00:00",
+		"2026-01-05T10:00:00Z", "2026-01-05T10:00:00.123456789Z", "2024-02-29",
+		"2026-01-05T10:00:00+18:00", "2026-01-05T10:00:00-18:00", "2026-01-05T10:00:00.5+05:30",
+		"0001-01-01", "9999-12-31T23:59:59Z",
+	};
+	static const char *const bad[] = {
+		"2026-01-05T10:00:00.1234567891Z", "2026-01-05T10:00:00.", "2026-02-30T10:00:00Z",
+		"2025-02-29", "2026-01-05T24:00:00Z", "2026-01-05T23:59:60Z", "2026-01-05T10:00:00+18:01",
+		"2026-01-05T10:00:00+19:00", "2026-1-05", "yesterday", "2026-01-05t10:00:00z",
+		"2026-01-05 10:00:00", "+2026-01-05", "2026-13-01", "2026-00-10", "2026-01-00", "",
+		"2026-01-05T", "2026-01-05T10:00:00Z ", "2026-01-05T10:00:00+05:3",
+		/* stricter than the node */
+		"1700000000000", "2026-01-05T10", "2026-01-05T10:00:00+0530", "2026-01-05T10:00:00+05",
+		"0000-01-01",
+	};
+	static const char *const fields[][2] = {
+		{ "CustomerCreated", "created_at" },
+		{ "OrderCompleted", "completed_at" },
+		{ "ReviewSubmitted", "submitted_at" },
+	};
+	char data[512];
+
+	for (size_t f = 0; f < sizeof(fields) / sizeof(fields[0]); f++) {
+		for (int pass = 0; pass < 2; pass++) {
+			const char *const *list = pass ? bad : good;
+			size_t n = pass ? sizeof(bad) / sizeof(bad[0]) : sizeof(good) / sizeof(good[0]);
+			for (size_t i = 0; i < n; i++) {
+				snprintf(data, sizeof(data),
+					 "{\"customer_id\": \"c1\", \"order_id\": \"o1\", \"product_id\": \"p1\","
+					 " \"rating\": 4, \"total_amount\": 1.50, \"item_count\": 1,"
+					 " \"email\": null, \"name\": null, \"%s\": \"%s\"}",
+					 fields[f][1], list[i]);
+				for (size_t slot = 0; slot < 2; slot++) {
+					int rc;
+					if (slot == 1 && strcmp(fields[f][0], "OrderCompleted"))
+						continue;
+					fresh_op();
+					rc = feed(activity, slot, fields[f][0], 1, data);
+					if (pass)
+						cr_expect_eq(rc, PROJECTION_REJECT, "slot %zu took %s '%s'", slot,
+							     fields[f][1], list[i]);
+					else
+						cr_expect_eq(rc, 0, "slot %zu refused %s '%s': %s", slot,
+							     fields[f][1], list[i], err);
+				}
+			}
+		}
+	}
+	/* null and absent are no date, and fine */
+	fresh_op();
+	cr_expect_eq(feed(activity, 0, "ReviewSubmitted", 1,
+			  "{\"customer_id\": \"c1\", \"product_id\": \"p1\", \"rating\": 4,"
+			  " \"submitted_at\": null}"), 0, "%s", err);
+	cr_expect_eq(feed(activity, 0, "CustomerCreated", 2, "{\"customer_id\": \"c1\"}"), 0, "%s", err);
+}
+
+/* Ids and keywords within the sizes the index holds; no node refusal. */
+Test(customer_activity, oversized_ids_and_keywords_are_rejected)
+{
+	size_t big = 40000;
+	char *data = malloc(big + 256);
+	char *fill = malloc(big + 1);
+
+	cr_assert(data && fill);
+	memset(fill, 'x', big);
+	fill[big] = '\0';
+	snprintf(data, big + 256, "{\"customer_id\": \"c1\", \"email\": \"%s\"}", fill);
+	cr_expect_eq(feed(activity, 0, "CustomerCreated", 1, data), PROJECTION_REJECT, "a huge email");
+	snprintf(data, big + 256, "{\"customer_id\": \"c1\", \"new_tier\": \"%s\"}", fill);
+	cr_expect_eq(feed(activity, 0, "CustomerTierChanged", 2, data), PROJECTION_REJECT, "a huge tier");
+	fill[513] = '\0';
+	fresh_op();
+	snprintf(data, big + 256,
+		 "{\"customer_id\": \"%s\", \"order_id\": \"o1\", \"total_amount\": 1, \"completed_at\": null}",
+		 fill);
+	cr_expect_eq(feed(activity, 1, "OrderCompleted", 3, data), PROJECTION_REJECT,
+		     "a customer_id of 513 bytes in customer_orders");
+	cr_expect_eq(op.kind, BULK_NONE, "a rejected event changed the operation");
+	fill[512] = '\0';
+	fresh_op();
+	snprintf(data, big + 256,
+		 "{\"customer_id\": \"%s\", \"order_id\": \"o1\", \"total_amount\": 1, \"completed_at\": null}",
+		 fill);
+	cr_expect_eq(feed(activity, 1, "OrderCompleted", 4, data), 0, "512 bytes: %s", err);
+	free(fill);
+	free(data);
+}
