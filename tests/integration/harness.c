@@ -778,6 +778,125 @@ void h_assert_docs_match_oracle(const char *name)
 	cr_assert_eq(n, want, "the %s index holds %ld documents, the oracle %ld", name, n, want);
 }
 
+/* ---- expected dead letters ----------------------------------------------- */
+
+void h_expect(struct h_expectations *x, int64_t pos, enum h_outcome out, const char *doc,
+	      const char *reason)
+{
+	struct h_expected *e;
+
+	cr_assert_lt(x->n, (size_t)H_MAX_EXPECTED, "too many expected events");
+	cr_assert(out != H_HELD || doc, "a held letter always names its document");
+	e = &x->ev[x->n++];
+	e->pos = pos;
+	e->out = out;
+	e->doc = doc ? strdup(doc) : NULL;
+	cr_assert(!doc || e->doc, "out of memory");
+	e->reason = reason;
+}
+
+void h_expectations_free(struct h_expectations *x)
+{
+	for (size_t i = 0; i < x->n; i++)
+		free(x->ev[i].doc);
+	x->n = 0;
+}
+
+/* True if `reason` contains one of the '|'-separated parts of `want`. */
+static bool reason_matches(const char *reason, const char *want)
+{
+	char buf[256];
+	char *save = NULL;
+
+	snprintf(buf, sizeof(buf), "%s", want);
+	for (char *part = strtok_r(buf, "|", &save); part; part = strtok_r(NULL, "|", &save))
+		if (strstr(reason, part))
+			return true;
+	return false;
+}
+
+/* The positions of the letters of `proj` with `status`, as a SQL array text. */
+static char *letters_with_status(const char *proj, const char *status)
+{
+	const char *params[2] = { proj, status };
+
+	return h_query_text(NULL,
+		"SELECT coalesce(array_agg(global_position ORDER BY global_position), '{}')::text"
+		" FROM esbridge.dead_letters WHERE projection = $1 AND status = $2", 2, params);
+}
+
+void h_assert_letters(const char *proj, const struct h_expectations *x)
+{
+	char want_p[4096] = "{", want_h[4096] = "{";
+	size_t lp = 1, lh = 1;
+	int np = 0, nh = 0;
+	char *got;
+	const char *pp[1] = { proj };
+
+	for (size_t i = 0; i < x->n; i++) {
+		if (x->ev[i].out == H_PENDING)
+			lp += (size_t)snprintf(want_p + lp, sizeof(want_p) - lp, "%s%" PRId64, np++ ? "," : "",
+					       x->ev[i].pos);
+		else if (x->ev[i].out == H_HELD)
+			lh += (size_t)snprintf(want_h + lh, sizeof(want_h) - lh, "%s%" PRId64, nh++ ? "," : "",
+					       x->ev[i].pos);
+		cr_assert_lt(lp, sizeof(want_p) - 2);
+		cr_assert_lt(lh, sizeof(want_h) - 2);
+	}
+	snprintf(want_p + lp, sizeof(want_p) - lp, "}");
+	snprintf(want_h + lh, sizeof(want_h) - lh, "}");
+
+	got = letters_with_status(proj, "pending");
+	cr_assert_str_eq(got, want_p, "%s: pending dead letters at %s, want %s", proj, got, want_p);
+	free(got);
+	got = letters_with_status(proj, "held");
+	cr_assert_str_eq(got, want_h, "%s: held dead letters at %s, want %s", proj, got, want_h);
+	free(got);
+	cr_assert_eq(h_query_ll(NULL, "SELECT count(*) FROM esbridge.dead_letters WHERE projection = $1",
+				1, pp, -1), np + nh,
+		     "%s: dead letters other than the %d pending and %d held ones", proj, np, nh);
+
+	for (size_t i = 0; i < x->n; i++) {
+		const struct h_expected *e = &x->ev[i];
+		char pos[32], want[512];
+		const char *params[2] = { proj, pos };
+		PGresult *res;
+		const char *reason, *doc;
+		bool no_doc;
+
+		if (e->out == H_APPLIED)
+			continue;
+		snprintf(pos, sizeof(pos), "%" PRId64, e->pos);
+		res = h_exec(NULL, "SELECT reason, doc_id, (doc_id IS NULL)::int FROM esbridge.dead_letters"
+				   " WHERE projection = $1 AND global_position = $2::bigint", 2, params);
+		cr_assert_eq(PQntuples(res), 1, "%s: %d letters at %s", proj, PQntuples(res), pos);
+		reason = PQgetvalue(res, 0, 0);
+		doc = PQgetvalue(res, 0, 1);
+		no_doc = !strcmp(PQgetvalue(res, 0, 2), "1");
+		if (e->doc)
+			cr_assert(!no_doc && !strcmp(doc, e->doc), "%s: the letter at %s names %s, want '%s'",
+				  proj, pos, no_doc ? "no document" : doc, e->doc);
+		else
+			cr_assert(no_doc, "%s: the letter at %s names '%s', want no document", proj, pos, doc);
+		if (e->out == H_PENDING) {
+			cr_assert(reason_matches(reason, e->reason), "%s: the reason at %s is \"%s\", want \"%s\"",
+				  proj, pos, reason, e->reason);
+		} else {
+			const struct h_expected *holder = NULL;
+			for (size_t j = 0; j < i; j++)
+				if (x->ev[j].out == H_PENDING && x->ev[j].doc && !strcmp(x->ev[j].doc, e->doc))
+					holder = &x->ev[j];
+			cr_assert_not_null(holder, "a held event at %s without a pending letter before it", pos);
+			snprintf(want, sizeof(want),
+				 "held back: document '%.100s' has an open dead letter at %" PRIu64 "/%" PRId64,
+				 e->doc, h_event_txid(holder->pos), holder->pos);
+			cr_assert_str_eq(reason, want, "%s: the reason at %s is \"%s\", want \"%s\"", proj, pos,
+					 reason, want);
+		}
+		PQclear(res);
+	}
+}
+
 /* ---- the daemon --------------------------------------------------------- */
 
 const char *h_bin(void)

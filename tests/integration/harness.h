@@ -119,6 +119,49 @@ bool h_checkpoint(const char *projection, uint64_t *txid, int64_t *pos);
 /* Dead letters recorded so far. */
 long long h_dead_letter_count(void);
 
+/* ---- expected dead letters ------------------------------------------------- */
+
+/* What must become of an appended event. */
+enum h_outcome {
+	H_APPLIED,  /* no dead letter (applied, or not for the projection) */
+	H_PENDING,  /* a 'pending' letter: the event failed */
+	H_HELD,     /* a 'held' letter behind the pending one of its document */
+};
+
+struct h_expected {
+	int64_t pos;
+	enum h_outcome out;
+	char *doc;           /* the document a letter names (malloc'd); NULL: none */
+	const char *reason;  /* H_PENDING: a part of its reason ("a|b": either) */
+};
+
+#define H_MAX_EXPECTED 128
+
+/* The outcomes a test expects of the events it appended, in their order. */
+struct h_expectations {
+	struct h_expected ev[H_MAX_EXPECTED];
+	size_t n;
+};
+
+/*
+ * Records that the event at `pos` must end `out`, its letter naming `doc`
+ * (copied; NULL: no document; a held letter always names one) with, when
+ * pending, a reason containing a part of `reason`.
+ */
+void h_expect(struct h_expectations *x, int64_t pos, enum h_outcome out, const char *doc,
+	      const char *reason);
+
+/* Frees the copies of h_expect() and empties `x`. */
+void h_expectations_free(struct h_expectations *x);
+
+/*
+ * The dead letters of `proj` are exactly the H_PENDING and H_HELD events of
+ * `x`, one each: a pending one with its reason and the document it names (or
+ * none), a held one naming its document and, in its reason, the position of
+ * the pending letter that holds the document back.
+ */
+void h_assert_letters(const char *proj, const struct h_expectations *x);
+
 /* ---- the daemon ---------------------------------------------------------- */
 
 struct h_proc {

@@ -57,152 +57,6 @@ static void suite_fini(void)
 
 TestSuite(letters, .fini = suite_fini);
 
-/* ---- expected dead letters -------------------------------------------------- */
-
-/* What must become of an appended event. */
-enum outcome {
-	APPLIED,  /* no dead letter (applied, or not for the projection) */
-	PENDING,  /* a 'pending' letter: the event failed */
-	HELD,     /* a 'held' letter behind the pending one of its document */
-};
-
-struct expected {
-	int64_t pos;
-	enum outcome out;
-	char *doc;           /* the document a letter names (malloc'd); NULL: none */
-	const char *reason;  /* PENDING: a part of its reason ("a|b": either) */
-};
-
-#define MAX_EXPECTED 128
-
-struct expectations {
-	struct expected ev[MAX_EXPECTED];
-	size_t n;
-};
-
-static void expect(struct expectations *x, int64_t pos, enum outcome out, const char *doc,
-		   const char *reason)
-{
-	struct expected *e;
-
-	cr_assert_lt(x->n, (size_t)MAX_EXPECTED, "too many expected events");
-	cr_assert(out != HELD || doc, "a held letter always names its document");
-	e = &x->ev[x->n++];
-	e->pos = pos;
-	e->out = out;
-	e->doc = doc ? strdup(doc) : NULL;
-	cr_assert(!doc || e->doc, "out of memory");
-	e->reason = reason;
-}
-
-static void expectations_free(struct expectations *x)
-{
-	for (size_t i = 0; i < x->n; i++)
-		free(x->ev[i].doc);
-	x->n = 0;
-}
-
-/* True if `reason` contains one of the '|'-separated parts of `want`. */
-static bool reason_matches(const char *reason, const char *want)
-{
-	char buf[256];
-	char *save = NULL;
-
-	snprintf(buf, sizeof(buf), "%s", want);
-	for (char *part = strtok_r(buf, "|", &save); part; part = strtok_r(NULL, "|", &save))
-		if (strstr(reason, part))
-			return true;
-	return false;
-}
-
-/* The positions of the letters of `proj` with `status`, as a SQL array text. */
-static char *letters_with_status(const char *proj, const char *status)
-{
-	const char *params[2] = { proj, status };
-
-	return h_query_text(NULL,
-		"SELECT coalesce(array_agg(global_position ORDER BY global_position), '{}')::text"
-		" FROM esbridge.dead_letters WHERE projection = $1 AND status = $2", 2, params);
-}
-
-/*
- * The dead letters of `proj` are exactly the PENDING and HELD events of `x`,
- * one each: a pending one with its reason and the document it names (or
- * none), a held one naming its document and, in its reason, the position of
- * the pending letter that holds the document back.
- */
-static void assert_letters(const char *proj, const struct expectations *x)
-{
-	char want_p[4096] = "{", want_h[4096] = "{";
-	size_t lp = 1, lh = 1;
-	int np = 0, nh = 0;
-	char *got;
-	const char *pp[1] = { proj };
-
-	for (size_t i = 0; i < x->n; i++) {
-		if (x->ev[i].out == PENDING)
-			lp += (size_t)snprintf(want_p + lp, sizeof(want_p) - lp, "%s%" PRId64, np++ ? "," : "",
-					       x->ev[i].pos);
-		else if (x->ev[i].out == HELD)
-			lh += (size_t)snprintf(want_h + lh, sizeof(want_h) - lh, "%s%" PRId64, nh++ ? "," : "",
-					       x->ev[i].pos);
-		cr_assert_lt(lp, sizeof(want_p) - 2);
-		cr_assert_lt(lh, sizeof(want_h) - 2);
-	}
-	snprintf(want_p + lp, sizeof(want_p) - lp, "}");
-	snprintf(want_h + lh, sizeof(want_h) - lh, "}");
-
-	got = letters_with_status(proj, "pending");
-	cr_assert_str_eq(got, want_p, "%s: pending dead letters at %s, want %s", proj, got, want_p);
-	free(got);
-	got = letters_with_status(proj, "held");
-	cr_assert_str_eq(got, want_h, "%s: held dead letters at %s, want %s", proj, got, want_h);
-	free(got);
-	cr_assert_eq(h_query_ll(NULL, "SELECT count(*) FROM esbridge.dead_letters WHERE projection = $1",
-				1, pp, -1), np + nh,
-		     "%s: dead letters other than the %d pending and %d held ones", proj, np, nh);
-
-	for (size_t i = 0; i < x->n; i++) {
-		const struct expected *e = &x->ev[i];
-		char pos[32], want[512];
-		const char *params[2] = { proj, pos };
-		PGresult *res;
-		const char *reason, *doc;
-		bool no_doc;
-
-		if (e->out == APPLIED)
-			continue;
-		snprintf(pos, sizeof(pos), "%" PRId64, e->pos);
-		res = h_exec(NULL, "SELECT reason, doc_id, (doc_id IS NULL)::int FROM esbridge.dead_letters"
-				   " WHERE projection = $1 AND global_position = $2::bigint", 2, params);
-		cr_assert_eq(PQntuples(res), 1, "%s: %d letters at %s", proj, PQntuples(res), pos);
-		reason = PQgetvalue(res, 0, 0);
-		doc = PQgetvalue(res, 0, 1);
-		no_doc = !strcmp(PQgetvalue(res, 0, 2), "1");
-		if (e->doc)
-			cr_assert(!no_doc && !strcmp(doc, e->doc), "%s: the letter at %s names %s, want '%s'",
-				  proj, pos, no_doc ? "no document" : doc, e->doc);
-		else
-			cr_assert(no_doc, "%s: the letter at %s names '%s', want no document", proj, pos, doc);
-		if (e->out == PENDING) {
-			cr_assert(reason_matches(reason, e->reason), "%s: the reason at %s is \"%s\", want \"%s\"",
-				  proj, pos, reason, e->reason);
-		} else {
-			const struct expected *holder = NULL;
-			for (size_t j = 0; j < i; j++)
-				if (x->ev[j].out == PENDING && x->ev[j].doc && !strcmp(x->ev[j].doc, e->doc))
-					holder = &x->ev[j];
-			cr_assert_not_null(holder, "a held event at %s without a pending letter before it", pos);
-			snprintf(want, sizeof(want),
-				 "held back: document '%.100s' has an open dead letter at %" PRIu64 "/%" PRId64,
-				 e->doc, h_event_txid(holder->pos), holder->pos);
-			cr_assert_str_eq(reason, want, "%s: the reason at %s is \"%s\", want \"%s\"", proj, pos,
-					 reason, want);
-		}
-		PQclear(res);
-	}
-}
-
 /* ---- helpers --------------------------------------------------------------- */
 
 /* Runs `esbridge ARGS` to its end; its exit code, its output (malloc'd) in `*out`. */
@@ -427,12 +281,12 @@ static void leave_nothing_out(void)
 }
 
 /* Appends a product event and what must become of it. */
-static int64_t add(struct expectations *x, const char *stream, const char *type, const char *data,
-		   enum outcome out, const char *doc, const char *reason)
+static int64_t add(struct h_expectations *x, const char *stream, const char *type, const char *data,
+		   enum h_outcome out, const char *doc, const char *reason)
 {
 	int64_t pos = h_event(NULL, stream, type, data);
 
-	expect(x, pos, out, doc, reason);
+	h_expect(x, pos, out, doc, reason);
 	return pos;
 }
 
@@ -480,7 +334,7 @@ Test(letters, discard_releases_the_held_events_in_order, .timeout = 150)
 	static const char *const daemon[] = {
 		"run", "--projection", "products", "--poll-interval", "0.2", NULL,
 	};
-	static struct expectations x;
+	static struct h_expectations x;
 	struct letters_arg want = { "products", 4 };
 	static const char why[] = "typed by hand; the price is in a later event";
 	struct h_proc *p;
@@ -494,17 +348,17 @@ Test(letters, discard_releases_the_held_events_in_order, .timeout = 150)
 	H_EVENTUALLY(h_alias_is(ALIAS, INDEX), H_LONG, "the alias never named %s (log: %s)", INDEX, p->log);
 
 	add(&x, "product-a", "ProductCreated",
-	    "{\"product_id\": \"a\", \"name\": \"A\", \"price\": 1.00, \"tags\": [\"x\"]}", APPLIED, NULL, NULL);
-	add(&x, "product-b", "ProductCreated", "{\"product_id\": \"b\", \"name\": \"B\", \"price\": 2.00}", APPLIED,
+	    "{\"product_id\": \"a\", \"name\": \"A\", \"price\": 1.00, \"tags\": [\"x\"]}", H_APPLIED, NULL, NULL);
+	add(&x, "product-b", "ProductCreated", "{\"product_id\": \"b\", \"name\": \"B\", \"price\": 2.00}", H_APPLIED,
 	    NULL, NULL);
 	bad = add(&x, "product-a", "ProductPriceChanged", "{\"product_id\": \"a\", \"new_price\": \"1,50\"}",
-		  PENDING, "a", "'new_price'");
-	a3 = add(&x, "product-a", "ProductUpdated", "{\"product_id\": \"a\", \"name\": \"A2\"}", HELD, "a", NULL);
-	add(&x, "product-b", "ProductUpdated", "{\"product_id\": \"b\", \"description\": \"flows\"}", APPLIED, NULL,
+		  H_PENDING, "a", "'new_price'");
+	a3 = add(&x, "product-a", "ProductUpdated", "{\"product_id\": \"a\", \"name\": \"A2\"}", H_HELD, "a", NULL);
+	add(&x, "product-b", "ProductUpdated", "{\"product_id\": \"b\", \"description\": \"flows\"}", H_APPLIED, NULL,
 	    NULL);
-	a4 = add(&x, "product-a", "ProductPriceChanged", "{\"product_id\": \"a\", \"new_price\": 3.00}", HELD, "a",
+	a4 = add(&x, "product-a", "ProductPriceChanged", "{\"product_id\": \"a\", \"new_price\": 3.00}", H_HELD, "a",
 		 NULL);
-	a5 = add(&x, "product-a", "ProductUpdated", "{\"product_id\": \"a\", \"name\": \"A3\"}", HELD, "a", NULL);
+	a5 = add(&x, "product-a", "ProductUpdated", "{\"product_id\": \"a\", \"name\": \"A3\"}", H_HELD, "a", NULL);
 
 	/* a is held back; b flows */
 	cr_assert(h_eventually(letters_reach, &want, H_LONG), "the letters were not recorded (log: %s)", p->log);
@@ -513,11 +367,11 @@ Test(letters, discard_releases_the_held_events_in_order, .timeout = 150)
 	cr_assert(source_is("a", "{\"product_id\": \"a\", \"name\": \"A\", \"price\": 1.00, \"tags\": [\"x\"]}"),
 		  "a moved on past its dead letter");
 	/* a live event of a waits too */
-	a6 = add(&x, "product-a", "ProductUpdated", "{\"product_id\": \"a\", \"description\": \"late\"}", HELD, "a",
+	a6 = add(&x, "product-a", "ProductUpdated", "{\"product_id\": \"a\", \"description\": \"late\"}", H_HELD, "a",
 		 NULL);
 	want.want = 5;
 	cr_assert(h_eventually(letters_reach, &want, H_LONG), "the live event of a was not held (log: %s)", p->log);
-	assert_letters("products", &x);
+	h_assert_letters("products", &x);
 
 	/* list: the open letters, the pending one and the four held behind it */
 	out = cli_ok((const char *const[]){ "dead-letters", "list", NULL });
@@ -525,7 +379,7 @@ Test(letters, discard_releases_the_held_events_in_order, .timeout = 150)
 		     out);
 	cr_assert_not_null(line_starting(out, "ID "), "no header line:\n%s", out);
 	for (size_t i = 0; i < x.n; i++) {
-		const char *status = x.ev[i].out == PENDING ? " pending " : x.ev[i].out == HELD ? " held " : NULL;
+		const char *status = x.ev[i].out == H_PENDING ? " pending " : x.ev[i].out == H_HELD ? " held " : NULL;
 		char pos[48];
 		if (!status)
 			continue;
@@ -592,7 +446,7 @@ Test(letters, discard_releases_the_held_events_in_order, .timeout = 150)
 	free(out);
 
 	stop(p);
-	expectations_free(&x);
+	h_expectations_free(&x);
 }
 
 /* ---- b. retry of a letter that fails again ----------------------------------------- */
@@ -602,7 +456,7 @@ Test(letters, retry_that_fails_again_stays_pending, .timeout = 120)
 	static const char *const daemon[] = {
 		"run", "--projection", "products", "--poll-interval", "0.2", NULL,
 	};
-	static struct expectations x;
+	static struct h_expectations x;
 	struct letters_arg want = { "products", 2 };
 	struct h_proc *p;
 	int64_t bad, held;
@@ -614,17 +468,17 @@ Test(letters, retry_that_fails_again_stays_pending, .timeout = 120)
 	p = h_spawn(0, daemon);
 	H_EVENTUALLY(h_alias_is(ALIAS, INDEX), H_LONG, "the alias never named %s (log: %s)", INDEX, p->log);
 
-	add(&x, "product-c", "ProductCreated", "{\"product_id\": \"c\", \"name\": \"C\", \"price\": 5}", APPLIED, NULL,
+	add(&x, "product-c", "ProductCreated", "{\"product_id\": \"c\", \"name\": \"C\", \"price\": 5}", H_APPLIED, NULL,
 	    NULL);
 	/* valid for the projection, refused by the node: not a date */
 	bad = add(&x, "product-c", "ProductUpdated", "{\"product_id\": \"c\", \"updated_at\": \"last tuesday\"}",
-		  PENDING, "c", "Elasticsearch");
-	held = add(&x, "product-c", "ProductUpdated", "{\"product_id\": \"c\", \"name\": \"C2\"}", HELD, "c", NULL);
-	add(&x, "product-d", "ProductCreated", "{\"product_id\": \"d\", \"name\": \"D\", \"price\": 6}", APPLIED, NULL,
+		  H_PENDING, "c", "Elasticsearch");
+	held = add(&x, "product-c", "ProductUpdated", "{\"product_id\": \"c\", \"name\": \"C2\"}", H_HELD, "c", NULL);
+	add(&x, "product-d", "ProductCreated", "{\"product_id\": \"d\", \"name\": \"D\", \"price\": 6}", H_APPLIED, NULL,
 	    NULL);
 	cr_assert(h_eventually(letters_reach, &want, H_LONG), "the letters were not recorded (log: %s)", p->log);
 	H_EVENTUALLY(searchable("d"), H_LONG, "d did not flow (log: %s)", p->log);
-	assert_letters("products", &x);
+	h_assert_letters("products", &x);
 	bad_id = letter_id("products", bad);
 	held_id = letter_id("products", held);
 
@@ -640,23 +494,23 @@ Test(letters, retry_that_fails_again_stays_pending, .timeout = 120)
 		     H_LONG, "the letters were not applied again (log: %s)", p->log);
 
 	/* the same rows, open again: pending, and held behind it */
-	assert_letters("products", &x);
+	h_assert_letters("products", &x);
 	cr_assert_eq(letter_id("products", bad), bad_id, "the pending letter is a new row");
 	cr_assert_eq(letter_id("products", held), held_id, "the held letter is a new row");
 	assert_one_letter_per_event();
 	cr_assert(source_is("c", "{\"product_id\": \"c\", \"name\": \"C\", \"price\": 5}"), "c moved on");
 
 	/* still held: a live event of c waits as well */
-	add(&x, "product-c", "ProductPriceChanged", "{\"product_id\": \"c\", \"new_price\": 7}", HELD, "c", NULL);
+	add(&x, "product-c", "ProductPriceChanged", "{\"product_id\": \"c\", \"new_price\": 7}", H_HELD, "c", NULL);
 	want.want = 3;
 	cr_assert(h_eventually(letters_reach, &want, H_LONG), "the live event of c was not held (log: %s)", p->log);
-	assert_letters("products", &x);
+	h_assert_letters("products", &x);
 	for (size_t i = 0; i < x.n; i++)
-		if (x.ev[i].out != APPLIED)
+		if (x.ev[i].out != H_APPLIED)
 			leave_out(x.ev[i].pos);
 	h_assert_docs_match_oracle(ALIAS);
 	stop(p);
-	expectations_free(&x);
+	h_expectations_free(&x);
 }
 
 /* ---- c. no daemon running: applied at the next run --once --------------------------- */
@@ -673,7 +527,7 @@ static void big_update(char *data, size_t size, const char *id, size_t n)
 Test(letters, no_daemon_discard_and_retry_apply_at_next_start, .timeout = 150)
 {
 	static const char *const small_limit[] = { "--max-event-bytes", "1024", NULL };
-	static struct expectations products_x, orders_x;
+	static struct h_expectations products_x, orders_x;
 	char data[2200], idtext[32];
 	int64_t e2, e3, f2, f3, g;
 	char *out, *line;
@@ -682,26 +536,26 @@ Test(letters, no_daemon_discard_and_retry_apply_at_next_start, .timeout = 150)
 	h_begin();
 	narrowed_oracles();
 	add(&products_x, "product-e", "ProductCreated", "{\"product_id\": \"e\", \"name\": \"E\", \"price\": 1}",
-	    APPLIED, NULL, NULL);
+	    H_APPLIED, NULL, NULL);
 	big_update(data, sizeof(data), "e", 2000);
-	e2 = add(&products_x, "product-e", "ProductUpdated", data, PENDING, "e", "max-event-bytes");
-	e3 = add(&products_x, "product-e", "ProductPriceChanged", "{\"product_id\": \"e\", \"new_price\": 7}", HELD,
+	e2 = add(&products_x, "product-e", "ProductUpdated", data, H_PENDING, "e", "max-event-bytes");
+	e3 = add(&products_x, "product-e", "ProductPriceChanged", "{\"product_id\": \"e\", \"new_price\": 7}", H_HELD,
 		 "e", NULL);
 	add(&products_x, "product-f", "ProductCreated", "{\"product_id\": \"f\", \"name\": \"F\", \"price\": 2}",
-	    APPLIED, NULL, NULL);
+	    H_APPLIED, NULL, NULL);
 	big_update(data, sizeof(data), "f", 2000);
-	f2 = add(&products_x, "product-f", "ProductUpdated", data, PENDING, "f", "max-event-bytes");
-	f3 = add(&products_x, "product-f", "ProductUpdated", "{\"product_id\": \"f\", \"name\": \"F2\"}", HELD, "f",
+	f2 = add(&products_x, "product-f", "ProductUpdated", data, H_PENDING, "f", "max-event-bytes");
+	f3 = add(&products_x, "product-f", "ProductUpdated", "{\"product_id\": \"f\", \"name\": \"F2\"}", H_HELD, "f",
 		 NULL);
-	g = add(&products_x, "product-g", "ProductCreated", "{\"name\": \"No id\", \"price\": 1}", PENDING, NULL,
+	g = add(&products_x, "product-g", "ProductCreated", "{\"name\": \"No id\", \"price\": 1}", H_PENDING, NULL,
 		"'product_id'");
-	expect(&orders_x, h_event(NULL, "order-o1", "OrderRefunded", "{\"order_id\": \"o1\"}"), PENDING, NULL,
-	       "unknown event type");
+	h_expect(&orders_x, h_event(NULL, "order-o1", "OrderRefunded", "{\"order_id\": \"o1\"}"), H_PENDING, NULL,
+	         "unknown event type");
 
 	code = h_run_once(small_limit, H_LONG);
 	cr_assert_eq(code, 0, "run --once exited %d", code);
-	assert_letters("products", &products_x);
-	assert_letters("orders", &orders_x);
+	h_assert_letters("products", &products_x);
+	h_assert_letters("orders", &orders_x);
 	leave_out(e2);
 	leave_out(e3);
 	leave_out(f2);
@@ -752,8 +606,8 @@ Test(letters, no_daemon_discard_and_retry_apply_at_next_start, .timeout = 150)
 	assert_one_letter_per_event();
 	cr_assert_eq(count_where("SELECT count(*) FROM esbridge.dead_letters"), 6);
 	h_assert_docs_match_oracle(ALIAS);
-	expectations_free(&products_x);
-	expectations_free(&orders_x);
+	h_expectations_free(&products_x);
+	h_expectations_free(&orders_x);
 }
 
 /* ---- d. SIGKILL while letters are recorded, and while they are applied again ------------ */

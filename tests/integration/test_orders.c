@@ -952,161 +952,15 @@ Test(orders, coalesced_into_fewer_actions, .timeout = 90)
 	cr_assert_eq(h_dead_letter_count(), 0);
 }
 
-/* ---- expected dead letters -------------------------------------------------- */
-
-/* What must become of an appended event. */
-enum outcome {
-	APPLIED,  /* no dead letter (applied, or not for the projection) */
-	PENDING,  /* a 'pending' letter: the event failed */
-	HELD,     /* a 'held' letter behind the pending one of its document */
-};
-
-struct expected {
-	int64_t pos;
-	enum outcome out;
-	char *doc;           /* the document a letter names (malloc'd); NULL: none */
-	const char *reason;  /* PENDING: a part of its reason ("a|b": either) */
-};
-
-#define MAX_EXPECTED 128
-
-struct expectations {
-	struct expected ev[MAX_EXPECTED];
-	size_t n;
-};
-
-static void expect(struct expectations *x, int64_t pos, enum outcome out, const char *doc,
-		   const char *reason)
-{
-	struct expected *e;
-
-	cr_assert_lt(x->n, (size_t)MAX_EXPECTED, "too many expected events");
-	cr_assert(out != HELD || doc, "a held letter always names its document");
-	e = &x->ev[x->n++];
-	e->pos = pos;
-	e->out = out;
-	e->doc = doc ? strdup(doc) : NULL;
-	cr_assert(!doc || e->doc, "out of memory");
-	e->reason = reason;
-}
-
-static void expectations_free(struct expectations *x)
-{
-	for (size_t i = 0; i < x->n; i++)
-		free(x->ev[i].doc);
-	x->n = 0;
-}
-
-/* True if `reason` contains one of the '|'-separated parts of `want`. */
-static bool reason_matches(const char *reason, const char *want)
-{
-	char buf[256];
-	char *save = NULL;
-
-	snprintf(buf, sizeof(buf), "%s", want);
-	for (char *part = strtok_r(buf, "|", &save); part; part = strtok_r(NULL, "|", &save))
-		if (strstr(reason, part))
-			return true;
-	return false;
-}
-
-/* The positions of the letters of `proj` with `status`, as a SQL array text. */
-static char *letters_with_status(const char *proj, const char *status)
-{
-	const char *params[2] = { proj, status };
-
-	return h_query_text(NULL,
-		"SELECT coalesce(array_agg(global_position ORDER BY global_position), '{}')::text"
-		" FROM esbridge.dead_letters WHERE projection = $1 AND status = $2", 2, params);
-}
-
-/*
- * The dead letters of `proj` are exactly the PENDING and HELD events of `x`,
- * one each: a pending one with its reason and the document it names (or
- * none), a held one naming its document and, in its reason, the position of
- * the pending letter that holds the document back.
- */
-static void assert_letters(const char *proj, const struct expectations *x)
-{
-	char want_p[4096] = "{", want_h[4096] = "{";
-	size_t lp = 1, lh = 1;
-	int np = 0, nh = 0;
-	char *got;
-	const char *pp[1] = { proj };
-
-	for (size_t i = 0; i < x->n; i++) {
-		if (x->ev[i].out == PENDING)
-			lp += (size_t)snprintf(want_p + lp, sizeof(want_p) - lp, "%s%" PRId64, np++ ? "," : "",
-					       x->ev[i].pos);
-		else if (x->ev[i].out == HELD)
-			lh += (size_t)snprintf(want_h + lh, sizeof(want_h) - lh, "%s%" PRId64, nh++ ? "," : "",
-					       x->ev[i].pos);
-		cr_assert_lt(lp, sizeof(want_p) - 2);
-		cr_assert_lt(lh, sizeof(want_h) - 2);
-	}
-	snprintf(want_p + lp, sizeof(want_p) - lp, "}");
-	snprintf(want_h + lh, sizeof(want_h) - lh, "}");
-
-	got = letters_with_status(proj, "pending");
-	cr_assert_str_eq(got, want_p, "%s: pending dead letters at %s, want %s", proj, got, want_p);
-	free(got);
-	got = letters_with_status(proj, "held");
-	cr_assert_str_eq(got, want_h, "%s: held dead letters at %s, want %s", proj, got, want_h);
-	free(got);
-	cr_assert_eq(h_query_ll(NULL, "SELECT count(*) FROM esbridge.dead_letters WHERE projection = $1",
-				1, pp, -1), np + nh,
-		     "%s: dead letters other than the %d pending and %d held ones", proj, np, nh);
-
-	for (size_t i = 0; i < x->n; i++) {
-		const struct expected *e = &x->ev[i];
-		char pos[32], want[512];
-		const char *params[2] = { proj, pos };
-		PGresult *res;
-		const char *reason, *doc;
-		bool no_doc;
-
-		if (e->out == APPLIED)
-			continue;
-		snprintf(pos, sizeof(pos), "%" PRId64, e->pos);
-		res = h_exec(NULL, "SELECT reason, doc_id, (doc_id IS NULL)::int FROM esbridge.dead_letters"
-				   " WHERE projection = $1 AND global_position = $2::bigint", 2, params);
-		cr_assert_eq(PQntuples(res), 1, "%s: %d letters at %s", proj, PQntuples(res), pos);
-		reason = PQgetvalue(res, 0, 0);
-		doc = PQgetvalue(res, 0, 1);
-		no_doc = !strcmp(PQgetvalue(res, 0, 2), "1");
-		if (e->doc)
-			cr_assert(!no_doc && !strcmp(doc, e->doc), "%s: the letter at %s names %s, want '%s'",
-				  proj, pos, no_doc ? "no document" : doc, e->doc);
-		else
-			cr_assert(no_doc, "%s: the letter at %s names '%s', want no document", proj, pos, doc);
-		if (e->out == PENDING) {
-			cr_assert(reason_matches(reason, e->reason), "%s: the reason at %s is \"%s\", want \"%s\"",
-				  proj, pos, reason, e->reason);
-		} else {
-			const struct expected *holder = NULL;
-			for (size_t j = 0; j < i; j++)
-				if (x->ev[j].out == PENDING && x->ev[j].doc && !strcmp(x->ev[j].doc, e->doc))
-					holder = &x->ev[j];
-			cr_assert_not_null(holder, "a held event at %s without a pending letter before it", pos);
-			snprintf(want, sizeof(want),
-				 "held back: document '%.100s' has an open dead letter at %" PRIu64 "/%" PRId64,
-				 e->doc, h_event_txid(holder->pos), holder->pos);
-			cr_assert_str_eq(reason, want, "%s: the reason at %s is \"%s\", want \"%s\"", proj, pos,
-					 reason, want);
-		}
-		PQclear(res);
-	}
-}
-
 /* ---- e. dead letters ---------------------------------------------------------- */
 
 /* Appends an event of order `id` and what must become of it. */
-static int64_t add_order_event(struct expectations *x, const char *id, const char *type, const char *data,
-			       enum outcome out, const char *doc, const char *reason)
+static int64_t add_order_event(struct h_expectations *x, const char *id, const char *type, const char *data,
+			       enum h_outcome out, const char *doc, const char *reason)
 {
 	int64_t pos = order_event(NULL, id, type, "%s", data);
 
-	expect(x, pos, out, doc, reason);
+	h_expect(x, pos, out, doc, reason);
 	return pos;
 }
 
@@ -1135,7 +989,7 @@ Test(orders, dead_letters, .timeout = 90)
 		{ "dcancel", "OrderCancelled", "\"reason\": 5", "reason" },
 		{ "dship", "OrderShipped", "\"shipped_at\": 7", "shipped_at" },
 	};
-	static struct expectations x;
+	static struct h_expectations x;
 	char data[512];
 	int64_t ghost, bad_price = 0;
 	char pos[32];
@@ -1145,65 +999,65 @@ Test(orders, dead_letters, .timeout = 90)
 	h_begin();
 	add_order_event(&x, "d1", "OrderCreated",
 			"{\"order_id\": \"d1\", \"customer_id\": \"c1\", \"created_at\": \"2026-11-01T10:00:00Z\"}",
-			APPLIED, NULL, NULL);
+			H_APPLIED, NULL, NULL);
 	/* an item of an order that does not exist: 404; its later events wait */
 	ghost = add_order_event(&x, "ghost", "OrderItemAdded",
 				"{\"order_id\": \"ghost\", \"product_id\": \"p\", \"price\": 1.00, \"quantity\": 1}",
-				PENDING, "ghost", "404|missing");
-	add_order_event(&x, "ghost", "OrderCreated", "{\"order_id\": \"ghost\", \"customer_id\": \"c9\"}", HELD,
+				H_PENDING, "ghost", "404|missing");
+	add_order_event(&x, "ghost", "OrderCreated", "{\"order_id\": \"ghost\", \"customer_id\": \"c9\"}", H_HELD,
 			"ghost", NULL);
 	add_order_event(&x, "ghost", "OrderItemAdded",
-			"{\"order_id\": \"ghost\", \"product_id\": \"p\", \"price\": 2.00, \"quantity\": 1}", HELD,
+			"{\"order_id\": \"ghost\", \"product_id\": \"p\", \"price\": 2.00, \"quantity\": 1}", H_HELD,
 			"ghost", NULL);
 	add_order_event(&x, "d1", "OrderItemAdded",
-			"{\"order_id\": \"d1\", \"product_id\": \"p\", \"price\": 2.00, \"quantity\": 1}", APPLIED,
+			"{\"order_id\": \"d1\", \"product_id\": \"p\", \"price\": 2.00, \"quantity\": 1}", H_APPLIED,
 			NULL, NULL);
 	for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
 		int64_t at;
 		snprintf(data, sizeof(data), "{\"order_id\": \"%s\", \"customer_id\": \"c\", \"created_at\": null}",
 			 kinds[i].id);
-		add_order_event(&x, kinds[i].id, "OrderCreated", data, APPLIED, NULL, NULL);
+		add_order_event(&x, kinds[i].id, "OrderCreated", data, H_APPLIED, NULL, NULL);
 		snprintf(data, sizeof(data), "{\"order_id\": \"%s\", %s}", kinds[i].id, kinds[i].fields);
-		at = add_order_event(&x, kinds[i].id, kinds[i].type, data, PENDING, kinds[i].id, kinds[i].reason);
+		at = add_order_event(&x, kinds[i].id, kinds[i].type, data, H_PENDING, kinds[i].id, kinds[i].reason);
 		if (!strcmp(kinds[i].id, "dprice"))
 			bad_price = at;
 		snprintf(data, sizeof(data),
 			 "{\"order_id\": \"%s\", \"product_id\": \"p\", \"price\": 5.00, \"quantity\": 1}", kinds[i].id);
-		add_order_event(&x, kinds[i].id, "OrderItemAdded", data, HELD, kinds[i].id, NULL);
+		add_order_event(&x, kinds[i].id, "OrderItemAdded", data, H_HELD, kinds[i].id, NULL);
 	}
 	/* letters that name no order hold nothing back */
 	add_order_event(&x, "d1", "OrderItemAdded", "{\"product_id\": \"p\", \"price\": 1.00, \"quantity\": 1}",
-			PENDING, NULL, "order_id");
-	add_order_event(&x, "d1", "OrderRefunded", "{\"order_id\": \"d1\", \"amount\": 2.00}", PENDING, NULL,
+			H_PENDING, NULL, "order_id");
+	add_order_event(&x, "d1", "OrderRefunded", "{\"order_id\": \"d1\", \"amount\": 2.00}", H_PENDING, NULL,
 			"unknown event type 'OrderRefunded'");
 	add_order_event(&x, "ghost2", "OrderShipped",
-			"{\"order_id\": \"ghost2\", \"shipped_at\": \"2026-11-02T10:00:00Z\"}", PENDING, "ghost2",
+			"{\"order_id\": \"ghost2\", \"shipped_at\": \"2026-11-02T10:00:00Z\"}", H_PENDING, "ghost2",
 			"404|missing");
 	/* a creation without a customer: its items wait */
-	add_order_event(&x, "d9", "OrderCreated", "{\"order_id\": \"d9\"}", PENDING, "d9", "customer_id");
+	add_order_event(&x, "d9", "OrderCreated", "{\"order_id\": \"d9\"}", H_PENDING, "d9", "customer_id");
 	add_order_event(&x, "d9", "OrderItemAdded",
-			"{\"order_id\": \"d9\", \"product_id\": \"p\", \"price\": 1.00, \"quantity\": 1}", HELD, "d9",
+			"{\"order_id\": \"d9\", \"product_id\": \"p\", \"price\": 1.00, \"quantity\": 1}", H_HELD, "d9",
 			NULL);
 	add_order_event(&x, "d1", "OrderItemAdded",
-			"{\"order_id\": \"d1\", \"product_id\": \"p\", \"price\": 1.230, \"quantity\": 1}", APPLIED,
+			"{\"order_id\": \"d1\", \"product_id\": \"p\", \"price\": 1.230, \"quantity\": 1}", H_APPLIED,
 			NULL, NULL); /* trailing zeros are fine */
-	add_order_event(&x, "d1", "OrderShipped", "{\"order_id\": \"d1\", \"shipped_at\": null}", APPLIED, NULL,
+	add_order_event(&x, "d1", "OrderShipped", "{\"order_id\": \"d1\", \"shipped_at\": null}", H_APPLIED, NULL,
 			NULL);
 	/* an item before its order exists (in an earlier request): 404; the creation waits behind it */
 	add_order_event(&x, "d3", "OrderItemAdded",
-			"{\"order_id\": \"d3\", \"product_id\": \"p\", \"price\": 1.00, \"quantity\": 1}", PENDING,
+			"{\"order_id\": \"d3\", \"product_id\": \"p\", \"price\": 1.00, \"quantity\": 1}", H_PENDING,
 			"d3", "404|missing");
 	run_once(ONLY_ORDERS);
 	add_order_event(&x, "d3", "OrderCreated",
 			"{\"order_id\": \"d3\", \"customer_id\": \"c3\", \"created_at\": \"2026-11-01T10:00:00Z\"}",
-			HELD, "d3", NULL);
+			H_HELD, "d3", NULL);
 	add_order_event(&x, "d3", "OrderItemAdded",
-			"{\"order_id\": \"d3\", \"product_id\": \"p-3.00\", \"price\": 3.00, \"quantity\": 2}", HELD,
+			"{\"order_id\": \"d3\", \"product_id\": \"p-3.00\", \"price\": 3.00, \"quantity\": 2}", H_HELD,
 			"d3", NULL);
 	run_once(ONLY_ORDERS);
 	assert_alias_names_index();
 
-	assert_letters("orders", &x);
+	h_assert_letters("orders", &x);
 	cr_assert_eq(h_dead_letter_count(), (long long)h_query_ll(NULL,
 		"SELECT count(*) FROM esbridge.dead_letters WHERE projection = 'orders'", 0, NULL, -1),
 		"dead letters of another projection");
@@ -1233,7 +1087,7 @@ Test(orders, dead_letters, .timeout = 90)
 		last_event(&lt, &lp);
 		cr_assert(t == lt && cp == lp, "the pipeline did not move past the dead letters");
 	}
-	expectations_free(&x);
+	h_expectations_free(&x);
 }
 
 /*
@@ -1245,26 +1099,26 @@ Test(orders, dead_letters, .timeout = 90)
  */
 Test(orders, dead_letter_item_before_creation_in_one_request, .timeout = 60)
 {
-	static struct expectations x;
+	static struct h_expectations x;
 
 	h_begin();
 	add_order_event(&x, "d4", "OrderItemAdded",
-			"{\"order_id\": \"d4\", \"product_id\": \"p\", \"price\": 1.00, \"quantity\": 1}", PENDING,
+			"{\"order_id\": \"d4\", \"product_id\": \"p\", \"price\": 1.00, \"quantity\": 1}", H_PENDING,
 			"d4", "404|missing");
 	add_order_event(&x, "d4", "OrderCreated",
 			"{\"order_id\": \"d4\", \"customer_id\": \"c4\", \"created_at\": \"2026-11-01T10:00:00Z\"}",
-			HELD, "d4", NULL);
+			H_HELD, "d4", NULL);
 	add_order_event(&x, "d4", "OrderItemAdded",
-			"{\"order_id\": \"d4\", \"product_id\": \"p-3.00\", \"price\": 3.00, \"quantity\": 2}", HELD,
+			"{\"order_id\": \"d4\", \"product_id\": \"p-3.00\", \"price\": 3.00, \"quantity\": 2}", H_HELD,
 			"d4", NULL);
 	created("d5", "c5");
 	added("d5", "3.00", 2);
 	run_once(ONLY_ORDERS);
-	assert_letters("orders", &x);
+	h_assert_letters("orders", &x);
 	h_assert_docs_match_oracle(ALIAS);
 	cr_assert_null(h_search_source(ALIAS, "d4"));
 	assert_raw_total("d5", "6.00");
-	expectations_free(&x);
+	h_expectations_free(&x);
 }
 
 /* ---- f. transaction ids across a power of ten ------------------------------------ */

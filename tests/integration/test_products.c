@@ -100,157 +100,11 @@ static bool searchable(const char *id)
 	return found;
 }
 
-/* ---- expected dead letters -------------------------------------------------- */
-
-/* What must become of an appended event. */
-enum outcome {
-	APPLIED,  /* no dead letter (applied, or not for the projection) */
-	PENDING,  /* a 'pending' letter: the event failed */
-	HELD,     /* a 'held' letter behind the pending one of its document */
-};
-
-struct expected {
-	int64_t pos;
-	enum outcome out;
-	char *doc;           /* the document a letter names (malloc'd); NULL: none */
-	const char *reason;  /* PENDING: a part of its reason ("a|b": either) */
-};
-
-#define MAX_EXPECTED 128
-
-struct expectations {
-	struct expected ev[MAX_EXPECTED];
-	size_t n;
-};
-
-static void expect(struct expectations *x, int64_t pos, enum outcome out, const char *doc,
-		   const char *reason)
-{
-	struct expected *e;
-
-	cr_assert_lt(x->n, (size_t)MAX_EXPECTED, "too many expected events");
-	cr_assert(out != HELD || doc, "a held letter always names its document");
-	e = &x->ev[x->n++];
-	e->pos = pos;
-	e->out = out;
-	e->doc = doc ? strdup(doc) : NULL;
-	cr_assert(!doc || e->doc, "out of memory");
-	e->reason = reason;
-}
-
-static void expectations_free(struct expectations *x)
-{
-	for (size_t i = 0; i < x->n; i++)
-		free(x->ev[i].doc);
-	x->n = 0;
-}
-
-/* True if `reason` contains one of the '|'-separated parts of `want`. */
-static bool reason_matches(const char *reason, const char *want)
-{
-	char buf[256];
-	char *save = NULL;
-
-	snprintf(buf, sizeof(buf), "%s", want);
-	for (char *part = strtok_r(buf, "|", &save); part; part = strtok_r(NULL, "|", &save))
-		if (strstr(reason, part))
-			return true;
-	return false;
-}
-
-/* The positions of the letters of `proj` with `status`, as a SQL array text. */
-static char *letters_with_status(const char *proj, const char *status)
-{
-	const char *params[2] = { proj, status };
-
-	return h_query_text(NULL,
-		"SELECT coalesce(array_agg(global_position ORDER BY global_position), '{}')::text"
-		" FROM esbridge.dead_letters WHERE projection = $1 AND status = $2", 2, params);
-}
-
-/*
- * The dead letters of `proj` are exactly the PENDING and HELD events of `x`,
- * one each: a pending one with its reason and the document it names (or
- * none), a held one naming its document and, in its reason, the position of
- * the pending letter that holds the document back.
- */
-static void assert_letters(const char *proj, const struct expectations *x)
-{
-	char want_p[4096] = "{", want_h[4096] = "{";
-	size_t lp = 1, lh = 1;
-	int np = 0, nh = 0;
-	char *got;
-	const char *pp[1] = { proj };
-
-	for (size_t i = 0; i < x->n; i++) {
-		if (x->ev[i].out == PENDING)
-			lp += (size_t)snprintf(want_p + lp, sizeof(want_p) - lp, "%s%" PRId64, np++ ? "," : "",
-					       x->ev[i].pos);
-		else if (x->ev[i].out == HELD)
-			lh += (size_t)snprintf(want_h + lh, sizeof(want_h) - lh, "%s%" PRId64, nh++ ? "," : "",
-					       x->ev[i].pos);
-		cr_assert_lt(lp, sizeof(want_p) - 2);
-		cr_assert_lt(lh, sizeof(want_h) - 2);
-	}
-	snprintf(want_p + lp, sizeof(want_p) - lp, "}");
-	snprintf(want_h + lh, sizeof(want_h) - lh, "}");
-
-	got = letters_with_status(proj, "pending");
-	cr_assert_str_eq(got, want_p, "%s: pending dead letters at %s, want %s", proj, got, want_p);
-	free(got);
-	got = letters_with_status(proj, "held");
-	cr_assert_str_eq(got, want_h, "%s: held dead letters at %s, want %s", proj, got, want_h);
-	free(got);
-	cr_assert_eq(h_query_ll(NULL, "SELECT count(*) FROM esbridge.dead_letters WHERE projection = $1",
-				1, pp, -1), np + nh,
-		     "%s: dead letters other than the %d pending and %d held ones", proj, np, nh);
-
-	for (size_t i = 0; i < x->n; i++) {
-		const struct expected *e = &x->ev[i];
-		char pos[32], want[512];
-		const char *params[2] = { proj, pos };
-		PGresult *res;
-		const char *reason, *doc;
-		bool no_doc;
-
-		if (e->out == APPLIED)
-			continue;
-		snprintf(pos, sizeof(pos), "%" PRId64, e->pos);
-		res = h_exec(NULL, "SELECT reason, doc_id, (doc_id IS NULL)::int FROM esbridge.dead_letters"
-				   " WHERE projection = $1 AND global_position = $2::bigint", 2, params);
-		cr_assert_eq(PQntuples(res), 1, "%s: %d letters at %s", proj, PQntuples(res), pos);
-		reason = PQgetvalue(res, 0, 0);
-		doc = PQgetvalue(res, 0, 1);
-		no_doc = !strcmp(PQgetvalue(res, 0, 2), "1");
-		if (e->doc)
-			cr_assert(!no_doc && !strcmp(doc, e->doc), "%s: the letter at %s names %s, want '%s'",
-				  proj, pos, no_doc ? "no document" : doc, e->doc);
-		else
-			cr_assert(no_doc, "%s: the letter at %s names '%s', want no document", proj, pos, doc);
-		if (e->out == PENDING) {
-			cr_assert(reason_matches(reason, e->reason), "%s: the reason at %s is \"%s\", want \"%s\"",
-				  proj, pos, reason, e->reason);
-		} else {
-			const struct expected *holder = NULL;
-			for (size_t j = 0; j < i; j++)
-				if (x->ev[j].out == PENDING && x->ev[j].doc && !strcmp(x->ev[j].doc, e->doc))
-					holder = &x->ev[j];
-			cr_assert_not_null(holder, "a held event at %s without a pending letter before it", pos);
-			snprintf(want, sizeof(want),
-				 "held back: document '%.100s' has an open dead letter at %" PRIu64 "/%" PRId64,
-				 e->doc, h_event_txid(holder->pos), holder->pos);
-			cr_assert_str_eq(reason, want, "%s: the reason at %s is \"%s\", want \"%s\"", proj, pos,
-					 reason, want);
-		}
-		PQclear(res);
-	}
-}
-
 /* ---- a. a scripted history ------------------------------------------------- */
 
 Test(products, scripted_history, .timeout = 120)
 {
-	static struct expectations products_x, orders_x;
+	static struct h_expectations products_x, orders_x;
 	PGconn *a, *b;
 	int64_t first;
 
@@ -332,13 +186,13 @@ Test(products, scripted_history, .timeout = 120)
 	 * projection owns, a type it does not know is a dead letter naming no
 	 * document (so it holds nothing back): two for products, one for orders.
 	 */
-	expect(&orders_x, h_event(NULL, "order-1", "OrderPlaced", "{\"order_id\": \"o1\", \"product_id\": \"p1\"}"),
-	       PENDING, NULL, "unknown event type 'OrderPlaced'");
-	expect(&products_x, h_event(NULL, "product-p1", "ProductArchived", "{\"product_id\": \"p1\"}"), PENDING,
-	       NULL, "unknown event type 'ProductArchived'");
+	h_expect(&orders_x, h_event(NULL, "order-1", "OrderPlaced", "{\"order_id\": \"o1\", \"product_id\": \"p1\"}"),
+	         H_PENDING, NULL, "unknown event type 'OrderPlaced'");
+	h_expect(&products_x, h_event(NULL, "product-p1", "ProductArchived", "{\"product_id\": \"p1\"}"), H_PENDING,
+	         NULL, "unknown event type 'ProductArchived'");
 	h_event(NULL, "product-p12", "ProductCreated", "{\"product_id\": \"p12\", \"name\": \"Twelve\", \"price\": 12}");
-	expect(&products_x, h_event(NULL, "product-p12", "ProductArchived", "{\"product_id\": \"p12\"}"),
-	       PENDING, NULL, "unknown event type 'ProductArchived'");
+	h_expect(&products_x, h_event(NULL, "product-p12", "ProductArchived", "{\"product_id\": \"p12\"}"),
+	         H_PENDING, NULL, "unknown event type 'ProductArchived'");
 	h_event(NULL, "product-p12", "ProductPriceChanged", "{\"product_id\": \"p12\", \"new_price\": 12.5}");
 
 	/*
@@ -385,11 +239,11 @@ Test(products, scripted_history, .timeout = 120)
 	cr_assert(source_is("p10", "{\"product_id\": \"p10\", \"name\": \"Ten\", \"price\": 10}"));
 	cr_assert(source_is("p11", "{\"product_id\": \"p11\"}"));
 	cr_assert(source_is("p12", "{\"product_id\": \"p12\", \"name\": \"Twelve\", \"price\": 12.5}"));
-	assert_letters("products", &products_x);
-	assert_letters("orders", &orders_x);
+	h_assert_letters("products", &products_x);
+	h_assert_letters("orders", &orders_x);
 	cr_assert_eq(h_dead_letter_count(), 3);
-	expectations_free(&products_x);
-	expectations_free(&orders_x);
+	h_expectations_free(&products_x);
+	h_expectations_free(&orders_x);
 }
 
 /* ---- b. a second run --once sends nothing -------------------------------- */
@@ -679,12 +533,12 @@ Test(products, dead_letter_missing_name, .timeout = 120)
 }
 
 /* Appends an event and what must become of it. */
-static int64_t add_event(struct expectations *x, const char *stream, const char *type, const char *data,
-			 enum outcome out, const char *doc, const char *reason)
+static int64_t add_event(struct h_expectations *x, const char *stream, const char *type, const char *data,
+			 enum h_outcome out, const char *doc, const char *reason)
 {
 	int64_t pos = h_event(NULL, stream, type, data);
 
-	expect(x, pos, out, doc, reason);
+	h_expect(x, pos, out, doc, reason);
 	return pos;
 }
 
@@ -719,7 +573,7 @@ Test(products, dead_letters_of_every_kind, .timeout = 120)
 		{ "kpc-str", "ProductPriceChanged", "\"new_price\": \"3\"", "'new_price'" },
 		{ "kpc-at", "ProductPriceChanged", "\"new_price\": 3, \"changed_at\": false", "'changed_at'" },
 	};
-	static struct expectations x;
+	static struct h_expectations x;
 	char stream[64], data[1024], want[1024];
 	char *got, *big;
 	size_t big_len = 1100000;
@@ -729,62 +583,62 @@ Test(products, dead_letters_of_every_kind, .timeout = 120)
 	h_begin();
 	/* an invalid re-creation holds the document as it was; what follows waits, even if invalid */
 	add_event(&x, "product-k1", "ProductCreated", "{\"product_id\": \"k1\", \"name\": \"K1\", \"price\": 1}",
-		  APPLIED, NULL, NULL);
+		  H_APPLIED, NULL, NULL);
 	add_event(&x, "product-k1", "ProductUpdated", "{\"product_id\": \"k1\", \"description\": \"valid\"}",
-		  APPLIED, NULL, NULL);
+		  H_APPLIED, NULL, NULL);
 	add_event(&x, "product-k1", "ProductCreated",
-		  "{\"product_id\": \"k1\", \"name\": \"K1 bis\", \"price\": \"2\"}", PENDING, "k1", "'price'");
+		  "{\"product_id\": \"k1\", \"name\": \"K1 bis\", \"price\": \"2\"}", H_PENDING, "k1", "'price'");
 	add_event(&x, "product-k1", "ProductUpdated",
-		  "{\"product_id\": \"k1\", \"description\": \"after the letter\"}", HELD, "k1", NULL);
+		  "{\"product_id\": \"k1\", \"description\": \"after the letter\"}", H_HELD, "k1", NULL);
 	add_event(&x, "product-k1", "ProductCreated", "{\"product_id\": \"k1\", \"name\": null, \"price\": 2}",
-		  HELD, "k1", NULL);
-	add_event(&x, "product-k1", "ProductDeleted", "{\"product_id\": \"k1\"}", HELD, "k1", NULL);
+		  H_HELD, "k1", NULL);
+	add_event(&x, "product-k1", "ProductDeleted", "{\"product_id\": \"k1\"}", H_HELD, "k1", NULL);
 
 	for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
 		snprintf(stream, sizeof(stream), "product-%s", kinds[i].id);
 		snprintf(data, sizeof(data), "{\"product_id\": \"%s\", \"name\": \"Valid %s\", \"price\": 1.50}",
 			 kinds[i].id, kinds[i].id);
-		add_event(&x, stream, "ProductCreated", data, APPLIED, NULL, NULL);
+		add_event(&x, stream, "ProductCreated", data, H_APPLIED, NULL, NULL);
 		snprintf(data, sizeof(data), "{\"product_id\": \"%s\", %s}", kinds[i].id, kinds[i].fields);
-		add_event(&x, stream, kinds[i].type, data, PENDING, kinds[i].id, kinds[i].reason);
+		add_event(&x, stream, kinds[i].type, data, H_PENDING, kinds[i].id, kinds[i].reason);
 		snprintf(data, sizeof(data), "{\"product_id\": \"%s\", \"new_price\": 9}", kinds[i].id);
-		add_event(&x, stream, "ProductPriceChanged", data, HELD, kinds[i].id, NULL);
+		add_event(&x, stream, "ProductPriceChanged", data, H_HELD, kinds[i].id, NULL);
 	}
 
 	/* ids that cannot be read: letters naming no product, holding nothing back */
 	/* (a negative price is accepted) */
 	add_event(&x, "product-k2", "ProductCreated", "{\"product_id\": \"k2\", \"name\": \"K2\", \"price\": -0.5}",
-		  APPLIED, NULL, NULL);
-	add_event(&x, "product-k2", "ProductCreated", "{\"name\": \"No id\", \"price\": 1}", PENDING, NULL,
+		  H_APPLIED, NULL, NULL);
+	add_event(&x, "product-k2", "ProductCreated", "{\"name\": \"No id\", \"price\": 1}", H_PENDING, NULL,
 		  "'product_id'");
 	add_event(&x, "product-k2", "ProductCreated", "{\"product_id\": \"\", \"name\": \"Empty id\", \"price\": 1}",
-		  PENDING, NULL, "'product_id'");
+		  H_PENDING, NULL, "'product_id'");
 	add_event(&x, "product-k2", "ProductCreated",
-		  "{\"product_id\": 1.5, \"name\": \"Fraction id\", \"price\": 1}", PENDING, NULL, "'product_id'");
+		  "{\"product_id\": 1.5, \"name\": \"Fraction id\", \"price\": 1}", H_PENDING, NULL, "'product_id'");
 	add_event(&x, "product-k2", "ProductCreated",
-		  "{\"product_id\": [\"k2\"], \"name\": \"Array id\", \"price\": 1}", PENDING, NULL, "'product_id'");
-	add_event(&x, "product-k2", "ProductDeleted", "{\"id\": \"k2\"}", PENDING, NULL, "'product_id'");
-	add_event(&x, "product-k2", "ProductDeleted", "[\"k2\"]", PENDING, NULL, "JSON object");
+		  "{\"product_id\": [\"k2\"], \"name\": \"Array id\", \"price\": 1}", H_PENDING, NULL, "'product_id'");
+	add_event(&x, "product-k2", "ProductDeleted", "{\"id\": \"k2\"}", H_PENDING, NULL, "'product_id'");
+	add_event(&x, "product-k2", "ProductDeleted", "[\"k2\"]", H_PENDING, NULL, "JSON object");
 	/* a delete that would matter, were it valid */
-	add_event(&x, "product-k2", "ProductDeleted", "{\"product_id\": null}", PENDING, NULL, "'product_id'");
+	add_event(&x, "product-k2", "ProductDeleted", "{\"product_id\": null}", H_PENDING, NULL, "'product_id'");
 	add_event(&x, "product-k2", "ProductUpdated",
-		  "{\"product_id\": \"k2\", \"description\": \"still flowing\"}", APPLIED, NULL, NULL);
+		  "{\"product_id\": \"k2\", \"description\": \"still flowing\"}", H_APPLIED, NULL, NULL);
 	/* a type products does not know, in a stream it owns; elsewhere it is not read */
-	add_event(&x, "product-k2", "ProductArchived", "{\"product_id\": \"k2\"}", PENDING, NULL,
+	add_event(&x, "product-k2", "ProductArchived", "{\"product_id\": \"k2\"}", H_PENDING, NULL,
 		  "unknown event type 'ProductArchived'");
-	add_event(&x, "catalog-k2", "ProductArchived", "{\"product_id\": \"k2\"}", APPLIED, NULL, NULL);
+	add_event(&x, "catalog-k2", "ProductArchived", "{\"product_id\": \"k2\"}", H_APPLIED, NULL, NULL);
 	add_event(&x, "product-k2", "ProductUpdated", "{\"product_id\": \"k2\", \"tags\": [\"after\"]}",
-		  APPLIED, NULL, NULL);
+		  H_APPLIED, NULL, NULL);
 
 	/* never created: held back from its first, invalid, event on */
-	add_event(&x, "product-k3", "ProductUpdated", "{\"product_id\": \"k3\", \"tags\": [null]}", PENDING,
+	add_event(&x, "product-k3", "ProductUpdated", "{\"product_id\": \"k3\", \"tags\": [null]}", H_PENDING,
 		  "k3", "'tags'");
-	add_event(&x, "product-k3", "ProductPriceChanged", "{\"product_id\": \"k3\", \"new_price\": 5}", HELD,
+	add_event(&x, "product-k3", "ProductPriceChanged", "{\"product_id\": \"k3\", \"new_price\": 5}", H_HELD,
 		  "k3", NULL);
 
 	/* data above max-event-bytes (1 MiB by default) */
 	add_event(&x, "product-kbig", "ProductCreated", "{\"product_id\": \"kbig\", \"name\": \"Big\", \"price\": 4}",
-		  APPLIED, NULL, NULL);
+		  H_APPLIED, NULL, NULL);
 	{
 		static const char head[] = "{\"product_id\": \"kbig\", \"description\": \"";
 		big = malloc(sizeof(head) - 1 + big_len + 3);
@@ -793,9 +647,9 @@ Test(products, dead_letters_of_every_kind, .timeout = 120)
 		memset(big + sizeof(head) - 1, 'x', big_len);
 		memcpy(big + sizeof(head) - 1 + big_len, "\"}", 3);
 	}
-	add_event(&x, "product-kbig", "ProductUpdated", big, PENDING, "kbig", "max-event-bytes");
+	add_event(&x, "product-kbig", "ProductUpdated", big, H_PENDING, "kbig", "max-event-bytes");
 	free(big);
-	add_event(&x, "product-kbig", "ProductPriceChanged", "{\"product_id\": \"kbig\", \"new_price\": 5}", HELD,
+	add_event(&x, "product-kbig", "ProductPriceChanged", "{\"product_id\": \"kbig\", \"new_price\": 5}", H_HELD,
 		  "kbig", NULL);
 
 	/* id lengths (bytes, at most 512) and integer ranges */
@@ -807,23 +661,23 @@ Test(products, dead_letters_of_every_kind, .timeout = 120)
 			memcpy(e514 + 2 * i, "\xc3\xa9", 2); /* é */
 		e514[514] = '\0';
 		snprintf(ldata, sizeof(ldata), "{\"product_id\": \"%s\", \"name\": \"Long\", \"price\": 1}", x512);
-		add_event(&x, "product-long", "ProductCreated", ldata, APPLIED, NULL, NULL);
+		add_event(&x, "product-long", "ProductCreated", ldata, H_APPLIED, NULL, NULL);
 		snprintf(ldata, sizeof(ldata), "{\"product_id\": \"%s\", \"name\": \"Longer\", \"price\": 1}", e514);
-		add_event(&x, "product-longer", "ProductCreated", ldata, PENDING, NULL, "512 bytes");
+		add_event(&x, "product-longer", "ProductCreated", ldata, H_PENDING, NULL, "512 bytes");
 	}
 	add_event(&x, "product-max", "ProductCreated",
-		  "{\"product_id\": 9223372036854775807, \"name\": \"Max\", \"price\": 1}", APPLIED, NULL, NULL);
+		  "{\"product_id\": 9223372036854775807, \"name\": \"Max\", \"price\": 1}", H_APPLIED, NULL, NULL);
 	add_event(&x, "product-over", "ProductCreated",
-		  "{\"product_id\": 9223372036854775808, \"name\": \"Over\", \"price\": 1}", PENDING, NULL,
+		  "{\"product_id\": 9223372036854775808, \"name\": \"Over\", \"price\": 1}", H_PENDING, NULL,
 		  "'product_id'");
 	add_event(&x, "product-neg", "ProductCreated",
-		  "{\"product_id\": -5, \"name\": \"Negative\", \"price\": 1}", APPLIED, NULL, NULL);
+		  "{\"product_id\": -5, \"name\": \"Negative\", \"price\": 1}", H_APPLIED, NULL, NULL);
 	last = add_event(&x, "product-exp", "ProductCreated",
-			 "{\"product_id\": 1e2, \"name\": \"Hundred\", \"price\": 1.500}", APPLIED, NULL, NULL);
+			 "{\"product_id\": 1e2, \"name\": \"Hundred\", \"price\": 1.500}", H_APPLIED, NULL, NULL);
 
 	assert_once_ok(NULL);
 	assert_alias_names_index();
-	assert_letters("products", &x);
+	h_assert_letters("products", &x);
 	cr_assert_eq(h_dead_letter_count(), h_query_ll(NULL,
 		"SELECT count(*) FROM esbridge.dead_letters WHERE projection = 'products'", 0, NULL, -1),
 		"dead letters of another projection");
@@ -851,7 +705,7 @@ Test(products, dead_letters_of_every_kind, .timeout = 120)
 			   0, NULL);
 	cr_assert_str_eq(got, "0", "a dead letter without a reason");
 	free(got);
-	expectations_free(&x);
+	h_expectations_free(&x);
 }
 
 /* ---- g. configuration errors ---------------------------------------------- */
