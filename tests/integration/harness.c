@@ -762,6 +762,31 @@ void h_compare_oracle(const char *name, long *only_oracle, long *only_es)
 		 " WHERE NOT EXISTS (SELECT 1 FROM {oracle} o WHERE o.id = e.id) ORDER BY e.id LIMIT 5", name);
 }
 
+void h_write_oracle_without(const char *dir, const char *name, const char *left_out)
+{
+	static const char from[] = "FROM public.events e";
+	char path[1024], to[1024];
+	char *text, *at;
+	FILE *f;
+
+	cr_assert_lt(snprintf(to, sizeof(to), "FROM (SELECT * FROM public.events WHERE global_position NOT IN (%s)) e",
+			      left_out), (int)sizeof(to), "left_out too long");
+	snprintf(path, sizeof(path), "tests/oracle/%s.sql", name);
+	text = read_file(path, 0, NULL);
+	at = strstr(text, from);
+	cr_assert_not_null(at, "%s does not read '%s'", path, from);
+	cr_assert_null(strstr(at + 1, from), "%s reads '%s' twice", path, from);
+
+	snprintf(path, sizeof(path), "%s/%s.sql", dir, name);
+	f = fopen(path, "wb");
+	cr_assert_not_null(f, "cannot write %s: %s", path, strerror(errno));
+	cr_assert_eq(fwrite(text, 1, (size_t)(at - text), f), (size_t)(at - text));
+	cr_assert_gt(fputs(to, f), -1);
+	cr_assert_gt(fputs(at + strlen(from), f), -1);
+	cr_assert_eq(fclose(f), 0);
+	free(text);
+}
+
 void h_assert_docs_match_oracle(const char *name)
 {
 	long only_oracle, only_es;

@@ -269,6 +269,16 @@ long h_load_es_docs(const char *alias);
 void h_compare_oracle(const char *name, long *only_oracle, long *only_es);
 
 /*
+ * Writes DIR/NAME.sql: the oracle tests/oracle/NAME.sql with its one read
+ * of public.events ("FROM public.events e") narrowed to the events whose
+ * global_position is NOT IN (`left_out`), a one-column query evaluated
+ * with the oracle (on h_pg(): temp tables may serve). With
+ * ESBRIDGE_ORACLE_DIR=DIR, h_compare_oracle() then expects the documents
+ * of the events minus those.
+ */
+void h_write_oracle_without(const char *dir, const char *name, const char *left_out);
+
+/*
  * h_load_es_docs(name) + h_compare_oracle(name) + asserts no difference:
  * the alias of a projection bears its name.
  */

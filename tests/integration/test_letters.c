@@ -209,57 +209,18 @@ static bool searchable(const char *id)
 }
 
 /*
- * The oracles of the events minus those at the positions in the temp table
- * left_out (of h_pg(), where the harness evaluates them): tests/oracle/NAME.sql
- * with its one read of public.events narrowed, written to a folder of our
- * own that ESBRIDGE_ORACLE_DIR then names.
+ * After h_begin(): the oracles of the events minus those at the positions in
+ * the temp table left_out, in a folder of our own that ESBRIDGE_ORACLE_DIR
+ * then names; nothing left out yet.
  */
-static void write_oracle(const char *name)
-{
-	static const char from[] = "FROM public.events e";
-	static const char to[] =
-		"FROM (SELECT * FROM public.events"
-		"       WHERE global_position NOT IN (SELECT pos FROM pg_temp.left_out)) e";
-	char path[256];
-	FILE *f;
-	char *text, *at;
-	long size;
-
-	snprintf(path, sizeof(path), "tests/oracle/%s.sql", name);
-	f = fopen(path, "rb");
-	cr_assert_not_null(f, "cannot open %s: %s", path, strerror(errno));
-	cr_assert_eq(fseek(f, 0, SEEK_END), 0);
-	size = ftell(f);
-	cr_assert_gt(size, 0);
-	rewind(f);
-	text = malloc((size_t)size + 1);
-	cr_assert_not_null(text);
-	cr_assert_eq(fread(text, 1, (size_t)size, f), (size_t)size);
-	fclose(f);
-	text[size] = '\0';
-	at = strstr(text, from);
-	cr_assert_not_null(at, "%s does not read '%s'", path, from);
-	cr_assert_null(strstr(at + 1, from), "%s reads '%s' twice", path, from);
-
-	snprintf(path, sizeof(path), "%s/%s.sql", oracle_dir, name);
-	f = fopen(path, "wb");
-	cr_assert_not_null(f, "cannot write %s: %s", path, strerror(errno));
-	cr_assert_eq(fwrite(text, 1, (size_t)(at - text), f), (size_t)(at - text));
-	cr_assert_gt(fputs(to, f), -1);
-	cr_assert_gt(fputs(at + strlen(from), f), -1);
-	cr_assert_eq(fclose(f), 0);
-	free(text);
-}
-
-/* After h_begin(): the narrowed oracles, with nothing left out yet. */
 static void narrowed_oracles(void)
 {
 	if (!oracle_dir[0]) {
 		snprintf(oracle_dir, sizeof(oracle_dir), "/tmp/esbridge-letters-XXXXXX");
 		cr_assert_not_null(mkdtemp(oracle_dir), "mkdtemp: %s", strerror(errno));
 	}
-	write_oracle("products");
-	write_oracle("orders");
+	h_write_oracle_without(oracle_dir, "products", "SELECT pos FROM pg_temp.left_out");
+	h_write_oracle_without(oracle_dir, "orders", "SELECT pos FROM pg_temp.left_out");
 	cr_assert_eq(setenv("ESBRIDGE_ORACLE_DIR", oracle_dir, 1), 0);
 	h_sql(NULL, "CREATE TEMP TABLE IF NOT EXISTS left_out (pos bigint PRIMARY KEY)");
 	h_sql(NULL, "TRUNCATE left_out");

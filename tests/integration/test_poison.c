@@ -41,6 +41,9 @@
 #define MAX_ROWS 512
 #define MAX_DATA ((size_t)1 << 20)
 
+/* the events the oracles leave out: the corpus's dead and held ones */
+#define POISON_POSITIONS "SELECT pos FROM pg_temp.poison WHERE kind IN ('dead', 'held')"
+
 static void suite_fini(void)
 {
 	h_end();
@@ -366,47 +369,6 @@ static long check_dead_letters(void)
 	return bad;
 }
 
-/*
- * The oracle of `name` over the events minus the poison: tests/oracle/NAME.sql
- * with its one read of public.events narrowed, written to `dir`.
- */
-static void write_oracle(const char *dir, const char *name)
-{
-	static const char from[] = "FROM public.events e";
-	static const char to[] =
-		"FROM (SELECT * FROM public.events"
-		"       WHERE global_position NOT IN"
-		"             (SELECT pos FROM pg_temp.poison WHERE kind IN ('dead', 'held'))) e";
-	char path[1024];
-	FILE *f;
-	char *text, *at;
-	long size;
-
-	snprintf(path, sizeof(path), "tests/oracle/%s.sql", name);
-	f = fopen(path, "rb");
-	cr_assert_not_null(f, "cannot open %s: %s", path, strerror(errno));
-	cr_assert_eq(fseek(f, 0, SEEK_END), 0);
-	size = ftell(f);
-	rewind(f);
-	text = malloc((size_t)size + 1);
-	cr_assert_not_null(text);
-	cr_assert_eq(fread(text, 1, (size_t)size, f), (size_t)size);
-	fclose(f);
-	text[size] = '\0';
-	at = strstr(text, from);
-	cr_assert_not_null(at, "%s does not read '%s'", path, from);
-	cr_assert_null(strstr(at + 1, from), "%s reads '%s' twice", path, from);
-
-	snprintf(path, sizeof(path), "%s/%s.sql", dir, name);
-	f = fopen(path, "wb");
-	cr_assert_not_null(f, "cannot write %s: %s", path, strerror(errno));
-	cr_assert_eq(fwrite(text, 1, (size_t)(at - text), f), (size_t)(at - text));
-	cr_assert_gt(fputs(to, f), -1);
-	cr_assert_gt(fputs(at + strlen(from), f), -1);
-	cr_assert_eq(fclose(f), 0);
-	free(text);
-}
-
 /* Documents equal the oracle and hold what the valid lines expect; returns problems. */
 static long check_documents(const char *name, const char *id_key)
 {
@@ -519,8 +481,8 @@ Test(poison, corpus_in_a_valid_history, .timeout = 300)
 	bad_letters = check_dead_letters();
 
 	cr_assert_neq(mkdtemp(dir), NULL, "mkdtemp: %s", strerror(errno));
-	write_oracle(dir, "products");
-	write_oracle(dir, "orders");
+	h_write_oracle_without(dir, "products", POISON_POSITIONS);
+	h_write_oracle_without(dir, "orders", POISON_POSITIONS);
 	cr_assert_eq(setenv("ESBRIDGE_ORACLE_DIR", dir, 1), 0);
 	bad_products = check_documents("products", "product_id");
 	bad_orders = check_documents("orders", "order_id");
