@@ -1340,6 +1340,31 @@ int h_services(const char *const *args, double secs)
 	return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
+void h_services_ok(const char *cmd, const char *arg, double secs)
+{
+	const char *const args[] = { cmd, arg, NULL };
+	double t0 = h_now();
+	int code = h_services(args, secs);
+
+	cr_assert_eq(code, 0, "scripts/services %s%s%s exited with %d", cmd, arg ? " " : "", arg ? arg : "",
+		     code);
+	cr_log_info("services %s%s%s: %.2fs", cmd, arg ? " " : "", arg ? arg : "", h_now() - t0);
+}
+
+void h_services_up(void)
+{
+	static const char *const status[] = { "status", NULL };
+	static const char *const thaw[] = { "es-thaw", NULL };
+	static const char *const start[] = { "start", NULL };
+	int code;
+
+	if (h_services(status, 30) == 0)
+		return; /* both answer: the usual case, and a quiet one */
+	(void)h_services(thaw, 30); /* fails harmlessly when the node is down */
+	code = h_services(start, 240);
+	cr_assert_eq(code, 0, "scripts/services start exited with %d", code);
+}
+
 void h_pg_reset(void)
 {
 	for (int i = 0; i < MAX_CONNS; i++) {

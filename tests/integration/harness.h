@@ -298,6 +298,20 @@ void h_assert_docs_match_oracle(const char *name);
 int h_services(const char *const *args, double secs);
 
 /*
+ * h_services({ cmd, arg, NULL }, secs) (`arg` may be NULL), which must exit
+ * 0; logs how long it took.
+ */
+void h_services_ok(const char *cmd, const char *arg, double secs);
+
+/*
+ * Both services up and the search node's JVM running: nothing to do when
+ * `scripts/services status` says both answer, else `es-thaw` (resumes a
+ * node a test left stopped) and `start`, which must succeed. For the
+ * .init and .fini (after h_end()) of suites that stop or freeze services.
+ */
+void h_services_up(void);
+
+/*
  * After a PostgreSQL restart: reopens h_pg() (its session settings applied
  * again; temp tables are gone) and drops the connections of h_connect().
  */

@@ -46,39 +46,13 @@
 
 /* ---- services ---------------------------------------------------------------- */
 
-/* Both services up and the JVM running (resumed if a test left it stopped). */
-static void services_up(void)
-{
-	static const char *const status[] = { "status", NULL };
-	static const char *const thaw[] = { "es-thaw", NULL };
-	static const char *const start[] = { "start", NULL };
-	int code;
-
-	if (h_services(status, 30) == 0)
-		return; /* both answer: the usual case, and a quiet one */
-	(void)h_services(thaw, 30); /* fails harmlessly when the node is down */
-	code = h_services(start, 240);
-	cr_assert_eq(code, 0, "scripts/services start exited with %d", code);
-}
-
 static void suite_fini(void)
 {
 	h_end();
-	services_up();
+	h_services_up();
 }
 
-TestSuite(faults, .init = services_up, .fini = suite_fini);
-
-static void services(const char *cmd, const char *arg, double secs)
-{
-	const char *const args[] = { cmd, arg, NULL };
-	double t0 = h_now();
-	int code = h_services(args, secs);
-
-	cr_assert_eq(code, 0, "scripts/services %s%s%s exited with %d", cmd, arg ? " " : "", arg ? arg : "",
-		     code);
-	cr_log_info("services %s%s%s: %.2fs", cmd, arg ? " " : "", arg ? arg : "", h_now() - t0);
-}
+TestSuite(faults, .init = h_services_up, .fini = suite_fini);
 
 /* ---- the bridge -------------------------------------------------------------- */
 
@@ -215,9 +189,9 @@ Test(faults, es_killed_during_catch_up, .timeout = 720)
 	last = history(GEN_EVENTS);
 	p = bridge(extra);
 	wait_mid_flight(p, last);
-	services("es-kill", NULL, 30);
+	h_services_ok("es-kill", NULL, 30);
 	h_sleep(1.0); /* requests fail meanwhile: connection refused */
-	services("es-start", NULL, 300);
+	h_services_ok("es-start", NULL, 300);
 	wait_caught_up(p, last, RECOVER_SECS);
 	cr_assert_gt(count_in_output(p, "level=warn"), 0,
 		     "the daemon logged no warning: did the fault reach it? (log: %s)", p->log);
@@ -240,11 +214,11 @@ Test(faults, es_stopped_during_catch_up, .timeout = 420)
 	p = bridge(extra);
 	at = wait_mid_flight(p, last);
 	/* the guard resumes it after 60s even if this test dies */
-	services("es-freeze", "60", 30);
+	h_services_ok("es-freeze", "60", 30);
 	h_sleep(8.0); /* > 2 request timeouts: requests time out, are retried, time out again */
 	cr_assert(!h_wait(p, 0), "the daemon exited while the node was stopped (log: %s)", p->log);
 	cr_log_info("node resumed; checkpoint %" PRId64 " (%" PRId64 " when it stopped)", checkpoint_pos(), at);
-	services("es-thaw", NULL, 30);
+	h_services_ok("es-thaw", NULL, 30);
 	wait_caught_up(p, last, RECOVER_SECS);
 	cr_assert_gt(count_in_output(p, "level=warn"), 0,
 		     "the daemon logged no warning: did the fault reach it? (log: %s)", p->log);
@@ -266,7 +240,7 @@ static void pg_restart_during_catch_up(const char *mode)
 	last = history(GEN_EVENTS);
 	p = bridge(extra);
 	wait_mid_flight(p, last);
-	services("pg-restart", mode, 90);
+	h_services_ok("pg-restart", mode, 90);
 	h_pg_reset(); /* the test's own session went with the server */
 	wait_caught_up(p, last, RECOVER_SECS);
 	cr_assert_gt(count_in_output(p, "level=warn") + count_in_output(p, "level=error"), 0,

@@ -47,34 +47,13 @@
 
 /* ---- services ---------------------------------------------------------------- */
 
-/* Both services up and the JVM running (resumed if a test left it stopped). */
-static void services_up(void)
-{
-	static const char *const thaw[] = { "es-thaw", NULL };
-	static const char *const start[] = { "start", NULL };
-	int code;
-
-	(void)h_services(thaw, 30); /* fails harmlessly when the node is down */
-	code = h_services(start, 240);
-	cr_assert_eq(code, 0, "scripts/services start exited with %d", code);
-}
-
 static void suite_fini(void)
 {
 	h_end();
-	services_up();
+	h_services_up();
 }
 
-TestSuite(operate, .init = services_up, .fini = suite_fini);
-
-static void services(const char *cmd, const char *arg, double secs)
-{
-	const char *const args[] = { cmd, arg, NULL };
-	int code = h_services(args, secs);
-
-	cr_assert_eq(code, 0, "scripts/services %s%s%s exited with %d", cmd, arg ? " " : "", arg ? arg : "",
-		     code);
-}
+TestSuite(operate, .init = h_services_up, .fini = suite_fini);
 
 /* ---- files ------------------------------------------------------------------- */
 
@@ -834,7 +813,7 @@ Test(operate, metrics_and_health, .timeout = 300)
 	h_assert_docs_match_oracle("orders");
 
 	/* the node frozen: 503 with a reason within a tick (5 s) and the request timeout (8 s) */
-	services("es-freeze", "90", 30);
+	h_services_ok("es-freeze", "90", 30);
 	t0 = h_now();
 	deadline = t0 + 40;
 	for (;;) {
@@ -858,7 +837,7 @@ Test(operate, metrics_and_health, .timeout = 300)
 	h_http_free(&r);
 
 	/* resumed: 200 again */
-	services("es-thaw", NULL, 30);
+	h_services_ok("es-thaw", NULL, 30);
 	t0 = h_now();
 	deadline = t0 + 40;
 	for (;;) {
@@ -1160,7 +1139,7 @@ Test(operate, drain_timeout_with_a_frozen_node, .timeout = 300)
 	before = checkpoint_pos("products");
 
 	/* requests in flight to a frozen node */
-	services("es-freeze", "120", 30);
+	h_services_ok("es-freeze", "120", 30);
 	h_insert_generated_products(3001, 5000);
 	last = last_pos_of("product-");
 	deadline = h_now() + 30;
@@ -1191,7 +1170,7 @@ Test(operate, drain_timeout_with_a_frozen_node, .timeout = 300)
 		     " freeze, %" PRId64 " appended last)", cp, before, last);
 	cr_assert_eq(txid, h_event_txid(before), "the checkpoint's transaction is not the last acknowledged one");
 
-	services("es-thaw", NULL, 30);
+	h_services_ok("es-thaw", NULL, 30);
 	cr_assert_eq(h_run_once((const char *const[]){ "--projection", "products", NULL }, 180), 0);
 	cr_assert_eq(checkpoint_pos("products"), last);
 	cr_assert_eq(h_dead_letter_count(), 0, "dead letters");
