@@ -1219,6 +1219,17 @@ void h_end(void)
 	}
 }
 
+/* Runs `sql` with $1 = `from` and $2 = `to`. */
+static void insert_range(int from, int to, const char *sql)
+{
+	char f[16], t[16];
+	const char *params[2] = { f, t };
+
+	snprintf(f, sizeof(f), "%d", from);
+	snprintf(t, sizeof(t), "%d", to);
+	PQclear(h_exec(NULL, sql, 2, params));
+}
+
 /*
  * Appends the generated events [from, to] in one statement (one
  * transaction). Products g1..g3000 are created by the first 3000; then, by
@@ -1228,12 +1239,7 @@ void h_end(void)
  */
 void h_insert_generated_products(int from, int to)
 {
-	char f[16], t[16];
-	const char *params[2] = { f, t };
-
-	snprintf(f, sizeof(f), "%d", from);
-	snprintf(t, sizeof(t), "%d", to);
-	PQclear(h_exec(NULL,
+	insert_range(from, to,
 		"INSERT INTO public.events (stream_id, event_type, data, version)"
 		" SELECT 'product-g' || g.p, g.t,"
 		"  CASE g.t"
@@ -1266,8 +1272,39 @@ void h_insert_generated_products(int from, int to)
 		"             ELSE 'ProductUpdated' END AS t,"
 		"        to_char(timestamp '2026-01-01' + i * interval '1 second',"
 		"                'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') AS ts"
-		"       FROM generate_series($1::int, $2::int) i) g",
-		2, params));
+		"       FROM generate_series($1::int, $2::int) i) g");
+}
+
+/*
+ * Orders o`from`..o`to` in one transaction: created, two items, every third
+ * one item removed, even ones shipped, every fourth completed, every
+ * seventh cancelled.
+ */
+void h_insert_generated_orders(int from, int to)
+{
+	insert_range(from, to,
+		"INSERT INTO public.events (stream_id, event_type, data, version)"
+		" SELECT 'order-o' || o, t,"
+		"  CASE t"
+		"   WHEN 'OrderCreated' THEN jsonb_build_object('order_id', 'o' || o, 'customer_id', 'c' || (o % 97),"
+		"     'created_at', '2026-11-01T10:00:00Z')"
+		"   WHEN 'OrderItemAdded' THEN jsonb_build_object('order_id', 'o' || o, 'product_id', 'p' || (o * step % 500),"
+		"     'price', ((o * 31 + step * 17) % 20000) / 100.0, 'quantity', 1 + (o + step) % 3)"
+		"   WHEN 'OrderItemRemoved' THEN jsonb_build_object('order_id', 'o' || o, 'product_id', 'p' || (o % 500),"
+		"     'price', ((o * 31 + 17) % 20000) / 100.0, 'quantity', 1)"
+		"   WHEN 'OrderShipped' THEN jsonb_build_object('order_id', 'o' || o, 'shipped_at', '2026-11-02T10:00:00Z')"
+		"   WHEN 'OrderCompleted' THEN jsonb_build_object('order_id', 'o' || o, 'customer_id', 'c' || (o % 97),"
+		"     'total_amount', 0, 'item_count', 2, 'completed_at', '2026-11-03T10:00:00Z')"
+		"   ELSE jsonb_build_object('order_id', 'o' || o, 'reason', 'changed mind',"
+		"     'cancelled_at', '2026-11-02T12:00:00Z')"
+		"  END, step"
+		" FROM (SELECT o, s.step, CASE s.step WHEN 1 THEN 'OrderCreated' WHEN 2 THEN 'OrderItemAdded'"
+		"         WHEN 3 THEN 'OrderItemAdded' WHEN 4 THEN 'OrderItemRemoved' WHEN 5 THEN 'OrderShipped'"
+		"         WHEN 6 THEN 'OrderCompleted' ELSE 'OrderCancelled' END AS t"
+		"       FROM generate_series($1::int, $2::int) o, generate_series(1, 7) s(step)"
+		"       WHERE s.step <= 3 OR (s.step = 4 AND o % 3 = 0) OR (s.step = 5 AND o % 2 = 0)"
+		"          OR (s.step = 6 AND o % 4 = 0) OR (s.step = 7 AND o % 7 = 0)) x"
+		" ORDER BY o, step");
 }
 
 /* ---- faults ---------------------------------------------------------------- */

@@ -340,4 +340,11 @@ long h_proxy_faults(const struct h_proc *p, const char *kind);
  */
 void h_insert_generated_products(int from, int to);
 
+/*
+ * Appends generated order events of orders o`from`..o`to` in one
+ * transaction: created, two items, every third one item removed, even ones
+ * shipped, every fourth completed, every seventh cancelled.
+ */
+void h_insert_generated_orders(int from, int to);
+
 #endif

@@ -167,44 +167,6 @@ static int line_count(const char *text)
 
 /* ---- histories --------------------------------------------------------------- */
 
-/*
- * Orders o`from`..o`to` in one transaction: created, two items, every third
- * one item removed, even ones shipped, every fourth completed, every
- * seventh cancelled.
- */
-static void insert_orders(int from, int to)
-{
-	char f[16], t[16];
-	const char *params[2] = { f, t };
-
-	snprintf(f, sizeof(f), "%d", from);
-	snprintf(t, sizeof(t), "%d", to);
-	PQclear(h_exec(NULL,
-		"INSERT INTO public.events (stream_id, event_type, data, version)"
-		" SELECT 'order-o' || o, t,"
-		"  CASE t"
-		"   WHEN 'OrderCreated' THEN jsonb_build_object('order_id', 'o' || o, 'customer_id', 'c' || (o % 97),"
-		"     'created_at', '2026-11-01T10:00:00Z')"
-		"   WHEN 'OrderItemAdded' THEN jsonb_build_object('order_id', 'o' || o, 'product_id', 'p' || (o * step % 500),"
-		"     'price', ((o * 31 + step * 17) % 20000) / 100.0, 'quantity', 1 + (o + step) % 3)"
-		"   WHEN 'OrderItemRemoved' THEN jsonb_build_object('order_id', 'o' || o, 'product_id', 'p' || (o % 500),"
-		"     'price', ((o * 31 + 17) % 20000) / 100.0, 'quantity', 1)"
-		"   WHEN 'OrderShipped' THEN jsonb_build_object('order_id', 'o' || o, 'shipped_at', '2026-11-02T10:00:00Z')"
-		"   WHEN 'OrderCompleted' THEN jsonb_build_object('order_id', 'o' || o, 'customer_id', 'c' || (o % 97),"
-		"     'total_amount', 0, 'item_count', 2, 'completed_at', '2026-11-03T10:00:00Z')"
-		"   ELSE jsonb_build_object('order_id', 'o' || o, 'reason', 'changed mind',"
-		"     'cancelled_at', '2026-11-02T12:00:00Z')"
-		"  END, step"
-		" FROM (SELECT o, s.step, CASE s.step WHEN 1 THEN 'OrderCreated' WHEN 2 THEN 'OrderItemAdded'"
-		"         WHEN 3 THEN 'OrderItemAdded' WHEN 4 THEN 'OrderItemRemoved' WHEN 5 THEN 'OrderShipped'"
-		"         WHEN 6 THEN 'OrderCompleted' ELSE 'OrderCancelled' END AS t"
-		"       FROM generate_series($1::int, $2::int) o, generate_series(1, 7) s(step)"
-		"       WHERE s.step <= 3 OR (s.step = 4 AND o % 3 = 0) OR (s.step = 5 AND o % 2 = 0)"
-		"          OR (s.step = 6 AND o % 4 = 0) OR (s.step = 7 AND o % 7 = 0)) x"
-		" ORDER BY o, step",
-		2, params));
-}
-
 /* The last event of a projection's streams in commit order (position; 0: none). */
 static int64_t last_pos_of(const char *stream_prefix)
 {
@@ -754,14 +716,14 @@ Test(operate, metrics_and_health, .timeout = 300)
 
 	h_begin();
 	h_insert_generated_products(1, 6000);
-	insert_orders(1, 1500);
+	h_insert_generated_orders(1, 1500);
 	h_insert_generated_products(6001, 9000);
 	/* three bad events, each its own product (no later event held behind them) */
 	(void)h_event(NULL, "product-bad1", "ProductCreated", "{\"product_id\": \"bad1\", \"price\": 1}");
 	(void)h_event(NULL, "product-bad2", "ProductCreated",
 		      "{\"product_id\": \"bad2\", \"name\": \"n\", \"price\": 1.234}");
 	(void)h_event(NULL, "product-bad3", "ProductPriceChanged", "{\"product_id\": \"bad3\"}");
-	insert_orders(1501, 2000);
+	h_insert_generated_orders(1501, 2000);
 
 	p = h_spawn(0, args);
 	port = metrics_port(p);
@@ -1046,7 +1008,7 @@ Test(operate, standby_takes_over_after_sigkill, .timeout = 400)
 	test_dir("standby-b", dir_b, sizeof(dir_b));
 	for (int from = 1; from <= 20000; from += 5000) {
 		h_insert_generated_products(from, from + 4999);
-		insert_orders(next_o, next_o + 749);
+		h_insert_generated_orders(next_o, next_o + 749);
 		next_o += 750;
 	}
 
@@ -1063,7 +1025,7 @@ Test(operate, standby_takes_over_after_sigkill, .timeout = 400)
 		cr_assert(!h_wait(b, 0), "the second instance exited (log: %s)", b->log);
 		h_insert_generated_products(next_p, next_p + 499);
 		next_p += 500;
-		insert_orders(next_o, next_o + 99);
+		h_insert_generated_orders(next_o, next_o + 99);
 		next_o += 100;
 		h_sleep(0.1);
 	}
@@ -1072,7 +1034,7 @@ Test(operate, standby_takes_over_after_sigkill, .timeout = 400)
 	/* SIGKILL right after a commit: a has events in hand */
 	h_insert_generated_products(next_p, next_p + 999);
 	next_p += 1000;
-	insert_orders(next_o, next_o + 199);
+	h_insert_generated_orders(next_o, next_o + 199);
 	next_o += 200;
 	kill_before = wall_ns();
 	h_kill(a);
@@ -1089,7 +1051,7 @@ Test(operate, standby_takes_over_after_sigkill, .timeout = 400)
 	cr_log_info("took over %.2fs after the kill", h_now() - t_kill);
 	/* more events after the takeover */
 	h_insert_generated_products(next_p, next_p + 999);
-	insert_orders(next_o, next_o + 199);
+	h_insert_generated_orders(next_o, next_o + 199);
 	wait_caught_up(b, "products", last_pos_of("product-"), 180);
 	wait_caught_up(b, "orders", last_pos_of("order-"), 180);
 	wait_alias(b, "products");

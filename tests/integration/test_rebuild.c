@@ -46,44 +46,6 @@ TestSuite(rebuild, .fini = suite_fini);
 
 /* ---- histories --------------------------------------------------------------- */
 
-
-/*
- * Orders o1..oN in one transaction: created, two items, every third one
- * item removed, even ones shipped, every fourth completed, every seventh
- * cancelled.
- */
-static void insert_orders(int n)
-{
-	char nn[16];
-	const char *params[1] = { nn };
-
-	snprintf(nn, sizeof(nn), "%d", n);
-	PQclear(h_exec(NULL,
-		"INSERT INTO public.events (stream_id, event_type, data, version)"
-		" SELECT 'order-o' || o, t,"
-		"  CASE t"
-		"   WHEN 'OrderCreated' THEN jsonb_build_object('order_id', 'o' || o, 'customer_id', 'c' || (o % 97),"
-		"     'created_at', '2026-11-01T10:00:00Z')"
-		"   WHEN 'OrderItemAdded' THEN jsonb_build_object('order_id', 'o' || o, 'product_id', 'p' || (o * step % 500),"
-		"     'price', ((o * 31 + step * 17) % 20000) / 100.0, 'quantity', 1 + (o + step) % 3)"
-		"   WHEN 'OrderItemRemoved' THEN jsonb_build_object('order_id', 'o' || o, 'product_id', 'p' || (o % 500),"
-		"     'price', ((o * 31 + 17) % 20000) / 100.0, 'quantity', 1)"
-		"   WHEN 'OrderShipped' THEN jsonb_build_object('order_id', 'o' || o, 'shipped_at', '2026-11-02T10:00:00Z')"
-		"   WHEN 'OrderCompleted' THEN jsonb_build_object('order_id', 'o' || o, 'customer_id', 'c' || (o % 97),"
-		"     'total_amount', 0, 'item_count', 2, 'completed_at', '2026-11-03T10:00:00Z')"
-		"   ELSE jsonb_build_object('order_id', 'o' || o, 'reason', 'changed mind',"
-		"     'cancelled_at', '2026-11-02T12:00:00Z')"
-		"  END, step"
-		" FROM (SELECT o, s.step, CASE s.step WHEN 1 THEN 'OrderCreated' WHEN 2 THEN 'OrderItemAdded'"
-		"         WHEN 3 THEN 'OrderItemAdded' WHEN 4 THEN 'OrderItemRemoved' WHEN 5 THEN 'OrderShipped'"
-		"         WHEN 6 THEN 'OrderCompleted' ELSE 'OrderCancelled' END AS t"
-		"       FROM generate_series(1, $1::int) o, generate_series(1, 7) s(step)"
-		"       WHERE s.step <= 3 OR (s.step = 4 AND o % 3 = 0) OR (s.step = 5 AND o % 2 = 0)"
-		"          OR (s.step = 6 AND o % 4 = 0) OR (s.step = 7 AND o % 7 = 0)) x"
-		" ORDER BY o, step",
-		1, params));
-}
-
 /* The last event in commit order: (transaction_id, global_position). */
 static void last_event(uint64_t *txid, int64_t *pos)
 {
@@ -619,7 +581,7 @@ static void rebuild_under_load(enum kind kind)
 		h_insert_generated_products(1, 15000); /* 3000 products and 12000 changes */
 		w->base = 3000;
 	} else {
-		insert_orders(3000);
+		h_insert_generated_orders(1, 3000);
 		w->base = 3000;
 	}
 	w->kind = kind;
