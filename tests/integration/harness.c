@@ -359,6 +359,28 @@ bool h_checkpoint(const char *projection, uint64_t *txid, int64_t *pos)
 	return found;
 }
 
+struct checkpoint_arg {
+	const char *projection;
+	uint64_t txid;
+	int64_t pos;
+};
+
+static bool checkpoint_at(void *arg)
+{
+	const struct checkpoint_arg *a = arg;
+	uint64_t t;
+	int64_t p;
+
+	return h_checkpoint(a->projection, &t, &p) && t == a->txid && p == a->pos;
+}
+
+bool h_wait_checkpoint(const char *projection, uint64_t txid, int64_t pos, double secs)
+{
+	struct checkpoint_arg a = { .projection = projection, .txid = txid, .pos = pos };
+
+	return h_eventually(checkpoint_at, &a, secs);
+}
+
 long long h_dead_letter_count(void)
 {
 	if (!h_query_ll(NULL, "SELECT (to_regclass('esbridge.dead_letters') IS NOT NULL)::int", 0, NULL, 0))

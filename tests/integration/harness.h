@@ -116,6 +116,12 @@ uint64_t h_event_txid(int64_t pos);
  */
 bool h_checkpoint(const char *projection, uint64_t *txid, int64_t *pos);
 
+/*
+ * Waits up to `secs` for the checkpoint of the newest generation of
+ * `projection` to be exactly (txid, pos); true when it was in time.
+ */
+bool h_wait_checkpoint(const char *projection, uint64_t txid, int64_t pos, double secs);
+
 /* Dead letters recorded so far. */
 long long h_dead_letter_count(void);
 

@@ -192,28 +192,14 @@ static void last_event_of(const char *types, uint64_t *txid, int64_t *pos)
 #define DAILY_TYPES "{OrderCompleted,OrderRefunded}"
 #define ACTIVITY_TYPES "{CustomerCreated,OrderCompleted,ReviewSubmitted,CustomerTierChanged}"
 
-struct caught_up_arg {
-	const char *proj;
-	uint64_t txid;
-	int64_t pos;
-};
-
-static bool caught_up(void *arg)
-{
-	struct caught_up_arg *a = arg;
-	uint64_t t;
-	int64_t p;
-
-	return h_checkpoint(a->proj, &t, &p) && t == a->txid && p == a->pos;
-}
-
 static void wait_caught_up(const char *proj, const char *types, const struct h_proc *d)
 {
-	struct caught_up_arg a = { .proj = proj };
+	uint64_t txid;
+	int64_t pos;
 
-	last_event_of(types, &a.txid, &a.pos);
-	cr_assert(h_eventually(caught_up, &a, 120), "%s never caught up with %" PRIu64 "/%" PRId64
-		  " (log: %s)", proj, a.txid, a.pos, d ? d->log : "-");
+	last_event_of(types, &txid, &pos);
+	cr_assert(h_wait_checkpoint(proj, txid, pos, 120), "%s never caught up with %" PRIu64 "/%" PRId64
+		  " (log: %s)", proj, txid, pos, d ? d->log : "-");
 }
 
 /* After a load into es_docs: every value of `field` is a number with no digits below the cent. */

@@ -271,30 +271,16 @@ static struct h_proc *cli_ok(const char *const *args, double secs, const char *w
 	return p;
 }
 
-struct caught_up_arg {
-	const char *proj;
-	uint64_t txid;
-	int64_t pos;
-};
-
-/* The newest generation's checkpoint is at the last event. */
-static bool caught_up(void *arg)
-{
-	struct caught_up_arg *a = arg;
-	uint64_t t;
-	int64_t p;
-
-	return h_checkpoint(a->proj, &t, &p) && t == a->txid && p == a->pos;
-}
-
+/* The newest generation's checkpoint reaches the last event. */
 static void wait_caught_up(const char *proj, const struct h_proc *daemon)
 {
-	struct caught_up_arg a = { .proj = proj };
+	uint64_t txid;
+	int64_t pos;
 
-	last_event(&a.txid, &a.pos);
-	cr_assert(h_eventually(caught_up, &a, H_LONG),
-		  "%s never caught up with the last event %" PRIu64 "/%" PRId64 " (log: %s)", proj, a.txid,
-		  a.pos, daemon ? daemon->log : "-");
+	last_event(&txid, &pos);
+	cr_assert(h_wait_checkpoint(proj, txid, pos, H_LONG),
+		  "%s never caught up with the last event %" PRIu64 "/%" PRId64 " (log: %s)", proj, txid, pos,
+		  daemon ? daemon->log : "-");
 }
 
 static void sigterm_exit0(struct h_proc *p)
