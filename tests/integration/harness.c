@@ -613,6 +613,32 @@ char *h_search_source(const char *alias, const char *id)
 	return out;
 }
 
+bool h_searchable(const char *alias, const char *id)
+{
+	char *src = h_search_source(alias, id);
+	bool found = src != NULL;
+
+	free(src);
+	return found;
+}
+
+bool h_source_is(const char *alias, const char *id, const char *want)
+{
+	char *src = h_search_source(alias, id);
+	const char *params[2];
+	bool eq;
+
+	if (!src)
+		return false;
+	params[0] = src;
+	params[1] = want;
+	eq = h_query_ll(NULL, "SELECT ($1::jsonb = $2::jsonb)::int", 2, params, 0) == 1;
+	if (!eq)
+		cr_log_info("document %s is %s, waiting for %s", id, src, want);
+	free(src);
+	return eq;
+}
+
 /*
  * Inserts the hits of one search/scroll page (its raw JSON text): PostgreSQL
  * parses each _source, numbers as exact decimals. Returns their count.

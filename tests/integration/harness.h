@@ -257,6 +257,15 @@ long long h_index_ops(const char *index);
  */
 char *h_search_source(const char *alias, const char *id);
 
+/* True when h_search_source() finds document `id`. */
+bool h_searchable(const char *alias, const char *id);
+
+/*
+ * True when h_search_source() finds document `id` and its _source equals
+ * `want` (JSON text, compared as jsonb); logs the document when it differs.
+ */
+bool h_source_is(const char *alias, const char *id, const char *want);
+
 /*
  * Refreshes the alias `alias` and loads every document behind it (scroll
  * API) into the temp table es_docs(id text, doc jsonb) of h_pg(), each

@@ -76,28 +76,12 @@ static bool checkpoint_is(void *arg)
 /* True when the search finds document `id` and its _source equals `want` (jsonb). */
 static bool source_is(const char *id, const char *want)
 {
-	char *src = h_search_source(ALIAS, id);
-	const char *params[2];
-	bool eq;
-
-	if (!src)
-		return false;
-	params[0] = src;
-	params[1] = want;
-	eq = h_query_ll(NULL, "SELECT ($1::jsonb = $2::jsonb)::int", 2, params, 0) == 1;
-	if (!eq)
-		cr_log_info("document %s is %s, waiting for %s", id, src, want);
-	free(src);
-	return eq;
+	return h_source_is(ALIAS, id, want);
 }
 
 static bool searchable(const char *id)
 {
-	char *src = h_search_source(ALIAS, id);
-	bool found = src != NULL;
-
-	free(src);
-	return found;
+	return h_searchable(ALIAS, id);
 }
 
 /* ---- a. a scripted history ------------------------------------------------- */
