@@ -705,29 +705,14 @@ static void lost_store(struct pipeline *p);
 
 /*
  * After a short read preceded by store_head: every event of the projection
- * up to `head` has been read. Reads start after it from now on (a projection
- * whose events are rare would otherwise scan the others' events at every
- * wake-up), and once it is a batch ahead of the checkpoint, an empty read
- * batch carries the checkpoint there.
+ * up to `head` has been read, so reads start after it from now on (a
+ * projection whose events are rare would otherwise scan the others' events
+ * at every wake-up). The checkpoint stays the last event it applied.
  */
 static void skip_to(struct pipeline *p, struct position head)
 {
-	struct rbatch *rb;
-
-	if (position_cmp(head, p->read_at) <= 0)
-		return;
-	p->read_at = head;
-	if (head.pos - p->committed.pos < p->cfg->batch_size)
-		return;
-	rb = calloc(1, sizeof(*rb));
-	if (!rb)
-		return; /* only a shortcut */
-	rb->last = head;
-	if (p->rb_tail)
-		p->rb_tail->next = rb;
-	else
-		p->rb_head = rb;
-	p->rb_tail = rb;
+	if (position_cmp(head, p->read_at) > 0)
+		p->read_at = head;
 }
 
 static void read_once(struct pipeline *p)

@@ -496,7 +496,7 @@ Test(letters, no_daemon_discard_and_retry_apply_at_next_start, .timeout = 150)
 		 NULL);
 	g = add(&products_x, "product-g", "ProductCreated", "{\"name\": \"No id\", \"price\": 1}", H_PENDING, NULL,
 		"'product_id'");
-	h_expect(&orders_x, h_event(NULL, "order-o1", "OrderRefunded", "{\"order_id\": \"o1\"}"), H_PENDING, NULL,
+	h_expect(&orders_x, h_event(NULL, "order-o1", "OrderArchived", "{\"order_id\": \"o1\"}"), H_PENDING, NULL,
 	         "unknown event type");
 
 	code = h_run_once(small_limit, H_LONG);
