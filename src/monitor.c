@@ -649,11 +649,19 @@ static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	struct monitor *m = (struct monitor *)((char *)w - offsetof(struct monitor, tick));
 	struct monitor_source src[MAX_SOURCES];
 	int n = m->sources(m->arg, src, MAX_SOURCES);
+	bool due;
 
 	(void)revents;
-	pg_refresh(m, src, n);
+	due = ev_now(loop) - m->last_summary >= m->cfg->stats_interval - 0.01;
+	/*
+	 * Counting the lag reads the events after the checkpoint: every few
+	 * seconds for /metrics and /health, else once a summary (its numbers
+	 * are then one interval old).
+	 */
+	if (m->httpd || due)
+		pg_refresh(m, src, n);
 	ping(m);
-	if (ev_now(loop) - m->last_summary >= m->cfg->stats_interval - 0.01) {
+	if (due) {
 		m->last_summary = ev_now(loop);
 		summary(m, src, n);
 	}
