@@ -654,11 +654,10 @@ static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	(void)revents;
 	due = ev_now(loop) - m->last_summary >= m->cfg->stats_interval - 0.01;
 	/*
-	 * Counting the lag reads the events after the checkpoint: every few
-	 * seconds for /metrics and /health, else once a summary (its numbers
-	 * are then one interval old).
+	 * Counting the lag reads the events after the checkpoint: every tick
+	 * for /metrics and /health, else only at the tick before a summary.
 	 */
-	if (m->httpd || due)
+	if (m->httpd || ev_now(loop) - m->last_summary >= m->cfg->stats_interval - w->repeat - 0.01)
 		pg_refresh(m, src, n);
 	ping(m);
 	if (due) {
