@@ -45,7 +45,7 @@ struct es_client {
 	char *ca_file;
 	bool insecure;
 	bool compress;
-	long timeout_ms;
+	const double *timeout;  /* the live setting (SIGHUP may change it), seconds */
 	char *user;           /* basic auth, or NULL */
 	char *password;       /* secret: wiped on free */
 	struct curl_slist *hdr[N_HDR];  /* with "Authorization: ApiKey ..." (secret) when set */
@@ -246,7 +246,7 @@ static int setup_easy(struct es_client *c, int node, CURL *e, const char *method
 	SET(CURLOPT_WRITEFUNCTION, write_cb);
 	SET(CURLOPT_WRITEDATA, resp);
 	SET(CURLOPT_ERRORBUFFER, errbuf);
-	SET(CURLOPT_TIMEOUT_MS, c->timeout_ms);
+	SET(CURLOPT_TIMEOUT_MS, (long)(*c->timeout * 1000.0));
 	SET(CURLOPT_CONNECTTIMEOUT_MS, 10000L);
 	SET(CURLOPT_TCP_KEEPALIVE, 1L);
 	SET(CURLOPT_HTTPHEADER, c->hdr[(ndjson ? HDR_NDJSON : HDR_JSON) + (gz ? HDR_JSON_GZ : 0)]);
@@ -516,7 +516,7 @@ struct es_client *es_client_new(struct ev_loop *loop, const struct config *cfg,
 	c->ca_file = *cfg->ca_file ? strdup(cfg->ca_file) : NULL;
 	c->insecure = cfg->insecure;
 	c->compress = cfg->compress;
-	c->timeout_ms = (long)(cfg->request_timeout * 1000.0);
+	c->timeout = &cfg->request_timeout;
 	c->multi = curl_multi_init();
 	c->sync_easy = curl_easy_init();
 	if (!c->base || (*cfg->ca_file && !c->ca_file) || !c->multi || !c->sync_easy) {

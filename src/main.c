@@ -231,6 +231,8 @@ static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
 		if (ev_is_active(&sl->restart) || !s->runners[i]) {
 			/* waiting to start over, or standing by: nothing in flight */
 			ev_timer_stop(loop, &sl->restart);
+			runner_free(s->runners[i]); /* lost and finished: not a failure now */
+			s->runners[i] = NULL;
 			sl->done = true;
 			if (++s->finished == s->n)
 				ev_break(loop, EVBREAK_ALL);

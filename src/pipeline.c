@@ -84,7 +84,6 @@ struct pipeline {
 	struct position committed; /* saved in PostgreSQL */
 	struct rbatch *rb_head, *rb_tail;
 	size_t unsettled;
-	size_t max_unsettled;
 	struct lane *lanes;
 	int n_lanes;
 	bool started, at_head, reached_end, stopping, finished, failed, hold;
@@ -484,9 +483,12 @@ static bool opset_full(const struct pipeline *p, const struct opset *o)
 
 static bool can_read(const struct pipeline *p)
 {
+	/* enough read ahead to fill every lane twice, and one read batch (reloadable sizes) */
+	long per = p->cfg->bulk_actions > p->cfg->batch_size ? p->cfg->bulk_actions : p->cfg->batch_size;
+
 	if (!p->started || p->stopping || p->finished || p->at_head || p->reached_end || p->pausing)
 		return false;
-	if (p->unsettled >= p->max_unsettled)
+	if (p->unsettled >= (size_t)per * (size_t)(p->n_lanes + 1) * 2)
 		return false;
 	for (int i = 0; i < p->n_lanes; i++) {
 		const struct lane *l = &p->lanes[i];
@@ -784,6 +786,43 @@ static void read_once(struct pipeline *p)
  * letter of a document goes back at once, so its document is released
  * only with all of its waiting events in order.
  */
+/*
+ * Operations read but not sent yet, of documents held back: their events
+ * become held letters now, as send_sending would make them, so that a retry
+ * about to release the document takes them too, in order, instead of
+ * finding a newer event queued ahead of the ones it applies again.
+ */
+static void hold_queued_set(struct pipeline *p, struct opset *o)
+{
+	for (size_t i = 0; i < o->n_ops; i++) {
+		struct bulk_op *op = &o->ops[i];
+		char key[1024];
+		const struct held *h;
+		size_t key_len;
+		if (op->kind == BULK_NONE || !op->n_events)
+			continue;
+		key_len = doc_key(p, op->slot, op->id, strlen(op->id), key, sizeof(key));
+		h = held_find(p, key, key_len);
+		if (!h || position_cmp(op->events[0], h->first) <= 0)
+			continue;
+		for (size_t e = 0; e < op->n_events; e++)
+			hold_event(p, op->events[e], h);
+		op->kind = BULK_NONE; /* its events settle with the set, as letters */
+	}
+}
+
+static void hold_queued(struct pipeline *p)
+{
+	if (!p->n_held)
+		return;
+	for (int i = 0; i < p->n_lanes; i++) {
+		struct lane *l = &p->lanes[i];
+		hold_queued_set(p, &l->building);
+		for (size_t k = 0; k < l->n_ready; k++)
+			hold_queued_set(p, &l->ready[k]);
+	}
+}
+
 static void process_retries(struct pipeline *p)
 {
 	char err[512];
@@ -794,6 +833,7 @@ static void process_retries(struct pipeline *p)
 	size_t n = 0;
 
 	p->letters_changed = false;
+	hold_queued(p);
 	if (p->n_letters && flush_letters(p))
 		goto later;
 	if (state_letters_to_retry(p->state, p->proj->name, p->gen.number, &refs, &n, err, sizeof(err)) ||
@@ -1194,13 +1234,22 @@ static void dump_body(struct pipeline *p, const char *data, size_t len)
 		PLOG(LOG_WARN, p, "cannot write %s", path);
 }
 
-/* An action of the same document before operation i still waits for its answer. */
+/*
+ * Another action of the document of operation i, with earlier events, still
+ * waits for its answer (by event order, not place in the set: actions split
+ * by split_op are appended after later ones).
+ */
 static bool pending_before(const struct opset *o, size_t i)
 {
-	for (size_t j = 0; j < i; j++)
-		if (o->ops[j].kind != BULK_NONE && o->ops[j].slot == o->ops[i].slot &&
-		    !strcmp(o->ops[j].id, o->ops[i].id))
+	const struct bulk_op *me = &o->ops[i];
+
+	for (size_t j = 0; j < o->n_ops; j++) {
+		const struct bulk_op *op = &o->ops[j];
+		if (j == i || op->kind == BULK_NONE || op->slot != me->slot || strcmp(op->id, me->id))
+			continue;
+		if (!op->n_events || !me->n_events || position_cmp(op->events[0], me->events[0]) < 0)
 			return true;
+	}
 	return false;
 }
 
@@ -1563,7 +1612,6 @@ struct pipeline *pipeline_new(struct ev_loop *loop, const struct config *cfg,
 			      const struct generation *gen, bool once, char *err, size_t errsz)
 {
 	struct pipeline *p = calloc(1, sizeof(*p));
-	size_t per;
 
 	if (!p) {
 		snprintf(err, errsz, "out of memory");
@@ -1586,9 +1634,6 @@ struct pipeline *pipeline_new(struct ev_loop *loop, const struct config *cfg,
 		p->lanes[i].idx = i;
 		ev_init(&p->lanes[i].retry, retry_cb);
 	}
-	/* enough read ahead to fill every lane twice, and one read batch */
-	per = (size_t)(cfg->bulk_actions > cfg->batch_size ? cfg->bulk_actions : cfg->batch_size);
-	p->max_unsettled = per * (size_t)(p->n_lanes + 1) * 2;
 	ev_idle_init(&p->idle, idle_cb);
 	ev_timer_init(&p->poll, poll_cb, cfg->poll_interval, cfg->poll_interval);
 	ev_init(&p->notify, notify_cb);

@@ -36,9 +36,13 @@ void pq_app_name(const char *role, char *out, size_t outsz)
 
 PGconn *pq_connect(const char *conninfo, const char *application_name, char *err, size_t errsz)
 {
-	const char *keys[] = { "dbname", "application_name", NULL };
-	const char *vals[] = { conninfo, application_name, NULL };
-	/* the conninfo is expanded first; the name set after it wins */
+	/*
+	 * In order: a default connect_timeout (a host that drops packets must
+	 * not freeze the loop for minutes), the conninfo expanded over it, and
+	 * our name over that.
+	 */
+	const char *keys[] = { "connect_timeout", "dbname", "application_name", NULL };
+	const char *vals[] = { "10", conninfo, application_name, NULL };
 	PGconn *conn = PQconnectdbParams(keys, vals, 1);
 
 	if (!conn || PQstatus(conn) != CONNECTION_OK) {

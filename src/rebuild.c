@@ -634,6 +634,8 @@ static void on_finished(void *arg, struct pipeline *p)
 		if (p == r->retired[i]) {
 			/* not from inside its own callback: after this iteration */
 			ev_timer_start(r->loop, &r->reap);
+			if (r->stopping)
+				runner_check_done(r);
 			return;
 		}
 	if (pipeline_exit_code(p) == PIPELINE_EXIT_LOST && !r->lost) {
@@ -655,6 +657,10 @@ static void runner_check_done(struct runner *r)
 	if ((r->active && !pipeline_finished(r->active)) ||
 	    (r->building && !pipeline_finished(r->building)))
 		return;
+	/* a retired pipeline may still have a request in flight naming it */
+	for (int i = 0; i < r->n_retired; i++)
+		if (!pipeline_finished(r->retired[i]))
+			return;
 	r->finished = true;
 	ev_io_stop(r->loop, &r->cmd_io);
 	ev_timer_stop(r->loop, &r->cmd_poll);
@@ -724,11 +730,6 @@ static void check_commands(struct runner *r)
 	long long id;
 	int keep, rc;
 
-	/* dead letters may have been marked for retry too */
-	if (r->active && !r->stopping)
-		pipeline_letters_changed(r->active);
-	if (r->building && !r->stopping)
-		pipeline_letters_changed(r->building);
 	for (;;) {
 		rc = state_command_claim(r->st, r->proj->name, &id, &keep, err, sizeof(err));
 		if (rc <= 0) {
@@ -762,6 +763,11 @@ static void cmd_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 		runner_stop(r);
 		return;
 	}
+	/* a notification: dead letters may have been marked for retry too */
+	if (r->active && !r->stopping)
+		pipeline_letters_changed(r->active);
+	if (r->building && !r->stopping)
+		pipeline_letters_changed(r->building);
 	check_commands(r);
 }
 

@@ -980,8 +980,11 @@ int state_print_status(struct state *st, const struct projection *const *projs, 
 			yajl_gen_map_open(g);
 			jstr(g, "projection");
 			jstr(g, (*pp)->name);
-			jstr(g, "alias");
-			jstr(g, (*pp)->name);
+			jstr(g, "aliases");
+			yajl_gen_array_open(g);
+			for (size_t k = 0; k < projection_n_indices(*pp); k++)
+				jstr(g, projection_alias(*pp, k));
+			yajl_gen_array_close(g);
 			jstr(g, "owner");
 			if (owner)
 				jstr(g, owner);
@@ -990,8 +993,11 @@ int state_print_status(struct state *st, const struct projection *const *projs, 
 			jstr(g, "generations");
 			yajl_gen_array_open(g);
 		} else if (PQntuples(res)) {
-			fprintf(out, "%s (alias %s): owned by %s\n", (*pp)->name, (*pp)->name,
-				owner ? owner : "no running esbridge");
+			fprintf(out, "%s (alias", (*pp)->name);
+			for (size_t k = 0; k < projection_n_indices(*pp); k++)
+				fprintf(out, "%s %s", k ? "," : (projection_n_indices(*pp) > 1 ? "es" : ""),
+					projection_alias(*pp, k));
+			fprintf(out, "): owned by %s\n", owner ? owner : "no running esbridge");
 		}
 		free(owner);
 		for (int i = 0; i < PQntuples(res); i++) {
