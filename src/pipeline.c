@@ -96,6 +96,7 @@ struct pipeline {
 	bool pausing, paused;
 	bool lost;                 /* the state connection is gone: start over */
 	bool short_reads;          /* the last read reached the head */
+	bool must_read;            /* woken by the owner: caught up only after a read */
 	bool letters_changed;      /* dead letters to retry may wait */
 	int retry_batches;         /* batches of letters applied again, not yet settled */
 	struct dead_letter *letters; /* recorded before the checkpoint moves */
@@ -726,6 +727,7 @@ static void read_once(struct pipeline *p)
 	struct position head = { 0, 0 };
 	bool have_head = false;
 
+	p->must_read = false;
 	/* at the head last time: first see how far the store goes (see skip_to) */
 	if (p->short_reads && store_head(p->store, p->bound, &head, err, sizeof(err)) == 0)
 		have_head = true;
@@ -1407,8 +1409,13 @@ static void caught_up(struct pipeline *p)
 {
 	double now = ev_now(p->loop);
 
-	if (!(p->at_head || p->reached_end) || p->rb_head || !all_quiet(p) ||
-	    position_cmp(p->settled, p->committed) != 0 || p->caught_up_seen)
+	/*
+	 * At the head as of the last read (new events may have been notified
+	 * since: under steady writes the pipeline is never idle, yet caught
+	 * up), everything read settled and committed.
+	 */
+	if (!(p->at_head || p->reached_end || p->short_reads) || p->must_read || p->rb_head ||
+	    !all_quiet(p) || position_cmp(p->settled, p->committed) != 0 || p->caught_up_seen)
 		return;
 	p->caught_up_seen = true; /* until the next wake-up */
 	if (p->caught_up_logged == 0) {
@@ -1464,6 +1471,12 @@ static void pump(struct pipeline *p)
 		return;
 	}
 	send_ready(p);
+	if (!p->pausing) {
+		/* before reading what was notified since: see caught_up() */
+		caught_up(p);
+		if (p->finished || p->stopping)
+			return;
+	}
 	/* letters marked 'retry' stay so until applied: never read them twice */
 	if (p->letters_changed && !p->retry_batches && can_read(p))
 		process_retries(p);
@@ -1711,6 +1724,7 @@ void pipeline_resume(struct pipeline *p)
 
 void pipeline_wake(struct pipeline *p)
 {
+	p->must_read = true; /* its owner waits for what is in the store now */
 	wake(p);
 }
 

@@ -324,7 +324,11 @@ Test(letters, discard_releases_the_held_events_in_order, .timeout = 150)
 	out = cli_ok((const char *const[]){ "dead-letters", "list", NULL });
 	cr_assert_eq(listed_lines(out), 1 + 5, "list printed %d lines, want a header and 5:\n%s", listed_lines(out),
 		     out);
-	cr_assert_not_null(line_starting(out, "ID "), "no header line:\n%s", out);
+	{
+		char *header = line_starting(out, "ID ");
+		cr_assert_not_null(header, "no header line:\n%s", out);
+		free(header);
+	}
 	for (size_t i = 0; i < x.n; i++) {
 		const char *status = x.ev[i].out == H_PENDING ? " pending " : x.ev[i].out == H_HELD ? " held " : NULL;
 		char pos[48];
