@@ -390,13 +390,14 @@ static void log_sample(const char *proj, const char *what, const char *from, con
 
 /*
  * A reason that is not the one wanted. A held letter names an open letter
- * of its document that holds it back: the first one, or, when a crash came
- * between recording two of them, a later one, so it must name a pending
- * letter of the same document recorded before it.
+ * of its document that held it back when it was recorded: the first one,
+ * or, when crashes interleave the recordings (or an item refused by the
+ * node is answered after later events were read), another open letter of
+ * the same document. The statuses themselves are checked exactly above.
  */
 #define BAD_REASON \
 	"CASE g.status WHEN 'held' THEN NOT (g.reason LIKE 'held back: document %' AND EXISTS (" \
-	"  SELECT 1 FROM got_letters b WHERE b.status = 'pending' AND b.doc = g.doc" \
+	"  SELECT 1 FROM got_letters b WHERE b.status IN ('pending','held') AND b.doc = g.doc" \
 	"   AND b.pos = substring(g.reason FROM '/([0-9]+)$')::bigint))" \
 	" ELSE strpos(g.reason, w.reason) = 0 END"
 
