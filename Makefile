@@ -112,7 +112,7 @@ check: deps
 	@$(MAKE) --no-print-directory bench-smoke
 
 demo: deps $(BUILD)/esbridge
-	@scripts/demo
+	@ESBRIDGE_BIN=$(BUILD)/esbridge scripts/demo
 
 # The ceiling's poster (tests/bench/poster.c): libcurl only.
 $(BUILD)/bench-poster: tests/bench/poster.c $(BUILD)/.flags
