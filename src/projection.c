@@ -48,6 +48,29 @@ int projection_doc_id(const struct projection *p, const struct event *ev, yajl_v
 	return slot == 0 ? p->doc_id(ev, data, id, err, errsz) : PROJECTION_SKIP;
 }
 
+int projection_unknown_type(const struct event *ev, char *err, size_t errsz)
+{
+	char shown[65];
+	size_t n = 0;
+
+	for (const unsigned char *c = (const unsigned char *)ev->type; *c && n < 64;) {
+		size_t len = *c < 0x80 ? 1 : *c >= 0xf0 ? 4 : *c >= 0xe0 ? 3 : *c >= 0xc0 ? 2 : 1;
+		if (n + len > 64)
+			break;
+		if (*c < 0x20 || *c == 0x7f) {
+			shown[n++] = '?';
+			c++;
+			continue;
+		}
+		for (size_t i = 0; i < len && c[i]; i++)
+			shown[n++] = (char)c[i];
+		c += len;
+	}
+	shown[n] = '\0';
+	snprintf(err, errsz, "unknown event type '%s'", shown);
+	return PROJECTION_REJECT;
+}
+
 yajl_val projection_member(yajl_val obj, const char *key)
 {
 	if (!obj || !YAJL_IS_OBJECT(obj))

@@ -105,6 +105,13 @@ int projection_doc_id(const struct projection *p, const struct event *ev, yajl_v
 		      size_t slot, struct buf *id, char *err, size_t errsz);
 
 /*
+ * Writes "unknown event type 'TYPE'" into `err`, the type cut to 64 bytes on
+ * a character boundary and its control characters shown as '?', so the
+ * reason stays one line of UTF-8. Returns PROJECTION_REJECT.
+ */
+int projection_unknown_type(const struct event *ev, char *err, size_t errsz);
+
+/*
  * Helpers for projections: look up a member of an object, and check its type.
  * projection_get_id() accepts a non-empty string or an integer and writes
  * its text into `id`.

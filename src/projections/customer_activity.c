@@ -64,8 +64,7 @@ static int ca_doc_id(const struct event *ev, yajl_val data, size_t slot, struct 
 	if (k == C_UNKNOWN) {
 		if (slot != SLOT_CUSTOMERS)
 			return PROJECTION_SKIP;
-		snprintf(err, errsz, "unknown event type '%.64s'", ev->type);
-		return PROJECTION_REJECT;
+		return projection_unknown_type(ev, err, errsz);
 	}
 	if (slot == SLOT_CUSTOMERS)
 		return projection_get_id(data, "customer_id", id, err, errsz);
@@ -243,8 +242,7 @@ static int read_effect(const struct event *ev, yajl_val data, struct effect *fx,
 	case C_UNKNOWN:
 		break;
 	}
-	snprintf(err, errsz, "unknown event type '%.64s'", ev->type);
-	return PROJECTION_REJECT;
+	return projection_unknown_type(ev, err, errsz);
 }
 
 /* The document a customer starts as when an event creates it. */

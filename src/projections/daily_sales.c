@@ -136,8 +136,7 @@ static int daily_doc_id(const struct event *ev, yajl_val data, struct buf *id, c
 	char day[11];
 
 	if (!completed(ev) && strcmp(ev->type, "OrderRefunded")) {
-		snprintf(err, errsz, "unknown event type '%.64s'", ev->type);
-		return PROJECTION_REJECT;
+		return projection_unknown_type(ev, err, errsz);
 	}
 	if (event_day(data, completed(ev) ? "completed_at" : "original_completed_at", day, err, errsz))
 		return PROJECTION_REJECT;

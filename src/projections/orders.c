@@ -149,8 +149,7 @@ static int read_effect(const struct event *ev, yajl_val data, struct effect *fx,
 	case O_UNKNOWN:
 		break;
 	}
-	snprintf(err, errsz, "unknown event type '%.64s'", ev->type);
-	return PROJECTION_REJECT;
+	return projection_unknown_type(ev, err, errsz);
 }
 
 /* The whole document: folded here, written with one `index`. */

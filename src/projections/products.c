@@ -197,8 +197,7 @@ static int products_apply(const struct event *ev, yajl_val data, struct bulk_op 
 		op->kind = BULK_DELETE;
 		return 0;
 	}
-	snprintf(err, errsz, "unknown event type '%.64s'", ev->type);
-	return PROJECTION_REJECT;
+	return projection_unknown_type(ev, err, errsz);
 }
 
 static const char *const products_types[] = {

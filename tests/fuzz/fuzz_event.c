@@ -52,6 +52,7 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 #define MAX_PROJ 8
+#define MAX_SLOTS PROJECTION_MAX_INDICES
 #define CREATED_AT "2026-11-26T10:00:00.123456Z"
 
 struct opset {
@@ -65,7 +66,7 @@ struct run {
 	struct buf id;
 	bool fresh;                  /* --no-coalesce */
 	size_t n_proj;
-	struct opset sets[MAX_PROJ]; /* per projection */
+	struct opset sets[MAX_PROJ * MAX_SLOTS]; /* per projection and index */
 };
 
 /* ---- operations, as the pipeline's opset ------------------------------- */
@@ -142,10 +143,10 @@ static void same_as(const struct bulk_op *op, struct snapshot *s, const char *wh
 
 /* ---- one event into one projection, as process_event ------------------- */
 
-static void project(struct run *run, size_t pi, const struct projection *proj,
+static void project(struct run *run, size_t pi, size_t slot, const struct projection *proj,
 		    const struct event *ev, yajl_val tree, bool known)
 {
-	struct opset *o = &run->sets[pi];
+	struct opset *o = &run->sets[pi * MAX_SLOTS + slot];
 	struct bulk_op *op;
 	struct snapshot before;
 	char err[512];
@@ -153,7 +154,9 @@ static void project(struct run *run, size_t pi, const struct projection *proj,
 	int rc;
 
 	memset(err, 0, sizeof(err));
-	rc = proj->doc_id(ev, tree, &run->id, err, sizeof(err));
+	rc = projection_doc_id(proj, ev, tree, slot, &run->id, err, sizeof(err));
+	if (rc == PROJECTION_SKIP)
+		return; /* nothing of it in this index */
 	FUZZ_CHECK(rc == 0 || rc == PROJECTION_REJECT, "%s: doc_id answered %d", proj->name, rc);
 	if (rc) {
 		fuzz_check_message("doc_id refusal", err);
@@ -166,6 +169,7 @@ static void project(struct run *run, size_t pi, const struct projection *proj,
 	op = run->fresh ? NULL : opset_find(o, run->id.data);
 	if (!op) {
 		op = opset_new(o, run->id.data, run->id.len);
+		op->slot = (unsigned)slot; /* the index (apply reads it); _index stays in the path */
 		created = true;
 	}
 	snap(op, &before);
@@ -176,6 +180,7 @@ static void project(struct run *run, size_t pi, const struct projection *proj,
 		same_as(op, &before, "PROJECTION_NEW_OP");
 		free(before.lines);
 		op = opset_new(o, run->id.data, run->id.len);
+		op->slot = (unsigned)slot;
 		created = true;
 		snap(op, &before);
 		rc = proj->apply(ev, tree, op, err, sizeof(err));
@@ -396,7 +401,8 @@ static void one_event(struct run *run, const char *type, size_t tlen, const char
 			any |= reads(projection_registry[i], ev.type);
 		for (size_t i = 0; i < run->n_proj; i++)
 			if (!any || reads(projection_registry[i], ev.type))
-				project(run, i, projection_registry[i], &ev, tree, any);
+				for (size_t k = 0; k < projection_n_indices(projection_registry[i]); k++)
+					project(run, i, k, projection_registry[i], &ev, tree, any);
 	}
 	/* the event's own strings die here: an operation must not keep them */
 	free((char *)ev.stream_id);
@@ -426,7 +432,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			if ((size_t)(eol - p) == 12 && !memcmp(p, "#no-coalesce", 12))
 				run.fresh = true;
 			else if ((size_t)(eol - p) == 6 && !memcmp(p, "#flush", 6))
-				for (size_t i = 0; i < run.n_proj; i++)
+				for (size_t i = 0; i < run.n_proj * MAX_SLOTS; i++)
 					send_set(&run.sets[i]);
 		} else if (!memchr(p, '\0', tlen) && fuzz_utf8_ok(p, tlen)) {
 			/* the type is a text column: UTF-8 without NUL; the data keeps its length */
@@ -437,7 +443,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		}
 		p = eol + (nl != NULL);
 	}
-	for (size_t i = 0; i < run.n_proj; i++)
+	for (size_t i = 0; i < run.n_proj * MAX_SLOTS; i++)
 		send_set(&run.sets[i]);
 	buf_release(&run.id);
 	json_scratch_release(&run.scratch);
