@@ -208,6 +208,30 @@ int projection_get_int(yajl_val data, const char *key, long long min, long long 
 	return 0;
 }
 
+int projection_get_id_value(yajl_val data, const char *key, yajl_val *out, char *err, size_t errsz)
+{
+	yajl_val v = projection_member(data, key);
+
+	if (!v || !((YAJL_IS_STRING(v) && v->u.string[0]) || YAJL_IS_INTEGER(v))) {
+		snprintf(err, errsz, "field '%s' must be a non-empty string or an integer", key);
+		return PROJECTION_REJECT;
+	}
+	if (YAJL_IS_STRING(v) && strlen(v->u.string) > 512) {
+		snprintf(err, errsz, "field '%s' is longer than 512 bytes", key);
+		return PROJECTION_REJECT;
+	}
+	*out = v;
+	return 0;
+}
+
+int projection_get_opt_string(yajl_val data, const char *key, yajl_val *out, char *err, size_t errsz)
+{
+	bool bad;
+
+	*out = projection_get_string(data, key, false, &bad, err, errsz);
+	return bad ? PROJECTION_REJECT : 0;
+}
+
 yajl_val projection_get_string(yajl_val data, const char *key, bool required, bool *bad,
 			       char *err, size_t errsz)
 {

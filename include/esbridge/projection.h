@@ -131,6 +131,16 @@ int projection_get_int(yajl_val data, const char *key, long long min, long long 
 		       long long *out, char *err, size_t errsz);
 
 /*
+ * Member `key` as an identifier kept as a value: a non-empty string of at
+ * most 512 bytes (the limit of an _id) or an integer. 0, or
+ * PROJECTION_REJECT with `err` set.
+ */
+int projection_get_id_value(yajl_val data, const char *key, yajl_val *out, char *err, size_t errsz);
+
+/* Member `key` as a string, null or absent (then *out is NULL); else PROJECTION_REJECT. */
+int projection_get_opt_string(yajl_val data, const char *key, yajl_val *out, char *err, size_t errsz);
+
+/*
  * Checks that member `key` is a string (or, when `nullable`, null or absent
  * too); returns it or NULL. On a wrong type: NULL with *bad set and `err`.
  */

@@ -73,14 +73,6 @@ static int ca_doc_id(const struct event *ev, yajl_val data, size_t slot, struct 
 	return PROJECTION_SKIP;
 }
 
-static int opt_string(yajl_val data, const char *key, yajl_val *out, char *err, size_t errsz)
-{
-	bool bad;
-
-	*out = projection_get_string(data, key, false, &bad, err, errsz);
-	return bad ? PROJECTION_REJECT : 0;
-}
-
 static int two(const char *s, int *out)
 {
 	if (s[0] < '0' || s[0] > '9' || s[1] < '0' || s[1] > '9')
@@ -148,7 +140,7 @@ static bool mapping_date(const char *s)
 /* An optional keyword field: null, absent or a string the index can hold. */
 static int opt_keyword(yajl_val data, const char *key, yajl_val *out, char *err, size_t errsz)
 {
-	if (opt_string(data, key, out, err, errsz))
+	if (projection_get_opt_string(data, key, out, err, errsz))
 		return PROJECTION_REJECT;
 	if (*out && strlen((*out)->u.string) > MAX_KEYWORD_BYTES) {
 		snprintf(err, errsz, "field '%s' is longer than %d bytes", key, MAX_KEYWORD_BYTES);
@@ -160,7 +152,7 @@ static int opt_keyword(yajl_val data, const char *key, yajl_val *out, char *err,
 /* An optional date field: null, absent or a string mapping_date takes. */
 static int opt_date(yajl_val data, const char *key, yajl_val *out, char *err, size_t errsz)
 {
-	if (opt_string(data, key, out, err, errsz))
+	if (projection_get_opt_string(data, key, out, err, errsz))
 		return PROJECTION_REJECT;
 	if (*out && !mapping_date((*out)->u.string)) {
 		snprintf(err, errsz, "field '%s' is not a date the index accepts "
@@ -177,22 +169,6 @@ struct effect {
 	int64_t cents;
 };
 
-static int id_like(yajl_val data, const char *key, yajl_val *out, char *err, size_t errsz)
-{
-	yajl_val v = projection_member(data, key);
-
-	if (!v || !((YAJL_IS_STRING(v) && v->u.string[0]) || YAJL_IS_INTEGER(v))) {
-		snprintf(err, errsz, "field '%s' must be a non-empty string or an integer", key);
-		return PROJECTION_REJECT;
-	}
-	if (YAJL_IS_STRING(v) && strlen(v->u.string) > 512) {
-		snprintf(err, errsz, "field '%s' is longer than 512 bytes", key);
-		return PROJECTION_REJECT;
-	}
-	*out = v;
-	return 0;
-}
-
 static int read_effect(const struct event *ev, yajl_val data, struct effect *fx, char *err,
 		       size_t errsz)
 {
@@ -201,17 +177,17 @@ static int read_effect(const struct event *ev, yajl_val data, struct effect *fx,
 
 	memset(fx, 0, sizeof(*fx));
 	fx->kind = kind_of(ev->type);
-	if (id_like(data, "customer_id", &fx->id, err, errsz))
+	if (projection_get_id_value(data, "customer_id", &fx->id, err, errsz))
 		return PROJECTION_REJECT;
 	switch (fx->kind) {
 	case C_CREATED:
 		if (opt_keyword(data, "email", &fx->a, err, errsz) ||
-		    opt_string(data, "name", &fx->b, err, errsz) ||
+		    projection_get_opt_string(data, "name", &fx->b, err, errsz) ||
 		    opt_date(data, "created_at", &fx->c, err, errsz))
 			return PROJECTION_REJECT;
 		return 0;
 	case C_ORDER:
-		if (id_like(data, "order_id", &fx->order_id, err, errsz) ||
+		if (projection_get_id_value(data, "order_id", &fx->order_id, err, errsz) ||
 		    projection_get_cents(data, "total_amount", &fx->cents, err, errsz) ||
 		    opt_date(data, "completed_at", &fx->a, err, errsz))
 			return PROJECTION_REJECT;
@@ -221,7 +197,7 @@ static int read_effect(const struct event *ev, yajl_val data, struct effect *fx,
 		}
 		return 0;
 	case C_REVIEW:
-		if (id_like(data, "product_id", &fx->order_id, err, errsz) ||
+		if (projection_get_id_value(data, "product_id", &fx->order_id, err, errsz) ||
 		    projection_get_int(data, "rating", 1, 5, &rating, err, errsz) ||
 		    opt_date(data, "submitted_at", &fx->a, err, errsz))
 			return PROJECTION_REJECT;
@@ -238,7 +214,7 @@ static int read_effect(const struct event *ev, yajl_val data, struct effect *fx,
 			snprintf(err, errsz, "field 'new_tier' is longer than %d bytes", MAX_KEYWORD_BYTES);
 			return PROJECTION_REJECT;
 		}
-		return opt_string(data, "changed_at", &fx->b, err, errsz);
+		return projection_get_opt_string(data, "changed_at", &fx->b, err, errsz);
 	case C_UNKNOWN:
 		break;
 	}

@@ -68,31 +68,6 @@ struct effect {
 	yajl_val order_id, customer_id, created_at;
 };
 
-/* An identifier: a non-empty string of at most 512 bytes (as an _id), or an integer. */
-static int id_like(yajl_val data, const char *key, yajl_val *out, char *err, size_t errsz)
-{
-	yajl_val v = projection_member(data, key);
-
-	if (!v || !((YAJL_IS_STRING(v) && v->u.string[0]) || YAJL_IS_INTEGER(v))) {
-		snprintf(err, errsz, "field '%s' must be a non-empty string or an integer", key);
-		return PROJECTION_REJECT;
-	}
-	if (YAJL_IS_STRING(v) && strlen(v->u.string) > 512) {
-		snprintf(err, errsz, "field '%s' is longer than 512 bytes", key);
-		return PROJECTION_REJECT;
-	}
-	*out = v;
-	return 0;
-}
-
-static int opt_string(yajl_val data, const char *key, yajl_val *out, char *err, size_t errsz)
-{
-	bool bad;
-
-	*out = projection_get_string(data, key, false, &bad, err, errsz);
-	return bad ? PROJECTION_REJECT : 0;
-}
-
 static int read_effect(const struct event *ev, yajl_val data, struct effect *fx,
 		       char *err, size_t errsz)
 {
@@ -102,18 +77,18 @@ static int read_effect(const struct event *ev, yajl_val data, struct effect *fx,
 
 	memset(fx, 0, sizeof(*fx));
 	fx->kind = kind_of(ev->type);
-	if (id_like(data, "order_id", &fx->order_id, err, errsz))
+	if (projection_get_id_value(data, "order_id", &fx->order_id, err, errsz))
 		return PROJECTION_REJECT;
 	switch (fx->kind) {
 	case O_CREATED:
-		if (id_like(data, "customer_id", &fx->customer_id, err, errsz) ||
-		    opt_string(data, "created_at", &fx->created_at, err, errsz))
+		if (projection_get_id_value(data, "customer_id", &fx->customer_id, err, errsz) ||
+		    projection_get_opt_string(data, "created_at", &fx->created_at, err, errsz))
 			return PROJECTION_REJECT;
 		fx->status = "pending";
 		return 0;
 	case O_ITEM_ADDED:
 	case O_ITEM_REMOVED:
-		if (id_like(data, "product_id", &product, err, errsz) ||
+		if (projection_get_id_value(data, "product_id", &product, err, errsz) ||
 		    projection_get_cents(data, "price", &price, err, errsz) ||
 		    projection_get_int(data, "quantity", 1, MAX_QUANTITY, &qty, err, errsz))
 			return PROJECTION_REJECT;
@@ -135,17 +110,17 @@ static int read_effect(const struct event *ev, yajl_val data, struct effect *fx,
 	case O_SHIPPED:
 		fx->status = "shipped";
 		fx->time_field = "shipped_at";
-		return opt_string(data, "shipped_at", &fx->time, err, errsz);
+		return projection_get_opt_string(data, "shipped_at", &fx->time, err, errsz);
 	case O_COMPLETED:
 		fx->status = "completed";
 		fx->time_field = "completed_at";
-		return opt_string(data, "completed_at", &fx->time, err, errsz);
+		return projection_get_opt_string(data, "completed_at", &fx->time, err, errsz);
 	case O_CANCELLED:
 		fx->status = "cancelled";
 		fx->time_field = "cancelled_at";
-		if (opt_string(data, "reason", &fx->reason, err, errsz))
+		if (projection_get_opt_string(data, "reason", &fx->reason, err, errsz))
 			return PROJECTION_REJECT;
-		return opt_string(data, "cancelled_at", &fx->time, err, errsz);
+		return projection_get_opt_string(data, "cancelled_at", &fx->time, err, errsz);
 	case O_UNKNOWN:
 		break;
 	}
