@@ -47,6 +47,24 @@ static const char *res_error(const struct state *st, const PGresult *res)
 	return *msg ? msg : PQerrorMessage(st->conn);
 }
 
+/*
+ * Runs a statement that returns rows: its result, for the caller to PQclear,
+ * or NULL with `err` saying `what` failed and why. With `one_row` a result of
+ * any other number of rows is an error too.
+ */
+static PGresult *query(struct state *st, const char *what, const char *sql, int n,
+		       const char *const *params, bool one_row, char *err, size_t errsz)
+{
+	PGresult *res = PQexecParams(st->conn, sql, n, NULL, params, NULL, NULL, 0);
+
+	if (PQresultStatus(res) != PGRES_TUPLES_OK || (one_row && PQntuples(res) != 1)) {
+		pq_error(err, errsz, what, res_error(st, res));
+		PQclear(res);
+		return NULL;
+	}
+	return res;
+}
+
 /* Runs a statement that returns no rows. */
 static int exec_params(struct state *st, const char *what, const char *sql, int n,
 		       const char *const *params, char *err, size_t errsz)
@@ -145,12 +163,10 @@ static int migrate(struct state *st, char *err, size_t errsz)
 		goto rollback;
 	}
 	PQclear(res);
-	res = PQexec(st->conn, "SELECT coalesce(max(version), 0) FROM esbridge.schema_version");
-	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-		pq_error(err, errsz, "cannot read the esbridge schema version", res_error(st, res));
-		PQclear(res);
+	res = query(st, "cannot read the esbridge schema version",
+		    "SELECT coalesce(max(version), 0) FROM esbridge.schema_version", 0, NULL, true, err, errsz);
+	if (!res)
 		goto rollback;
-	}
 	version = atoi(PQgetvalue(res, 0, 0));
 	PQclear(res);
 	if (version > N_MIGRATIONS) {
@@ -229,16 +245,13 @@ int state_list_generations(struct state *st, const char *proj, struct generation
 	PGresult *res;
 	int n;
 
-	res = PQexecParams(st->conn,
-			   "SELECT generation, index_name, state, checkpoint_txid::text, checkpoint_pos,"
-			   "  array_to_string(extra_indices, ' ')"
-			   " FROM esbridge.generations WHERE projection = $1 ORDER BY generation",
-			   1, NULL, params, NULL, NULL, 0);
-	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-		pq_error(err, errsz, "cannot read the generations", res_error(st, res));
-		PQclear(res);
+	res = query(st, "cannot read the generations",
+		    "SELECT generation, index_name, state, checkpoint_txid::text, checkpoint_pos,"
+		    "  array_to_string(extra_indices, ' ')"
+		    " FROM esbridge.generations WHERE projection = $1 ORDER BY generation",
+		    1, params, false, err, errsz);
+	if (!res)
 		return -1;
-	}
 	n = PQntuples(res);
 	if (n > max) {
 		snprintf(err, errsz, "projection '%s' has more than %d generations", proj, max);
@@ -313,16 +326,13 @@ int state_command_submit(struct state *st, const char *proj, int keep, long long
 	PGresult *res;
 
 	snprintf(k, sizeof(k), "%d", keep);
-	res = PQexecParams(st->conn,
-			   "WITH c AS (INSERT INTO esbridge.commands (projection, command, keep)"
-			   " VALUES ($1, 'rebuild', $2::int) RETURNING id)"
-			   " SELECT id, pg_notify('" STATE_COMMANDS_CHANNEL "', $1) FROM c",
-			   2, NULL, params, NULL, NULL, 0);
-	if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
-		pq_error(err, errsz, "cannot submit the command", res_error(st, res));
-		PQclear(res);
+	res = query(st, "cannot submit the command",
+		    "WITH c AS (INSERT INTO esbridge.commands (projection, command, keep)"
+		    " VALUES ($1, 'rebuild', $2::int) RETURNING id)"
+		    " SELECT id, pg_notify('" STATE_COMMANDS_CHANNEL "', $1) FROM c",
+		    2, params, true, err, errsz);
+	if (!res)
 		return -1;
-	}
 	*id = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
 	PQclear(res);
 	return 0;
@@ -332,19 +342,16 @@ int state_command_claim(struct state *st, const char *proj, long long *id, int *
 			char *err, size_t errsz)
 {
 	const char *params[1] = { proj };
-	PGresult *res = PQexecParams(st->conn,
+	PGresult *res = query(st, "cannot read the commands",
 		"UPDATE esbridge.commands SET status = 'running', updated_at = now()"
 		" WHERE id = (SELECT id FROM esbridge.commands WHERE projection = $1 AND status = 'pending'"
 		"   ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)"
 		" RETURNING id, keep",
-		1, NULL, params, NULL, NULL, 0);
+		1, params, false, err, errsz);
 	int rc = 0;
 
-	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-		pq_error(err, errsz, "cannot read the commands", res_error(st, res));
-		PQclear(res);
+	if (!res)
 		return -1;
-	}
 	if (PQntuples(res) == 1) {
 		*id = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
 		*keep = atoi(PQgetvalue(res, 0, 1));
@@ -375,13 +382,11 @@ int state_command_status(struct state *st, long long id, char *status, size_t st
 	PGresult *res;
 
 	snprintf(num, sizeof(num), "%lld", id);
-	res = PQexecParams(st->conn, "SELECT status, message FROM esbridge.commands WHERE id = $1::bigint",
-			   1, NULL, params, NULL, NULL, 0);
-	if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
-		pq_error(err, errsz, "cannot read the command", res_error(st, res));
-		PQclear(res);
+	res = query(st, "cannot read the command",
+		    "SELECT status, message FROM esbridge.commands WHERE id = $1::bigint", 1, params, true,
+		    err, errsz);
+	if (!res)
 		return -1;
-	}
 	snprintf(status, statussz, "%s", PQgetvalue(res, 0, 0));
 	snprintf(message, messagesz, "%s", PQgetvalue(res, 0, 1));
 	PQclear(res);
@@ -400,7 +405,7 @@ int state_command_recover(struct state *st, const char *proj, bool resuming, lon
 	 * other running command belonged to a process that stopped: done if a
 	 * generation became active after it was asked for, else failed.
 	 */
-	res = PQexecParams(st->conn,
+	res = query(st, "cannot recover the commands",
 		"WITH newest AS (SELECT max(id) AS id FROM esbridge.commands"
 		"   WHERE projection = $1 AND status = 'running'),"
 		" ended AS (UPDATE esbridge.commands c SET updated_at = now(),"
@@ -412,12 +417,9 @@ int state_command_recover(struct state *st, const char *proj, bool resuming, lon
 		"     AND NOT ($2::bool AND c.id = (SELECT id FROM newest)) RETURNING c.id)"
 		" SELECT c.id, c.keep FROM esbridge.commands c, newest"
 		" WHERE $2::bool AND c.id = newest.id",
-		2, NULL, params, NULL, NULL, 0);
-	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-		pq_error(err, errsz, "cannot recover the commands", res_error(st, res));
-		PQclear(res);
+		2, params, false, err, errsz);
+	if (!res)
 		return -1;
-	}
 	if (PQntuples(res) == 1) {
 		*id = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
 		*keep = atoi(PQgetvalue(res, 0, 1));
@@ -438,16 +440,13 @@ int state_disown_projection(struct state *st, const char *proj, char *err, size_
 int state_commands_open(struct state *st, const char *proj, char *err, size_t errsz)
 {
 	const char *params[1] = { proj };
-	PGresult *res = PQexecParams(st->conn,
+	PGresult *res = query(st, "cannot read the commands",
 		"SELECT count(*) FROM esbridge.commands WHERE projection = $1 AND status IN ('pending','running')",
-		1, NULL, params, NULL, NULL, 0);
+		1, params, true, err, errsz);
 	int n;
 
-	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-		pq_error(err, errsz, "cannot read the commands", res_error(st, res));
-		PQclear(res);
+	if (!res)
 		return -1;
-	}
 	n = atoi(PQgetvalue(res, 0, 0));
 	PQclear(res);
 	return n;
@@ -470,13 +469,11 @@ int state_drain_notifies(struct state *st)
 
 int state_head(struct state *st, int64_t *head, char *err, size_t errsz)
 {
-	PGresult *res = PQexec(st->conn, "SELECT coalesce(max(global_position), 0) FROM events");
+	PGresult *res = query(st, "cannot read the head", "SELECT coalesce(max(global_position), 0) FROM events",
+			      0, NULL, true, err, errsz);
 
-	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-		pq_error(err, errsz, "cannot read the head", res_error(st, res));
-		PQclear(res);
+	if (!res)
 		return -1;
-	}
 	*head = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
 	PQclear(res);
 	return 0;
@@ -612,18 +609,15 @@ int state_held_documents(struct state *st, const char *proj, int number, state_h
 	int rc = 0;
 
 	snprintf(num, sizeof(num), "%d", number);
-	res = PQexecParams(st->conn,
-			   "SELECT DISTINCT ON (doc_id) doc_id, transaction_id::text, global_position"
-			   " FROM esbridge.dead_letters"
-			   " WHERE projection = $1 AND generation = $2::int AND doc_id IS NOT NULL"
-			   "  AND status IN ('pending','held')"
-			   " ORDER BY doc_id, transaction_id, global_position",
-			   2, NULL, params, NULL, NULL, 0);
-	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-		pq_error(err, errsz, "cannot read the dead letters", res_error(st, res));
-		PQclear(res);
+	res = query(st, "cannot read the dead letters",
+		    "SELECT DISTINCT ON (doc_id) doc_id, transaction_id::text, global_position"
+		    " FROM esbridge.dead_letters"
+		    " WHERE projection = $1 AND generation = $2::int AND doc_id IS NOT NULL"
+		    "  AND status IN ('pending','held')"
+		    " ORDER BY doc_id, transaction_id, global_position",
+		    2, params, false, err, errsz);
+	if (!res)
 		return -1;
-	}
 	for (int i = 0; i < PQntuples(res) && rc == 0; i++) {
 		struct position at;
 		if (store_parse_u64(PQgetvalue(res, i, 1), &at.txid)) {
@@ -660,16 +654,13 @@ int state_letters_to_retry(struct state *st, const char *proj, int number, struc
 			"   WHERE r.projection = $1 AND r.generation = $2::int AND r.status = 'retry')",
 			2, params, err, errsz))
 		return -1;
-	res = PQexecParams(st->conn,
-			   "SELECT id, transaction_id::text, global_position FROM esbridge.dead_letters"
-			   " WHERE projection = $1 AND generation = $2::int AND status = 'retry'"
-			   " ORDER BY transaction_id, global_position",
-			   2, NULL, params, NULL, NULL, 0);
-	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-		pq_error(err, errsz, "cannot read the dead letters", res_error(st, res));
-		PQclear(res);
+	res = query(st, "cannot read the dead letters",
+		    "SELECT id, transaction_id::text, global_position FROM esbridge.dead_letters"
+		    " WHERE projection = $1 AND generation = $2::int AND status = 'retry'"
+		    " ORDER BY transaction_id, global_position",
+		    2, params, false, err, errsz);
+	if (!res)
 		return -1;
-	}
 	rows = PQntuples(res);
 	if (rows) {
 		refs = calloc((size_t)rows, sizeof(*refs));
@@ -737,14 +728,11 @@ int state_letters_retried(struct state *st, const long long *ids, size_t n, char
 static long long exec_count(struct state *st, const char *what, const char *sql, int n,
 			    const char *const *params, char *err, size_t errsz)
 {
-	PGresult *res = PQexecParams(st->conn, sql, n, NULL, params, NULL, NULL, 0);
+	PGresult *res = query(st, what, sql, n, params, false, err, errsz);
 	long long rows;
 
-	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-		pq_error(err, errsz, what, res_error(st, res));
-		PQclear(res);
+	if (!res)
 		return -1;
-	}
 	rows = PQntuples(res);
 	PQclear(res);
 	return rows;
@@ -812,7 +800,7 @@ long long state_letter_discard(struct state *st, long long id, const char *reaso
 int state_letters_print(struct state *st, const char *proj, bool all, FILE *out, char *err, size_t errsz)
 {
 	const char *params[2] = { proj, all ? "t" : "f" };
-	PGresult *res = PQexecParams(st->conn,
+	PGresult *res = query(st, "cannot read the dead letters",
 		"SELECT id, projection, generation, transaction_id::text || '/' || global_position,"
 		"  coalesce(stream_id, ''), coalesce(event_type, ''), coalesce(doc_id, ''), status,"
 		"  to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),"
@@ -821,13 +809,10 @@ int state_letters_print(struct state *st, const char *proj, bool all, FILE *out,
 		" WHERE ($1::text IS NULL OR projection = $1)"
 		"  AND ($2::bool OR status IN ('pending','held','retry'))"
 		" ORDER BY projection, generation, transaction_id, global_position",
-		2, NULL, params, NULL, NULL, 0);
+		2, params, false, err, errsz);
 
-	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-		pq_error(err, errsz, "cannot read the dead letters", res_error(st, res));
-		PQclear(res);
+	if (!res)
 		return -1;
-	}
 	fprintf(out, "%-8s %-16s %4s %-22s %-20s %-20s %-16s %-9s %-20s %s\n", "ID", "PROJECTION", "GEN",
 		"POSITION(txid/pos)", "STREAM", "TYPE", "DOCUMENT", "STATUS", "CREATED", "REASON");
 	for (int i = 0; i < PQntuples(res); i++) {
@@ -846,16 +831,13 @@ int state_letters_print(struct state *st, const char *proj, bool all, FILE *out,
 int state_own_projection(struct state *st, const char *proj, char *err, size_t errsz)
 {
 	const char *params[1] = { proj };
-	PGresult *res = PQexecParams(st->conn,
-				     "SELECT pg_try_advisory_lock(hashtext('esbridge.projection'), hashtext($1))",
-				     1, NULL, params, NULL, NULL, 0);
+	PGresult *res = query(st, "cannot take the projection lock",
+			      "SELECT pg_try_advisory_lock(hashtext('esbridge.projection'), hashtext($1))", 1,
+			      params, true, err, errsz);
 	int rc;
 
-	if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
-		pq_error(err, errsz, "cannot take the projection lock", res_error(st, res));
-		PQclear(res);
+	if (!res)
 		return -1;
-	}
 	rc = PQgetvalue(res, 0, 0)[0] == 't' ? 1 : 0;
 	PQclear(res);
 	return rc;
@@ -864,18 +846,15 @@ int state_own_projection(struct state *st, const char *proj, char *err, size_t e
 int state_applied(struct state *st, const char *proj, const char *position, char *err, size_t errsz)
 {
 	const char *params[2] = { proj, position };
-	PGresult *res = PQexecParams(st->conn,
+	PGresult *res = query(st, "cannot read the checkpoint",
 		"SELECT (e.transaction_id, e.global_position) <= (g.checkpoint_txid, g.checkpoint_pos)"
 		" FROM events e JOIN esbridge.generations g ON g.projection = $1 AND g.state = 'active'"
 		" WHERE e.global_position = $2::bigint",
-		2, NULL, params, NULL, NULL, 0);
+		2, params, false, err, errsz);
 	int rc;
 
-	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-		pq_error(err, errsz, "cannot read the checkpoint", res_error(st, res));
-		PQclear(res);
+	if (!res)
 		return -1;
-	}
 	rc = PQntuples(res) == 1 && PQgetvalue(res, 0, 0)[0] == 't';
 	PQclear(res);
 	return rc;
@@ -950,7 +929,7 @@ int state_print_status(struct state *st, const struct projection *const *projs, 
 		 * its committed events it may not read yet because an older
 		 * transaction is still open.
 		 */
-		res = PQexecParams(st->conn,
+		res = query(st, "cannot read the generations",
 			"WITH x AS (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin),"
 			" e AS (SELECT transaction_id, global_position FROM events"
 			"  WHERE event_type = ANY($2::text[]) OR stream_id ^@ ANY($3::text[]))"
@@ -967,14 +946,11 @@ int state_print_status(struct state *st, const struct projection *const *projs, 
 			"  (SELECT coalesce(max(global_position), 0) FROM e), g.last_error,"
 			"  coalesce(to_char(g.last_error_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), '')"
 			" FROM esbridge.generations g WHERE g.projection = $1 ORDER BY g.generation",
-			3, NULL, params, NULL, NULL, 0);
+			3, params, false, err, errsz);
 		buf_release(&types);
 		buf_release(&streams);
-		if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-			pq_error(err, errsz, "cannot read the generations", res_error(st, res));
-			PQclear(res);
+		if (!res)
 			goto out;
-		}
 		owner = PQntuples(res) ? state_owner(st, (*pp)->name) : NULL;
 		if (json) {
 			yajl_gen_map_open(g);
@@ -1059,16 +1035,14 @@ int state_print_status(struct state *st, const struct projection *const *projs, 
 		PQclear(res);
 	}
 	/* the transaction that holds events back: the oldest one with an xid */
-	res = PQexec(st->conn,
+	res = query(st, "cannot read the open transactions",
 		"SELECT backend_xid::text, pid, coalesce(application_name, ''), coalesce(state, ''),"
 		"  round(extract(epoch FROM now() - xact_start))::bigint"
 		" FROM pg_stat_activity WHERE backend_xid IS NOT NULL"
-		" ORDER BY age(backend_xid) DESC LIMIT 1");
-	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-		pq_error(err, errsz, "cannot read the open transactions", res_error(st, res));
-		PQclear(res);
+		" ORDER BY age(backend_xid) DESC LIMIT 1",
+		0, NULL, false, err, errsz);
+	if (!res)
 		goto out;
-	}
 	if (json) {
 		const unsigned char *buf;
 		size_t len;
