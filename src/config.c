@@ -474,7 +474,7 @@ static int validate_security(const struct config *c, char *err, size_t errsz)
 }
 
 /* Zeroes `n` bytes through a volatile pointer, so that the compiler keeps it. */
-static void wipe(char *s, size_t n)
+void config_wipe(char *s, size_t n)
 {
 	for (volatile char *p = s; n--; p++)
 		*p = '\0';
@@ -526,7 +526,7 @@ int config_read_secret(const char *option, const char *path, char **out, char *e
 	*out = s;
 	return 0;
 fail:
-	wipe(s, SECRET_MAX + 1);
+	config_wipe(s, SECRET_MAX + 1);
 	free(s);
 	return -1;
 }
@@ -535,7 +535,7 @@ void config_free_secret(char *secret)
 {
 	if (!secret)
 		return;
-	wipe(secret, strlen(secret));
+	config_wipe(secret, strlen(secret));
 	free(secret);
 }
 

@@ -96,17 +96,10 @@ static void one_line(char *s)
 			*s = ' ';
 }
 
-/* Zeroes `n` bytes through a volatile pointer, so that the compiler keeps it. */
-static void wipe(char *s, size_t n)
-{
-	for (volatile char *p = s; n--; p++)
-		*p = '\0';
-}
-
 static void free_secret_list(struct curl_slist *l)
 {
 	for (struct curl_slist *i = l; i; i = i->next)
-		wipe(i->data, strlen(i->data));
+		config_wipe(i->data, strlen(i->data));
 	curl_slist_free_all(l);
 }
 
@@ -486,7 +479,7 @@ static int build_headers(struct es_client *c, const char *api_key)
 		c->hdr[i] = l;
 	}
 	if (auth) {
-		wipe(auth, alen);
+		config_wipe(auth, alen);
 		free(auth);
 	}
 	return rc;
@@ -611,11 +604,11 @@ void es_client_free(struct es_client *c)
 	free(c->user);
 	config_free_secret(c->password);
 	for (int i = 0; i < c->n_nodes; i++) {
-		wipe(c->nodes[i].url, strlen(c->nodes[i].url)); /* may hold user:password */
+		config_wipe(c->nodes[i].url, strlen(c->nodes[i].url)); /* may hold user:password */
 		free(c->nodes[i].url);
 	}
 	if (c->base)
-		wipe(c->base, strlen(c->base));
+		config_wipe(c->base, strlen(c->base));
 	free(c->base);
 	free(c->ca_file);
 	free(c);

@@ -105,6 +105,9 @@ __attribute__((warn_unused_result))
 int config_read_secret(const char *option, const char *path, char **out, char *err, size_t errsz);
 void config_free_secret(char *secret);
 
+/* Zeroes `n` bytes of `s` in a way the compiler keeps (a secret about to be freed). */
+void config_wipe(char *s, size_t n);
+
 /* Prints the effective settings, one `name = value` a line, secrets masked. */
 void config_print(const struct config *c, FILE *f);
 
