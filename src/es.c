@@ -28,7 +28,6 @@ struct es_client {
 	CURLM *multi;
 	CURL *sync_easy;      /* kept between blocking requests: its connections are reused */
 	ev_timer timer;
-	char *base;           /* the es option as given (one URL or a comma-separated list) */
 	char redacted[512];
 	/*
 	 * The nodes: requests go round the healthy ones; a node whose request
@@ -489,8 +488,9 @@ struct es_client *es_client_new(struct ev_loop *loop, const struct config *cfg,
 				char *err, size_t errsz)
 {
 	struct es_client *c;
-	char *api_key = NULL;
-	size_t blen;
+	char *api_key = NULL, *urls;
+	size_t blen, ulen;
+	bool oom = false;
 
 	if (!curl_global_ready) {
 		if (curl_global_init(CURL_GLOBAL_DEFAULT)) {
@@ -505,32 +505,41 @@ struct es_client *es_client_new(struct ev_loop *loop, const struct config *cfg,
 		return NULL;
 	}
 	c->loop = loop;
-	c->base = strdup(cfg->es);
 	c->ca_file = *cfg->ca_file ? strdup(cfg->ca_file) : NULL;
 	c->insecure = cfg->insecure;
 	c->compress = cfg->compress;
 	c->timeout = &cfg->request_timeout;
 	c->multi = curl_multi_init();
 	c->sync_easy = curl_easy_init();
-	if (!c->base || (*cfg->ca_file && !c->ca_file) || !c->multi || !c->sync_easy) {
+	/* the URLs may hold user:password: the copy they are cut from is wiped whole */
+	ulen = strlen(cfg->es);
+	urls = strdup(cfg->es);
+	if (!urls || (*cfg->ca_file && !c->ca_file) || !c->multi || !c->sync_easy) {
+		free(urls);
 		snprintf(err, errsz, "out of memory");
 		es_client_free(c);
 		return NULL;
 	}
-	for (char *save = NULL, *tok = strtok_r(c->base, ",", &save); tok && c->n_nodes < ES_MAX_NODES;
+	for (char *save = NULL, *tok = strtok_r(urls, ",", &save); tok && c->n_nodes < ES_MAX_NODES;
 	     tok = strtok_r(NULL, ",", &save)) {
 		struct es_node *n = &c->nodes[c->n_nodes];
 		n->url = strdup(tok);
 		if (!n->url) {
-			snprintf(err, errsz, "out of memory");
-			es_client_free(c);
-			return NULL;
+			oom = true;
+			break;
 		}
 		blen = strlen(n->url);
 		while (blen && n->url[blen - 1] == '/')
 			n->url[--blen] = '\0';
 		config_redact_url(n->url, n->redacted, sizeof(n->redacted));
 		c->n_nodes++;
+	}
+	config_wipe(urls, ulen);
+	free(urls);
+	if (oom) {
+		snprintf(err, errsz, "out of memory");
+		es_client_free(c);
+		return NULL;
 	}
 	if (!c->n_nodes) {
 		snprintf(err, errsz, "missing Elasticsearch URL: set ESBRIDGE_ES or --es");
@@ -607,9 +616,6 @@ void es_client_free(struct es_client *c)
 		config_wipe(c->nodes[i].url, strlen(c->nodes[i].url)); /* may hold user:password */
 		free(c->nodes[i].url);
 	}
-	if (c->base)
-		config_wipe(c->base, strlen(c->base));
-	free(c->base);
 	free(c->ca_file);
 	free(c);
 }
