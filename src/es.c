@@ -50,7 +50,12 @@ struct es_client {
 	struct curl_slist *hdr[N_HDR];  /* with "Authorization: ApiKey ..." (secret) when set */
 	bool api_key;         /* an API key is sent */
 	bool auth_warned;     /* a 401/403 was reported once */
-	struct es_stats stats;
+	struct {                       /* for the debug line on free (both kinds of request) */
+		unsigned long requests;        /* ended, with or without a response */
+		unsigned long connects;        /* new connections they opened (the others reused one) */
+		unsigned long long body_bytes; /* request bodies, before compression */
+		unsigned long long sent_bytes; /* the same as sent */
+	} stats;
 	struct es_req *reqs;  /* every running request, to abort on free */
 };
 
@@ -164,7 +169,6 @@ static bool maybe_compress(struct es_client *c, const char **body, size_t *len, 
 	*body = z;
 	*len = zlen;
 	c->stats.sent_bytes += zlen;
-	c->stats.compressed++;
 	return true;
 }
 
@@ -618,11 +622,6 @@ void es_client_free(struct es_client *c)
 	}
 	free(c->ca_file);
 	free(c);
-}
-
-void es_client_stats(const struct es_client *c, struct es_stats *out)
-{
-	*out = c->stats;
 }
 
 int es_request(struct es_client *c, const char *method, const char *path,

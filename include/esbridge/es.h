@@ -46,17 +46,6 @@ struct es_client *es_client_new(struct ev_loop *loop, const struct config *cfg,
 /* Aborts transfers still running (their callbacks are not called). */
 void es_client_free(struct es_client *c);
 
-/* What went over the wire so far (both kinds of request). */
-struct es_stats {
-	unsigned long requests;        /* requests that ended, with or without a response */
-	unsigned long connects;        /* new connections they opened (the others reused one) */
-	unsigned long compressed;      /* bodies sent gzip-compressed */
-	unsigned long long body_bytes; /* request bodies, before compression */
-	unsigned long long sent_bytes; /* the same as sent */
-};
-
-void es_client_stats(const struct es_client *c, struct es_stats *out);
-
 /*
  * Starts a request; `done` runs from the loop when it ends, successful or
  * not. The client takes ownership of `body` (malloc'd, may be NULL) and
