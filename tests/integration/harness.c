@@ -1136,6 +1136,14 @@ void h_kill(struct h_proc *p)
 	p->running = false;
 }
 
+void h_stop(struct h_proc *p, double secs)
+{
+	h_signal(p, SIGTERM);
+	cr_assert(h_wait(p, secs), "no exit within %.0fs of SIGTERM (log: %s)", secs, p->log);
+	cr_assert_eq(h_exit_code(p), 0, "exit status 0x%x after SIGTERM (log: %s)", (unsigned)p->status,
+		     p->log);
+}
+
 char *h_proc_output(const struct h_proc *p)
 {
 	return read_file(p->log, p->log_from, NULL);

@@ -214,6 +214,12 @@ int h_exit_code(const struct h_proc *p);
 /* Kills with SIGKILL and reaps. */
 void h_kill(struct h_proc *p);
 
+/*
+ * Stops a daemon with SIGTERM: it must exit within `secs`, with exit code 0
+ * (it drains and stops). Fails the test otherwise.
+ */
+void h_stop(struct h_proc *p, double secs);
+
 /* The process's own output (since its start), malloc'd; free() it. */
 char *h_proc_output(const struct h_proc *p);
 

@@ -145,15 +145,6 @@ static void wait_caught_up(struct h_proc *p, int64_t last, double secs)
 	wait_caught_up_of(p, ALIAS, last, secs);
 }
 
-/* SIGTERM: drains and exits 0. */
-static void stop_bridge(struct h_proc *p)
-{
-	h_signal(p, SIGTERM);
-	cr_assert(h_wait(p, 30), "no exit within 30s of SIGTERM (log: %s)", p->log);
-	cr_assert_eq(h_exit_code(p), 0, "exit status 0x%x after SIGTERM (log: %s)", (unsigned)p->status,
-		     p->log);
-}
-
 /* Occurrences of `needle` in the process's output. */
 static long count_in_output(const struct h_proc *p, const char *needle)
 {
@@ -195,7 +186,7 @@ Test(faults, es_killed_during_catch_up, .timeout = 720)
 	wait_caught_up(p, last, RECOVER_SECS);
 	cr_assert_gt(count_in_output(p, "level=warn"), 0,
 		     "the daemon logged no warning: did the fault reach it? (log: %s)", p->log);
-	stop_bridge(p);
+	h_stop(p, 30);
 	assert_exact();
 	cr_log_info("es_killed_during_catch_up: %.1fs", h_now() - t0);
 }
@@ -222,7 +213,7 @@ Test(faults, es_stopped_during_catch_up, .timeout = 420)
 	wait_caught_up(p, last, RECOVER_SECS);
 	cr_assert_gt(count_in_output(p, "level=warn"), 0,
 		     "the daemon logged no warning: did the fault reach it? (log: %s)", p->log);
-	stop_bridge(p);
+	h_stop(p, 30);
 	assert_exact();
 	cr_log_info("es_stopped_during_catch_up: %.1fs", h_now() - t0);
 }
@@ -245,7 +236,7 @@ static void pg_restart_during_catch_up(const char *mode)
 	wait_caught_up(p, last, RECOVER_SECS);
 	cr_assert_gt(count_in_output(p, "level=warn") + count_in_output(p, "level=error"), 0,
 		     "the daemon logged nothing of the restart: did the fault reach it? (log: %s)", p->log);
-	stop_bridge(p);
+	h_stop(p, 30);
 	assert_exact();
 	cr_log_info("pg_restart %s: %.1fs", mode, h_now() - t0);
 }
@@ -302,7 +293,7 @@ Test(faults, pg_terminate_backend_during_catch_up, .timeout = 420)
 	wait_caught_up(p, last, RECOVER_SECS);
 	cr_assert_gt(count_in_output(p, "level=warn") + count_in_output(p, "level=error"), 0,
 		     "the daemon logged nothing of the terminations: did they reach it? (log: %s)", p->log);
-	stop_bridge(p);
+	h_stop(p, 30);
 	assert_exact();
 	cr_log_info("pg_terminate_backend_during_catch_up: %.1fs", h_now() - t0);
 }
@@ -392,7 +383,7 @@ static void through_proxy(const char *projection)
 		p = bridge(extra);
 	}
 	wait_caught_up_of(p, projection, last, RECOVER_SECS);
-	stop_bridge(p);
+	h_stop(p, 30);
 	h_signal(proxy, SIGTERM);
 	cr_assert(h_wait(proxy, 10), "the proxy did not stop within 10s of SIGTERM");
 

@@ -25,7 +25,6 @@
  */
 #include <errno.h>
 #include <inttypes.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -267,13 +266,6 @@ static bool said(const struct h_proc *p, const char *what)
 	return found;
 }
 
-static void stop(struct h_proc *p)
-{
-	h_signal(p, SIGTERM);
-	cr_assert(h_wait(p, 30), "no exit within 30s of SIGTERM (log: %s)", p->log);
-	cr_assert_eq(h_exit_code(p), 0, "exit status 0x%x after SIGTERM (log: %s)", (unsigned)p->status, p->log);
-}
-
 /* ---- a. hold back, list, discard with a daemon running ------------------------ */
 
 Test(letters, discard_releases_the_held_events_in_order, .timeout = 150)
@@ -396,7 +388,7 @@ Test(letters, discard_releases_the_held_events_in_order, .timeout = 150)
 	free(line);
 	free(out);
 
-	stop(p);
+	h_stop(p, 30);
 	h_expectations_free(&x);
 }
 
@@ -460,7 +452,7 @@ Test(letters, retry_that_fails_again_stays_pending, .timeout = 120)
 		if (x.ev[i].out != H_APPLIED)
 			leave_out(x.ev[i].pos);
 	h_assert_docs_match_oracle(ALIAS);
-	stop(p);
+	h_stop(p, 30);
 	h_expectations_free(&x);
 }
 

@@ -602,9 +602,7 @@ Test(operate, sighup_reloads_and_keeps_settings_on_error, .timeout = 240)
 	wait_caught_up(p, "products", pos, 30);
 	cr_assert_eq(count_in_output(p, "_bulk of"), debug0, "debug lines at info again (log: %s)", p->log);
 
-	h_signal(p, SIGTERM);
-	cr_assert(h_wait(p, 30), "no exit within 30s of SIGTERM (log: %s)", p->log);
-	cr_assert_eq(h_exit_code(p), 0, "exit status 0x%x (log: %s)", (unsigned)p->status, p->log);
+	h_stop(p, 30);
 	h_assert_docs_match_oracle("products");
 	h_end();
 }
@@ -814,9 +812,7 @@ Test(operate, metrics_and_health, .timeout = 300)
 	cr_log_info("/health 200 %.1fs after the thaw", h_now() - t0);
 	h_http_free(&r);
 
-	h_signal(p, SIGTERM);
-	cr_assert(h_wait(p, 30), "no exit within 30s of SIGTERM (log: %s)", p->log);
-	cr_assert_eq(h_exit_code(p), 0, "exit status 0x%x (log: %s)", (unsigned)p->status, p->log);
+	h_stop(p, 30);
 	h_end();
 }
 
@@ -854,9 +850,7 @@ Test(operate, wait_command, .timeout = 180)
 	cr_log_info("wait returned after %.3fs", took);
 
 	/* no daemon: the next event is never applied; exit 1 after --timeout */
-	h_signal(p, SIGTERM);
-	cr_assert(h_wait(p, 30), "no exit within 30s of SIGTERM (log: %s)", p->log);
-	cr_assert_eq(h_exit_code(p), 0, "exit status 0x%x (log: %s)", (unsigned)p->status, p->log);
+	h_stop(p, 30);
 	pos = h_event(NULL, "product-w2", "ProductCreated",
 		      "{\"product_id\": \"w2\", \"name\": \"never\", \"price\": 1}");
 	snprintf(position, sizeof(position), "%" PRId64, pos);
@@ -1072,9 +1066,7 @@ Test(operate, standby_takes_over_after_sigkill, .timeout = 400)
 
 	h_assert_docs_match_oracle("products");
 	h_assert_docs_match_oracle("orders");
-	h_signal(b, SIGTERM);
-	cr_assert(h_wait(b, 30), "no exit within 30s of SIGTERM (log: %s)", b->log);
-	cr_assert_eq(h_exit_code(b), 0, "exit status 0x%x (log: %s)", (unsigned)b->status, b->log);
+	h_stop(b, 30);
 	h_end();
 }
 

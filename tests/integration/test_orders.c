@@ -10,7 +10,6 @@
  * repeats a run.
  */
 #include <inttypes.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -899,10 +898,7 @@ Test(orders, live_writers_with_requests_in_flight, .timeout = 150)
 	cr_assert_eq(h_dead_letter_count(), 0);
 	cr_assert_eq(h_query_ll(NULL, "SELECT count(*) FROM es_docs", 0, NULL, 0), LIVE_ORDERS);
 
-	h_signal(p, SIGTERM);
-	cr_assert(h_wait(p, 20), "no exit within 20s of SIGTERM (log: %s)", p->log);
-	cr_assert_eq(h_exit_code(p), 0, "exit status 0x%x after SIGTERM (log: %s)", (unsigned)p->status,
-		     p->log);
+	h_stop(p, 20);
 }
 
 /* ---- d. coalescing ------------------------------------------------------------- */

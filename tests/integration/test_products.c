@@ -7,7 +7,6 @@
  * skips, when a service is unreachable. Daemon logs: build/tests/logs/.
  */
 #include <inttypes.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -332,10 +331,7 @@ Test(products, crash_safety, .timeout = 150)
 		cr_assert(p->running, "cycle %zu: the daemon exited early (log: %s)", c, p->log);
 		if (cycles[c].graceful) {
 			/* drains, exits 0, keeps its place */
-			h_signal(p, SIGTERM);
-			cr_assert(h_wait(p, 30), "no exit within 30s of SIGTERM (log: %s)", p->log);
-			cr_assert_eq(h_exit_code(p), 0, "exit status 0x%x after SIGTERM (log: %s)",
-				     (unsigned)p->status, p->log);
+			h_stop(p, 30);
 		} else {
 			h_kill(p);
 			kills++;
@@ -402,10 +398,7 @@ Test(products, live_follow, .timeout = 120)
 	cr_assert(h_eventually(checkpoint_is, &want, H_LONG),
 		  "the checkpoint never reached the live event %" PRIu64 "/%" PRId64, want.txid, want.pos);
 
-	h_signal(p, SIGTERM);
-	cr_assert(h_wait(p, 20), "no exit within 20s of SIGTERM (log: %s)", p->log);
-	cr_assert_eq(h_exit_code(p), 0, "exit status 0x%x after SIGTERM (log: %s)", (unsigned)p->status,
-		     p->log);
+	h_stop(p, 20);
 	checkpoint(&t, &pos);
 	cr_assert(t == want.txid && pos == want.pos,
 		  "checkpoint %" PRIu64 "/%" PRId64 ", want the live event %" PRIu64 "/%" PRId64, t, pos,
@@ -462,9 +455,7 @@ Test(products, out_of_order_commits, .timeout = 120)
 	h_disconnect(c1);
 	h_disconnect(c2);
 
-	h_signal(p, SIGTERM);
-	cr_assert(h_wait(p, 20), "no exit within 20s of SIGTERM (log: %s)", p->log);
-	cr_assert_eq(h_exit_code(p), 0, "exit status 0x%x (log: %s)", (unsigned)p->status, p->log);
+	h_stop(p, 20);
 	h_assert_docs_match_oracle(ALIAS);
 }
 

@@ -283,14 +283,6 @@ static void wait_caught_up(const char *proj, const struct h_proc *daemon)
 		  daemon ? daemon->log : "-");
 }
 
-static void sigterm_exit0(struct h_proc *p)
-{
-	h_signal(p, SIGTERM);
-	cr_assert(h_wait(p, 30), "no exit within 30s of SIGTERM (log: %s)", p->log);
-	cr_assert_eq(h_exit_code(p), 0, "exit status 0x%x after SIGTERM (log: %s)", (unsigned)p->status,
-		     p->log);
-}
-
 /*
  * The events counted by the last "stopped at checkpoint" line of generation
  * `gen` of `proj` in the output of `p` (events read in that process); -1 if
@@ -608,7 +600,7 @@ static void rebuild_under_load(enum kind kind)
 	before_stop = alias_count(proj);
 	atomic_store(&rd->stop, true);
 	pthread_join(rd->th, NULL);
-	sigterm_exit0(d);
+	h_stop(d, 30);
 	assert_output_has(d, "writes to the alias paused", "daemon");
 
 	cr_log_info("%s: rebuild took %.2fs; writer %ld transactions; reader %ld queries (%ld in the window),"
@@ -976,7 +968,7 @@ Test(rebuild, one_rebuild_at_a_time, .timeout = 120)
 	cr_assert_eq(h_query_ll(NULL, "SELECT count(*) FROM esbridge.commands", 0, NULL, 0), 1,
 		     "the refused request left a command row");
 	wait_caught_up("products", d);
-	sigterm_exit0(d);
+	h_stop(d, 30);
 	h_assert_docs_match_oracle("products");
 }
 
@@ -1051,7 +1043,7 @@ Test(rebuild, keep_one_retired_index, .timeout = 120)
 	cr_expect_leq(conns_after, conns_before + 1,
 		      "the daemon holds %d PostgreSQL connections after three rebuilds, %d before", conns_after,
 		      conns_before);
-	sigterm_exit0(d);
+	h_stop(d, 30);
 	h_assert_docs_match_oracle("products");
 }
 
@@ -1119,7 +1111,7 @@ Test(rebuild, daemon_restart_during_a_rebuild_command, .timeout = 120)
 	H_EVENTUALLY(gen_checkpoint("products", 2) > 500 || !cli->running, 30,
 		     "the daemon never started the rebuild (log: %s)", d->log);
 	cr_assert(cli->running, "the rebuild ended before the daemon's stop (log: %s)", cli->log);
-	sigterm_exit0(d);
+	h_stop(d, 30);
 	assert_alias("products", GEN1, "after the daemon's stop");
 
 	d = h_spawn(0, run_args);
@@ -1145,7 +1137,7 @@ Test(rebuild, daemon_restart_during_a_rebuild_command, .timeout = 120)
 		     (unsigned)again->status, again->log);
 	assert_alias("products", "products-000003", "after the next rebuild");
 	wait_caught_up("products", d);
-	sigterm_exit0(d);
+	h_stop(d, 30);
 	h_assert_docs_match_oracle("products");
 }
 
