@@ -249,7 +249,13 @@ static bool url_has_credentials(const char *url)
 	return strchr(scheme_end ? scheme_end + 3 : url, '@') != NULL;
 }
 
-/* True when the conninfo or URI carries a password. */
+/* libpq marks every secret option (password, sslpassword...) with '*'. */
+static bool conninfo_option_is_secret(const PQconninfoOption *o)
+{
+	return o->dispchar && o->dispchar[0] == '*';
+}
+
+/* True when the conninfo or URI carries a password or another secret. */
 static bool conninfo_has_password(const char *conninfo)
 {
 	char *pqerr = NULL;
@@ -261,7 +267,7 @@ static bool conninfo_has_password(const char *conninfo)
 		return false; /* refused later, by config_validate, without quoting it */
 	}
 	for (PQconninfoOption *o = opts; o->keyword; o++)
-		if (!strcmp(o->keyword, "password") && o->val && *o->val)
+		if (conninfo_option_is_secret(o) && o->val && *o->val)
 			has = true;
 	PQconninfoFree(opts);
 	return has;
@@ -638,8 +644,7 @@ void config_redact_conninfo(const char *conninfo, char *out, size_t outsz)
 		int n;
 		if (!o->val)
 			continue;
-		/* libpq marks every secret option (password, sslpassword...) with '*' */
-		if (o->dispchar && o->dispchar[0] == '*')
+		if (conninfo_option_is_secret(o))
 			n = snprintf(out + pos, outsz - pos, "%s%s=***", pos ? " " : "", o->keyword);
 		else
 			n = snprintf(out + pos, outsz - pos, "%s%s=%s", pos ? " " : "", o->keyword, o->val);

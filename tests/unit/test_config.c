@@ -885,3 +885,18 @@ Test(config, pg_password_refused_as_a_flag)
 	/* without a password it is fine */
 	set_ok("pg", "postgresql://app@db/events");
 }
+
+/* Every secret libpq knows is refused on argv, as it is masked when printed. */
+Test(config, pg_sslpassword_refused_as_a_flag)
+{
+	set_fails("pg", "host=db sslkey=/etc/key.pem sslpassword=keysecret");
+	MENTIONS(err, "--pg");
+	cr_expect_null(strstr(err, "keysecret"), "%s", err);
+	cr_expect_str_eq(c.pg, "", "a refused value changes nothing");
+	set_fails("pg", "postgresql://db/events?sslpassword=keysecret");
+	cr_expect_null(strstr(err, "keysecret"), "%s", err);
+	/* from the environment it is fine */
+	setenv("ESBRIDGE_PG", "host=db sslpassword=keysecret", 1);
+	cr_assert_eq(config_load_env(&c, err, sizeof(err)), 0, "%s", err);
+	cr_expect_str_eq(c.pg, "host=db sslpassword=keysecret");
+}
