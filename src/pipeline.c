@@ -867,6 +867,7 @@ static void process_retries(struct pipeline *p)
 	}
 	rb->n_retried = n;
 	free(refs);
+	refs = NULL; /* `later` frees it */
 	if (store_read_positions(p->store, at, n, &b, err, sizeof(err))) {
 		PLOG(LOG_WARN, p, "%s (trying again)", err);
 		free(rb->retried);
