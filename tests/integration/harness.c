@@ -1149,6 +1149,18 @@ char *h_proc_output(const struct h_proc *p)
 	return read_file(p->log, p->log_from, NULL);
 }
 
+long h_output_count(const struct h_proc *p, const char *needle)
+{
+	char *out = h_proc_output(p);
+	long n = 0;
+
+	cr_assert(needle[0], "h_output_count: an empty needle");
+	for (const char *at = out; (at = strstr(at, needle)) != NULL; at += strlen(needle))
+		n++;
+	free(out);
+	return n;
+}
+
 int h_run_once(const char *const *args, double secs)
 {
 	const char *argv[32];

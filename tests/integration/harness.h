@@ -223,6 +223,9 @@ void h_stop(struct h_proc *p, double secs);
 /* The process's own output (since its start), malloc'd; free() it. */
 char *h_proc_output(const struct h_proc *p);
 
+/* Occurrences of `needle` (not empty; not overlapping) in the process's own output. */
+long h_output_count(const struct h_proc *p, const char *needle);
+
 /*
  * `run --once` with extra `args` (NULL-terminated, may be NULL); waits up to
  * `secs`, fails the test if it does not exit in time. Returns the exit code.

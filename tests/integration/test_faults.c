@@ -145,18 +145,6 @@ static void wait_caught_up(struct h_proc *p, int64_t last, double secs)
 	wait_caught_up_of(p, ALIAS, last, secs);
 }
 
-/* Occurrences of `needle` in the process's output. */
-static long count_in_output(const struct h_proc *p, const char *needle)
-{
-	char *out = h_proc_output(p);
-	long n = 0;
-
-	for (const char *at = out; (at = strstr(at, needle)) != NULL; at += strlen(needle))
-		n++;
-	free(out);
-	return n;
-}
-
 static void assert_exact(void)
 {
 	long long dead = h_dead_letter_count();
@@ -184,7 +172,7 @@ Test(faults, es_killed_during_catch_up, .timeout = 720)
 	h_sleep(1.0); /* requests fail meanwhile: connection refused */
 	h_services_ok("es-start", NULL, 300);
 	wait_caught_up(p, last, RECOVER_SECS);
-	cr_assert_gt(count_in_output(p, "level=warn"), 0,
+	cr_assert_gt(h_output_count(p, "level=warn"), 0,
 		     "the daemon logged no warning: did the fault reach it? (log: %s)", p->log);
 	h_stop(p, 30);
 	assert_exact();
@@ -211,7 +199,7 @@ Test(faults, es_stopped_during_catch_up, .timeout = 420)
 	cr_log_info("node resumed; checkpoint %" PRId64 " (%" PRId64 " when it stopped)", checkpoint_pos(), at);
 	h_services_ok("es-thaw", NULL, 30);
 	wait_caught_up(p, last, RECOVER_SECS);
-	cr_assert_gt(count_in_output(p, "level=warn"), 0,
+	cr_assert_gt(h_output_count(p, "level=warn"), 0,
 		     "the daemon logged no warning: did the fault reach it? (log: %s)", p->log);
 	h_stop(p, 30);
 	assert_exact();
@@ -234,7 +222,7 @@ static void pg_restart_during_catch_up(const char *mode)
 	h_services_ok("pg-restart", mode, 90);
 	h_pg_reset(); /* the test's own session went with the server */
 	wait_caught_up(p, last, RECOVER_SECS);
-	cr_assert_gt(count_in_output(p, "level=warn") + count_in_output(p, "level=error"), 0,
+	cr_assert_gt(h_output_count(p, "level=warn") + h_output_count(p, "level=error"), 0,
 		     "the daemon logged nothing of the restart: did the fault reach it? (log: %s)", p->log);
 	h_stop(p, 30);
 	assert_exact();
@@ -291,7 +279,7 @@ Test(faults, pg_terminate_backend_during_catch_up, .timeout = 420)
 			break;
 	}
 	wait_caught_up(p, last, RECOVER_SECS);
-	cr_assert_gt(count_in_output(p, "level=warn") + count_in_output(p, "level=error"), 0,
+	cr_assert_gt(h_output_count(p, "level=warn") + h_output_count(p, "level=error"), 0,
 		     "the daemon logged nothing of the terminations: did they reach it? (log: %s)", p->log);
 	h_stop(p, 30);
 	assert_exact();

@@ -103,30 +103,12 @@ static void write_text(const char *path, const char *text)
 
 /* ---- processes and their output ---------------------------------------------------- */
 
-static long count_of(const char *text, const char *needle)
-{
-	long n = 0;
-
-	for (const char *at = text; (at = strstr(at, needle)) != NULL; at += strlen(needle))
-		n++;
-	return n;
-}
-
-static long count_in_output(const struct h_proc *p, const char *needle)
-{
-	char *out = h_proc_output(p);
-	long n = count_of(out, needle);
-
-	free(out);
-	return n;
-}
-
 /* Waits until `needle` shows `count` times in p's output; fails if p exits first. */
 static void wait_output(struct h_proc *p, const char *needle, long count, double secs)
 {
 	double deadline = h_now() + secs;
 
-	while (count_in_output(p, needle) < count) {
+	while (h_output_count(p, needle) < count) {
 		cr_assert(!h_wait(p, 0), "the process exited (status 0x%x) before logging '%s' (log: %s)",
 			  (unsigned)p->status, needle, p->log);
 		cr_assert(h_now() < deadline, "'%s' not logged %ld times within %.0fs (log: %s)", needle, count,
@@ -541,17 +523,17 @@ Test(operate, sighup_reloads_and_keeps_settings_on_error, .timeout = 240)
 	wait_caught_up(p, "products", 2000, H_LONG);
 
 	/* info: no per-request lines; a summary line every second */
-	cr_assert_eq(count_in_output(p, "_bulk of"), 0, "debug lines at log-level info (log: %s)", p->log);
-	summaries = count_in_output(p, "events/s; checkpoint");
+	cr_assert_eq(h_output_count(p, "_bulk of"), 0, "debug lines at log-level info (log: %s)", p->log);
+	summaries = h_output_count(p, "events/s; checkpoint");
 	wait_output(p, "events/s; checkpoint", summaries + 2, 30);
 
 	/* reloadable: log-level and stats-interval; inflight needs a restart */
 	write_text(file, "log-level = debug\nstats-interval = 3600\ninflight = 4\n");
 	h_signal(p, SIGHUP);
 	wait_output(p, "reloaded the settings: 2 changed", 1, 30);
-	cr_assert_eq(count_in_output(p, "reload: 'log-level' changed"), 1, "(log: %s)", p->log);
-	cr_assert_eq(count_in_output(p, "reload: 'stats-interval' changed"), 1, "(log: %s)", p->log);
-	warned = count_in_output(p, "reload: 'inflight' changed; it takes effect at the next start");
+	cr_assert_eq(h_output_count(p, "reload: 'log-level' changed"), 1, "(log: %s)", p->log);
+	cr_assert_eq(h_output_count(p, "reload: 'stats-interval' changed"), 1, "(log: %s)", p->log);
+	warned = h_output_count(p, "reload: 'inflight' changed; it takes effect at the next start");
 	cr_assert_eq(warned, 1, "no warning that inflight needs a restart (log: %s)", p->log);
 
 	/* debug lines for new requests */
@@ -560,9 +542,9 @@ Test(operate, sighup_reloads_and_keeps_settings_on_error, .timeout = 240)
 	wait_caught_up(p, "products", pos, 30);
 	wait_output(p, "_bulk of", 1, 10);
 	/* summaries stopped: none in 3 s (they came every second) */
-	summaries = count_in_output(p, "events/s; checkpoint");
+	summaries = h_output_count(p, "events/s; checkpoint");
 	h_sleep(3.0);
-	cr_assert_eq(count_in_output(p, "events/s; checkpoint"), summaries,
+	cr_assert_eq(h_output_count(p, "events/s; checkpoint"), summaries,
 		     "summary lines go on after stats-interval = 3600 (log: %s)", p->log);
 
 	/* a bad file: "reload failed", the process runs on with its settings */
@@ -581,26 +563,26 @@ Test(operate, sighup_reloads_and_keeps_settings_on_error, .timeout = 240)
 		free(out);
 	}
 	cr_assert(!h_wait(p, 1.0), "the daemon exited after a bad reload (log: %s)", p->log);
-	debug0 = count_in_output(p, "_bulk of");
-	summaries = count_in_output(p, "events/s; checkpoint");
+	debug0 = h_output_count(p, "_bulk of");
+	summaries = h_output_count(p, "events/s; checkpoint");
 	pos = h_event(NULL, "product-r2", "ProductCreated",
 		      "{\"product_id\": \"r2\", \"name\": \"after a bad reload\", \"price\": 2.5}");
 	wait_caught_up(p, "products", pos, 30);
 	/* still debug (not the file's info), still no summaries (not the file's 1 s) */
 	wait_output(p, "_bulk of", debug0 + 1, 10);
 	h_sleep(2.5 - (h_now() - t0) > 0 ? 2.5 - (h_now() - t0) : 0);
-	cr_assert_eq(count_in_output(p, "events/s; checkpoint"), summaries,
+	cr_assert_eq(h_output_count(p, "events/s; checkpoint"), summaries,
 		     "a summary line after the failed reload: its stats-interval was applied (log: %s)", p->log);
 
 	/* a good file again: info, no more debug lines */
 	write_text(file, "log-level = info\nstats-interval = 3600\ninflight = 4\n");
 	h_signal(p, SIGHUP);
 	wait_output(p, "reloaded the settings: 1 changed", 1, 30);
-	debug0 = count_in_output(p, "_bulk of");
+	debug0 = h_output_count(p, "_bulk of");
 	pos = h_event(NULL, "product-r3", "ProductCreated",
 		      "{\"product_id\": \"r3\", \"name\": \"info again\", \"price\": 3.5}");
 	wait_caught_up(p, "products", pos, 30);
-	cr_assert_eq(count_in_output(p, "_bulk of"), debug0, "debug lines at info again (log: %s)", p->log);
+	cr_assert_eq(h_output_count(p, "_bulk of"), debug0, "debug lines at info again (log: %s)", p->log);
 
 	h_stop(p, 30);
 	h_assert_docs_match_oracle("products");
@@ -1013,7 +995,7 @@ Test(operate, standby_takes_over_after_sigkill, .timeout = 400)
 	b = h_spawn(0, args_b);
 	/* load: events keep coming while a works and b stands by */
 	t0 = h_now();
-	while (count_in_output(b, "another esbridge process owns it; standing by") < 2 || h_now() - t0 < 1.0) {
+	while (h_output_count(b, "another esbridge process owns it; standing by") < 2 || h_now() - t0 < 1.0) {
 		cr_assert(h_now() - t0 < 60, "the second instance does not stand by (log: %s)", b->log);
 		cr_assert(!h_wait(a, 0), "the first instance exited (log: %s)", a->log);
 		cr_assert(!h_wait(b, 0), "the second instance exited (log: %s)", b->log);
@@ -1116,7 +1098,7 @@ Test(operate, drain_timeout_with_a_frozen_node, .timeout = 300)
 	cr_assert_neq(h_exit_code(p), 0, "exit 0 with requests still in flight (log: %s)", p->log);
 	cr_assert_eq(h_term_signal(p), 0, "killed by signal %d (log: %s)", h_term_signal(p), p->log);
 	cr_assert_geq(took, 1.5, "exited %.2fs after SIGTERM, before the drain timeout", took);
-	cr_assert_eq(count_in_output(p, "drain timeout"), 1, "no 'drain timeout' line (log: %s)", p->log);
+	cr_assert_eq(h_output_count(p, "drain timeout"), 1, "no 'drain timeout' line (log: %s)", p->log);
 
 	/* nothing the node did not acknowledge is behind the checkpoint */
 	cr_assert(h_checkpoint("products", &txid, &cp), "no checkpoint");

@@ -229,20 +229,7 @@ static void assert_exit0(struct h_proc *p, double secs, const char *what)
 
 static void assert_output_has(const struct h_proc *p, const char *needle, const char *what)
 {
-	char *out = h_proc_output(p);
-	bool found = strstr(out, needle) != NULL;
-
-	free(out);
-	cr_assert(found, "%s: the output lacks \"%s\" (log: %s)", what, needle, p->log);
-}
-
-static bool output_has(const struct h_proc *p, const char *needle)
-{
-	char *out = h_proc_output(p);
-	bool found = strstr(out, needle) != NULL;
-
-	free(out);
-	return found;
+	cr_assert_gt(h_output_count(p, needle), 0, "%s: the output lacks \"%s\" (log: %s)", what, needle, p->log);
 }
 
 /* A daemon owns `proj` (its runner took the lock) once its pipeline starts. */
@@ -251,7 +238,7 @@ static void wait_owner(const struct h_proc *d, const char *proj)
 	char needle[128];
 
 	snprintf(needle, sizeof(needle), "proj=%s gen=1 msg=\"starting on", proj);
-	H_EVENTUALLY(output_has(d, needle) || !d->running, 30, "the daemon never started %s (log: %s)", proj, d->log);
+	H_EVENTUALLY(h_output_count(d, needle) > 0 || !d->running, 30, "the daemon never started %s (log: %s)", proj, d->log);
 	cr_assert(d->running, "the daemon exited (log: %s)", d->log);
 }
 
