@@ -31,6 +31,12 @@ struct held {
 	struct position first;
 };
 
+/* The held-back documents: open addressing, a power of two. */
+struct held_table {
+	struct held *slots;
+	size_t n, n_slots;
+};
+
 /* `n` events of read batch `rb` are held by an operation set. */
 struct settle {
 	struct rbatch *rb;
@@ -101,8 +107,7 @@ struct pipeline {
 	int retry_batches;         /* batches of letters applied again, not yet settled */
 	struct dead_letter *letters; /* recorded before the checkpoint moves */
 	size_t n_letters, cap_letters;
-	struct held *held;         /* open addressing, a power of two */
-	size_t n_held, n_held_slots;
+	struct held_table held;
 	ev_timer reconnect;
 	double reconnect_delay;
 	struct pipeline_stats stats;
@@ -297,39 +302,38 @@ static struct held *held_find(const struct pipeline *p, const char *id, size_t l
 {
 	struct held *h;
 
-	if (!p->n_held)
+	if (!p->held.n)
 		return NULL;
-	h = held_slot(p->held, p->n_held_slots, id, len);
+	h = held_slot(p->held.slots, p->held.n_slots, id, len);
 	return h->id ? h : NULL;
 }
 
-static void held_clear(struct pipeline *p)
+static void held_clear(struct held_table *t)
 {
-	for (size_t i = 0; i < p->n_held_slots; i++)
-		free(p->held[i].id);
-	free(p->held);
-	p->held = NULL;
-	p->n_held = p->n_held_slots = 0;
+	for (size_t i = 0; i < t->n_slots; i++)
+		free(t->slots[i].id);
+	free(t->slots);
+	memset(t, 0, sizeof(*t));
 }
 
 /* Holds document `id` back from `first` on (the earliest wins); -1 on no memory. */
-static int held_add(struct pipeline *p, const char *id, size_t len, struct position first)
+static int held_add(struct held_table *t, const char *id, size_t len, struct position first)
 {
 	struct held *h;
 
-	if ((p->n_held + 1) * 2 > p->n_held_slots) {
-		size_t n = p->n_held_slots ? p->n_held_slots * 2 : 64;
+	if ((t->n + 1) * 2 > t->n_slots) {
+		size_t n = t->n_slots ? t->n_slots * 2 : 64;
 		struct held *slots = calloc(n, sizeof(*slots));
 		if (!slots)
 			return -1;
-		for (size_t i = 0; i < p->n_held_slots; i++)
-			if (p->held[i].id)
-				*held_slot(slots, n, p->held[i].id, strlen(p->held[i].id)) = p->held[i];
-		free(p->held);
-		p->held = slots;
-		p->n_held_slots = n;
+		for (size_t i = 0; i < t->n_slots; i++)
+			if (t->slots[i].id)
+				*held_slot(slots, n, t->slots[i].id, strlen(t->slots[i].id)) = t->slots[i];
+		free(t->slots);
+		t->slots = slots;
+		t->n_slots = n;
 	}
-	h = held_slot(p->held, p->n_held_slots, id, len);
+	h = held_slot(t->slots, t->n_slots, id, len);
 	if (h->id) {
 		if (position_cmp(first, h->first) < 0)
 			h->first = first;
@@ -339,7 +343,7 @@ static int held_add(struct pipeline *p, const char *id, size_t len, struct posit
 	if (!h->id)
 		return -1;
 	h->first = first;
-	p->n_held++;
+	t->n++;
 	return 0;
 }
 
@@ -348,14 +352,21 @@ static int held_load_one(void *arg, const char *doc_id, struct position first)
 	return held_add(arg, doc_id, strlen(doc_id), first);
 }
 
-/* Reads the held-back documents of the generation from its open letters. */
+/*
+ * Reads the held-back documents of the generation from its open letters,
+ * into a new table that replaces the old one only once complete: on a
+ * failure the documents held so far stay held.
+ */
 static int held_load(struct pipeline *p, char *err, size_t errsz)
 {
-	held_clear(p);
-	if (state_held_documents(p->state, p->proj->name, p->gen.number, held_load_one, p, err, errsz)) {
-		held_clear(p);
+	struct held_table t = { NULL, 0, 0 };
+
+	if (state_held_documents(p->state, p->proj->name, p->gen.number, held_load_one, &t, err, errsz)) {
+		held_clear(&t);
 		return -1;
 	}
+	held_clear(&p->held);
+	p->held = t;
 	return 0;
 }
 
@@ -429,7 +440,7 @@ static void dead_letter(struct pipeline *p, struct position at, const char *doc,
 	}
 	utf8_repair(dl->reason);
 	p->n_letters++;
-	if (doc && !held && held_add(p, doc, doc_len, at))
+	if (doc && !held && held_add(&p->held, doc, doc_len, at))
 		goto oom;
 	p->stats.dead_letters++;
 	return;
@@ -815,7 +826,7 @@ static void hold_queued_set(struct pipeline *p, struct opset *o)
 
 static void hold_queued(struct pipeline *p)
 {
-	if (!p->n_held)
+	if (!p->held.n)
 		return;
 	for (int i = 0; i < p->n_lanes; i++) {
 		struct lane *l = &p->lanes[i];
@@ -1279,7 +1290,7 @@ static void send_sending(struct lane *l)
 		op->written = false;
 		if (op->kind == BULK_NONE)
 			continue;
-		if (p->n_held) {
+		if (p->held.n) {
 			char key[1024];
 			size_t key_len = doc_key(p, op->slot, op->id, strlen(op->id), key, sizeof(key));
 			h = held_find(p, key, key_len);
@@ -1801,7 +1812,7 @@ void pipeline_free(struct pipeline *p)
 		free(p->letters[i].doc_id);
 	}
 	free(p->letters);
-	held_clear(p);
+	held_clear(&p->held);
 	store_close(p->store);
 	buf_release(&p->id);
 	json_scratch_release(&p->scratch);
