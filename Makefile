@@ -111,7 +111,10 @@ check: deps
 	@$(MAKE) --no-print-directory integration
 	@$(MAKE) --no-print-directory bench-smoke
 
-demo: deps $(BUILD)/esbridge
+# deps first, the build in a make of its own: the flags above come from
+# pkg-config, which a fresh machine only has once deps has run
+demo: deps
+	@$(MAKE) --no-print-directory $(BUILD)/esbridge
 	@ESBRIDGE_BIN=$(BUILD)/esbridge scripts/demo
 
 # The ceiling's poster (tests/bench/poster.c): libcurl only.
@@ -120,7 +123,8 @@ $(BUILD)/bench-poster: tests/bench/poster.c $(BUILD)/.flags
 	$(Q)$(CC) $(CPPFLAGS_ALL) $(PKG_CFLAGS) $(CFLAGS_ALL) $(LDFLAGS) -o $@ $< $(PKG_LIBS)
 
 # make bench [BENCH_EVENTS=1000000 BENCH_MEMORY_EVENTS="1000000 5000000" ...]; see scripts/bench
-bench: deps $(BUILD)/esbridge $(BUILD)/bench-poster
+bench: deps
+	@$(MAKE) --no-print-directory $(BUILD)/esbridge $(BUILD)/bench-poster
 	@BUILD=$(BUILD) scripts/bench
 
 # The same at 10k events, part of `make check` so that it cannot rot.
