@@ -315,37 +315,47 @@ static void env_name(const char *name, char *out, size_t outsz)
 	out[i] = '\0';
 }
 
+static char *trim(char *s);
+
+/*
+ * Sets `o` from `value` as read at `where` (a variable, or a file with the
+ * `line` number when not 0), which starts an error message. A list takes
+ * comma-separated values, each trimmed of spaces when `trim_items`.
+ */
+static int set_from(struct config *c, const struct option_def *o, const char *value, bool trim_items,
+		    const char *where, int line, char *err, size_t errsz)
+{
+	char inner[512], *copy, *save = NULL;
+	int rc = 0;
+
+	if (o->type != OPT_LIST) {
+		rc = set_value(c, o, value, inner, sizeof(inner));
+	} else if (!(copy = strdup(value))) {
+		snprintf(inner, sizeof(inner), "out of memory");
+		rc = -1;
+	} else {
+		for (char *tok = strtok_r(copy, ",", &save); tok && !rc; tok = strtok_r(NULL, ",", &save))
+			rc = set_value(c, o, trim_items ? trim(tok) : tok, inner, sizeof(inner));
+		free(copy);
+	}
+	if (rc && line)
+		snprintf(err, errsz, "%s:%d: %s", where, line, inner);
+	else if (rc)
+		snprintf(err, errsz, "%s: %s", where, inner);
+	return rc;
+}
+
 int config_load_env(struct config *c, char *err, size_t errsz)
 {
-	char var[64], inner[256];
+	char var[64];
 
 	for (size_t i = 0; i < N_OPTIONS; i++) {
 		const char *v;
 		env_name(options[i].name, var, sizeof(var));
 		v = getenv(var);
-		if (!v)
-			continue;
-		if (options[i].type == OPT_LIST) {
-			/* comma-separated list in the environment */
-			char *copy = strdup(v), *save = NULL, *tok;
-			if (!copy) {
-				snprintf(err, errsz, "out of memory");
-				return -1;
-			}
-			for (tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-				if (set_value(c, &options[i], tok, inner, sizeof(inner))) {
-					snprintf(err, errsz, "%s: %s", var, inner);
-					free(copy);
-					return -1;
-				}
-			}
-			free(copy);
-			continue;
-		}
-		if (set_value(c, &options[i], v, inner, sizeof(inner))) {
-			snprintf(err, errsz, "%s: %s", var, inner);
+		/* a list: comma-separated, each value as it is */
+		if (v && set_from(c, &options[i], v, false, var, 0, err, errsz))
 			return -1;
-		}
 	}
 	return 0;
 }
@@ -736,7 +746,6 @@ int config_load_file(struct config *c, const char *path, char *err, size_t errsz
 	while (rc == 0 && fgets(line, sizeof(line), f)) {
 		const struct option_def *o;
 		char *name, *value, *eq;
-		char e2[512];
 		size_t len = strlen(line);
 
 		n++;
@@ -768,21 +777,10 @@ int config_load_file(struct config *c, const char *path, char *err, size_t errsz
 			rc = -1;
 			break;
 		}
-		if (o->type == OPT_LIST) {
-			/* a list: comma-separated */
-			char *save = NULL;
-			for (char *tok = strtok_r(value, ",", &save); tok && rc == 0; tok = strtok_r(NULL, ",", &save))
-				if (set_value(c, o, trim(tok), e2, sizeof(e2))) {
-					snprintf(err, errsz, "%s:%d: %s", path, n, e2);
-					rc = -1;
-				}
-			continue;
-		}
-		/* a file is not argv: secrets may be set here (keep it private) */
-		if (set_value(c, o, value, e2, sizeof(e2))) {
-			snprintf(err, errsz, "%s:%d: %s", path, n, e2);
+		/* a list: comma-separated, each value trimmed; a file is not argv:
+		 * secrets may be set here (keep it private) */
+		if (set_from(c, o, value, true, path, n, err, errsz))
 			rc = -1;
-		}
 	}
 	if (rc == 0 && ferror(f)) {
 		snprintf(err, errsz, "cannot read the config file %s", path);

@@ -900,3 +900,30 @@ Test(config, pg_sslpassword_refused_as_a_flag)
 	cr_assert_eq(config_load_env(&c, err, sizeof(err)), 0, "%s", err);
 	cr_expect_str_eq(c.pg, "host=db sslpassword=keysecret");
 }
+
+/* A file: name = value lines; a list's values are comma-separated and trimmed. */
+Test(config, file_sets_options_and_errors_name_the_line)
+{
+	static const char good[] = "# settings\n\nbatch-size = 500\nprojection = products , orders,,products\n"
+				   "es = \"http://h:9200\"\n";
+	static const char bad[] = "projection = a\nprojection = b, ,c\nbatch-size = 1\n";
+	char path[64], where[80];
+
+	temp_file(path, sizeof(path), good, sizeof(good) - 1);
+	cr_assert_eq(config_load_file(&c, path, err, sizeof(err)), 0, "%s", err);
+	cr_expect_eq(c.batch_size, 500);
+	cr_expect_str_eq(c.es, "http://h:9200");
+	cr_assert_eq(c.n_projections, 2);
+	cr_expect_str_eq(c.projections[0], "products");
+	cr_expect_str_eq(c.projections[1], "orders");
+	cr_assert_eq(unlink(path), 0);
+
+	temp_file(path, sizeof(path), bad, sizeof(bad) - 1);
+	err[0] = '\0';
+	cr_expect_eq(config_load_file(&c, path, err, sizeof(err)), -1, "an empty list value was accepted");
+	expect_one_line(err);
+	snprintf(where, sizeof(where), "%s:2: ", path);
+	MENTIONS(err, where, "'projection'");
+	cr_expect_eq(c.batch_size, 500, "a line after the error was applied");
+	cr_assert_eq(unlink(path), 0);
+}
