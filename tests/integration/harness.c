@@ -3,14 +3,17 @@
  */
 #include "harness.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -92,7 +95,8 @@ static void sb_add(struct sbuf *b, const char *s, size_t n)
 	b->data[b->len] = '\0';
 }
 
-static char *read_file(const char *path, long from, size_t *len_out)
+/* The text of `path` from byte `from` on (see h_read_file). */
+static char *read_from(const char *path, long from, size_t *len_out)
 {
 	FILE *f = fopen(path, "rb");
 	struct sbuf b = { 0 };
@@ -101,14 +105,46 @@ static char *read_file(const char *path, long from, size_t *len_out)
 
 	cr_assert_not_null(f, "cannot open %s: %s", path, strerror(errno));
 	if (from > 0)
-		fseek(f, from, SEEK_SET);
+		cr_assert_eq(fseek(f, from, SEEK_SET), 0, "cannot seek in %s: %s", path, strerror(errno));
 	sb_add(&b, "", 0);
 	while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0)
 		sb_add(&b, chunk, n);
+	cr_assert(!ferror(f), "cannot read %s", path);
 	fclose(f);
 	if (len_out)
 		*len_out = b.len;
 	return b.data;
+}
+
+char *h_read_file(const char *path, size_t *len)
+{
+	return read_from(path, 0, len);
+}
+
+void h_write_file(const char *path, const char *text)
+{
+	FILE *f = fopen(path, "w");
+
+	cr_assert_not_null(f, "cannot write %s: %s", path, strerror(errno));
+	cr_assert(fputs(text, f) >= 0, "cannot write %s", path);
+	cr_assert_eq(fclose(f), 0, "cannot write %s: %s", path, strerror(errno));
+}
+
+int h_free_port(void)
+{
+	struct sockaddr_in a;
+	socklen_t len = sizeof(a);
+	int fd = socket(AF_INET, SOCK_STREAM, 0), port;
+
+	cr_assert(fd >= 0, "socket: %s", strerror(errno));
+	memset(&a, 0, sizeof(a));
+	a.sin_family = AF_INET;
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	cr_assert_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0, "bind: %s", strerror(errno));
+	cr_assert_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0, "getsockname: %s", strerror(errno));
+	port = ntohs(a.sin_port);
+	close(fd);
+	return port;
 }
 
 static void mkdirs(const char *path)
@@ -278,7 +314,7 @@ void h_sql_vars(PGconn *c, const char *text, const char *const *vars)
 
 void h_sql_file(PGconn *c, const char *path, const char *const *vars)
 {
-	char *text = read_file(path, 0, NULL);
+	char *text = h_read_file(path, NULL);
 
 	h_sql_vars(c, text, vars);
 	free(text);
@@ -730,7 +766,7 @@ static void load_oracle(const char *name)
 	if (!dir || !*dir)
 		dir = "tests/oracle";
 	snprintf(path, sizeof(path), "%s/%s.sql", dir, name);
-	text = read_file(path, 0, &len);
+	text = h_read_file(path, &len);
 	while (len && (text[len - 1] == ';' || text[len - 1] == '\n' || text[len - 1] == ' ' ||
 		       text[len - 1] == '\t' || text[len - 1] == '\r'))
 		text[--len] = '\0';
@@ -820,7 +856,7 @@ void h_write_oracle_without(const char *dir, const char *name, const char *left_
 	cr_assert_lt(snprintf(to, sizeof(to), "FROM (SELECT * FROM public.events WHERE global_position NOT IN (%s)) e",
 			      left_out), (int)sizeof(to), "left_out too long");
 	snprintf(path, sizeof(path), "tests/oracle/%s.sql", name);
-	text = read_file(path, 0, NULL);
+	text = h_read_file(path, NULL);
 	at = strstr(text, from);
 	cr_assert_not_null(at, "%s does not read '%s'", path, from);
 	cr_assert_null(strstr(at + 1, from), "%s reads '%s' twice", path, from);
@@ -1146,7 +1182,7 @@ void h_stop(struct h_proc *p, double secs)
 
 char *h_proc_output(const struct h_proc *p)
 {
-	return read_file(p->log, p->log_from, NULL);
+	return read_from(p->log, p->log_from, NULL);
 }
 
 long h_output_count(const struct h_proc *p, const char *needle)

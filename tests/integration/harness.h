@@ -54,6 +54,17 @@ bool h_eventually(bool (*cond)(void *arg), void *arg, double secs);
 /* A generous bound for anything "eventually". */
 #define H_LONG 60.0
 
+/* ---- files and ports ------------------------------------------------------ */
+
+/* The whole text of `path`, NUL-terminated and malloc'd (free() it); its length in *len if `len`. */
+char *h_read_file(const char *path, size_t *len);
+
+/* Writes `text` as the whole of `path` (created or truncated). */
+void h_write_file(const char *path, const char *text);
+
+/* A loopback TCP port nobody listens on (bound, then closed). */
+int h_free_port(void);
+
 /* ---- world ------------------------------------------------------------- */
 
 /*

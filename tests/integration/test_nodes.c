@@ -11,15 +11,10 @@
  *
  * Logs: build/tests/logs/nodes-TEST.log.
  */
-#include <arpa/inet.h>
 #include <inttypes.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <criterion/criterion.h>
 #include <criterion/logging.h>
@@ -29,24 +24,6 @@
 #define ALIAS "products"
 #define EVENTS 20000
 #define CHUNK 5000
-
-/* A loopback port nobody listens on (bound, then closed). */
-static int closed_port(void)
-{
-	struct sockaddr_in a;
-	socklen_t len = sizeof(a);
-	int fd = socket(AF_INET, SOCK_STREAM, 0), port;
-
-	cr_assert_geq(fd, 0);
-	memset(&a, 0, sizeof(a));
-	a.sin_family = AF_INET;
-	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	cr_assert_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
-	cr_assert_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-	port = ntohs(a.sin_port);
-	close(fd);
-	return port;
-}
 
 static void history(void)
 {
@@ -71,7 +48,7 @@ Test(nodes, a_dead_node_is_set_aside, .timeout = 300)
 
 	h_begin();
 	history();
-	snprintf(es, sizeof(es), "http://127.0.0.1:%d,%s", closed_port(), getenv("ESBRIDGE_ES"));
+	snprintf(es, sizeof(es), "http://127.0.0.1:%d,%s", h_free_port(), getenv("ESBRIDGE_ES"));
 	p = h_spawn(0, args);
 	cr_assert(h_wait(p, 240), "no exit within 240s (log: %s)", p->log);
 	cr_assert_eq(h_exit_code(p), 0, "exit status 0x%x (log: %s)", (unsigned)p->status, p->log);

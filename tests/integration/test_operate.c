@@ -92,15 +92,6 @@ static void test_dir(const char *name, char *out, size_t size)
 	closedir(d);
 }
 
-static void write_text(const char *path, const char *text)
-{
-	FILE *f = fopen(path, "w");
-
-	cr_assert_not_null(f, "cannot write %s: %s", path, strerror(errno));
-	cr_assert_eq(fputs(text, f) >= 0, 1, "cannot write %s", path);
-	cr_assert_eq(fclose(f), 0, "cannot write %s: %s", path, strerror(errno));
-}
-
 /* ---- processes and their output ---------------------------------------------------- */
 
 /* Waits until `needle` shows `count` times in p's output; fails if p exits first. */
@@ -326,17 +317,17 @@ Test(operate, config_precedence_errors_and_masking, .timeout = 180)
 	test_dir("config", dir, sizeof(dir));
 	snprintf(file, sizeof(file), "%s/esbridge.conf", dir);
 	snprintf(file2, sizeof(file2), "%s/other.conf", dir);
-	write_text(file,
-		   "# a comment, then blank lines and spaces\n"
-		   "\n"
-		   "   batch-size = 111\n"
-		   "bulk-actions=222\n"
-		   "inflight = 5\n"
-		   "poll-interval = \"0.25\"\n"
-		   "log-level = warn\n"
-		   "coalesce = off\n"
-		   "projection = products, orders\n");
-	write_text(file2, "batch-size = 999\n");
+	h_write_file(file,
+		     "# a comment, then blank lines and spaces\n"
+		     "\n"
+		     "   batch-size = 111\n"
+		     "bulk-actions=222\n"
+		     "inflight = 5\n"
+		     "poll-interval = \"0.25\"\n"
+		     "log-level = warn\n"
+		     "coalesce = off\n"
+		     "projection = products, orders\n");
+	h_write_file(file2, "batch-size = 999\n");
 
 	/* the file over the defaults, the environment over the file, flags over both */
 	{
@@ -396,7 +387,7 @@ Test(operate, config_precedence_errors_and_masking, .timeout = 180)
 		for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 			char where[700];
 			const char *const args[] = { "--config", file2, "check-config", NULL };
-			write_text(file2, bad[i].text);
+			h_write_file(file2, bad[i].text);
 			code = cli(NULL, args, 30, &out);
 			snprintf(where, sizeof(where), "%s:%d:", file2, bad[i].line);
 			cr_assert_eq(code, 2, "bad line %zu: exit %d, want 2:\n%s", i, code, out);
@@ -454,7 +445,7 @@ Test(operate, config_precedence_errors_and_masking, .timeout = 180)
 		}
 		/* the password and an API key in the file */
 		snprintf(text, sizeof(text), "es-user = operator\nes-password = %s\n", canary_file);
-		write_text(file2, text);
+		h_write_file(file2, text);
 		{
 			const char *const args[] = { "--config", file2, "check-config", NULL };
 			code = cli(NULL, args, 30, &out);
@@ -464,7 +455,7 @@ Test(operate, config_precedence_errors_and_masking, .timeout = 180)
 			free(out);
 		}
 		snprintf(text, sizeof(text), "es-api-key = %s\n", canary_key);
-		write_text(file2, text);
+		h_write_file(file2, text);
 		{
 			const char *const args[] = { "--config", file2, "check-config", NULL };
 			code = cli(NULL, args, 30, &out);
@@ -517,7 +508,7 @@ Test(operate, sighup_reloads_and_keeps_settings_on_error, .timeout = 240)
 	h_begin();
 	test_dir("sighup", dir, sizeof(dir));
 	snprintf(file, sizeof(file), "%s/esbridge.conf", dir);
-	write_text(file, "log-level = info\nstats-interval = 1\ninflight = 3\n");
+	h_write_file(file, "log-level = info\nstats-interval = 1\ninflight = 3\n");
 	h_insert_generated_products(1, 2000);
 	p = h_spawn(0, args);
 	wait_caught_up(p, "products", 2000, H_LONG);
@@ -528,7 +519,7 @@ Test(operate, sighup_reloads_and_keeps_settings_on_error, .timeout = 240)
 	wait_output(p, "events/s; checkpoint", summaries + 2, 30);
 
 	/* reloadable: log-level and stats-interval; inflight needs a restart */
-	write_text(file, "log-level = debug\nstats-interval = 3600\ninflight = 4\n");
+	h_write_file(file, "log-level = debug\nstats-interval = 3600\ninflight = 4\n");
 	h_signal(p, SIGHUP);
 	wait_output(p, "reloaded the settings: 2 changed", 1, 30);
 	cr_assert_eq(h_output_count(p, "reload: 'log-level' changed"), 1, "(log: %s)", p->log);
@@ -548,7 +539,7 @@ Test(operate, sighup_reloads_and_keeps_settings_on_error, .timeout = 240)
 		     "summary lines go on after stats-interval = 3600 (log: %s)", p->log);
 
 	/* a bad file: "reload failed", the process runs on with its settings */
-	write_text(file, "log-level = info\nstats-interval = 1\nbatch-size = lots\n");
+	h_write_file(file, "log-level = info\nstats-interval = 1\nbatch-size = lots\n");
 	t0 = h_now();
 	h_signal(p, SIGHUP);
 	wait_output(p, "reload failed", 1, 30);
@@ -575,7 +566,7 @@ Test(operate, sighup_reloads_and_keeps_settings_on_error, .timeout = 240)
 		     "a summary line after the failed reload: its stats-interval was applied (log: %s)", p->log);
 
 	/* a good file again: info, no more debug lines */
-	write_text(file, "log-level = info\nstats-interval = 3600\ninflight = 4\n");
+	h_write_file(file, "log-level = info\nstats-interval = 3600\ninflight = 4\n");
 	h_signal(p, SIGHUP);
 	wait_output(p, "reloaded the settings: 1 changed", 1, 30);
 	debug0 = h_output_count(p, "_bulk of");

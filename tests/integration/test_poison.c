@@ -145,21 +145,12 @@ static char *expand(const char *field, int line)
 
 static void corpus_load(struct corpus *c)
 {
-	FILE *f = fopen(CORPUS, "rb");
-	long size;
+	size_t size;
 	char *line, *next;
 	int lineno = 0;
 
-	cr_assert_not_null(f, "cannot open %s (run from the repository root): %s", CORPUS, strerror(errno));
-	cr_assert_eq(fseek(f, 0, SEEK_END), 0);
-	size = ftell(f);
-	cr_assert_gt(size, 0);
-	rewind(f);
-	c->text = malloc((size_t)size + 1);
-	cr_assert_not_null(c->text);
-	cr_assert_eq(fread(c->text, 1, (size_t)size, f), (size_t)size, "short read of %s", CORPUS);
-	fclose(f);
-	c->text[size] = '\0';
+	c->text = h_read_file(CORPUS, &size); /* (run from the repository root) */
+	cr_assert_gt(size, 0, "%s is empty", CORPUS);
 	c->n = 0;
 
 	for (line = c->text; line && *line; line = next) {

@@ -645,32 +645,6 @@ Test(rebuild, orders_under_load, .timeout = 150)
 
 /* ---- b. a mapping change --------------------------------------------------------- */
 
-static void write_file(const char *path, const char *text)
-{
-	FILE *f = fopen(path, "w");
-
-	cr_assert_not_null(f, "cannot create %s: %s", path, strerror(errno));
-	fputs(text, f);
-	cr_assert_eq(fclose(f), 0, "cannot write %s", path);
-}
-
-static char *slurp(const char *path)
-{
-	FILE *f = fopen(path, "rb");
-	char *s;
-	long n;
-
-	cr_assert_not_null(f, "cannot open %s: %s", path, strerror(errno));
-	fseek(f, 0, SEEK_END);
-	n = ftell(f);
-	fseek(f, 0, SEEK_SET);
-	s = calloc(1, (size_t)n + 1);
-	cr_assert_not_null(s);
-	cr_assert_eq(fread(s, 1, (size_t)n, f), (size_t)n);
-	fclose(f);
-	return s;
-}
-
 /* Hits of a query through the alias (hits.total.value), the first _id in `first`. */
 static long search_hits(const char *alias, const char *query, char *first, size_t firstsz)
 {
@@ -718,18 +692,18 @@ Test(rebuild, mapping_change_reaches_the_new_generation, .timeout = 90)
 
 	/* the same mapping with one more sub-field, name.raw (keyword), in a folder of our own */
 	cr_assert_not_null(mkdtemp(dir), "mkdtemp: %s", strerror(errno));
-	orig = slurp("mappings/products.json");
+	orig = h_read_file("mappings/products.json", NULL);
 	params[0] = orig;
 	changed = h_query_text(NULL,
 		"SELECT jsonb_pretty(jsonb_set($1::jsonb, '{mappings,properties,name,fields,raw}',"
 		" '{\"type\": \"keyword\"}'))", 1, params);
 	free(orig);
 	snprintf(path, sizeof(path), "%s/products.json", dir);
-	write_file(path, changed);
+	h_write_file(path, changed);
 	free(changed);
-	orig = slurp("mappings/orders.json");
+	orig = h_read_file("mappings/orders.json", NULL);
 	snprintf(path, sizeof(path), "%s/orders.json", dir);
-	write_file(path, orig);
+	h_write_file(path, orig);
 	free(orig);
 
 	/* no daemon runs: the CLI rebuilds in its own process */
