@@ -51,6 +51,8 @@ struct monitor {
 	double last_summary;
 	/* PostgreSQL, asynchronously */
 	PGconn *conn;
+	double connect_after;   /* a failed connect: no other attempt before then */
+	double connect_backoff; /* the wait after the last failed attempt (0: none failed) */
 	ev_io pg_io;
 	bool pg_ok;
 	char pg_error[256];
@@ -256,23 +258,28 @@ static void pg_refresh(struct monitor *m, const struct monitor_source *src, int 
 {
 	if (m->job < m->n_jobs)
 		return; /* the last batch is still being read */
+	/*
+	 * Connecting blocks the loop (up to connect_timeout), so after a failure
+	 * the next attempt waits: a tick, then twice as long each time, at most
+	 * retry-max. The queries are sent blocking (they are small) and their
+	 * answers read without blocking.
+	 */
 	if (!m->conn) {
-		const char *keys[] = { "dbname", "connect_timeout", "application_name", NULL };
-		char name[96];
-		const char *vals[] = { m->cfg->pg, "5", name, NULL };
-		char why[256];
+		char name[96], why[256];
+		double now = ev_now(m->loop);
+		if (now < m->connect_after - 0.01)
+			return;
 		pq_app_name("esbridge-monitor", name, sizeof(name));
-		m->conn = PQconnectdbParams(keys, vals, 1);
-		if (!m->conn || PQstatus(m->conn) != CONNECTION_OK) {
-			pq_error(why, sizeof(why), "cannot connect to PostgreSQL",
-				 m->conn ? PQerrorMessage(m->conn) : "out of memory");
+		m->conn = pq_connect(m->cfg->pg, name, why, sizeof(why));
+		if (!m->conn) {
+			double wait = m->connect_backoff ? 2 * m->connect_backoff : m->tick.repeat;
+			m->connect_backoff = wait < m->cfg->retry_max ? wait : m->cfg->retry_max;
+			m->connect_after = now + m->connect_backoff;
 			pg_broken(m, why);
 			return;
 		}
-		if (PQsetnonblocking(m->conn, 1)) {
-			pg_broken(m, "cannot make the monitor connection non-blocking");
-			return;
-		}
+		m->connect_backoff = 0;
+		m->connect_after = 0;
 	}
 	m->n_jobs = m->job = 0;
 	for (int i = 0; i < n_src; i++) {
