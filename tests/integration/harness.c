@@ -417,6 +417,14 @@ bool h_wait_checkpoint(const char *projection, uint64_t txid, int64_t pos, doubl
 	return h_eventually(checkpoint_at, &a, secs);
 }
 
+int64_t h_checkpoint_pos(const char *projection)
+{
+	uint64_t txid;
+	int64_t pos;
+
+	return h_checkpoint(projection, &txid, &pos) ? pos : -1;
+}
+
 long long h_dead_letter_count(void)
 {
 	if (!h_query_ll(NULL, "SELECT (to_regclass('esbridge.dead_letters') IS NOT NULL)::int", 0, NULL, 0))

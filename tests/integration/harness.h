@@ -133,6 +133,9 @@ bool h_checkpoint(const char *projection, uint64_t *txid, int64_t *pos);
  */
 bool h_wait_checkpoint(const char *projection, uint64_t txid, int64_t pos, double secs);
 
+/* The checkpoint position of the newest generation of `projection`; -1 when there is none yet. */
+int64_t h_checkpoint_pos(const char *projection);
+
 /* Dead letters recorded so far. */
 long long h_dead_letter_count(void);
 

@@ -80,19 +80,6 @@ static struct h_proc *bridge(const char *const *extra)
 	return h_spawn(0, args);
 }
 
-static int64_t checkpoint_pos_of(const char *projection)
-{
-	uint64_t t;
-	int64_t pos;
-
-	return h_checkpoint(projection, &t, &pos) ? pos : -1;
-}
-
-static int64_t checkpoint_pos(void)
-{
-	return checkpoint_pos_of(ALIAS);
-}
-
 /*
  * Waits until the checkpoint has moved (the bridge is mid-flight) and
  * returns it; fails when the bridge had already caught up (the fault would
@@ -103,7 +90,7 @@ static int64_t wait_mid_flight(struct h_proc *p, int64_t last)
 	double deadline = h_now() + 60;
 	int64_t pos;
 
-	while ((pos = checkpoint_pos()) <= 0) {
+	while ((pos = h_checkpoint_pos(ALIAS)) <= 0) {
 		cr_assert(!h_wait(p, 0), "the daemon exited before its first checkpoint (log: %s)", p->log);
 		cr_assert(h_now() < deadline, "no checkpoint within 60s (log: %s)", p->log);
 		h_sleep(0.02);
@@ -121,7 +108,7 @@ static void wait_caught_up_of(struct h_proc *p, const char *projection, int64_t 
 	char index[64];
 	int64_t pos;
 
-	while ((pos = checkpoint_pos_of(projection)) != last) {
+	while ((pos = h_checkpoint_pos(projection)) != last) {
 		cr_assert(!h_wait(p, 0), "the daemon exited (status 0x%x) at checkpoint %" PRId64 " of %"
 			  PRId64 " (log: %s)", (unsigned)p->status, pos, last, p->log);
 		cr_assert(h_now() < deadline, "checkpoint %" PRId64 " of %" PRId64 " %.0fs after the fault"
@@ -196,7 +183,7 @@ Test(faults, es_stopped_during_catch_up, .timeout = 420)
 	h_services_ok("es-freeze", "60", 30);
 	h_sleep(8.0); /* > 2 request timeouts: requests time out, are retried, time out again */
 	cr_assert(!h_wait(p, 0), "the daemon exited while the node was stopped (log: %s)", p->log);
-	cr_log_info("node resumed; checkpoint %" PRId64 " (%" PRId64 " when it stopped)", checkpoint_pos(), at);
+	cr_log_info("node resumed; checkpoint %" PRId64 " (%" PRId64 " when it stopped)", h_checkpoint_pos(ALIAS), at);
 	h_services_ok("es-thaw", NULL, 30);
 	wait_caught_up(p, last, RECOVER_SECS);
 	cr_assert_gt(h_output_count(p, "level=warn"), 0,
@@ -267,14 +254,14 @@ Test(faults, pg_terminate_backend_during_catch_up, .timeout = 420)
 		cr_assert_geq(n, 1, "round %d: no connection of the bridge to terminate (log: %s)", round,
 			      p->log);
 		cr_log_info("round %d: terminated %lld connections at checkpoint %" PRId64, round, n, at);
-		while (checkpoint_pos() == at && at < last) {
+		while (h_checkpoint_pos(ALIAS) == at && at < last) {
 			cr_assert(!h_wait(p, 0), "the daemon exited (status 0x%x) (log: %s)",
 				  (unsigned)p->status, p->log);
 			cr_assert(h_now() < deadline, "round %d: no progress within 60s of the termination"
 				  " (checkpoint %" PRId64 ") (log: %s)", round, at, p->log);
 			h_sleep(0.02);
 		}
-		at = checkpoint_pos();
+		at = h_checkpoint_pos(ALIAS);
 		if (at == last)
 			break;
 	}

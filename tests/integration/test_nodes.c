@@ -31,14 +31,6 @@ static void history(void)
 		h_insert_generated_products(from, from + CHUNK - 1);
 }
 
-static int64_t checkpoint_pos(void)
-{
-	uint64_t t;
-	int64_t pos;
-
-	return h_checkpoint(ALIAS, &t, &pos) ? pos : -1;
-}
-
 Test(nodes, a_dead_node_is_set_aside, .timeout = 300)
 {
 	char es[512];
@@ -54,7 +46,7 @@ Test(nodes, a_dead_node_is_set_aside, .timeout = 300)
 	cr_assert_eq(h_exit_code(p), 0, "exit status 0x%x (log: %s)", (unsigned)p->status, p->log);
 	cr_assert(h_output_count(p, "set aside") > 0, "the dead node was never set aside (log: %s)", p->log);
 	cr_assert_eq(h_dead_letter_count(), 0);
-	cr_assert_eq(checkpoint_pos(), EVENTS);
+	cr_assert_eq(h_checkpoint_pos(ALIAS), EVENTS);
 	h_assert_docs_match_oracle(ALIAS);
 	h_end();
 }
@@ -78,7 +70,7 @@ Test(nodes, a_node_lost_during_catch_up, .timeout = 400)
 	p = h_spawn(0, args);
 	/* mid-flight: some progress, not all */
 	deadline = h_now() + 120;
-	while ((at = checkpoint_pos()) <= 0) {
+	while ((at = h_checkpoint_pos(ALIAS)) <= 0) {
 		cr_assert(!h_wait(p, 0), "the daemon exited (log: %s)", p->log);
 		cr_assert(h_now() < deadline, "no checkpoint within 120s (log: %s)", p->log);
 		h_sleep(0.02);
@@ -87,10 +79,10 @@ Test(nodes, a_node_lost_during_catch_up, .timeout = 400)
 	h_kill(a);
 	cr_log_info("proxy 1 killed at checkpoint %" PRId64, at);
 	deadline = h_now() + 240;
-	while (checkpoint_pos() < EVENTS) {
+	while (h_checkpoint_pos(ALIAS) < EVENTS) {
 		cr_assert(!h_wait(p, 0), "the daemon exited (log: %s)", p->log);
 		cr_assert(h_now() < deadline, "not caught up within 240s of losing a node (checkpoint %" PRId64
-			  ") (log: %s)", checkpoint_pos(), p->log);
+			  ") (log: %s)", h_checkpoint_pos(ALIAS), p->log);
 		h_sleep(0.05);
 	}
 	h_stop(p, 60);

@@ -150,21 +150,13 @@ static int64_t last_pos_of(const char *stream_prefix)
 		" ORDER BY transaction_id DESC, global_position DESC LIMIT 1), 0)", 1, params, 0);
 }
 
-static int64_t checkpoint_pos(const char *projection)
-{
-	uint64_t t;
-	int64_t pos;
-
-	return h_checkpoint(projection, &t, &pos) ? pos : -1;
-}
-
 /* Waits until `projection`'s checkpoint is `last`; fails if p exits first. */
 static void wait_caught_up(struct h_proc *p, const char *projection, int64_t last, double secs)
 {
 	double deadline = h_now() + secs;
 	int64_t pos;
 
-	while ((pos = checkpoint_pos(projection)) != last) {
+	while ((pos = h_checkpoint_pos(projection)) != last) {
 		cr_assert(!p || !h_wait(p, 0), "the daemon exited (status 0x%x) at %s checkpoint %" PRId64
 			  " of %" PRId64 " (log: %s)", p ? (unsigned)p->status : 0u, projection, pos, last,
 			  p ? p->log : "");
@@ -645,7 +637,7 @@ static void assert_numbers(const char *text, const struct want_numbers *w)
 	snprintf(s, sizeof(s), "esbridge_checkpoint_position{projection=\"%s\",generation=\"1\"}", w->proj);
 	cr_assert_eq((long long)need_metric(text, s), last_pos_of(w->prefix), "%s = %.0f, SQL's last event %lld",
 		     s, need_metric(text, s), (long long)last_pos_of(w->prefix));
-	cr_assert_eq((long long)need_metric(text, s), checkpoint_pos(w->proj), "%s differs from esbridge.generations",
+	cr_assert_eq((long long)need_metric(text, s), h_checkpoint_pos(w->proj), "%s differs from esbridge.generations",
 		     s);
 	snprintf(s, sizeof(s), "esbridge_head_position{projection=\"%s\",generation=\"1\"}", w->proj);
 	cr_assert_eq((long long)need_metric(text, s), sql_max_pos(w->prefix), "%s = %.0f, SQL max %lld", s,
@@ -818,7 +810,7 @@ Test(operate, wait_command, .timeout = 180)
 	}
 	cr_assert_eq(code, 0, "wait exited %d after %.2fs:\n%s", code, took, out);
 	free(out);
-	cr_assert_geq(checkpoint_pos("products"), pos, "wait returned before the checkpoint passed %" PRId64, pos);
+	cr_assert_geq(h_checkpoint_pos("products"), pos, "wait returned before the checkpoint passed %" PRId64, pos);
 	cr_assert_lt(took, 10.0, "wait took %.2fs", took);
 	cr_log_info("wait returned after %.3fs", took);
 
@@ -981,7 +973,7 @@ Test(operate, standby_takes_over_after_sigkill, .timeout = 400)
 
 	a = h_spawn(0, args_a);
 	/* a owns both projections before b starts */
-	H_EVENTUALLY(checkpoint_pos("products") > 0 && checkpoint_pos("orders") > 0, H_LONG,
+	H_EVENTUALLY(h_checkpoint_pos("products") > 0 && h_checkpoint_pos("orders") > 0, H_LONG,
 		     "no checkpoints from the first instance (log: %s)", a->log);
 	b = h_spawn(0, args_b);
 	/* load: events keep coming while a works and b stands by */
@@ -1008,7 +1000,7 @@ Test(operate, standby_takes_over_after_sigkill, .timeout = 400)
 	kill_after = wall_ns();
 	t_kill = h_now();
 	cr_assert_eq(h_term_signal(a), SIGKILL);
-	mid = checkpoint_pos("products");
+	mid = h_checkpoint_pos("products");
 	last = last_pos_of("product-");
 	cr_log_info("killed the owner at products checkpoint %" PRId64 " of %" PRId64, mid, last);
 	cr_assert_lt(mid, last, "the owner had caught up before the kill: nothing was in hand");
@@ -1063,7 +1055,7 @@ Test(operate, drain_timeout_with_a_frozen_node, .timeout = 300)
 	port = metrics_port(p);
 	wait_caught_up(p, "products", 3000, H_LONG);
 	wait_alias(p, "products");
-	before = checkpoint_pos("products");
+	before = h_checkpoint_pos("products");
 
 	/* requests in flight to a frozen node */
 	h_services_ok("es-freeze", "120", 30);
@@ -1099,7 +1091,7 @@ Test(operate, drain_timeout_with_a_frozen_node, .timeout = 300)
 
 	h_services_ok("es-thaw", NULL, 30);
 	cr_assert_eq(h_run_once((const char *const[]){ "--projection", "products", NULL }, 180), 0);
-	cr_assert_eq(checkpoint_pos("products"), last);
+	cr_assert_eq(h_checkpoint_pos("products"), last);
 	cr_assert_eq(h_dead_letter_count(), 0, "dead letters");
 	h_assert_docs_match_oracle("products");
 	h_end();

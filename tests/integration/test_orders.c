@@ -825,15 +825,6 @@ static void w_exec(struct writer *w, const char *prefix, const char *suffix)
 		w->sql.data[0] = '\0';
 }
 
-static bool checkpoint_is(void *arg)
-{
-	struct cp_arg *a = arg;
-	uint64_t t;
-	int64_t p;
-
-	return h_checkpoint(ALIAS, &t, &p) && t == a->txid && p == a->pos;
-}
-
 Test(orders, live_writers_with_requests_in_flight, .timeout = 150)
 {
 	static const char *const args[] = {
@@ -842,7 +833,8 @@ Test(orders, live_writers_with_requests_in_flight, .timeout = 150)
 	static struct live_order orders[LIVE_ORDERS];
 	struct writer w1 = { .parity = 0, .next = 0 }, w2 = { .parity = 1, .next = 1 };
 	struct h_proc *p;
-	struct cp_arg want = { 0, 0, 0 };
+	uint64_t last_txid;
+	int64_t last_pos;
 	int transactions = 0;
 	double t0;
 
@@ -887,11 +879,11 @@ Test(orders, live_writers_with_requests_in_flight, .timeout = 150)
 	h_disconnect(w1.c);
 	h_disconnect(w2.c);
 
-	last_event(&want.txid, &want.pos);
+	last_event(&last_txid, &last_pos);
 	t0 = h_now();
-	cr_assert(h_eventually(checkpoint_is, &want, H_LONG),
-		  "the checkpoint never reached the last event %" PRIu64 "/%" PRId64 " (log: %s)", want.txid,
-		  want.pos, p->log);
+	cr_assert(h_wait_checkpoint(ALIAS, last_txid, last_pos, H_LONG),
+		  "the checkpoint never reached the last event %" PRIu64 "/%" PRId64 " (log: %s)", last_txid,
+		  last_pos, p->log);
 	cr_log_info("caught up %.2fs after the writers stopped", h_now() - t0);
 	h_assert_docs_match_oracle(ALIAS);
 	assert_no_float_residue();

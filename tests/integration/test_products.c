@@ -63,15 +63,6 @@ static bool checkpoint_moved_past(void *arg)
 	return t > a->txid || (t == a->txid && p > a->pos);
 }
 
-static bool checkpoint_is(void *arg)
-{
-	struct cp_arg *a = arg;
-	uint64_t t;
-	int64_t p;
-
-	return h_checkpoint(ALIAS, &t, &p) && t == a->txid && p == a->pos;
-}
-
 /* True when the search finds document `id` and its _source equals `want` (jsonb). */
 static bool source_is(const char *id, const char *want)
 {
@@ -395,7 +386,7 @@ Test(products, live_follow, .timeout = 120)
 	cr_log_info("live event searchable after %.2fs", h_now() - t0);
 	want.txid = h_event_txid(pos);
 	want.pos = pos;
-	cr_assert(h_eventually(checkpoint_is, &want, H_LONG),
+	cr_assert(h_wait_checkpoint(ALIAS, want.txid, want.pos, H_LONG),
 		  "the checkpoint never reached the live event %" PRIu64 "/%" PRId64, want.txid, want.pos);
 
 	h_stop(p, 20);
@@ -416,7 +407,6 @@ Test(products, out_of_order_commits, .timeout = 120)
 	int64_t pos_a, pos_b;
 	uint64_t xid_a, xid_b, t;
 	int64_t cp;
-	struct cp_arg want;
 
 	h_begin();
 	p = h_spawn(0, args);
@@ -449,9 +439,7 @@ Test(products, out_of_order_commits, .timeout = 120)
 	h_sql(c1, "COMMIT");
 	H_EVENTUALLY(searchable("pa") && searchable("pb"), H_LONG,
 		     "pa and pb never both became searchable (log: %s)", p->log);
-	want.txid = xid_b;
-	want.pos = pos_b;
-	cr_assert(h_eventually(checkpoint_is, &want, H_LONG), "the checkpoint never reached pb");
+	cr_assert(h_wait_checkpoint(ALIAS, xid_b, pos_b, H_LONG), "the checkpoint never reached pb");
 	h_disconnect(c1);
 	h_disconnect(c2);
 
