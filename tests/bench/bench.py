@@ -13,9 +13,11 @@ One run, on the same services:
  3. esbridge  `esbridge run --once` from fresh state into fresh indices;
  4. python    tests/bench/python_bridge.py, the plain baseline, into its own
               indices; its documents must equal esbridge's (else: failure);
- 5. memory    peak RSS of `run --once` catch-ups of BENCH_MEMORY_EVENTS
+ 5. rebuild   `esbridge rebuild NAME` of each projection, no daemon running:
+              the catch-up's events/s and the writes' pause at the swap;
+ 6. memory    peak RSS of `run --once` catch-ups of BENCH_MEMORY_EVENTS
               backlogs (capped to what the free disk allows);
- 6. live      `esbridge run` follows while BENCH_LIVE_RATE events/s are
+ 7. live      `esbridge run` follows while BENCH_LIVE_RATE events/s are
               written for BENCH_LIVE_SECONDS: commit -> acknowledged (the
               checkpoint in esbridge.generations covers the event) and
               commit -> searchable (a search through the alias finds a new
