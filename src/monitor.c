@@ -666,7 +666,9 @@ static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	 */
 	if (m->httpd || ev_now(loop) - m->last_summary >= m->cfg->stats_interval - w->repeat - 0.01)
 		pg_refresh(m, src, n);
-	ping(m);
+	/* only /health and /metrics read the ping's outcome */
+	if (m->httpd)
+		ping(m);
 	if (due) {
 		m->last_summary = ev_now(loop);
 		summary(m, src, n);

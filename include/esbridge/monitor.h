@@ -18,7 +18,8 @@
  * The numbers that live in PostgreSQL (head, lag, events held back by open
  * transactions, open dead letters) are read on a connection of its own,
  * asynchronously, every few seconds; the rest comes from the pipelines.
- * Elasticsearch is pinged as often, so an idle daemon notices it is gone.
+ * With the endpoint on, Elasticsearch is pinged as often, so /health
+ * notices it is gone while the daemon is idle.
  */
 
 struct monitor;
