@@ -656,23 +656,23 @@ static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	struct monitor *m = (struct monitor *)((char *)w - offsetof(struct monitor, tick));
 	struct monitor_source src[MAX_SOURCES];
 	int n = m->sources(m->arg, src, MAX_SOURCES);
-	bool due;
+	double now = ev_now(loop);
 
 	(void)revents;
-	due = ev_now(loop) - m->last_summary >= m->cfg->stats_interval - 0.01;
+	/* the numbers of the refresh at the tick before (they arrive in between) */
+	if (now - m->last_summary >= m->cfg->stats_interval - 0.01) {
+		m->last_summary = now;
+		summary(m, src, n);
+	}
 	/*
 	 * Counting the lag reads the events after the checkpoint: every tick
-	 * for /metrics and /health, else only at the tick before a summary.
+	 * for /metrics and /health, else once a summary, at the tick before it.
 	 */
-	if (m->httpd || ev_now(loop) - m->last_summary >= m->cfg->stats_interval - w->repeat - 0.01)
+	if (m->httpd || now + w->repeat - m->last_summary >= m->cfg->stats_interval - 0.01)
 		pg_refresh(m, src, n);
 	/* only /health and /metrics read the ping's outcome */
 	if (m->httpd)
 		ping(m);
-	if (due) {
-		m->last_summary = ev_now(loop);
-		summary(m, src, n);
-	}
 }
 
 struct monitor *monitor_new(struct ev_loop *loop, const struct config *cfg, struct es_client *es,
