@@ -912,6 +912,15 @@ void h_expect(struct h_expectations *x, int64_t pos, enum h_outcome out, const c
 	e->reason = reason;
 }
 
+int64_t h_add_event(struct h_expectations *x, const char *stream, const char *type, const char *data,
+		    enum h_outcome out, const char *doc, const char *reason)
+{
+	int64_t pos = h_event(NULL, stream, type, data);
+
+	h_expect(x, pos, out, doc, reason);
+	return pos;
+}
+
 void h_expectations_free(struct h_expectations *x)
 {
 	for (size_t i = 0; i < x->n; i++)

@@ -171,6 +171,10 @@ struct h_expectations {
 void h_expect(struct h_expectations *x, int64_t pos, enum h_outcome out, const char *doc,
 	      const char *reason);
 
+/* h_event(NULL, stream, type, data), then h_expect() of its position; returns the position. */
+int64_t h_add_event(struct h_expectations *x, const char *stream, const char *type, const char *data,
+		    enum h_outcome out, const char *doc, const char *reason);
+
 /* Frees the copies of h_expect() and empties `x`. */
 void h_expectations_free(struct h_expectations *x);
 

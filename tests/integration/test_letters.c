@@ -276,18 +276,21 @@ Test(letters, discard_releases_the_held_events_in_order, .timeout = 150)
 	p = h_spawn(0, daemon);
 	H_EVENTUALLY(h_alias_is(ALIAS, INDEX), H_LONG, "the alias never named %s (log: %s)", INDEX, p->log);
 
-	add(&x, "product-a", "ProductCreated",
-	    "{\"product_id\": \"a\", \"name\": \"A\", \"price\": 1.00, \"tags\": [\"x\"]}", H_APPLIED, NULL, NULL);
-	add(&x, "product-b", "ProductCreated", "{\"product_id\": \"b\", \"name\": \"B\", \"price\": 2.00}", H_APPLIED,
-	    NULL, NULL);
-	bad = add(&x, "product-a", "ProductPriceChanged", "{\"product_id\": \"a\", \"new_price\": \"1,50\"}",
-		  H_PENDING, "a", "'new_price'");
-	a3 = add(&x, "product-a", "ProductUpdated", "{\"product_id\": \"a\", \"name\": \"A2\"}", H_HELD, "a", NULL);
-	add(&x, "product-b", "ProductUpdated", "{\"product_id\": \"b\", \"description\": \"flows\"}", H_APPLIED, NULL,
-	    NULL);
-	a4 = add(&x, "product-a", "ProductPriceChanged", "{\"product_id\": \"a\", \"new_price\": 3.00}", H_HELD, "a",
-		 NULL);
-	a5 = add(&x, "product-a", "ProductUpdated", "{\"product_id\": \"a\", \"name\": \"A3\"}", H_HELD, "a", NULL);
+	h_add_event(&x, "product-a", "ProductCreated",
+		    "{\"product_id\": \"a\", \"name\": \"A\", \"price\": 1.00, \"tags\": [\"x\"]}", H_APPLIED,
+		    NULL, NULL);
+	h_add_event(&x, "product-b", "ProductCreated",
+		    "{\"product_id\": \"b\", \"name\": \"B\", \"price\": 2.00}", H_APPLIED, NULL, NULL);
+	bad = h_add_event(&x, "product-a", "ProductPriceChanged",
+			  "{\"product_id\": \"a\", \"new_price\": \"1,50\"}", H_PENDING, "a", "'new_price'");
+	a3 = h_add_event(&x, "product-a", "ProductUpdated", "{\"product_id\": \"a\", \"name\": \"A2\"}", H_HELD,
+			 "a", NULL);
+	h_add_event(&x, "product-b", "ProductUpdated", "{\"product_id\": \"b\", \"description\": \"flows\"}",
+		    H_APPLIED, NULL, NULL);
+	a4 = h_add_event(&x, "product-a", "ProductPriceChanged", "{\"product_id\": \"a\", \"new_price\": 3.00}",
+			 H_HELD, "a", NULL);
+	a5 = h_add_event(&x, "product-a", "ProductUpdated", "{\"product_id\": \"a\", \"name\": \"A3\"}", H_HELD,
+			 "a", NULL);
 
 	/* a is held back; b flows */
 	cr_assert(h_eventually(letters_reach, &want, H_LONG), "the letters were not recorded (log: %s)", p->log);
@@ -296,8 +299,8 @@ Test(letters, discard_releases_the_held_events_in_order, .timeout = 150)
 	cr_assert(source_is("a", "{\"product_id\": \"a\", \"name\": \"A\", \"price\": 1.00, \"tags\": [\"x\"]}"),
 		  "a moved on past its dead letter");
 	/* a live event of a waits too */
-	a6 = add(&x, "product-a", "ProductUpdated", "{\"product_id\": \"a\", \"description\": \"late\"}", H_HELD, "a",
-		 NULL);
+	a6 = h_add_event(&x, "product-a", "ProductUpdated",
+			 "{\"product_id\": \"a\", \"description\": \"late\"}", H_HELD, "a", NULL);
 	want.want = 5;
 	cr_assert(h_eventually(letters_reach, &want, H_LONG), "the live event of a was not held (log: %s)", p->log);
 	h_assert_letters("products", &x);
@@ -401,14 +404,16 @@ Test(letters, retry_that_fails_again_stays_pending, .timeout = 120)
 	p = h_spawn(0, daemon);
 	H_EVENTUALLY(h_alias_is(ALIAS, INDEX), H_LONG, "the alias never named %s (log: %s)", INDEX, p->log);
 
-	add(&x, "product-c", "ProductCreated", "{\"product_id\": \"c\", \"name\": \"C\", \"price\": 5}", H_APPLIED, NULL,
-	    NULL);
+	h_add_event(&x, "product-c", "ProductCreated", "{\"product_id\": \"c\", \"name\": \"C\", \"price\": 5}",
+		    H_APPLIED, NULL, NULL);
 	/* valid for the projection, refused by the node: not a date */
-	bad = add(&x, "product-c", "ProductUpdated", "{\"product_id\": \"c\", \"updated_at\": \"last tuesday\"}",
-		  H_PENDING, "c", "Elasticsearch");
-	held = add(&x, "product-c", "ProductUpdated", "{\"product_id\": \"c\", \"name\": \"C2\"}", H_HELD, "c", NULL);
-	add(&x, "product-d", "ProductCreated", "{\"product_id\": \"d\", \"name\": \"D\", \"price\": 6}", H_APPLIED, NULL,
-	    NULL);
+	bad = h_add_event(&x, "product-c", "ProductUpdated",
+			  "{\"product_id\": \"c\", \"updated_at\": \"last tuesday\"}", H_PENDING, "c",
+			  "Elasticsearch");
+	held = h_add_event(&x, "product-c", "ProductUpdated", "{\"product_id\": \"c\", \"name\": \"C2\"}",
+			   H_HELD, "c", NULL);
+	h_add_event(&x, "product-d", "ProductCreated", "{\"product_id\": \"d\", \"name\": \"D\", \"price\": 6}",
+		    H_APPLIED, NULL, NULL);
 	cr_assert(h_eventually(letters_reach, &want, H_LONG), "the letters were not recorded (log: %s)", p->log);
 	H_EVENTUALLY(searchable("d"), H_LONG, "d did not flow (log: %s)", p->log);
 	h_assert_letters("products", &x);
@@ -434,7 +439,8 @@ Test(letters, retry_that_fails_again_stays_pending, .timeout = 120)
 	cr_assert(source_is("c", "{\"product_id\": \"c\", \"name\": \"C\", \"price\": 5}"), "c moved on");
 
 	/* still held: a live event of c waits as well */
-	add(&x, "product-c", "ProductPriceChanged", "{\"product_id\": \"c\", \"new_price\": 7}", H_HELD, "c", NULL);
+	h_add_event(&x, "product-c", "ProductPriceChanged", "{\"product_id\": \"c\", \"new_price\": 7}", H_HELD,
+		    "c", NULL);
 	want.want = 3;
 	cr_assert(h_eventually(letters_reach, &want, H_LONG), "the live event of c was not held (log: %s)", p->log);
 	h_assert_letters("products", &x);
@@ -468,20 +474,20 @@ Test(letters, no_daemon_discard_and_retry_apply_at_next_start, .timeout = 150)
 
 	h_begin();
 	narrowed_oracles();
-	add(&products_x, "product-e", "ProductCreated", "{\"product_id\": \"e\", \"name\": \"E\", \"price\": 1}",
-	    H_APPLIED, NULL, NULL);
+	h_add_event(&products_x, "product-e", "ProductCreated",
+		    "{\"product_id\": \"e\", \"name\": \"E\", \"price\": 1}", H_APPLIED, NULL, NULL);
 	big_update(data, sizeof(data), "e", 2000);
-	e2 = add(&products_x, "product-e", "ProductUpdated", data, H_PENDING, "e", "max-event-bytes");
-	e3 = add(&products_x, "product-e", "ProductPriceChanged", "{\"product_id\": \"e\", \"new_price\": 7}", H_HELD,
-		 "e", NULL);
-	add(&products_x, "product-f", "ProductCreated", "{\"product_id\": \"f\", \"name\": \"F\", \"price\": 2}",
-	    H_APPLIED, NULL, NULL);
+	e2 = h_add_event(&products_x, "product-e", "ProductUpdated", data, H_PENDING, "e", "max-event-bytes");
+	e3 = h_add_event(&products_x, "product-e", "ProductPriceChanged",
+			 "{\"product_id\": \"e\", \"new_price\": 7}", H_HELD, "e", NULL);
+	h_add_event(&products_x, "product-f", "ProductCreated",
+		    "{\"product_id\": \"f\", \"name\": \"F\", \"price\": 2}", H_APPLIED, NULL, NULL);
 	big_update(data, sizeof(data), "f", 2000);
-	f2 = add(&products_x, "product-f", "ProductUpdated", data, H_PENDING, "f", "max-event-bytes");
-	f3 = add(&products_x, "product-f", "ProductUpdated", "{\"product_id\": \"f\", \"name\": \"F2\"}", H_HELD, "f",
-		 NULL);
-	g = add(&products_x, "product-g", "ProductCreated", "{\"name\": \"No id\", \"price\": 1}", H_PENDING, NULL,
-		"'product_id'");
+	f2 = h_add_event(&products_x, "product-f", "ProductUpdated", data, H_PENDING, "f", "max-event-bytes");
+	f3 = h_add_event(&products_x, "product-f", "ProductUpdated",
+			 "{\"product_id\": \"f\", \"name\": \"F2\"}", H_HELD, "f", NULL);
+	g = h_add_event(&products_x, "product-g", "ProductCreated", "{\"name\": \"No id\", \"price\": 1}",
+			H_PENDING, NULL, "'product_id'");
 	h_expect(&orders_x, h_event(NULL, "order-o1", "OrderArchived", "{\"order_id\": \"o1\"}"), H_PENDING, NULL,
 	         "unknown event type");
 

@@ -545,63 +545,68 @@ Test(products, dead_letters_of_every_kind, .timeout = 120)
 
 	h_begin();
 	/* an invalid re-creation holds the document as it was; what follows waits, even if invalid */
-	add_event(&x, "product-k1", "ProductCreated", "{\"product_id\": \"k1\", \"name\": \"K1\", \"price\": 1}",
-		  H_APPLIED, NULL, NULL);
-	add_event(&x, "product-k1", "ProductUpdated", "{\"product_id\": \"k1\", \"description\": \"valid\"}",
-		  H_APPLIED, NULL, NULL);
-	add_event(&x, "product-k1", "ProductCreated",
-		  "{\"product_id\": \"k1\", \"name\": \"K1 bis\", \"price\": \"2\"}", H_PENDING, "k1", "'price'");
-	add_event(&x, "product-k1", "ProductUpdated",
-		  "{\"product_id\": \"k1\", \"description\": \"after the letter\"}", H_HELD, "k1", NULL);
-	add_event(&x, "product-k1", "ProductCreated", "{\"product_id\": \"k1\", \"name\": null, \"price\": 2}",
-		  H_HELD, "k1", NULL);
-	add_event(&x, "product-k1", "ProductDeleted", "{\"product_id\": \"k1\"}", H_HELD, "k1", NULL);
+	h_add_event(&x, "product-k1", "ProductCreated",
+		    "{\"product_id\": \"k1\", \"name\": \"K1\", \"price\": 1}", H_APPLIED, NULL, NULL);
+	h_add_event(&x, "product-k1", "ProductUpdated", "{\"product_id\": \"k1\", \"description\": \"valid\"}",
+		    H_APPLIED, NULL, NULL);
+	h_add_event(&x, "product-k1", "ProductCreated",
+		    "{\"product_id\": \"k1\", \"name\": \"K1 bis\", \"price\": \"2\"}", H_PENDING, "k1",
+		    "'price'");
+	h_add_event(&x, "product-k1", "ProductUpdated",
+		    "{\"product_id\": \"k1\", \"description\": \"after the letter\"}", H_HELD, "k1", NULL);
+	h_add_event(&x, "product-k1", "ProductCreated",
+		    "{\"product_id\": \"k1\", \"name\": null, \"price\": 2}", H_HELD, "k1", NULL);
+	h_add_event(&x, "product-k1", "ProductDeleted", "{\"product_id\": \"k1\"}", H_HELD, "k1", NULL);
 
 	for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
 		snprintf(stream, sizeof(stream), "product-%s", kinds[i].id);
 		snprintf(data, sizeof(data), "{\"product_id\": \"%s\", \"name\": \"Valid %s\", \"price\": 1.50}",
 			 kinds[i].id, kinds[i].id);
-		add_event(&x, stream, "ProductCreated", data, H_APPLIED, NULL, NULL);
+		h_add_event(&x, stream, "ProductCreated", data, H_APPLIED, NULL, NULL);
 		snprintf(data, sizeof(data), "{\"product_id\": \"%s\", %s}", kinds[i].id, kinds[i].fields);
-		add_event(&x, stream, kinds[i].type, data, H_PENDING, kinds[i].id, kinds[i].reason);
+		h_add_event(&x, stream, kinds[i].type, data, H_PENDING, kinds[i].id, kinds[i].reason);
 		snprintf(data, sizeof(data), "{\"product_id\": \"%s\", \"new_price\": 9}", kinds[i].id);
-		add_event(&x, stream, "ProductPriceChanged", data, H_HELD, kinds[i].id, NULL);
+		h_add_event(&x, stream, "ProductPriceChanged", data, H_HELD, kinds[i].id, NULL);
 	}
 
 	/* ids that cannot be read: letters naming no product, holding nothing back */
 	/* (a negative price is accepted) */
-	add_event(&x, "product-k2", "ProductCreated", "{\"product_id\": \"k2\", \"name\": \"K2\", \"price\": -0.5}",
-		  H_APPLIED, NULL, NULL);
-	add_event(&x, "product-k2", "ProductCreated", "{\"name\": \"No id\", \"price\": 1}", H_PENDING, NULL,
-		  "'product_id'");
-	add_event(&x, "product-k2", "ProductCreated", "{\"product_id\": \"\", \"name\": \"Empty id\", \"price\": 1}",
-		  H_PENDING, NULL, "'product_id'");
-	add_event(&x, "product-k2", "ProductCreated",
-		  "{\"product_id\": 1.5, \"name\": \"Fraction id\", \"price\": 1}", H_PENDING, NULL, "'product_id'");
-	add_event(&x, "product-k2", "ProductCreated",
-		  "{\"product_id\": [\"k2\"], \"name\": \"Array id\", \"price\": 1}", H_PENDING, NULL, "'product_id'");
-	add_event(&x, "product-k2", "ProductDeleted", "{\"id\": \"k2\"}", H_PENDING, NULL, "'product_id'");
-	add_event(&x, "product-k2", "ProductDeleted", "[\"k2\"]", H_PENDING, NULL, "JSON object");
+	h_add_event(&x, "product-k2", "ProductCreated",
+		    "{\"product_id\": \"k2\", \"name\": \"K2\", \"price\": -0.5}", H_APPLIED, NULL, NULL);
+	h_add_event(&x, "product-k2", "ProductCreated", "{\"name\": \"No id\", \"price\": 1}", H_PENDING, NULL,
+		    "'product_id'");
+	h_add_event(&x, "product-k2", "ProductCreated",
+		    "{\"product_id\": \"\", \"name\": \"Empty id\", \"price\": 1}", H_PENDING, NULL,
+		    "'product_id'");
+	h_add_event(&x, "product-k2", "ProductCreated",
+		    "{\"product_id\": 1.5, \"name\": \"Fraction id\", \"price\": 1}", H_PENDING, NULL,
+		    "'product_id'");
+	h_add_event(&x, "product-k2", "ProductCreated",
+		    "{\"product_id\": [\"k2\"], \"name\": \"Array id\", \"price\": 1}", H_PENDING, NULL,
+		    "'product_id'");
+	h_add_event(&x, "product-k2", "ProductDeleted", "{\"id\": \"k2\"}", H_PENDING, NULL, "'product_id'");
+	h_add_event(&x, "product-k2", "ProductDeleted", "[\"k2\"]", H_PENDING, NULL, "JSON object");
 	/* a delete that would matter, were it valid */
-	add_event(&x, "product-k2", "ProductDeleted", "{\"product_id\": null}", H_PENDING, NULL, "'product_id'");
-	add_event(&x, "product-k2", "ProductUpdated",
-		  "{\"product_id\": \"k2\", \"description\": \"still flowing\"}", H_APPLIED, NULL, NULL);
+	h_add_event(&x, "product-k2", "ProductDeleted", "{\"product_id\": null}", H_PENDING, NULL,
+		    "'product_id'");
+	h_add_event(&x, "product-k2", "ProductUpdated",
+		    "{\"product_id\": \"k2\", \"description\": \"still flowing\"}", H_APPLIED, NULL, NULL);
 	/* a type products does not know, in a stream it owns; elsewhere it is not read */
-	add_event(&x, "product-k2", "ProductArchived", "{\"product_id\": \"k2\"}", H_PENDING, NULL,
-		  "unknown event type 'ProductArchived'");
-	add_event(&x, "catalog-k2", "ProductArchived", "{\"product_id\": \"k2\"}", H_APPLIED, NULL, NULL);
-	add_event(&x, "product-k2", "ProductUpdated", "{\"product_id\": \"k2\", \"tags\": [\"after\"]}",
-		  H_APPLIED, NULL, NULL);
+	h_add_event(&x, "product-k2", "ProductArchived", "{\"product_id\": \"k2\"}", H_PENDING, NULL,
+		    "unknown event type 'ProductArchived'");
+	h_add_event(&x, "catalog-k2", "ProductArchived", "{\"product_id\": \"k2\"}", H_APPLIED, NULL, NULL);
+	h_add_event(&x, "product-k2", "ProductUpdated", "{\"product_id\": \"k2\", \"tags\": [\"after\"]}",
+		    H_APPLIED, NULL, NULL);
 
 	/* never created: held back from its first, invalid, event on */
-	add_event(&x, "product-k3", "ProductUpdated", "{\"product_id\": \"k3\", \"tags\": [null]}", H_PENDING,
-		  "k3", "'tags'");
-	add_event(&x, "product-k3", "ProductPriceChanged", "{\"product_id\": \"k3\", \"new_price\": 5}", H_HELD,
-		  "k3", NULL);
+	h_add_event(&x, "product-k3", "ProductUpdated", "{\"product_id\": \"k3\", \"tags\": [null]}", H_PENDING,
+		    "k3", "'tags'");
+	h_add_event(&x, "product-k3", "ProductPriceChanged", "{\"product_id\": \"k3\", \"new_price\": 5}",
+		    H_HELD, "k3", NULL);
 
 	/* data above max-event-bytes (1 MiB by default) */
-	add_event(&x, "product-kbig", "ProductCreated", "{\"product_id\": \"kbig\", \"name\": \"Big\", \"price\": 4}",
-		  H_APPLIED, NULL, NULL);
+	h_add_event(&x, "product-kbig", "ProductCreated",
+		    "{\"product_id\": \"kbig\", \"name\": \"Big\", \"price\": 4}", H_APPLIED, NULL, NULL);
 	{
 		static const char head[] = "{\"product_id\": \"kbig\", \"description\": \"";
 		big = malloc(sizeof(head) - 1 + big_len + 3);
@@ -610,10 +615,10 @@ Test(products, dead_letters_of_every_kind, .timeout = 120)
 		memset(big + sizeof(head) - 1, 'x', big_len);
 		memcpy(big + sizeof(head) - 1 + big_len, "\"}", 3);
 	}
-	add_event(&x, "product-kbig", "ProductUpdated", big, H_PENDING, "kbig", "max-event-bytes");
+	h_add_event(&x, "product-kbig", "ProductUpdated", big, H_PENDING, "kbig", "max-event-bytes");
 	free(big);
-	add_event(&x, "product-kbig", "ProductPriceChanged", "{\"product_id\": \"kbig\", \"new_price\": 5}", H_HELD,
-		  "kbig", NULL);
+	h_add_event(&x, "product-kbig", "ProductPriceChanged", "{\"product_id\": \"kbig\", \"new_price\": 5}",
+		    H_HELD, "kbig", NULL);
 
 	/* id lengths (bytes, at most 512) and integer ranges */
 	{
@@ -624,19 +629,21 @@ Test(products, dead_letters_of_every_kind, .timeout = 120)
 			memcpy(e514 + 2 * i, "\xc3\xa9", 2); /* é */
 		e514[514] = '\0';
 		snprintf(ldata, sizeof(ldata), "{\"product_id\": \"%s\", \"name\": \"Long\", \"price\": 1}", x512);
-		add_event(&x, "product-long", "ProductCreated", ldata, H_APPLIED, NULL, NULL);
+		h_add_event(&x, "product-long", "ProductCreated", ldata, H_APPLIED, NULL, NULL);
 		snprintf(ldata, sizeof(ldata), "{\"product_id\": \"%s\", \"name\": \"Longer\", \"price\": 1}", e514);
-		add_event(&x, "product-longer", "ProductCreated", ldata, H_PENDING, NULL, "512 bytes");
+		h_add_event(&x, "product-longer", "ProductCreated", ldata, H_PENDING, NULL, "512 bytes");
 	}
-	add_event(&x, "product-max", "ProductCreated",
-		  "{\"product_id\": 9223372036854775807, \"name\": \"Max\", \"price\": 1}", H_APPLIED, NULL, NULL);
-	add_event(&x, "product-over", "ProductCreated",
-		  "{\"product_id\": 9223372036854775808, \"name\": \"Over\", \"price\": 1}", H_PENDING, NULL,
-		  "'product_id'");
-	add_event(&x, "product-neg", "ProductCreated",
-		  "{\"product_id\": -5, \"name\": \"Negative\", \"price\": 1}", H_APPLIED, NULL, NULL);
-	last = add_event(&x, "product-exp", "ProductCreated",
-			 "{\"product_id\": 1e2, \"name\": \"Hundred\", \"price\": 1.500}", H_APPLIED, NULL, NULL);
+	h_add_event(&x, "product-max", "ProductCreated",
+		    "{\"product_id\": 9223372036854775807, \"name\": \"Max\", \"price\": 1}", H_APPLIED, NULL,
+		    NULL);
+	h_add_event(&x, "product-over", "ProductCreated",
+		    "{\"product_id\": 9223372036854775808, \"name\": \"Over\", \"price\": 1}", H_PENDING, NULL,
+		    "'product_id'");
+	h_add_event(&x, "product-neg", "ProductCreated",
+		    "{\"product_id\": -5, \"name\": \"Negative\", \"price\": 1}", H_APPLIED, NULL, NULL);
+	last = h_add_event(&x, "product-exp", "ProductCreated",
+			   "{\"product_id\": 1e2, \"name\": \"Hundred\", \"price\": 1.500}", H_APPLIED, NULL,
+			   NULL);
 
 	assert_once_ok(NULL);
 	assert_alias_names_index();
