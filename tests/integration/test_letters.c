@@ -226,16 +226,6 @@ static void leave_nothing_out(void)
 	h_sql(NULL, "TRUNCATE left_out");
 }
 
-/* Appends a product event and what must become of it. */
-static int64_t add(struct h_expectations *x, const char *stream, const char *type, const char *data,
-		   enum h_outcome out, const char *doc, const char *reason)
-{
-	int64_t pos = h_event(NULL, stream, type, data);
-
-	h_expect(x, pos, out, doc, reason);
-	return pos;
-}
-
 struct letters_arg {
 	const char *proj;
 	long long want;

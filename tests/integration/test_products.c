@@ -495,16 +495,6 @@ Test(products, dead_letter_missing_name, .timeout = 120)
 	}
 }
 
-/* Appends an event and what must become of it. */
-static int64_t add_event(struct h_expectations *x, const char *stream, const char *type, const char *data,
-			 enum h_outcome out, const char *doc, const char *reason)
-{
-	int64_t pos = h_event(NULL, stream, type, data);
-
-	h_expect(x, pos, out, doc, reason);
-	return pos;
-}
-
 /*
  * Every kind of invalid payload. Each rejection that names a product is the
  * first dead letter of its own product, between a valid creation (which
