@@ -144,6 +144,20 @@ static bool may_stand_by(const struct runner_opts *opts)
 	return !opts->once && !opts->exit_after_rebuild;
 }
 
+/*
+ * Start the slot over on its timer: 0.5 s after the first failure, then twice
+ * the last wait up to retry_max. A slot that stood by has no wait yet: it
+ * starts at 0.5 s too, not at 0 (which would try again on every loop turn).
+ */
+static void slot_retry_later(struct slot *sl)
+{
+	double max = sl->s->cfg->retry_max;
+
+	sl->delay = sl->delay > 0 ? (sl->delay * 2 > max ? max : sl->delay * 2) : 0.5;
+	ev_timer_set(&sl->restart, sl->delay, 0.0);
+	ev_timer_start(sl->s->loop, &sl->restart);
+}
+
 static void restart_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	struct slot *sl = w->data;
@@ -168,11 +182,9 @@ static void restart_cb(struct ev_loop *loop, ev_timer *w, int revents)
 		return;
 	}
 	if (!s->runners[i]) {
-		sl->delay = sl->delay * 2 > s->cfg->retry_max ? s->cfg->retry_max : sl->delay * 2;
+		slot_retry_later(sl);
 		log_warn("%s: cannot start the projection again: %s; trying again in %.1fs", sl->proj->name,
 			 err, sl->delay);
-		ev_timer_set(&sl->restart, sl->delay, 0.0);
-		ev_timer_start(s->loop, &sl->restart);
 		return;
 	}
 	log_info(sl->standby ? "%s: took over" : "%s: started again", sl->proj->name);
@@ -188,10 +200,8 @@ static void on_finish(void *arg, struct runner *r)
 
 	if (runner_exit_code(r) == PIPELINE_EXIT_LOST && !s->signals) {
 		/* not from inside the runner's callback: on the timer */
-		sl->delay = sl->delay > 0 ? sl->delay : 0.5;
+		slot_retry_later(sl);
 		log_warn("%s: starting the projection over in %.1fs", sl->proj->name, sl->delay);
-		ev_timer_set(&sl->restart, sl->delay, 0.0);
-		ev_timer_start(s->loop, &sl->restart);
 		return;
 	}
 	sl->done = true;
