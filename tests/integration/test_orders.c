@@ -1021,6 +1021,16 @@ Test(orders, dead_letters, .timeout = 90)
 	add_order_event(&x, "ghost2", "OrderShipped",
 			"{\"order_id\": \"ghost2\", \"shipped_at\": \"2026-11-02T10:00:00Z\"}", H_PENDING, "ghost2",
 			"404|missing");
+	/* integer ids at the ends of the int64 range (one past them is a letter) */
+	add_order_event(&x, "dmin", "OrderCreated",
+			"{\"order_id\": -9223372036854775808, \"customer_id\": 9223372036854775807}", H_APPLIED,
+			NULL, NULL);
+	add_order_event(&x, "dmin", "OrderItemAdded",
+			"{\"order_id\": -9223372036854775808, \"product_id\": -9223372036854775808,"
+			" \"price\": 1.00, \"quantity\": 1}", H_APPLIED, NULL, NULL);
+	add_order_event(&x, "dcustbig", "OrderCreated",
+			"{\"order_id\": \"dcustbig\", \"customer_id\": -9223372036854775809}", H_PENDING,
+			"dcustbig", "customer_id");
 	/* a creation without a customer: its items wait */
 	add_order_event(&x, "d9", "OrderCreated", "{\"order_id\": \"d9\"}", H_PENDING, "d9", "customer_id");
 	add_order_event(&x, "d9", "OrderItemAdded",
@@ -1062,6 +1072,7 @@ Test(orders, dead_letters, .timeout = 90)
 
 	h_assert_docs_match_oracle(ALIAS);
 	assert_raw_total("d1", "3.23");
+	assert_raw_total("-9223372036854775808", "1.00");
 	for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++)
 		assert_raw_total(kinds[i].id, "0");
 	cr_assert_null(h_search_source(ALIAS, "ghost"));

@@ -629,6 +629,12 @@ Test(products, dead_letters_of_every_kind, .timeout = 120)
 	h_add_event(&x, "product-over", "ProductCreated",
 		    "{\"product_id\": 9223372036854775808, \"name\": \"Over\", \"price\": 1}", H_PENDING, NULL,
 		    "'product_id'");
+	h_add_event(&x, "product-min", "ProductCreated",
+		    "{\"product_id\": -9223372036854775808, \"name\": \"Min\", \"price\": 1}", H_APPLIED, NULL,
+		    NULL);
+	h_add_event(&x, "product-under", "ProductCreated",
+		    "{\"product_id\": -9223372036854775809, \"name\": \"Under\", \"price\": 1}", H_PENDING, NULL,
+		    "'product_id'");
 	h_add_event(&x, "product-neg", "ProductCreated",
 		    "{\"product_id\": -5, \"name\": \"Negative\", \"price\": 1}", H_APPLIED, NULL, NULL);
 	last = h_add_event(&x, "product-exp", "ProductCreated",
@@ -655,6 +661,8 @@ Test(products, dead_letters_of_every_kind, .timeout = 120)
 	cr_assert(!searchable("k3"));
 	cr_assert(source_is("kbig", "{\"product_id\": \"kbig\", \"name\": \"Big\", \"price\": 4}"));
 	cr_assert(source_is("-5", "{\"product_id\": -5, \"name\": \"Negative\", \"price\": 1}"));
+	cr_assert(source_is("-9223372036854775808",
+			    "{\"product_id\": -9223372036854775808, \"name\": \"Min\", \"price\": 1}"));
 	cr_assert(source_is("100", "{\"product_id\": 100, \"name\": \"Hundred\", \"price\": 1.500}"));
 
 	/* the letters did not stop the checkpoint */

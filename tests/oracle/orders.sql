@@ -69,7 +69,7 @@ WITH ev AS (
                WHEN jsonb_typeof(e.data -> 'order_id') = 'number'
                     AND (e.data -> 'order_id')::text ~ '^-?[0-9]{1,19}$'
                     AND ((e.data -> 'order_id')::text)::numeric
-                        BETWEEN -9223372036854775807 AND 9223372036854775807
+                        BETWEEN -9223372036854775808 AND 9223372036854775807
                    THEN (e.data -> 'order_id')::text
            END AS id,
            octet_length(e.data::text) AS bytes
@@ -105,7 +105,9 @@ judged AS (
                      AND (c.data ->> 'customer_id') <> ''
                      AND octet_length(c.data ->> 'customer_id') <= 512)
                     OR (jsonb_typeof(c.data -> 'customer_id') = 'number'
-                        AND (c.data -> 'customer_id')::text ~ '^-?[0-9]{1,18}$'))
+                        AND (c.data -> 'customer_id')::text ~ '^-?[0-9]{1,19}$'
+                        AND ((c.data -> 'customer_id')::text)::numeric
+                            BETWEEN -9223372036854775808 AND 9223372036854775807))
                    AND coalesce(jsonb_typeof(c.data -> 'created_at'), 'null') IN ('string', 'null')
                WHEN 'OrderShipped' THEN
                    coalesce(jsonb_typeof(c.data -> 'shipped_at'), 'null') IN ('string', 'null')
@@ -119,7 +121,9 @@ judged AS (
                      AND (c.data ->> 'product_id') <> ''
                      AND octet_length(c.data ->> 'product_id') <= 512)
                     OR (jsonb_typeof(c.data -> 'product_id') = 'number'
-                        AND (c.data -> 'product_id')::text ~ '^-?[0-9]{1,18}$'))
+                        AND (c.data -> 'product_id')::text ~ '^-?[0-9]{1,19}$'
+                        AND ((c.data -> 'product_id')::text)::numeric
+                            BETWEEN -9223372036854775808 AND 9223372036854775807))
                    AND c.price IS NOT NULL
                    AND c.price >= 0
                    AND c.price < 1e13

@@ -61,7 +61,7 @@ WITH ev AS (
                WHEN jsonb_typeof(e.data -> 'product_id') = 'number'
                     AND (e.data -> 'product_id')::text ~ '^-?[0-9]{1,19}$'
                     AND ((e.data -> 'product_id')::text)::numeric
-                        BETWEEN -9223372036854775807 AND 9223372036854775807
+                        BETWEEN -9223372036854775808 AND 9223372036854775807
                    THEN (e.data -> 'product_id')::text
            END AS id,
            octet_length(e.data::text) AS bytes
