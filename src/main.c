@@ -125,7 +125,6 @@ struct session {
 	struct runner *runners[MAX_RUNNERS];
 	struct slot slots[MAX_RUNNERS];
 	int n;
-	int finished;
 	int signals;
 	bool drain_expired;
 	ev_signal sigterm, sigint, sighup;
@@ -158,30 +157,63 @@ static void slot_retry_later(struct slot *sl)
 	ev_timer_start(sl->s->loop, &sl->restart);
 }
 
+/*
+ * Open the slot's runner in place of the one it had. `run` does not wait for
+ * a projection another process owns: the slot stands by instead (logged
+ * once). Returns 1: open; 0: standing by; -1: err says why not.
+ */
+static int slot_open(struct slot *sl, char *err, size_t errsz)
+{
+	struct session *s = sl->s;
+	int i = (int)(sl - s->slots);
+	struct runner_opts opts = s->opts;
+	bool busy = false;
+
+	if (may_stand_by(&opts)) {
+		opts.no_wait = true;
+		opts.busy = &busy;
+	}
+	runner_free(s->runners[i]);
+	s->runners[i] = runner_new(s->loop, s->cfg, sl->proj, s->es, &opts, err, errsz);
+	if (s->runners[i])
+		return 1;
+	if (!busy)
+		return -1;
+	if (!sl->standby)
+		log_info("%s: another esbridge process owns it; standing by to take over", sl->proj->name);
+	sl->standby = true;
+	return 0;
+}
+
+/* The slot is over for this session; the last one ends the loop. */
+static void slot_done(struct slot *sl)
+{
+	struct session *s = sl->s;
+
+	sl->done = true;
+	for (int i = 0; i < s->n; i++)
+		if (!s->slots[i].done)
+			return;
+	ev_break(s->loop, EVBREAK_ALL);
+}
+
 static void restart_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	struct slot *sl = w->data;
 	struct session *s = sl->s;
 	int i = (int)(sl - s->slots);
-	struct runner_opts opts = s->opts;
 	char err[1024];
-	bool busy = false;
+	int rc;
 
 	(void)loop;
 	(void)revents;
-	runner_free(s->runners[i]);
-	opts.no_wait = opts.no_wait || may_stand_by(&opts);
-	opts.busy = &busy;
-	s->runners[i] = runner_new(s->loop, s->cfg, sl->proj, s->es, &opts, err, sizeof(err));
-	if (!s->runners[i] && busy && may_stand_by(&opts)) {
-		if (!sl->standby)
-			log_info("%s: another esbridge process owns it; standing by to take over", sl->proj->name);
-		sl->standby = true;
+	rc = slot_open(sl, err, sizeof(err));
+	if (rc == 0) {
 		ev_timer_set(&sl->restart, STANDBY_POLL, 0.0);
 		ev_timer_start(s->loop, &sl->restart);
 		return;
 	}
-	if (!s->runners[i]) {
+	if (rc < 0) {
 		slot_retry_later(sl);
 		log_warn("%s: cannot start the projection again: %s; trying again in %.1fs", sl->proj->name,
 			 err, sl->delay);
@@ -204,9 +236,7 @@ static void on_finish(void *arg, struct runner *r)
 		log_warn("%s: starting the projection over in %.1fs", sl->proj->name, sl->delay);
 		return;
 	}
-	sl->done = true;
-	if (++s->finished == s->n)
-		ev_break(s->loop, EVBREAK_ALL);
+	slot_done(sl);
 }
 
 static void on_drain_timeout(struct ev_loop *loop, ev_timer *w, int revents)
@@ -243,9 +273,7 @@ static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
 			ev_timer_stop(loop, &sl->restart);
 			runner_free(s->runners[i]); /* lost and finished: not a failure now */
 			s->runners[i] = NULL;
-			sl->done = true;
-			if (++s->finished == s->n)
-				ev_break(loop, EVBREAK_ALL);
+			slot_done(sl);
 			continue;
 		}
 		runner_stop(s->runners[i]);
@@ -269,24 +297,13 @@ static int session_open(struct session *s, struct config *cfg,
 	if (!s->es)
 		return die(1, "%s", err);
 	for (int i = 0; i < n; i++) {
-		struct runner_opts o = *opts;
-		bool busy = false;
-		if (may_stand_by(opts)) {
-			o.no_wait = true;
-			o.busy = &busy;
-		}
-		s->slots[i].s = s;
-		s->slots[i].proj = projs[i];
-		ev_timer_init(&s->slots[i].restart, restart_cb, 0.0, 0.0);
-		s->slots[i].restart.data = &s->slots[i];
-		s->runners[i] = runner_new(s->loop, cfg, projs[i], s->es, &o, err, sizeof(err));
+		struct slot *sl = &s->slots[i];
+		sl->s = s;
+		sl->proj = projs[i];
+		ev_timer_init(&sl->restart, restart_cb, 0.0, 0.0);
+		sl->restart.data = sl;
 		s->n++;
-		if (!s->runners[i] && busy) {
-			log_info("%s: another esbridge process owns it; standing by to take over", projs[i]->name);
-			s->slots[i].standby = true;
-			continue;
-		}
-		if (!s->runners[i])
+		if (slot_open(sl, err, sizeof(err)) < 0)
 			return die(1, "%s: %s", projs[i]->name, err);
 	}
 	ev_signal_init(&s->sigterm, on_signal, SIGTERM);
@@ -318,7 +335,7 @@ static int session_run(struct session *s)
 	for (int i = 0; i < s->n; i++)
 		if (!s->slots[i].done || (s->runners[i] && runner_exit_code(s->runners[i])))
 			rc = 1;
-	if (s->finished < s->n || s->drain_expired)
+	if (s->drain_expired)
 		rc = 1;
 	return rc;
 }
