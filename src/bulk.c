@@ -405,21 +405,6 @@ const char bulk_script_source[] =
 	"   lt = t; lp = p; changed = true; }"
 	" if (changed) { s.last_event = ['txid': lt, 'position': lp]; } else { ctx.op = 'none'; }";
 
-/*
- * The length of the longest prefix of `s` (valid UTF-8) of at most `max`
- * bytes that ends between characters: these texts go into dead letter rows
- * and log lines, where half a character would make them invalid UTF-8.
- */
-static size_t utf8_prefix(const char *s, size_t max)
-{
-	size_t n = strnlen(s, max);
-
-	if (n == max)
-		while (n > 0 && ((unsigned char)s[n] & 0xc0) == 0x80)
-			n--;
-	return n;
-}
-
 static const char *gen_status_text(yajl_gen_status st)
 {
 	switch (st) {
@@ -501,12 +486,12 @@ int bulk_writer_op(struct bulk_writer *w, const struct bulk_op *op, char *err, s
 		(void)buf_append_char(body, '\n');
 	}
 	if (st != yajl_gen_status_ok) {
-		snprintf(err, errsz, "document '%.*s': %s", (int)utf8_prefix(op->id, 64), op->id,
+		snprintf(err, errsz, "document '%.*s': %s", (int)json_utf8_prefix(op->id, 64), op->id,
 			 gen_status_text(st));
 		goto undo;
 	}
 	if (buf_error(body)) {
-		snprintf(err, errsz, "document '%.*s': request body %s", (int)utf8_prefix(op->id, 64),
+		snprintf(err, errsz, "document '%.*s': request body %s", (int)json_utf8_prefix(op->id, 64),
 			 op->id, buf_strerror(buf_error(body)));
 		return -1;
 	}
@@ -552,9 +537,13 @@ int bulk_write_op(struct buf *body, const struct bulk_op *op, char *err, size_t 
 	return rc;
 }
 
+/*
+ * These texts go into dead letter rows and log lines, where half a
+ * character would make them invalid UTF-8: cut between characters.
+ */
 static void copy_text(char *dst, size_t dstsz, const char *src)
 {
-	size_t n = src ? utf8_prefix(src, dstsz - 1) : 0;
+	size_t n = src ? json_utf8_prefix(src, dstsz - 1) : 0;
 
 	memcpy(dst, src ? src : "", n);
 	dst[n] = '\0';

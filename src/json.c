@@ -188,16 +188,17 @@ static char *put_utf8(char *o, unsigned cp)
 	return o;
 }
 
-/*
- * Length of the well-formed UTF-8 sequence at q (RFC 3629: no overlong
- * forms, no surrogates, nothing above U+10FFFF), or 0.
- */
-static size_t utf8_len(const unsigned char *q, const unsigned char *end)
+size_t json_utf8_len(const unsigned char *q, const unsigned char *end)
 {
-	unsigned c = q[0];
+	unsigned c;
 	size_t n;
 	unsigned lo = 0x80, hi = 0xbf;
 
+	if (q >= end)
+		return 0;
+	c = q[0];
+	if (c < 0x80)
+		return 1;
 	if (c >= 0xc2 && c <= 0xdf)
 		n = 2;
 	else if (c >= 0xe0 && c <= 0xef) {
@@ -222,6 +223,44 @@ static size_t utf8_len(const unsigned char *q, const unsigned char *end)
 	return n;
 }
 
+size_t json_utf8_prefix(const char *s, size_t max)
+{
+	const unsigned char *q = (const unsigned char *)s, *end = q + strlen(s);
+	size_t n = 0;
+
+	for (;;) {
+		size_t k = json_utf8_len(q + n, end);
+		if (!k || n + k > max)
+			return n;
+		n += k;
+	}
+}
+
+size_t json_utf8_show(char *dst, size_t dstsz, const char *s)
+{
+	const unsigned char *q = (const unsigned char *)s, *end = q + strlen(s);
+	size_t n = 0;
+
+	while (q < end) {
+		size_t k = json_utf8_len(q, end);
+		if (!k || *q < 0x20 || *q == 0x7f) {
+			/* an ill-formed byte or a control character: one '?' */
+			if (n + 1 >= dstsz)
+				break;
+			dst[n++] = '?';
+			q += k ? k : 1;
+			continue;
+		}
+		if (n + k >= dstsz)
+			break;
+		memcpy(dst + n, q, k);
+		n += k;
+		q += k;
+	}
+	dst[n] = '\0';
+	return n;
+}
+
 bool json_utf8_valid(const char *s, size_t n)
 {
 	const unsigned char *q = (const unsigned char *)s, *end = q + n;
@@ -232,7 +271,7 @@ bool json_utf8_valid(const char *s, size_t n)
 			q++;
 			continue;
 		}
-		k = utf8_len(q, end);
+		k = json_utf8_len(q, end);
 		if (!k)
 			return false;
 		q += k;
@@ -257,7 +296,7 @@ static const char *skip_text(struct parser *ps, const char *q)
 		q = skip_plain(q, ps->end);
 		if (q >= ps->end || (unsigned char)*q < 0x80)
 			return q;
-		n = utf8_len((const unsigned char *)q, (const unsigned char *)ps->end);
+		n = json_utf8_len((const unsigned char *)q, (const unsigned char *)ps->end);
 		if (!n)
 			return q;
 		q += n;

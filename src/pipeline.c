@@ -383,25 +383,10 @@ static int held_load(struct pipeline *p, char *err, size_t errsz)
  */
 static void utf8_repair(char *s)
 {
-	unsigned char *u = (unsigned char *)s;
+	unsigned char *u = (unsigned char *)s, *end = u + strlen(s);
 
-	while (*u) {
-		size_t n = 0;
-		if (*u < 0x80)
-			n = 1;
-		else if (*u >= 0xc2 && *u <= 0xdf)
-			n = 2;
-		else if (*u >= 0xe0 && *u <= 0xef)
-			n = 3;
-		else if (*u >= 0xf0 && *u <= 0xf4)
-			n = 4;
-		for (size_t i = 1; i < n && n; i++)
-			if ((u[i] & 0xc0) != 0x80)
-				n = 0;
-		if (n == 3 && ((u[0] == 0xe0 && u[1] < 0xa0) || (u[0] == 0xed && u[1] > 0x9f)))
-			n = 0;
-		if (n == 4 && ((u[0] == 0xf0 && u[1] < 0x90) || (u[0] == 0xf4 && u[1] > 0x8f)))
-			n = 0;
+	while (u < end) {
+		size_t n = json_utf8_len(u, end);
 		if (!n) {
 			*u++ = '?';
 			continue;

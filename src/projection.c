@@ -3,6 +3,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "esbridge/json.h"
+
 extern const struct projection projection_products;
 extern const struct projection projection_orders;
 extern const struct projection projection_daily_sales;
@@ -51,22 +53,8 @@ int projection_doc_id(const struct projection *p, const struct event *ev, yajl_v
 int projection_unknown_type(const struct event *ev, char *err, size_t errsz)
 {
 	char shown[65];
-	size_t n = 0;
 
-	for (const unsigned char *c = (const unsigned char *)ev->type; *c && n < 64;) {
-		size_t len = *c < 0x80 ? 1 : *c >= 0xf0 ? 4 : *c >= 0xe0 ? 3 : *c >= 0xc0 ? 2 : 1;
-		if (n + len > 64)
-			break;
-		if (*c < 0x20 || *c == 0x7f) {
-			shown[n++] = '?';
-			c++;
-			continue;
-		}
-		for (size_t i = 0; i < len && c[i]; i++)
-			shown[n++] = (char)c[i];
-		c += len;
-	}
-	shown[n] = '\0';
+	json_utf8_show(shown, sizeof(shown), ev->type);
 	snprintf(err, errsz, "unknown event type '%s'", shown);
 	return PROJECTION_REJECT;
 }

@@ -40,6 +40,30 @@ void arena_release(struct arena *a);
 /* True if the `n` bytes at `s` are well-formed UTF-8 (RFC 3629). */
 bool json_utf8_valid(const char *s, size_t n);
 
+/*
+ * The length of the character at `s`, before `end`: 1 for an ASCII byte
+ * (NUL included), 2 to 4 for a well-formed sequence (RFC 3629: no overlong
+ * forms, no surrogates, nothing above U+10FFFF), 0 for anything else (an
+ * ill-formed byte, a sequence cut short by `end`) and when `s` >= `end`.
+ */
+size_t json_utf8_len(const unsigned char *s, const unsigned char *end);
+
+/*
+ * The length of the longest prefix of the string `s` of at most `max` bytes
+ * that is well-formed UTF-8 and ends between characters (it stops before
+ * the first ill-formed byte): a text cut for a message or a fixed-size
+ * field stays valid UTF-8.
+ */
+size_t json_utf8_prefix(const char *s, size_t max);
+
+/*
+ * Copies the string `s` into `dst` as one line of well-formed UTF-8 for a
+ * message: cut on a character boundary to at most `dstsz` - 1 bytes (and a
+ * NUL; `dstsz` > 0), every control character and every ill-formed byte
+ * shown as '?'. Returns the length written.
+ */
+size_t json_utf8_show(char *dst, size_t dstsz, const char *s);
+
 /* The parser's working stack, reused across calls; freed by its owner. */
 struct json_scratch {
 	yajl_val *stack;

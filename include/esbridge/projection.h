@@ -106,8 +106,9 @@ int projection_doc_id(const struct projection *p, const struct event *ev, yajl_v
 
 /*
  * Writes "unknown event type 'TYPE'" into `err`, the type cut to 64 bytes on
- * a character boundary and its control characters shown as '?', so the
- * reason stays one line of UTF-8. Returns PROJECTION_REJECT.
+ * a character boundary and its control characters and ill-formed bytes
+ * shown as '?' (json_utf8_show), so the reason stays one line of UTF-8.
+ * Returns PROJECTION_REJECT.
  */
 int projection_unknown_type(const struct event *ev, char *err, size_t errsz);
 

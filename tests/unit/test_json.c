@@ -1148,6 +1148,100 @@ Test(json, ill_formed_utf8_fails)
 	sb_free(&b);
 }
 
+/* json_utf8_len on bytes of exactly `n` (a heap copy: ASan sees a read past them) */
+static size_t utf8_len_n(const char *s, size_t n)
+{
+	unsigned char *copy = malloc(n ? n : 1);
+	size_t k;
+
+	cr_assert_not_null(copy);
+	memcpy(copy, s, n);
+	k = json_utf8_len(copy, copy + n);
+	free(copy);
+	return k;
+}
+
+Test(json, utf8_len_of_one_character)
+{
+	static const struct {
+		const char *s;
+		size_t n, want;
+	} cases[] = {
+		{ "a", 1, 1 }, { "", 1, 1 }, { "\x7f", 1, 1 }, { "ab", 2, 1 },
+		{ "\xc2\x80", 2, 2 }, { "\xdf\xbf", 2, 2 }, { "\xe0\xa0\x80", 3, 3 },
+		{ "\xed\x9f\xbf", 3, 3 }, { "\xef\xbf\xbf", 3, 3 }, { "\xf0\x90\x80\x80", 4, 4 },
+		{ "\xf4\x8f\xbf\xbf", 4, 4 }, { "\xc3\xa9x", 3, 2 },
+		/* cut short by the end */
+		{ "\xc3\xa9", 1, 0 }, { "\xe2\x82\xac", 2, 0 }, { "\xf0\x9f\x98\x80", 3, 0 },
+		{ "\xf0", 1, 0 },
+		/* ill-formed */
+		{ "\x80", 1, 0 }, { "\xbf", 1, 0 }, { "\xc0\x80", 2, 0 }, { "\xc1\xbf", 2, 0 },
+		{ "\xc2\x41", 2, 0 }, { "\xe0\x9f\xbf", 3, 0 }, { "\xed\xa0\x80", 3, 0 },
+		{ "\xe2\x82\x28", 3, 0 }, { "\xf0\x8f\xbf\xbf", 4, 0 }, { "\xf4\x90\x80\x80", 4, 0 },
+		{ "\xf5\x80\x80\x80", 4, 0 }, { "\xff", 1, 0 },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+		cr_expect_eq(utf8_len_n(cases[i].s, cases[i].n), cases[i].want, "case %zu: %zu, want %zu", i,
+			     utf8_len_n(cases[i].s, cases[i].n), cases[i].want);
+	cr_expect_eq(json_utf8_len((const unsigned char *)"a", (const unsigned char *)"a"), 0,
+		     "nothing before the end");
+}
+
+Test(json, utf8_prefix_ends_between_characters)
+{
+	static const struct {
+		const char *s;
+		size_t max, want;
+	} cases[] = {
+		{ "abc", 64, 3 }, { "abc", 3, 3 }, { "abc", 2, 2 }, { "abc", 0, 0 }, { "", 8, 0 },
+		{ "caf\xc3\xa9", 5, 5 }, { "caf\xc3\xa9", 4, 3 }, { "caf\xc3\xa9!", 64, 6 },
+		{ "\xf0\x9f\x98\x80x", 3, 0 }, { "\xf0\x9f\x98\x80x", 4, 4 },
+		{ "\xe2\x82\xac\xe2\x82\xac", 5, 3 },
+		/* it stops before an ill-formed byte */
+		{ "ab\xff" "cd", 64, 2 }, { "ab\xc3", 64, 2 }, { "\xf0", 64, 0 }, { "x\xed\xa0\x80", 64, 1 },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char *copy = strdup(cases[i].s);
+		cr_assert_not_null(copy);
+		cr_expect_eq(json_utf8_prefix(copy, cases[i].max), cases[i].want, "case %zu: %zu, want %zu",
+			     i, json_utf8_prefix(copy, cases[i].max), cases[i].want);
+		free(copy);
+	}
+}
+
+Test(json, utf8_show_is_one_line_of_utf8)
+{
+	static const struct {
+		const char *s;
+		size_t size;
+		const char *want;
+	} cases[] = {
+		{ "ProductArchived", 65, "ProductArchived" },
+		{ "caf\xc3\xa9 \xe2\x82\xac", 65, "caf\xc3\xa9 \xe2\x82\xac" },
+		{ "a\nb\r\tc\x7f\x01", 65, "a?b??c??" },
+		/* a lead byte just before the end: one '?', nothing read past it */
+		{ "\xf0", 65, "?" }, { "a\xf0", 65, "a?" }, { "\xe6\x97", 65, "??" },
+		{ "\xc0\xafx\xed\xa0\x80y", 65, "??x???y" }, { "\xff\xfe", 65, "??" },
+		/* cut on a character boundary */
+		{ "abcdef", 4, "abc" }, { "ab\xc3\xa9", 4, "ab" }, { "ab\xc3\xa9", 5, "ab\xc3\xa9" },
+		{ "ab\n", 3, "ab" }, { "abc", 1, "" }, { "", 65, "" },
+	};
+	char out[65];
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char *copy = strdup(cases[i].s);
+		size_t n;
+		cr_assert_not_null(copy);
+		memset(out, 'X', sizeof(out));
+		n = json_utf8_show(out, cases[i].size, copy);
+		cr_expect_str_eq(out, cases[i].want, "case %zu", i);
+		cr_expect_eq(n, strlen(cases[i].want), "case %zu: length %zu", i, n);
+		free(copy);
+	}
+}
+
 /*
  * RFC 3629 well-formedness, by decoding: the length from the lead byte, then
  * the code point must need that length, not be a surrogate, nor pass

@@ -571,6 +571,59 @@ Test(helpers, registry)
 	cr_expect_eq(n, 6);
 }
 
+/*
+ * An unknown type is quoted as one line of UTF-8, cut on a character
+ * boundary; a multibyte lead byte just before the end of the type is one
+ * '?' and nothing after the type is read (a heap copy of exactly its
+ * bytes: ASan sees a read past it).
+ */
+Test(helpers, unknown_type_is_one_line_of_utf8)
+{
+	static const struct {
+		const char *type, *want;
+	} cases[] = {
+		{ "ProductArchived", "unknown event type 'ProductArchived'" },
+		{ "", "unknown event type ''" },
+		{ "\xf0", "unknown event type '?'" },
+		{ "Order\xf0", "unknown event type 'Order?'" },
+		{ "x\xe2\x82", "unknown event type 'x?\?'" },
+		{ "a\nb\r\x7f", "unknown event type 'a?b?\?'" },
+		{ "caf\xc3\xa9", "unknown event type 'caf\xc3\xa9'" },
+		{ "\xc3(", "unknown event type '?('" },
+		/* 63 bytes and a euro sign: the euro sign would pass 64 bytes */
+		{ "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\xe2\x82\xac",
+		  "unknown event type 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa'" },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char *type = strdup(cases[i].type);
+		struct event ev = { .type = type, .stream_id = "stream", .data = "{}", .created_at = TS };
+
+		cr_assert_not_null(type);
+		err[0] = '\0';
+		cr_expect_eq(projection_unknown_type(&ev, err, sizeof(err)), PROJECTION_REJECT);
+		cr_expect_str_eq(err, cases[i].want, "case %zu", i);
+		/* and through every projection: its doc_id, or its apply, in its first index */
+		for (const struct projection *const *p = projection_registry; *p; p++) {
+			yajl_val d = parse("{\"product_id\": \"p1\", \"order_id\": \"o1\", \"customer_id\": \"c1\"}");
+			int rc;
+
+			err[0] = '\0';
+			rc = projection_doc_id(*p, &ev, d, 0, &idbuf, err, sizeof(err));
+			if (rc == 0) {
+				bulk_op_release(&op);
+				memset(&op, 0, sizeof(op));
+				cr_assert_eq(bulk_op_init(&op, idbuf.data, idbuf.len), 0);
+				rc = (*p)->apply(&ev, d, &op, err, sizeof(err));
+				cr_expect_eq(op.kind, BULK_NONE, "%s, case %zu: the operation changed", (*p)->name, i);
+			}
+			cr_expect_eq(rc, PROJECTION_REJECT, "%s, case %zu", (*p)->name, i);
+			cr_expect_str_eq(err, cases[i].want, "%s, case %zu", (*p)->name, i);
+		}
+		free(type);
+	}
+}
+
 /* ================================================================== */
 /* products */
 
