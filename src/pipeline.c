@@ -680,9 +680,16 @@ static void process_event(struct pipeline *p, struct rbatch *rb, struct event *e
 	rc = type_index(p->proj, ev->type);
 	p->stats.by_type[rc >= 0 && rc < PIPELINE_TYPES_MAX ? rc : PIPELINE_TYPES_MAX]++;
 	if (rc < 0) {
-		/* read because its stream belongs to the projection */
-		snprintf(err, sizeof(err), "unknown event type '%.100s' in stream '%.100s' of projection '%s'",
-			 ev->type, ev->stream_id, p->proj->name);
+		/*
+		 * Read because its stream belongs to the projection. Quoted as by
+		 * projection_unknown_type: one line of UTF-8, whatever the event holds.
+		 */
+		char type[101], stream[101];
+
+		json_utf8_show(type, sizeof(type), ev->type);
+		json_utf8_show(stream, sizeof(stream), ev->stream_id);
+		snprintf(err, sizeof(err), "unknown event type '%s' in stream '%s' of projection '%s'", type,
+			 stream, p->proj->name);
 		dead_letter(p, ev->at, NULL, 0, false, err);
 		return;
 	}
