@@ -1318,17 +1318,23 @@ void h_begin(void)
 	reset_search();
 }
 
-void h_end(void)
+/* Closes the connections of h_connect(). */
+static void close_extra_conns(void)
 {
-	for (int i = 0; i < n_procs; i++)
-		h_kill(&procs[i]);
-	n_procs = 0;
 	for (int i = 0; i < MAX_CONNS; i++) {
 		if (extra_conns[i]) {
 			PQfinish(extra_conns[i]);
 			extra_conns[i] = NULL;
 		}
 	}
+}
+
+void h_end(void)
+{
+	for (int i = 0; i < n_procs; i++)
+		h_kill(&procs[i]);
+	n_procs = 0;
+	close_extra_conns();
 	if (conn) {
 		PQfinish(conn);
 		conn = NULL;
@@ -1525,12 +1531,7 @@ void h_services_up(void)
 
 void h_pg_reset(void)
 {
-	for (int i = 0; i < MAX_CONNS; i++) {
-		if (extra_conns[i]) {
-			PQfinish(extra_conns[i]);
-			extra_conns[i] = NULL;
-		}
-	}
+	close_extra_conns();
 	if (conn)
 		PQfinish(conn);
 	conn = NULL;

@@ -979,19 +979,15 @@ Test(orders, dead_letters, .timeout = 90)
 	};
 	static struct h_expectations x;
 	char data[512];
-	int64_t ghost, bad_price = 0;
-	char pos[32];
-	const char *params[1] = { pos };
-	char *reason;
 
 	h_begin();
 	add_order_event(&x, "d1", "OrderCreated",
 			"{\"order_id\": \"d1\", \"customer_id\": \"c1\", \"created_at\": \"2026-11-01T10:00:00Z\"}",
 			H_APPLIED, NULL, NULL);
 	/* an item of an order that does not exist: 404; its later events wait */
-	ghost = add_order_event(&x, "ghost", "OrderItemAdded",
-				"{\"order_id\": \"ghost\", \"product_id\": \"p\", \"price\": 1.00, \"quantity\": 1}",
-				H_PENDING, "ghost", "404|missing");
+	add_order_event(&x, "ghost", "OrderItemAdded",
+			"{\"order_id\": \"ghost\", \"product_id\": \"p\", \"price\": 1.00, \"quantity\": 1}",
+			H_PENDING, "ghost", "404|missing");
 	add_order_event(&x, "ghost", "OrderCreated", "{\"order_id\": \"ghost\", \"customer_id\": \"c9\"}", H_HELD,
 			"ghost", NULL);
 	add_order_event(&x, "ghost", "OrderItemAdded",
@@ -1001,14 +997,11 @@ Test(orders, dead_letters, .timeout = 90)
 			"{\"order_id\": \"d1\", \"product_id\": \"p\", \"price\": 2.00, \"quantity\": 1}", H_APPLIED,
 			NULL, NULL);
 	for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
-		int64_t at;
 		snprintf(data, sizeof(data), "{\"order_id\": \"%s\", \"customer_id\": \"c\", \"created_at\": null}",
 			 kinds[i].id);
 		add_order_event(&x, kinds[i].id, "OrderCreated", data, H_APPLIED, NULL, NULL);
 		snprintf(data, sizeof(data), "{\"order_id\": \"%s\", %s}", kinds[i].id, kinds[i].fields);
-		at = add_order_event(&x, kinds[i].id, kinds[i].type, data, H_PENDING, kinds[i].id, kinds[i].reason);
-		if (!strcmp(kinds[i].id, "dprice"))
-			bad_price = at;
+		add_order_event(&x, kinds[i].id, kinds[i].type, data, H_PENDING, kinds[i].id, kinds[i].reason);
 		snprintf(data, sizeof(data),
 			 "{\"order_id\": \"%s\", \"product_id\": \"p\", \"price\": 5.00, \"quantity\": 1}", kinds[i].id);
 		add_order_event(&x, kinds[i].id, "OrderItemAdded", data, H_HELD, kinds[i].id, NULL);
@@ -1059,16 +1052,6 @@ Test(orders, dead_letters, .timeout = 90)
 	cr_assert_eq(h_dead_letter_count(), (long long)h_query_ll(NULL,
 		"SELECT count(*) FROM esbridge.dead_letters WHERE projection = 'orders'", 0, NULL, -1),
 		"dead letters of another projection");
-	snprintf(pos, sizeof(pos), "%" PRId64, ghost);
-	reason = h_query_text(NULL, "SELECT reason FROM esbridge.dead_letters WHERE global_position = $1::bigint",
-			      1, params);
-	cr_log_info("unknown order: %s", reason);
-	free(reason);
-	snprintf(pos, sizeof(pos), "%" PRId64, bad_price);
-	reason = h_query_text(NULL, "SELECT reason FROM esbridge.dead_letters WHERE global_position = $1::bigint",
-			      1, params);
-	cr_log_info("price 1.234: %s", reason);
-	free(reason);
 
 	h_assert_docs_match_oracle(ALIAS);
 	assert_raw_total("d1", "3.23");
@@ -1269,9 +1252,12 @@ Test(orders, xid_order_across_a_power_of_ten, .timeout = 120)
 	h_assert_docs_match_oracle("orders");
 	h_assert_docs_match_oracle("products");
 	/* (daily_sales refuses x2's completion: completed_at null names no day) */
-	cr_assert_eq(h_query_ll(NULL, "SELECT count(*) FROM esbridge.dead_letters"
-				      " WHERE projection IN ('orders', 'products')", 0, NULL, -1), 0,
-		     "%lld dead letters (an item read before its order?)", h_dead_letter_count());
+	{
+		long long dead = h_query_ll(NULL, "SELECT count(*) FROM esbridge.dead_letters"
+						  " WHERE projection IN ('orders', 'products')", 0, NULL, -1);
+		cr_assert_eq(dead, 0, "%lld dead letters of orders and products (an item read before its order?)",
+			     dead);
+	}
 	{
 		uint64_t lt;
 		int64_t lp;
