@@ -750,17 +750,26 @@ static void check_commands(struct runner *r)
 	}
 }
 
+/* The state connection went, and with it the lock: stop, to be started over. */
+static void lose_state(struct runner *r)
+{
+	ev_io_stop(r->loop, &r->cmd_io); /* its socket would stay readable */
+	if (r->lost)
+		return;
+	plog_error(r->proj->name, 0, "lost the PostgreSQL connection of the bridge state"
+		   " (and with it the projection's lock): starting over");
+	r->lost = true;
+	runner_stop(r);
+}
+
 static void cmd_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
 	struct runner *r = (struct runner *)((char *)w - offsetof(struct runner, cmd_io));
 
+	(void)loop;
 	(void)revents;
 	if (state_drain_notifies(r->st) < 0) {
-		plog_error(r->proj->name, 0, "lost the PostgreSQL connection of the bridge state"
-			   " (and with it the projection's lock): starting over");
-		ev_io_stop(loop, w);
-		r->lost = true;
-		runner_stop(r);
+		lose_state(r);
 		return;
 	}
 	/* a notification: dead letters may have been marked for retry too */
@@ -779,13 +788,8 @@ static void cmd_poll_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	(void)revents;
 	if (state_drain_notifies(r->st) >= 0)
 		check_commands(r);
-	else if (!r->lost) {
-		plog_error(r->proj->name, 0, "lost the PostgreSQL connection of the bridge state"
-			   " (and with it the projection's lock): starting over");
-		ev_io_stop(loop, &r->cmd_io);
-		r->lost = true;
-		runner_stop(r);
-	}
+	else
+		lose_state(r);
 }
 
 /* One writer per projection: a process just killed may hold the lock until the server notices. */
