@@ -948,8 +948,7 @@ struct runner *runner_new(struct ev_loop *loop, const struct config *cfg,
 			r->command_id = id;
 			r->keep = keep;
 		}
-	}
-	if (!opts->once) {
+		/* and the commands sent from now on */
 		if (state_listen_commands(r->st, err, errsz))
 			goto fail;
 		ev_io_set(&r->cmd_io, state_socket(r->st), EV_READ);
