@@ -17,8 +17,6 @@ struct store {
 	bool prepared;
 };
 
-/* libpq messages end in a newline; ours are one line. */
-
 static int set_utc(struct store *s, char *err, size_t errsz);
 
 struct store *store_open(const char *conninfo, char *err, size_t errsz)
