@@ -163,11 +163,11 @@ static const char by_position_sql[] =
 	" WHERE e.global_position = ANY($1::bigint[])"
 	" ORDER BY e.transaction_id, e.global_position";
 
-int store_text_array(const char *const *types, struct buf *out)
+int store_text_array(const char *const *items, struct buf *out)
 {
 	(void)buf_append_char(out, '{');
-	for (const char *const *t = types; *t; t++) {
-		if (t != types)
+	for (const char *const *t = items; t && *t; t++) {
+		if (t != items)
 			(void)buf_append_char(out, ',');
 		(void)buf_append_char(out, '"');
 		for (const char *c = *t; *c; c++) {
@@ -185,7 +185,6 @@ int store_read(struct store *s, struct position after, uint64_t bound,
 	       const char *const *types, const char *const *streams, int limit,
 	       struct store_batch *out, char *err, size_t errsz)
 {
-	static const char *const none[] = { NULL };
 	char txid[24], pos[24], bnd[24], lim[16];
 	const char *params[6];
 	struct buf tl = BUF_INIT(1 << 16), sl = BUF_INIT(1 << 16);
@@ -203,7 +202,7 @@ int store_read(struct store *s, struct position after, uint64_t bound,
 		PQclear(res);
 		s->prepared = true;
 	}
-	if (store_text_array(types, &tl) || store_text_array(streams ? streams : none, &sl)) {
+	if (store_text_array(types, &tl) || store_text_array(streams, &sl)) {
 		snprintf(err, errsz, "out of memory");
 		buf_release(&tl);
 		buf_release(&sl);

@@ -89,7 +89,8 @@ int store_read_positions(struct store *s, const struct position *at, size_t n,
 void store_batch_event(const struct store_batch *b, int i, struct event *ev);
 void store_batch_release(struct store_batch *b);
 
-/* Renders NULL-terminated strings as a text[] literal (a parameter), quoted and escaped. */
+/* Renders NULL-terminated strings as a text[] literal (a parameter), quoted and escaped;
+ * NULL renders the empty array '{}'. */
 struct buf;
 int store_text_array(const char *const *items, struct buf *out);
 
