@@ -287,6 +287,15 @@ static void lose(struct pipeline *p, const char *err)
 	fail(p, "lost the state connection");
 }
 
+/* A call on the bridge state failed: start over if its connection is gone, else try again later. */
+static void state_failed(struct pipeline *p, const char *err)
+{
+	if (state_connection_lost(p->state))
+		lose(p, err);
+	else
+		PLOG(LOG_WARN, p, "%s (trying again)", err);
+}
+
 /* ---- held-back documents ---------------------------------------------- */
 
 static struct held *held_slot(struct held *slots, size_t n_slots, const char *id, size_t len)
@@ -373,11 +382,6 @@ static int held_load(struct pipeline *p, char *err, size_t errsz)
 /* ---- dead letters ------------------------------------------------------ */
 
 /*
- * Queues a dead letter for the event at `at`; letters are recorded before
- * the checkpoint passes them (flush_letters). A letter naming a document
- * holds the document's later events back.
- */
-/*
  * Makes `s` valid UTF-8 in place: a reason quotes event data and may have
  * been cut inside a character; PostgreSQL refuses invalid text.
  */
@@ -395,6 +399,11 @@ static void utf8_repair(char *s)
 	}
 }
 
+/*
+ * Queues a dead letter for the event at `at`; letters are recorded before
+ * the checkpoint passes them (flush_letters). A letter naming a document
+ * holds the document's later events back.
+ */
 static void dead_letter(struct pipeline *p, struct position at, const char *doc, size_t doc_len,
 			bool held, const char *reason)
 {
@@ -455,10 +464,7 @@ static int flush_letters(struct pipeline *p)
 	while (done < p->n_letters) {
 		struct dead_letter *dl = &p->letters[done];
 		if (state_dead_letter(p->state, p->proj->name, p->gen.number, dl, err, sizeof(err))) {
-			if (state_connection_lost(p->state))
-				lose(p, err);
-			else
-				PLOG(LOG_WARN, p, "%s (trying again)", err);
+			state_failed(p, err);
 			rc = -1;
 			break;
 		}
@@ -785,12 +791,28 @@ static void read_once(struct pipeline *p)
 }
 
 /*
- * Dead letters marked for retry (esbridge dead-letters retry|discard): their
- * events are read again and go through the projection ahead of anything
- * read later, in one batch that marks them retried once settled. Every
- * letter of a document goes back at once, so its document is released
- * only with all of its waiting events in order.
+ * An operation not sent yet whose document is held back by a dead letter of
+ * an earlier event: its events become held letters and it is sent no more
+ * (they settle with its set, as letters). True if it was held.
  */
+static bool hold_op(struct pipeline *p, struct bulk_op *op)
+{
+	char key[1024];
+	const struct held *h;
+	size_t key_len;
+
+	if (op->kind == BULK_NONE || !op->n_events || !p->held.n)
+		return false;
+	key_len = doc_key(p, op->slot, op->id, strlen(op->id), key, sizeof(key));
+	h = held_find(p, key, key_len);
+	if (!h || position_cmp(op->events[0], h->first) <= 0)
+		return false;
+	for (size_t e = 0; e < op->n_events; e++)
+		hold_event(p, op->events[e], h);
+	op->kind = BULK_NONE;
+	return true;
+}
+
 /*
  * Operations read but not sent yet, of documents held back: their events
  * become held letters now, as send_sending would make them, so that a retry
@@ -799,21 +821,8 @@ static void read_once(struct pipeline *p)
  */
 static void hold_queued_set(struct pipeline *p, struct opset *o)
 {
-	for (size_t i = 0; i < o->n_ops; i++) {
-		struct bulk_op *op = &o->ops[i];
-		char key[1024];
-		const struct held *h;
-		size_t key_len;
-		if (op->kind == BULK_NONE || !op->n_events)
-			continue;
-		key_len = doc_key(p, op->slot, op->id, strlen(op->id), key, sizeof(key));
-		h = held_find(p, key, key_len);
-		if (!h || position_cmp(op->events[0], h->first) <= 0)
-			continue;
-		for (size_t e = 0; e < op->n_events; e++)
-			hold_event(p, op->events[e], h);
-		op->kind = BULK_NONE; /* its events settle with the set, as letters */
-	}
+	for (size_t i = 0; i < o->n_ops; i++)
+		(void)hold_op(p, &o->ops[i]);
 }
 
 static void hold_queued(struct pipeline *p)
@@ -828,6 +837,13 @@ static void hold_queued(struct pipeline *p)
 	}
 }
 
+/*
+ * Dead letters marked for retry (esbridge dead-letters retry|discard): their
+ * events are read again and go through the projection ahead of anything
+ * read later, in one batch that marks them retried once settled. Every
+ * letter of a document goes back at once, so its document is released
+ * only with all of its waiting events in order.
+ */
 static void process_retries(struct pipeline *p)
 {
 	char err[512];
@@ -843,10 +859,7 @@ static void process_retries(struct pipeline *p)
 		goto later;
 	if (state_letters_to_retry(p->state, p->proj->name, p->gen.number, &refs, &n, err, sizeof(err)) ||
 	    held_load(p, err, sizeof(err))) {
-		if (state_connection_lost(p->state))
-			lose(p, err);
-		else
-			PLOG(LOG_WARN, p, "%s (trying again)", err);
+		state_failed(p, err);
 		goto later;
 	}
 	if (!n)
@@ -916,10 +929,7 @@ static void advance_checkpoint(struct pipeline *p)
 		struct rbatch *rb = p->rb_head;
 		if (rb->n_retried &&
 		    state_letters_retried(p->state, rb->retried, rb->n_retried, err, sizeof(err))) {
-			if (state_connection_lost(p->state))
-				lose(p, err);
-			else
-				PLOG(LOG_WARN, p, "%s (trying again)", err);
+			state_failed(p, err);
 			return;
 		}
 		if (rb->retried)
@@ -936,10 +946,7 @@ static void advance_checkpoint(struct pipeline *p)
 		return;
 	if (state_save_checkpoint(p->state, p->proj->name, p->gen.number, p->settled, err, sizeof(err))) {
 		/* the batch stays unacknowledged; it is sent again after a restart */
-		if (state_connection_lost(p->state))
-			lose(p, err);
-		else
-			PLOG(LOG_WARN, p, "%s (trying again)", err);
+		state_failed(p, err);
 		return;
 	}
 	p->committed = p->settled;
@@ -1036,17 +1043,14 @@ static int split_op(struct lane *l, size_t index, const char *why)
 		if (op)
 			rc = p->proj->apply(&ev, tree, op, err, sizeof(err));
 		if (!op || rc) {
+			/* with an operation, the letter names its document */
+			char key[1024];
+			size_t key_len = op ? doc_key(p, slot, p->id.data, p->id.len, key, sizeof(key)) : 0;
+
 			if (op && created)
 				opset_drop_last(&l->sending);
-			if (op) {
-				char key[1024];
-				size_t key_len = doc_key(p, slot, p->id.data, p->id.len, key, sizeof(key));
-				slot_dead_letter(p, slot, ev.at, key, key_len,
-						 rc == PROJECTION_REJECT ? err : "out of memory");
-			} else {
-				slot_dead_letter(p, slot, ev.at, NULL, 0,
-						 rc == PROJECTION_REJECT ? err : "out of memory");
-			}
+			slot_dead_letter(p, slot, ev.at, op ? key : NULL, key_len,
+					 rc == PROJECTION_REJECT ? err : "out of memory");
 			continue;
 		}
 		if (bulk_op_note_event(op, ev.at)) {
@@ -1135,7 +1139,6 @@ static void lane_done(void *arg, const struct es_response *r)
 			p->stats.failing_since = ev_now(p->loop);
 	} else {
 		p->stats.failing_since = 0;
-		p->stats.last_request_ok = ev_now(p->loop);
 	}
 	if (r->transport_error) {
 		lane_retry_later(l, r->error);
@@ -1278,22 +1281,10 @@ static void send_sending(struct lane *l)
 	l->n_written = 0;
 	for (size_t i = 0; i < l->sending.n_ops; i++) {
 		struct bulk_op *op = &l->sending.ops[i];
-		const struct held *h = NULL;
 		op->written = false;
-		if (op->kind == BULK_NONE)
+		/* held: an earlier event of the document is a dead letter */
+		if (op->kind == BULK_NONE || hold_op(p, op))
 			continue;
-		if (p->held.n) {
-			char key[1024];
-			size_t key_len = doc_key(p, op->slot, op->id, strlen(op->id), key, sizeof(key));
-			h = held_find(p, key, key_len);
-		}
-		if (h && op->n_events && position_cmp(op->events[0], h->first) > 0) {
-			/* an earlier event of the document is a dead letter */
-			for (size_t e = 0; e < op->n_events; e++)
-				hold_event(p, op->events[e], h);
-			op->kind = BULK_NONE;
-			continue;
-		}
 		/*
 		 * One action per document in a request: a later one waits for
 		 * the answer to the earlier, which may be refused (then it is

@@ -47,7 +47,6 @@ struct pipeline_stats {
 	uint64_t latency[PIPELINE_LATENCY_BUCKETS];
 	double latency_sum;
 	double last_advance;       /* ev_now() when the checkpoint last moved (or start) */
-	double last_request_ok;    /* when a _bulk request last got an answer */
 	double failing_since;      /* 0, or when requests began to fail (Elasticsearch down) */
 	bool store_down;           /* the event store connection is being re-established */
 	char last_error[256];      /* the last error or warning, for status and health */
