@@ -651,14 +651,25 @@ static void summary(struct monitor *m, const struct monitor_source *src, int n_s
 	}
 }
 
+/* Seconds between ticks: a summary's, or REFRESH if shorter. */
+static double tick_period(const struct config *cfg)
+{
+	return cfg->stats_interval < REFRESH ? cfg->stats_interval : REFRESH;
+}
+
 static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	struct monitor *m = (struct monitor *)((char *)w - offsetof(struct monitor, tick));
 	struct monitor_source src[MAX_SOURCES];
 	int n = m->sources(m->arg, src, MAX_SOURCES);
-	double now = ev_now(loop);
+	double now = ev_now(loop), every = tick_period(m->cfg);
 
 	(void)revents;
+	/* stats-interval is reloadable: the period follows it */
+	if (w->repeat != every) {
+		w->repeat = every;
+		ev_timer_again(loop, w);
+	}
 	/* the numbers of the refresh at the tick before (they arrive in between) */
 	if (now - m->last_summary >= m->cfg->stats_interval - 0.01) {
 		m->last_summary = now;
@@ -679,7 +690,6 @@ struct monitor *monitor_new(struct ev_loop *loop, const struct config *cfg, stru
 			    monitor_sources_fn sources, void *arg, char *err, size_t errsz)
 {
 	struct monitor *m = calloc(1, sizeof(*m));
-	double every = cfg->stats_interval < REFRESH ? cfg->stats_interval : REFRESH;
 
 	if (!m) {
 		snprintf(err, errsz, "out of memory");
@@ -701,7 +711,7 @@ struct monitor *monitor_new(struct ev_loop *loop, const struct config *cfg, stru
 		}
 		log_info("metrics and health on http://%s (port %d)", cfg->metrics_address, httpd_port(m->httpd));
 	}
-	ev_timer_init(&m->tick, tick_cb, 0.05, every);
+	ev_timer_init(&m->tick, tick_cb, 0.05, tick_period(cfg));
 	ev_timer_start(loop, &m->tick);
 	return m;
 }
