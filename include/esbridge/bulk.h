@@ -61,6 +61,22 @@ static inline struct bulk_value bulk_text_value(const char *s)
 	return b;
 }
 
+/* A whole number. */
+static inline struct bulk_value bulk_int_value(long long i)
+{
+	struct bulk_value b = { .kind = BV_INT, .u.i = i };
+
+	return b;
+}
+
+/* An amount of money in cents. */
+static inline struct bulk_value bulk_cents_value(int64_t cents)
+{
+	struct bulk_value b = { .kind = BV_CENTS, .u.cents = cents };
+
+	return b;
+}
+
 struct bulk_field {
 	const char *name;      /* a string literal or a key of an event's tree */
 	struct bulk_value value;

@@ -224,32 +224,19 @@ static int read_effect(const struct event *ev, yajl_val data, struct effect *fx,
 /* The document a customer starts as when an event creates it. */
 static int customer_defaults(struct bulk_op *op, yajl_val id)
 {
-	struct bulk_value v = { .kind = BV_INT };
 	int rc = 0;
 
 	rc |= bulk_op_set(op, "customer_id", bulk_json_value(id));
 	rc |= bulk_op_set(op, "tier", bulk_text_value("bronze"));
-	v.u.i = 0;
-	rc |= bulk_op_set(op, "total_orders", v);
-	rc |= bulk_op_set(op, "total_reviews", v);
-	v.kind = BV_CENTS;
-	v.u.cents = 0;
-	rc |= bulk_op_set(op, "total_spent", v);
+	rc |= bulk_op_set(op, "total_orders", bulk_int_value(0));
+	rc |= bulk_op_set(op, "total_reviews", bulk_int_value(0));
+	rc |= bulk_op_set(op, "total_spent", bulk_cents_value(0));
 	return rc ? -2 : 0;
-}
-
-static int add_int(struct bulk_entry *e, const char *name, long long i)
-{
-	struct bulk_value v = { .kind = BV_INT };
-
-	v.u.i = i;
-	return bulk_entry_add(e, name, v);
 }
 
 static int apply_customer(const struct event *ev, const struct effect *fx, struct bulk_op *op)
 {
 	struct bulk_entry *e;
-	struct bulk_value v;
 	int rc = 0;
 
 	if (op->kind == BULK_NONE) {
@@ -269,14 +256,12 @@ static int apply_customer(const struct event *ev, const struct effect *fx, struc
 		rc |= bulk_entry_set(e, "tier", bulk_text_value("bronze"));
 		break;
 	case C_ORDER:
-		rc |= add_int(e, "total_orders", 1);
-		v.kind = BV_CENTS;
-		v.u.cents = fx->cents;
-		rc |= bulk_entry_add(e, "total_spent", v);
+		rc |= bulk_entry_add(e, "total_orders", bulk_int_value(1));
+		rc |= bulk_entry_add(e, "total_spent", bulk_cents_value(fx->cents));
 		rc |= bulk_entry_set(e, "last_order_at", bulk_json_value(fx->a));
 		break;
 	case C_REVIEW:
-		rc |= add_int(e, "total_reviews", 1);
+		rc |= bulk_entry_add(e, "total_reviews", bulk_int_value(1));
 		rc |= bulk_entry_set(e, "last_review_at", bulk_json_value(fx->a));
 		break;
 	case C_TIER:
@@ -292,15 +277,13 @@ static int apply_customer(const struct event *ev, const struct effect *fx, struc
 /* customer_orders: the whole document, replaced by a later completion of the order. */
 static int apply_order(const struct effect *fx, struct bulk_op *op)
 {
-	struct bulk_value v = { .kind = BV_CENTS };
 	int rc = 0;
 
 	bulk_op_clear_fields(op);
 	op->kind = BULK_INDEX;
 	rc |= bulk_op_set(op, "customer_id", bulk_json_value(fx->id));
 	rc |= bulk_op_set(op, "order_id", bulk_json_value(fx->order_id));
-	v.u.cents = fx->cents;
-	rc |= bulk_op_set(op, "amount", v);
+	rc |= bulk_op_set(op, "amount", bulk_cents_value(fx->cents));
 	rc |= bulk_op_set(op, "completed_at", bulk_json_value(fx->a));
 	return rc ? -2 : 0;
 }

@@ -148,22 +148,6 @@ static int daily_doc_id(const struct event *ev, yajl_val data, struct buf *id, c
 	return 0;
 }
 
-static int set_int(struct bulk_entry *e, const char *name, long long i)
-{
-	struct bulk_value v = { .kind = BV_INT };
-
-	v.u.i = i;
-	return bulk_entry_add(e, name, v);
-}
-
-static int set_cents(struct bulk_entry *e, const char *name, int64_t c)
-{
-	struct bulk_value v = { .kind = BV_CENTS };
-
-	v.u.cents = c;
-	return bulk_entry_add(e, name, v);
-}
-
 /* The document a day starts as, when its first event creates it. */
 static int defaults(struct bulk_op *op, const char *day)
 {
@@ -172,14 +156,10 @@ static int defaults(struct bulk_op *op, const char *day)
 
 	v.u.string = (char *)(uintptr_t)day;
 	rc |= bulk_op_set(op, "date", v);
-	v.kind = BV_INT;
-	v.u.i = 0;
-	rc |= bulk_op_set(op, "total_orders", v);
-	rc |= bulk_op_set(op, "total_items", v);
-	v.kind = BV_CENTS;
-	v.u.cents = 0;
-	rc |= bulk_op_set(op, "total_revenue", v);
-	rc |= bulk_op_set(op, "total_refunds", v);
+	rc |= bulk_op_set(op, "total_orders", bulk_int_value(0));
+	rc |= bulk_op_set(op, "total_items", bulk_int_value(0));
+	rc |= bulk_op_set(op, "total_revenue", bulk_cents_value(0));
+	rc |= bulk_op_set(op, "total_refunds", bulk_cents_value(0));
 	return rc ? -2 : 0;
 }
 
@@ -216,13 +196,13 @@ static int daily_apply(const struct event *ev, yajl_val data, struct bulk_op *op
 	if (!e)
 		return -2;
 	if (completed(ev)) {
-		rc |= set_int(e, "total_orders", 1);
-		rc |= set_int(e, "total_items", items);
-		rc |= set_cents(e, "total_revenue", cents);
+		rc |= bulk_entry_add(e, "total_orders", bulk_int_value(1));
+		rc |= bulk_entry_add(e, "total_items", bulk_int_value(items));
+		rc |= bulk_entry_add(e, "total_revenue", bulk_cents_value(cents));
 	} else {
-		rc |= set_int(e, "total_orders", -1);
-		rc |= set_cents(e, "total_revenue", -cents);
-		rc |= set_cents(e, "total_refunds", cents);
+		rc |= bulk_entry_add(e, "total_orders", bulk_int_value(-1));
+		rc |= bulk_entry_add(e, "total_revenue", bulk_cents_value(-cents));
+		rc |= bulk_entry_add(e, "total_refunds", bulk_cents_value(cents));
 	}
 	return rc ? -2 : 0;
 }

@@ -140,12 +140,8 @@ static int fold_index(const struct event *ev, const struct effect *fx, struct bu
 		rc |= bulk_op_set(op, "order_id", bulk_json_value(fx->order_id));
 		rc |= bulk_op_set(op, "customer_id", bulk_json_value(fx->customer_id));
 		rc |= bulk_op_set(op, "status", bulk_text_value("pending"));
-		v.kind = BV_CENTS;
-		v.u.cents = 0;
-		rc |= bulk_op_set(op, "total_amount", v);
-		v.kind = BV_INT;
-		v.u.i = 0;
-		rc |= bulk_op_set(op, "item_count", v);
+		rc |= bulk_op_set(op, "total_amount", bulk_cents_value(0));
+		rc |= bulk_op_set(op, "item_count", bulk_int_value(0));
 		rc |= bulk_op_set(op, "created_at", bulk_json_value(fx->created_at));
 	} else {
 		struct bulk_value *total = bulk_op_get(op, "total_amount");
@@ -172,7 +168,6 @@ static int fold_index(const struct event *ev, const struct effect *fx, struct bu
 static int fold_script(const struct event *ev, const struct effect *fx, struct bulk_op *op)
 {
 	struct bulk_entry *e;
-	struct bulk_value v;
 	int rc = 0;
 
 	op->kind = BULK_SCRIPT;
@@ -181,12 +176,8 @@ static int fold_script(const struct event *ev, const struct effect *fx, struct b
 	if (!e)
 		return -2;
 	if (fx->amount || fx->count) {
-		v.kind = BV_CENTS;
-		v.u.cents = fx->amount;
-		rc |= bulk_entry_add(e, "total_amount", v);
-		v.kind = BV_INT;
-		v.u.i = fx->count;
-		rc |= bulk_entry_add(e, "item_count", v);
+		rc |= bulk_entry_add(e, "total_amount", bulk_cents_value(fx->amount));
+		rc |= bulk_entry_add(e, "item_count", bulk_int_value(fx->count));
 	}
 	if (fx->status)
 		rc |= bulk_entry_set(e, "status", bulk_text_value(fx->status));
