@@ -96,29 +96,19 @@ static const char *json_kind(yajl_val v)
 
 int projection_get_id(yajl_val data, const char *key, struct buf *id, char *err, size_t errsz)
 {
-	yajl_val v = projection_member(data, key);
+	yajl_val v;
 
 	buf_reset(id);
 	if (!data || !YAJL_IS_OBJECT(data)) {
 		snprintf(err, errsz, "event data must be a JSON object, not %s", json_kind(data));
 		return PROJECTION_REJECT;
 	}
-	if (!v) {
-		snprintf(err, errsz, "missing field '%s'", key);
+	if (projection_get_id_value(data, key, &v, err, errsz)) {
+		if (!projection_member(data, key))
+			snprintf(err, errsz, "missing field '%s'", key);
 		return PROJECTION_REJECT;
 	}
-	if (YAJL_IS_STRING(v) && v->u.string[0]) {
-		if (strlen(v->u.string) > 512) {
-			snprintf(err, errsz, "field '%s' is longer than 512 bytes", key);
-			return PROJECTION_REJECT;
-		}
-		(void)buf_append_str(id, v->u.string);
-	} else if (YAJL_IS_INTEGER(v)) {
-		(void)buf_append_str(id, v->u.number.r);
-	} else {
-		snprintf(err, errsz, "field '%s' must be a non-empty string or an integer", key);
-		return PROJECTION_REJECT;
-	}
+	(void)buf_append_str(id, YAJL_IS_STRING(v) ? v->u.string : v->u.number.r);
 	if (buf_error(id)) {
 		snprintf(err, errsz, "out of memory");
 		return -2;
@@ -204,8 +194,8 @@ int projection_get_id_value(yajl_val data, const char *key, yajl_val *out, char 
 		snprintf(err, errsz, "field '%s' must be a non-empty string or an integer", key);
 		return PROJECTION_REJECT;
 	}
-	if (YAJL_IS_STRING(v) && strlen(v->u.string) > 512) {
-		snprintf(err, errsz, "field '%s' is longer than 512 bytes", key);
+	if (YAJL_IS_STRING(v) && strlen(v->u.string) > PROJECTION_MAX_ID_BYTES) {
+		snprintf(err, errsz, "field '%s' is longer than %d bytes", key, PROJECTION_MAX_ID_BYTES);
 		return PROJECTION_REJECT;
 	}
 	*out = v;

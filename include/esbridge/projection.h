@@ -39,6 +39,9 @@
 /* The most indices one projection writes. */
 #define PROJECTION_MAX_INDICES 4
 
+/* The longest identifier, in bytes: the limit of an Elasticsearch _id. */
+#define PROJECTION_MAX_ID_BYTES 512
+
 struct projection {
 	const char *name;                 /* alias, index prefix, mapping file stem */
 	const char *const *event_types;   /* the event types it reads, NULL-terminated */
@@ -114,8 +117,9 @@ int projection_unknown_type(const struct event *ev, char *err, size_t errsz);
 
 /*
  * Helpers for projections: look up a member of an object, and check its type.
- * projection_get_id() accepts a non-empty string or an integer and writes
- * its text into `id`.
+ * projection_get_id() accepts what projection_get_id_value() does (a
+ * non-empty string of at most PROJECTION_MAX_ID_BYTES or an integer) in
+ * data that must be an object, and writes its text into `id`.
  */
 yajl_val projection_member(yajl_val obj, const char *key);
 int projection_get_id(yajl_val data, const char *key, struct buf *id, char *err, size_t errsz);
@@ -133,7 +137,7 @@ int projection_get_int(yajl_val data, const char *key, long long min, long long 
 
 /*
  * Member `key` as an identifier kept as a value: a non-empty string of at
- * most 512 bytes (the limit of an _id) or an integer. 0, or
+ * most PROJECTION_MAX_ID_BYTES or an integer. 0, or
  * PROJECTION_REJECT with `err` set.
  */
 int projection_get_id_value(yajl_val data, const char *key, yajl_val *out, char *err, size_t errsz);
