@@ -137,10 +137,14 @@ static bool mapping_date(const char *s)
 /* Lucene refuses a keyword term above this many bytes (the node answers 400). */
 #define MAX_KEYWORD_BYTES 32766
 
-/* An optional keyword field: null, absent or a string the index can hold. */
-static int opt_keyword(yajl_val data, const char *key, yajl_val *out, char *err, size_t errsz)
+/* A keyword field: a string the index can hold; unless `required`, also null or absent. */
+static int keyword(yajl_val data, const char *key, bool required, yajl_val *out, char *err,
+		   size_t errsz)
 {
-	if (projection_get_opt_string(data, key, out, err, errsz))
+	bool bad;
+
+	*out = projection_get_string(data, key, required, &bad, err, errsz);
+	if (bad)
 		return PROJECTION_REJECT;
 	if (*out && strlen((*out)->u.string) > MAX_KEYWORD_BYTES) {
 		snprintf(err, errsz, "field '%s' is longer than %d bytes", key, MAX_KEYWORD_BYTES);
@@ -172,7 +176,6 @@ struct effect {
 static int read_effect(const struct event *ev, yajl_val data, struct effect *fx, char *err,
 		       size_t errsz)
 {
-	bool bad;
 	long long rating;
 
 	memset(fx, 0, sizeof(*fx));
@@ -181,7 +184,7 @@ static int read_effect(const struct event *ev, yajl_val data, struct effect *fx,
 		return PROJECTION_REJECT;
 	switch (fx->kind) {
 	case C_CREATED:
-		if (opt_keyword(data, "email", &fx->a, err, errsz) ||
+		if (keyword(data, "email", false, &fx->a, err, errsz) ||
 		    projection_get_opt_string(data, "name", &fx->b, err, errsz) ||
 		    opt_date(data, "created_at", &fx->c, err, errsz))
 			return PROJECTION_REJECT;
@@ -203,17 +206,13 @@ static int read_effect(const struct event *ev, yajl_val data, struct effect *fx,
 			return PROJECTION_REJECT;
 		return 0;
 	case C_TIER:
-		fx->a = projection_get_string(data, "new_tier", true, &bad, err, errsz);
-		if (bad)
+		if (keyword(data, "new_tier", true, &fx->a, err, errsz))
 			return PROJECTION_REJECT;
 		if (!fx->a->u.string[0]) {
 			snprintf(err, errsz, "field 'new_tier' must not be empty");
 			return PROJECTION_REJECT;
 		}
-		if (strlen(fx->a->u.string) > MAX_KEYWORD_BYTES) {
-			snprintf(err, errsz, "field 'new_tier' is longer than %d bytes", MAX_KEYWORD_BYTES);
-			return PROJECTION_REJECT;
-		}
+		/* not written, yet checked: a changed_at neither a string nor null is a dead letter */
 		return projection_get_opt_string(data, "changed_at", &fx->b, err, errsz);
 	case C_UNKNOWN:
 		break;

@@ -366,6 +366,10 @@ Test(customer_activity, bad_events_are_rejected)
 		{ "ReviewSubmitted", "{\"customer_id\": \"c1\", \"rating\": 3}" },
 		{ "CustomerTierChanged", "{\"customer_id\": \"c1\", \"new_tier\": \"\"}" },
 		{ "CustomerTierChanged", "{\"customer_id\": \"c1\", \"new_tier\": 3}" },
+		{ "CustomerTierChanged", "{\"customer_id\": \"c1\", \"new_tier\": null}" },
+		{ "CustomerTierChanged", "{\"customer_id\": \"c1\"}" },
+		/* changed_at is not written, but checked */
+		{ "CustomerTierChanged", "{\"customer_id\": \"c1\", \"new_tier\": \"gold\", \"changed_at\": 5}" },
 		{ "CustomerCreated", "{\"customer_id\": \"c1\", \"email\": 5}" },
 		{ "OrderCompleted", "{\"customer_id\": \"c1\", \"order_id\": \"o\", \"total_amount\": 1.001}" },
 		{ "OrderCompleted", "{\"customer_id\": \"c1\", \"order_id\": \"o\", \"total_amount\": -3}" },
