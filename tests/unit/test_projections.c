@@ -130,13 +130,14 @@ static yajl_val parse_n(const char *text, size_t len)
 /* Feeding events */
 
 /*
- * What the pipeline does with one event: parse its data, ask the projection
- * for the document _id (which must be the operation's, once it has one),
- * and fold the event in. Returns apply's (or a rejecting doc_id's) answer;
- * `err` holds the reason of a rejection.
+ * What the pipeline does with one event in index `slot`: parse its data,
+ * ask the projection for the document _id there (which must be the
+ * operation's, once it has one), and fold the event in. Returns apply's (or
+ * a rejecting or skipping doc_id's) answer; `err` holds the reason of a
+ * rejection.
  */
-static int feed(const struct projection *p, struct bulk_op *o, const char *type, uint64_t txid,
-		int64_t pos, const char *created_at, const char *data)
+static int feed_in(const struct projection *p, size_t slot, struct bulk_op *o, const char *type,
+		   uint64_t txid, int64_t pos, const char *created_at, const char *data)
 {
 	struct event ev = {
 		.at = { .txid = txid, .pos = pos },
@@ -155,20 +156,34 @@ static int feed(const struct projection *p, struct bulk_op *o, const char *type,
 	strcpy(stable, created_at);
 	ev.created_at = stable;
 	err[0] = '\0';
-	rc = p->doc_id(&ev, d, &idbuf, err, sizeof(err));
-	cr_assert(rc == 0 || rc == PROJECTION_REJECT, "doc_id answered %d", rc);
+	rc = projection_doc_id(p, &ev, d, slot, &idbuf, err, sizeof(err));
+	cr_assert(rc == 0 || rc == PROJECTION_REJECT || rc == PROJECTION_SKIP, "doc_id answered %d", rc);
+	if (rc == PROJECTION_SKIP)
+		return rc; /* no document of this index */
 	if (rc) {
 		cr_expect_neq(err[0], '\0', "a rejection without a reason");
 		return rc;
 	}
-	if (!o->id)
+	if (!o->id) {
 		cr_assert_eq(bulk_op_init(o, idbuf.data, idbuf.len), 0);
-	else
+		o->slot = (unsigned)slot;
+	} else {
 		cr_assert_str_eq(o->id, idbuf.data, "the event is not for this document");
+	}
 	rc = p->apply(&ev, d, o, err, sizeof(err));
 	cr_assert(rc == 0 || rc == PROJECTION_REJECT || rc == PROJECTION_NEW_OP, "apply answered %d", rc);
 	if (rc == PROJECTION_REJECT)
 		cr_expect_neq(err[0], '\0', "a rejection without a reason");
+	return rc;
+}
+
+/* feed_in for a projection of one index */
+static int feed(const struct projection *p, struct bulk_op *o, const char *type, uint64_t txid,
+		int64_t pos, const char *created_at, const char *data)
+{
+	int rc = feed_in(p, 0, o, type, txid, pos, created_at, data);
+
+	cr_assert_neq(rc, PROJECTION_SKIP, "doc_id answered %d", rc);
 	return rc;
 }
 
@@ -1420,13 +1435,33 @@ Test(orders_limits, the_total_of_an_index_never_overflows)
 }
 
 /* ================================================================== */
-/* Poison: data of any shape, for every event type of both projections */
+/* Poison: data of any shape, for every event type of every projection */
+
+/*
+ * The _id `data` names for the document of `slot`, or "none" (then doc_id
+ * rejects it, or it touches no document there); freed by the caller.
+ */
+static char *poison_id(const struct projection *p, size_t slot, const char *type, const char *data)
+{
+	struct event ev = { .at = { 1, 1 }, .stream_id = "stream", .type = type, .data = data,
+			    .data_len = strlen(data), .created_at = TS, .version = 1 };
+	char *id;
+
+	if (projection_doc_id(p, &ev, parse(data), slot, &idbuf, err, sizeof(err)) == 0)
+		id = strdup(idbuf.data);
+	else
+		id = strdup("none");
+	cr_assert_not_null(id);
+	return id;
+}
 
 /*
  * Whatever the data, doc_id and apply answer 0 or PROJECTION_REJECT with a
- * reason, and a rejection leaves the pending operation as it was. The
- * shapes are those PostgreSQL's jsonb lets through (tests/data/poison has
- * them in a real history).
+ * reason (or, in an index the event touches nothing of, PROJECTION_SKIP),
+ * and a rejection leaves the pending operation as it was: for every
+ * projection of the registry, in each of its indices. The shapes are those
+ * PostgreSQL's jsonb lets through (tests/data/poison has them in a real
+ * history).
  */
 Test(poison, any_shape_for_any_event_type)
 {
@@ -1437,6 +1472,10 @@ Test(poison, any_shape_for_any_event_type)
 		"{\"product_id\": 1.5, \"order_id\": 1.5}",
 		"{\"product_id\": 18446744073709551616, \"order_id\": 18446744073709551616}",
 		"{\"product_id\": \"\", \"order_id\": \"\"}",
+		/* a document the other projections find, with everything else wrong */
+		"{\"customer_id\": \"c1\", \"product_id\": {}, \"order_id\": {},"
+		" \"completed_at\": \"2026-01-01T00:00:00Z\", \"original_completed_at\": \"2026-01-01T00:00:00Z\","
+		" \"total_amount\": \"1\", \"refund_amount\": [1], \"email\": 1, \"new_tier\": 1}",
 		"{\"product_id\": \"p1\", \"order_id\": \"o1\", \"name\": [[[[[[[[1]]]]]]]],"
 		" \"price\": {\"cents\": 1}, \"new_price\": [1], \"tags\": [[\"a\"]],"
 		" \"customer_id\": {\"id\": 1}, \"product\": 1, \"quantity\": 1e400,"
@@ -1444,46 +1483,73 @@ Test(poison, any_shape_for_any_event_type)
 		" \"cancelled_at\": false, \"reason\": {}}",
 	};
 	static const char *const extra_types[] = { "Unknown", "", "'; DROP TABLE events; --" };
-	const struct projection *const projs[] = { products, orders };
+	const size_t n_shapes = sizeof(shapes) / sizeof(shapes[0]);
+	size_t n_projs = 0;
 
-	for (size_t p = 0; p < 2; p++) {
+	for (const struct projection *const *pp = projection_registry; *pp; pp++) {
+		const struct projection *pr = *pp;
 		size_t n_types = 0;
 
-		while (projs[p]->event_types[n_types])
+		n_projs++;
+		while (pr->event_types[n_types])
 			n_types++;
-		for (size_t t = 0; t < n_types + 3; t++) {
-			const char *type = t < n_types ? projs[p]->event_types[t] : extra_types[t - n_types];
+		for (size_t slot = 0; slot < projection_n_indices(pr); slot++) {
+			const char *alias = projection_alias(pr, slot);
 
-			for (size_t k = 0; k < sizeof(shapes) / sizeof(shapes[0]); k++) {
-				char *before, *after;
-				int rc;
+			for (size_t t = 0; t < n_types + 3; t++) {
+				const char *type = t < n_types ? pr->event_types[t] : extra_types[t - n_types];
 
-				bulk_op_release(&op);
-				memset(&op, 0, sizeof(op));
-				cr_assert_eq(bulk_op_init(&op, p ? "o1" : "p1", 2), 0);
-				before = snapshot(&op);
-				rc = feed(projs[p], &op, type, 1, 1, TS, shapes[k]);
-				/* ProductDeleted reads only the id: the last shape is a delete */
-				if (rc == 0) {
-					cr_expect(!strcmp(type, "ProductDeleted") && k == sizeof(shapes) / sizeof(shapes[0]) - 1,
-						  "%s: %s %s accepted", projs[p]->name, type, shapes[k]);
+				for (size_t k = 0; k < n_shapes; k++) {
+					char *before, *after, *id = poison_id(pr, slot, type, shapes[k]);
+					int rc;
+
+					bulk_op_release(&op);
+					memset(&op, 0, sizeof(op));
+					cr_assert_eq(bulk_op_init(&op, id, strlen(id)), 0);
+					op.slot = (unsigned)slot;
+					free(id);
+					before = snapshot(&op);
+					rc = feed_in(pr, slot, &op, type, 1, 1, TS, shapes[k]);
+					if (rc == PROJECTION_SKIP) {
+						free(before);
+						continue;
+					}
+					/* ProductDeleted reads only the id: the last shape is a delete */
+					if (rc == 0) {
+						cr_expect(!strcmp(type, "ProductDeleted") && k == n_shapes - 1,
+							  "%s: %s %s accepted", alias, type, shapes[k]);
+						free(before);
+						continue;
+					}
+					cr_expect_eq(rc, PROJECTION_REJECT, "%s: %s %s answered %d", alias, type,
+						     shapes[k], rc);
+					cr_expect_neq(err[0], '\0', "%s: %s %s: no reason", alias, type, shapes[k]);
+					/*
+					 * Data that is not an object: the reason says so. Not
+					 * yet everywhere (a finding, left as it is): daily_sales
+					 * and customer_activity look at the type before the
+					 * data, and daily_sales names its timestamp field.
+					 */
+					if (shapes[k][0] != '{' && (pr == products || pr == orders || strstr(err, "object")))
+						cr_expect_not_null(strstr(err, "object"), "%s: %s %s: reason '%s'",
+								   alias, type, shapes[k], err);
+					else if (shapes[k][0] != '{' && t >= n_types)
+						cr_expect_not_null(strstr(err, "unknown event type"), "%s: %s %s: reason '%s'",
+								   alias, type, shapes[k], err);
+					else if (shapes[k][0] != '{')
+						cr_expect(!strcmp(pr->name, "daily_sales") &&
+							  strstr(err, "must be a timestamp string"),
+							  "%s: %s %s: reason '%s'", alias, type, shapes[k], err);
+					after = snapshot(&op);
+					cr_expect_str_eq(after, before, "%s: %s %s changed the operation", alias,
+							 type, shapes[k]);
 					free(before);
-					continue;
+					free(after);
 				}
-				cr_expect_eq(rc, PROJECTION_REJECT, "%s: %s %s answered %d", projs[p]->name,
-					     type, shapes[k], rc);
-				cr_expect_neq(err[0], '\0', "%s: %s %s: no reason", projs[p]->name, type, shapes[k]);
-				if (shapes[k][0] != '{')
-					cr_expect_not_null(strstr(err, "object"), "%s: %s %s: reason '%s'",
-							   projs[p]->name, type, shapes[k], err);
-				after = snapshot(&op);
-				cr_expect_str_eq(after, before, "%s: %s %s changed the operation",
-						 projs[p]->name, type, shapes[k]);
-				free(before);
-				free(after);
 			}
 		}
 	}
+	cr_expect_geq(n_projs, 4, "the registry has %zu projections", n_projs);
 }
 
 /* ================================================================== */
