@@ -247,12 +247,22 @@ Test(faults, pg_terminate_backend_during_catch_up, .timeout = 420)
 	for (int round = 0; round < 3; round++) {
 		long long n;
 		double deadline = h_now() + 60;
-		n = h_query_ll(NULL,
-			"SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity"
-			" WHERE application_name LIKE $1 AND pid <> pg_backend_pid()",
-			1, params, 0);
-		cr_assert_geq(n, 1, "round %d: no connection of the bridge to terminate (log: %s)", round,
-			      p->log);
+		/*
+		 * pg_terminate_backend only signals: a backend it ended may still
+		 * commit the checkpoint it was writing, which the wait below takes
+		 * for progress while the bridge's new connections are not made
+		 * yet. So a round waits for a connection to terminate.
+		 */
+		while ((n = h_query_ll(NULL,
+				       "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity"
+				       " WHERE application_name LIKE $1 AND pid <> pg_backend_pid()",
+				       1, params, 0)) < 1 && h_now() < deadline) {
+			cr_assert(!h_wait(p, 0), "the daemon exited (status 0x%x) (log: %s)", (unsigned)p->status,
+				  p->log);
+			h_sleep(0.02);
+		}
+		cr_assert_geq(n, 1, "round %d: no connection of the bridge to terminate within 60s (log: %s)",
+			      round, p->log);
 		cr_log_info("round %d: terminated %lld connections at checkpoint %" PRId64, round, n, at);
 		while (h_checkpoint_pos(ALIAS) == at && at < last) {
 			cr_assert(!h_wait(p, 0), "the daemon exited (status 0x%x) (log: %s)",
