@@ -227,3 +227,81 @@ yajl_val projection_get_string(yajl_val data, const char *key, bool required, bo
 		snprintf(err, errsz, "field '%s' must be a string", key);
 	return NULL;
 }
+
+static bool two_digits(const char *s, int *out)
+{
+	if (s[0] < '0' || s[0] > '9' || s[1] < '0' || s[1] > '9')
+		return false;
+	*out = (s[0] - '0') * 10 + (s[1] - '0');
+	return true;
+}
+
+static int days_in(int y, int m)
+{
+	static const int d[] = { 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
+	bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+
+	return m == 2 && leap ? 29 : d[m - 1];
+}
+
+bool projection_date(const char *s, char utc_day[11])
+{
+	char own[11];
+	int y1, y2, mo, d, h = 0, mi = 0, sec, oh = 0, om = 0, sign = 0;
+	int y, minutes;
+
+	if (!two_digits(s, &y1) || !two_digits(s + 2, &y2) || s[4] != '-' || !two_digits(s + 5, &mo) ||
+	    s[7] != '-' || !two_digits(s + 8, &d))
+		return false;
+	y = y1 * 100 + y2;
+	if (y < 1 || mo < 1 || mo > 12 || d < 1 || d > days_in(y, mo))
+		return false;
+	s += 10;
+	if (*s) {
+		if (s[0] != 'T' || !two_digits(s + 1, &h) || s[3] != ':' || !two_digits(s + 4, &mi) ||
+		    h > 23 || mi > 59)
+			return false;
+		s += 6;
+		if (s[0] == ':') {
+			if (!two_digits(s + 1, &sec) || sec > 59)
+				return false;
+			s += 3;
+			if (s[0] == '.') {
+				const char *f = ++s;
+				while (*s >= '0' && *s <= '9')
+					s++;
+				if (s == f || s - f > 9)
+					return false;
+			}
+		}
+		if (s[0] == '+' || s[0] == '-') {
+			if (!two_digits(s + 1, &oh) || s[3] != ':' || !two_digits(s + 4, &om) || s[6] ||
+			    om > 59 || oh * 60 + om > 18 * 60)
+				return false;
+			sign = s[0] == '+' ? 1 : -1;
+		} else if (s[0] && (s[0] != 'Z' || s[1])) {
+			return false;
+		}
+	}
+	if (!utc_day)
+		utc_day = own;
+	/* local time minus the offset: at most one day either way */
+	minutes = h * 60 + mi - sign * (oh * 60 + om);
+	if (minutes < 0 && --d == 0) {
+		if (--mo == 0) {
+			mo = 12;
+			y--;
+		}
+		d = days_in(y, mo);
+	} else if (minutes >= 24 * 60 && ++d > days_in(y, mo)) {
+		d = 1;
+		if (++mo == 13) {
+			mo = 1;
+			y++;
+		}
+	}
+	if (y < 1 || y > 9999)
+		return false;
+	snprintf(utc_day, 11, "%04d-%02d-%02d", y, mo, d);
+	return true;
+}

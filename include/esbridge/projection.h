@@ -152,4 +152,18 @@ int projection_get_opt_string(yajl_val data, const char *key, yajl_val *out, cha
 yajl_val projection_get_string(yajl_val data, const char *key, bool required, bool *bad,
 			       char *err, size_t errsz);
 
+/*
+ * True if `s` is a date the indices' `date` fields accept, as projections
+ * read them: YYYY-MM-DD, optionally followed by THH:MM, :SS, .fraction (1
+ * to 9 digits) and a zone (Z or ±HH:MM, at most 18:00), every part in range
+ * (no February 30, no hour 24, no leap second), its instant in UTC within
+ * the years 0001 to 9999. The mapping (strict_date_optional_time||
+ * epoch_millis) takes a few more forms (epoch milliseconds, an hour without
+ * minutes, ±HHMM); those are refused here, so that a value a projection
+ * takes is never refused by the node. Unless `utc_day` is NULL, it receives
+ * (11 bytes) the YYYY-MM-DD of that instant, a value without a zone being
+ * UTC as Elasticsearch reads it.
+ */
+bool projection_date(const char *s, char utc_day[11]);
+
 #endif

@@ -73,67 +73,6 @@ static int ca_doc_id(const struct event *ev, yajl_val data, size_t slot, struct 
 	return PROJECTION_SKIP;
 }
 
-static int two(const char *s, int *out)
-{
-	if (s[0] < '0' || s[0] > '9' || s[1] < '0' || s[1] > '9')
-		return -1;
-	*out = (s[0] - '0') * 10 + (s[1] - '0');
-	return 0;
-}
-
-static int days_in(int y, int m)
-{
-	static const int d[] = { 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
-	bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-
-	return m == 2 && leap ? 29 : d[m - 1];
-}
-
-/*
- * True if `s` is a date the indices' `date` fields accept, as this
- * projection reads them: YYYY-MM-DD, optionally followed by THH:MM, :SS,
- * .fraction (1 to 9 digits) and a zone (Z or ±HH:MM, at most 18:00), every
- * part in range (no February 30, no hour 24, no leap second). The mapping
- * (strict_date_optional_time||epoch_millis) takes a few more forms (epoch
- * milliseconds, an hour without minutes, ±HHMM); those are refused here,
- * so that a value this projection takes is never refused by the node,
- * which would hold the document back only once the request came back.
- */
-static bool mapping_date(const char *s)
-{
-	int y1, y2, mo, d, h, mi, sec, oh, om;
-	int y;
-
-	if (two(s, &y1) || two(s + 2, &y2) || s[4] != '-' || two(s + 5, &mo) || s[7] != '-' ||
-	    two(s + 8, &d))
-		return false;
-	y = y1 * 100 + y2;
-	if (y < 1 || mo < 1 || mo > 12 || d < 1 || d > days_in(y, mo))
-		return false;
-	s += 10;
-	if (!*s)
-		return true;
-	if (s[0] != 'T' || two(s + 1, &h) || s[3] != ':' || two(s + 4, &mi) || h > 23 || mi > 59)
-		return false;
-	s += 6;
-	if (s[0] == ':') {
-		if (two(s + 1, &sec) || sec > 59)
-			return false;
-		s += 3;
-		if (s[0] == '.') {
-			const char *f = ++s;
-			while (*s >= '0' && *s <= '9')
-				s++;
-			if (s == f || s - f > 9)
-				return false;
-		}
-	}
-	if (!s[0] || (s[0] == 'Z' && !s[1]))
-		return true;
-	return (s[0] == '+' || s[0] == '-') && !two(s + 1, &oh) && s[3] == ':' && !two(s + 4, &om) &&
-	       !s[6] && om <= 59 && oh * 60 + om <= 18 * 60;
-}
-
 /* Lucene refuses a keyword term above this many bytes (the node answers 400). */
 #define MAX_KEYWORD_BYTES 32766
 
@@ -153,12 +92,12 @@ static int keyword(yajl_val data, const char *key, bool required, yajl_val *out,
 	return 0;
 }
 
-/* An optional date field: null, absent or a string mapping_date takes. */
+/* An optional date field: null, absent or a string projection_date takes. */
 static int opt_date(yajl_val data, const char *key, yajl_val *out, char *err, size_t errsz)
 {
 	if (projection_get_opt_string(data, key, out, err, errsz))
 		return PROJECTION_REJECT;
-	if (*out && !mapping_date((*out)->u.string)) {
+	if (*out && !projection_date((*out)->u.string, NULL)) {
 		snprintf(err, errsz, "field '%s' is not a date the index accepts "
 			 "(YYYY-MM-DD[THH:MM[:SS[.f]]][Z|+HH:MM])", key);
 		return PROJECTION_REJECT;

@@ -8,9 +8,11 @@
  *                  → on the day of original_completed_at: total_orders −= 1,
  *                    total_revenue −= refund_amount, total_refunds += refund_amount
  *
- * The day is that of the timestamp in UTC: `YYYY-MM-DDTHH:MM:SS[.fraction]`
- * followed by `Z` or an offset `±HH:MM` (2026-03-01T01:30:00+02:00 counts
- * for 2026-02-28); anything else is a dead letter.
+ * The day is that of the timestamp in UTC, read by projection_date(), the
+ * rule customer_activity applies to the same field: a date the indices'
+ * `date` fields accept, without a zone meaning UTC as Elasticsearch reads it
+ * (2026-03-01T01:30:00+02:00 counts for 2026-02-28, 2026-03-01 for
+ * 2026-03-01); anything else is a dead letter.
  *
  * A day document receives the events of many streams, but the pipeline
  * reads them in (transaction_id, global_position) order and routes every
@@ -30,85 +32,6 @@
 
 static const char *const daily_types[] = { "OrderCompleted", "OrderRefunded", NULL };
 
-static int two(const char *s, int *out)
-{
-	if (s[0] < '0' || s[0] > '9' || s[1] < '0' || s[1] > '9')
-		return -1;
-	*out = (s[0] - '0') * 10 + (s[1] - '0');
-	return 0;
-}
-
-static bool leap(long y)
-{
-	return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-}
-
-static int days_in(long y, int m)
-{
-	static const int d[] = { 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
-
-	return m == 2 && leap(y) ? 29 : d[m - 1];
-}
-
-/*
- * The UTC day of an ISO-8601 timestamp with a zone (see above), written as
- * YYYY-MM-DD into `day` (11 bytes). 0, or -1 if it is not one.
- */
-static int utc_day(const char *ts, char day[11])
-{
-	int y1, y2, mo, d, h, mi, sec, oh = 0, om = 0, sign = 0;
-	long y;
-	const char *z;
-	long minutes;
-
-	if (strlen(ts) < 20 || two(ts, &y1) || two(ts + 2, &y2) || ts[4] != '-' || two(ts + 5, &mo) ||
-	    ts[7] != '-' || two(ts + 8, &d) || ts[10] != 'T' || two(ts + 11, &h) || ts[13] != ':' ||
-	    two(ts + 14, &mi) || ts[16] != ':' || two(ts + 17, &sec))
-		return -1;
-	y = y1 * 100 + y2;
-	if (y < 1 || mo < 1 || mo > 12 || d < 1 || d > days_in(y, mo) || h > 23 || mi > 59 || sec > 60)
-		return -1;
-	z = ts + 19;
-	if (*z == '.') {
-		const char *f = ++z;
-		while (*z >= '0' && *z <= '9')
-			z++;
-		if (z == f)
-			return -1;
-	}
-	if (z[0] == 'Z' && !z[1]) {
-		sign = 0;
-	} else if ((z[0] == '+' || z[0] == '-') && !two(z + 1, &oh) && z[3] == ':' && !two(z + 4, &om) &&
-		   !z[6] && oh <= 23 && om <= 59) {
-		sign = z[0] == '+' ? 1 : -1;
-	} else {
-		return -1;
-	}
-	/* local time minus the offset: at most one day either way */
-	minutes = h * 60L + mi - sign * (oh * 60L + om);
-	if (minutes < 0) {
-		if (--d == 0) {
-			if (--mo == 0) {
-				mo = 12;
-				y--;
-			}
-			d = days_in(y, mo);
-		}
-	} else if (minutes >= 24 * 60) {
-		if (++d > days_in(y, mo)) {
-			d = 1;
-			if (++mo == 13) {
-				mo = 1;
-				y++;
-			}
-		}
-	}
-	if (y < 1 || y > 9999)
-		return -1;
-	snprintf(day, 11, "%04ld-%02d-%02d", y, mo, d);
-	return 0;
-}
-
 /* The day the event counts for, from `key`. */
 static int event_day(yajl_val data, const char *key, char day[11], char *err, size_t errsz)
 {
@@ -118,9 +41,9 @@ static int event_day(yajl_val data, const char *key, char day[11], char *err, si
 		snprintf(err, errsz, "field '%s' must be a timestamp string", key);
 		return PROJECTION_REJECT;
 	}
-	if (utc_day(v->u.string, day)) {
-		snprintf(err, errsz, "field '%s' is not an ISO-8601 timestamp with a zone "
-			 "(YYYY-MM-DDTHH:MM:SS[.f](Z|+HH:MM))", key);
+	if (!projection_date(v->u.string, day)) {
+		snprintf(err, errsz, "field '%s' is not a date the index accepts "
+			 "(YYYY-MM-DD[THH:MM[:SS[.f]]][Z|+HH:MM])", key);
 		return PROJECTION_REJECT;
 	}
 	return 0;

@@ -322,7 +322,7 @@ static const char want_letters_sql[] =
 	"    FROM ca c JOIN ord_hold h ON c.type = 'OrderCompleted' AND h.oid = c.oid\n"
 	"     AND (c.txid, c.pos) > (h.txid, h.pos))\n"
 	"SELECT 'daily_sales' AS projection, pos, day AS doc, 'pending' AS status,\n"
-	"       CASE WHEN day IS NULL THEN 'field ''completed_at'' is not an ISO-8601 timestamp'\n"
+	"       CASE WHEN day IS NULL THEN 'field ''completed_at'' is not a date the index accepts'\n"
 	"            ELSE 'field ''total_amount'' has more than two decimals' END AS reason\n"
 	"  FROM ds_bad b\n"
 	" WHERE day IS NULL OR EXISTS (SELECT 1 FROM ds_hold h WHERE h.pos = b.pos)\n"
@@ -682,4 +682,81 @@ Test(activity, rebuild_moves_both_aliases_under_live_writes, .timeout = 300)
 	assert_letters("daily_sales", 1, true, DAILY_PENDING);
 	assert_letters("customer_activity", 2, true, ACTIVITY_PENDING);
 	assert_letters("customer_activity", 1, false, -1);
+}
+
+/* ---- one rule for dates ----------------------------------------------------------- */
+
+/*
+ * daily_sales and customer_activity read completed_at by one rule (the
+ * date mapping's): a completion one refuses is a dead letter of the other
+ * too, one it takes the other counts, and a date without a zone is UTC for
+ * both (as the node reads it). Before, daily_sales counted a second 60 and
+ * an offset of 20 hours, which customers refused, and refused a date
+ * without a zone, which customers took.
+ */
+Test(activity, one_rule_for_dates_in_both_projections, .timeout = 120)
+{
+	static const struct {
+		const char *at;
+		bool ok;
+	} cases[] = {
+		{ "2026-03-01", true },
+		{ "2026-03-01T23:30", true },
+		{ "2026-03-01T23:59:59.999999999", true },
+		{ "2026-03-02T05:00:00+18:00", true },   /* 2026-03-01T11:00Z */
+		{ "2026-02-28T06:00:00-18:00", true },   /* 2026-03-01T00:00Z */
+		{ "2026-03-01T23:59:60Z", false },
+		{ "2026-03-01T10:00:00+20:00", false },
+		{ "2026-03-01T10:00:00.1234567891Z", false },
+		{ "0001-01-01T00:30:00+01:00", false },  /* (UTC: year 0) */
+	};
+	enum { N = sizeof(cases) / sizeof(cases[0]) };
+	int64_t pos[N];
+	int n_ok = 0;
+
+	h_begin();
+	for (int i = 0; i < N; i++) {
+		char data[256], stream[32];
+		snprintf(stream, sizeof(stream), "order-d%d", i);
+		snprintf(data, sizeof(data),
+			 "{\"order_id\": \"d%d\", \"customer_id\": \"dc%d\", \"total_amount\": 1.25,"
+			 " \"item_count\": 2, \"completed_at\": \"%s\"}", i, i, cases[i].at);
+		pos[i] = h_event(NULL, stream, "OrderCompleted", data);
+		n_ok += cases[i].ok;
+	}
+	cr_assert_eq(h_run_once(BOTH, 60), 0, "run --once failed");
+	assert_all_exact();
+
+	for (int i = 0; i < N; i++) {
+		char p[24], cid[16];
+		const char *params[1] = { p };
+		long long daily, activity;
+
+		snprintf(p, sizeof(p), "%" PRId64, pos[i]);
+		snprintf(cid, sizeof(cid), "dc%d", i);
+		daily = h_query_ll(NULL, "SELECT count(*) FROM esbridge.dead_letters"
+					 " WHERE projection = 'daily_sales' AND global_position = $1::bigint",
+				   1, params, -1);
+		activity = h_query_ll(NULL, "SELECT count(*) FROM esbridge.dead_letters"
+					    " WHERE projection = 'customer_activity' AND global_position = $1::bigint",
+				      1, params, -1);
+		cr_expect_eq(daily, cases[i].ok ? 0 : 1, "'%s': %lld dead letters of daily_sales", cases[i].at,
+			     daily);
+		/* a refused completion is a letter of both indices: customers/ID and customer_orders/ID */
+		cr_expect_eq(activity, cases[i].ok ? 0 : 2, "'%s': %lld dead letters of customer_activity",
+			     cases[i].at, activity);
+		cr_expect_eq(h_searchable("customers", cid), cases[i].ok, "'%s': customer %s", cases[i].at, cid);
+	}
+	/* by hand: every date taken falls on 2026-03-01 in UTC */
+	{
+		char *doc = h_search_source("daily_sales", "2026-03-01");
+		const char *params[1] = { doc };
+
+		cr_assert_not_null(doc, "no daily_sales document for 2026-03-01");
+		cr_assert_eq(h_query_ll(NULL, "SELECT ($1::jsonb ->> 'total_orders')::bigint", 1, params, -1),
+			     n_ok, "2026-03-01: %s", doc);
+		free(doc);
+	}
+	cr_assert_eq(h_query_ll(NULL, "SELECT count(*) FROM oracle_daily_sales", 0, NULL, -1), 1,
+		     "the dates taken fall on more than one day");
 }

@@ -18,7 +18,8 @@
 --     index's `date` mapping: YYYY-MM-DD, optionally followed by THH:MM,
 --     then optionally :SS and .fraction (1 to 9 digits), and a zone Z or
 --     +HH:MM/-HH:MM (at most 18:00), every part in range (year from 1, a day
---     of that month, hour 0-23, minute and second 0-59); data (as text) at
+--     of that month, hour 0-23, minute and second 0-59), the instant in UTC
+--     within years 1 to 9999; data (as text) at
 --     most 1 MiB (the default max-event-bytes). Others are dead letters
 --     naming "customer_orders/<order_id>";
 --   * hold-back: the first dead letter naming an order holds it back: none
@@ -89,7 +90,15 @@ judged AS (
                         AND coalesce(p.m[6]::int, 0) <= 59
                         AND coalesce(p.m[8]::int, 0) <= 59
                         AND (p.m[11] IS NULL
-                             OR (p.m[13]::int <= 59 AND p.m[12]::int * 60 + p.m[13]::int <= 1080)))),
+                             OR (p.m[13]::int <= 59 AND p.m[12]::int * 60 + p.m[13]::int <= 1080))
+                        -- the instant in UTC within years 1 to 9999
+                        AND NOT (p.m[1] || p.m[2] || p.m[3] = '00010101'
+                                 AND coalesce(p.m[5]::int, 0) * 60 + coalesce(p.m[6]::int, 0)
+                                     < CASE p.m[11] WHEN '+' THEN p.m[12]::int * 60 + p.m[13]::int ELSE 0 END)
+                        AND NOT (p.m[1] || p.m[2] || p.m[3] = '99991231'
+                                 AND coalesce(p.m[5]::int, 0) * 60 + coalesce(p.m[6]::int, 0)
+                                     + CASE p.m[11] WHEN '-' THEN p.m[12]::int * 60 + p.m[13]::int ELSE 0 END
+                                     >= 1440))),
                false) AS ok
       FROM parts p
 ),

@@ -20,7 +20,8 @@
 --     accepts, as the projection checks it: YYYY-MM-DD, optionally followed
 --     by THH:MM, then optionally :SS and .fraction (1 to 9 digits), and a
 --     zone Z or +HH:MM/-HH:MM (at most 18:00), every part in range (year
---     from 1, a day of that month, hour 0-23, minute and second 0-59):
+--     from 1, a day of that month, hour 0-23, minute and second 0-59), the
+--     instant in UTC within years 1 to 9999:
 --       CustomerCreated:     email a string of at most 32766 bytes or null
 --                            (or absent), name a string or null (or
 --                            absent), created_at a date;
@@ -119,7 +120,15 @@ checked AS (
                         AND coalesce(p.m[6]::int, 0) <= 59
                         AND coalesce(p.m[8]::int, 0) <= 59
                         AND (p.m[11] IS NULL
-                             OR (p.m[13]::int <= 59 AND p.m[12]::int * 60 + p.m[13]::int <= 1080))))
+                             OR (p.m[13]::int <= 59 AND p.m[12]::int * 60 + p.m[13]::int <= 1080))
+                        -- the instant in UTC within years 1 to 9999
+                        AND NOT (p.m[1] || p.m[2] || p.m[3] = '00010101'
+                                 AND coalesce(p.m[5]::int, 0) * 60 + coalesce(p.m[6]::int, 0)
+                                     < CASE p.m[11] WHEN '+' THEN p.m[12]::int * 60 + p.m[13]::int ELSE 0 END)
+                        AND NOT (p.m[1] || p.m[2] || p.m[3] = '99991231'
+                                 AND coalesce(p.m[5]::int, 0) * 60 + coalesce(p.m[6]::int, 0)
+                                     + CASE p.m[11] WHEN '-' THEN p.m[12]::int * 60 + p.m[13]::int ELSE 0 END
+                                     >= 1440)))
                -- the other id
                AND (p.type IN ('CustomerCreated', 'CustomerTierChanged')
                     OR (jsonb_typeof(p.other_id) = 'string'

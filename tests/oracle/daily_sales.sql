@@ -9,12 +9,14 @@
 --   * only OrderCompleted and OrderRefunded are read, in (transaction_id,
 --     global_position) order (the xid8 values, never their text);
 --   * the day of an event: its completed_at (OrderCompleted) or
---     original_completed_at (OrderRefunded), a string
---     YYYY-MM-DDTHH:MM:SS[.fraction] followed by Z or +HH:MM/-HH:MM, every
---     part in range (month 1-12, a day of that month, hour 0-23, minute
---     0-59, second 0-60, offset hours 0-23 and minutes 0-59), taken in UTC
---     from the hours and minutes (the seconds never move the day); _id =
---     that day as YYYY-MM-DD, between years 1 and 9999;
+--     original_completed_at (OrderRefunded), a string YYYY-MM-DD optionally
+--     followed by THH:MM, :SS, .fraction (1 to 9 digits) and a zone Z or
+--     +HH:MM/-HH:MM, every part in range (month 1-12, a day of that month,
+--     hour 0-23, minute 0-59, second 0-59, offset minutes 0-59 and at most
+--     18:00 in all), taken in UTC from the date, hours, minutes and offset
+--     (no zone: UTC; the seconds never move the day); _id = that day as
+--     YYYY-MM-DD, between years 1 and 9999 (the rule customers and
+--     customer_orders apply to completed_at);
 --   * an event whose day cannot be read is a dead letter naming no
 --     document: it changes nothing and holds nothing back;
 --   * events of a readable day that fail validation are dead letters naming
@@ -52,15 +54,15 @@ WITH ev AS (
 ),
 -- the parts of the timestamp, as integers (NULL: not a timestamp)
 parts AS (
-    SELECT ev.*, m[1]::int AS y, m[2]::int AS mo, m[3]::int AS d, m[4]::int AS h,
-           m[5]::int AS mi, m[6]::int AS s,
-           CASE m[9] WHEN '-' THEN -1 ELSE 1 END * (coalesce(m[10]::int, 0) * 60
-                                                   + coalesce(m[11]::int, 0)) AS off,
-           m[10]::int AS oh, m[11]::int AS om, m IS NOT NULL AS shaped
+    SELECT ev.*, m[1]::int AS y, m[2]::int AS mo, m[3]::int AS d, coalesce(m[5]::int, 0) AS h,
+           coalesce(m[6]::int, 0) AS mi, coalesce(m[8]::int, 0) AS s,
+           CASE m[11] WHEN '-' THEN -1 ELSE 1 END * (coalesce(m[12]::int, 0) * 60
+                                                    + coalesce(m[13]::int, 0)) AS off,
+           m[12]::int AS oh, m[13]::int AS om, m IS NOT NULL AS shaped
       FROM ev
       LEFT JOIN LATERAL (
            SELECT regexp_match(ev.ts #>> '{}',
-                  '^([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})(\.[0-9]+)?(Z|([+-])([0-9]{2}):([0-9]{2}))$') AS m
+                  '^([0-9]{4})-([0-9]{2})-([0-9]{2})(T([0-9]{2}):([0-9]{2})(:([0-9]{2})(\.[0-9]{1,9})?)?(Z|([+-])([0-9]{2}):([0-9]{2}))?)?$') AS m
             WHERE jsonb_typeof(ev.data) = 'object'
               AND jsonb_typeof(ev.ts) = 'string') r ON true
 ),
@@ -72,8 +74,8 @@ dated AS (
                                          CASE WHEN (p.y % 4 = 0 AND p.y % 100 <> 0) OR p.y % 400 = 0
                                               THEN 29 ELSE 28 END
                                      WHEN p.mo IN (4, 6, 9, 11) THEN 30 ELSE 31 END
-                     AND p.h <= 23 AND p.mi <= 59 AND p.s <= 60
-                     AND coalesce(p.oh, 0) <= 23 AND coalesce(p.om, 0) <= 59
+                     AND p.h <= 23 AND p.mi <= 59 AND p.s <= 59
+                     AND coalesce(p.om, 0) <= 59 AND coalesce(p.oh, 0) * 60 + coalesce(p.om, 0) <= 1080
                 THEN make_date(p.y, p.mo, p.d)
                      + floor((p.h * 60 + p.mi - p.off) / 1440.0)::int END AS utc
       FROM parts p

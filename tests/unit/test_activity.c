@@ -159,6 +159,12 @@ Test(daily_sales, the_day_is_the_utc_day_of_completed_at)
 		{ "2026-12-31T20:00:00-05:00", "2027-01-01" },   /* on to the next */
 		{ "2028-03-01T00:30:00+01:00", "2028-02-29" },   /* a leap day */
 		{ "2026-03-01T00:30:00+01:00", "2026-02-28" },
+		{ "2026-03-01T06:00:00+18:00", "2026-02-28" },   /* the largest offset */
+		{ "2026-02-28T06:00:00-18:00", "2026-03-01" },
+		/* without a zone: UTC, as the node reads such a date */
+		{ "2026-03-01", "2026-03-01" },
+		{ "2026-03-01T23:59", "2026-03-01" },
+		{ "2026-03-01T23:59:59.123456789", "2026-03-01" },
 	};
 	char data[256];
 	int rc;
@@ -172,12 +178,14 @@ Test(daily_sales, the_day_is_the_utc_day_of_completed_at)
 	}
 }
 
-Test(daily_sales, timestamps_without_a_zone_or_date_are_dead_letters)
+Test(daily_sales, dates_the_index_refuses_are_dead_letters)
 {
 	static const char *const bad[] = {
-		"yesterday", "2026-03-01", "2026-03-01T10:00:00", "2026-02-30T10:00:00Z",
-		"2026-13-01T10:00:00Z", "2026-03-01T24:00:00Z", "2026-03-01T10:00:00+5:30",
-		"2026-03-01T10:00:00.Z", "2026-03-01T10:00:00Zjunk", "2026-03-01 10:00:00Z",
+		"yesterday", "2026-02-30T10:00:00Z", "2026-13-01T10:00:00Z", "2026-03-01T24:00:00Z",
+		"2026-03-01T10:00:00+5:30", "2026-03-01T10:00:00.Z", "2026-03-01T10:00:00Zjunk",
+		"2026-03-01 10:00:00Z", "2026-03-01T23:59:60Z", "2026-03-01T10:00:00+20:00",
+		"2026-03-01T10:00:00+18:01", "2026-03-01T10:00:00.1234567891Z", "2026-03-01T10",
+		"1700000000000", "0001-01-01T00:30:00+01:00", "9999-12-31T23:30:00-01:00",
 	};
 	char data[256];
 	int rc;
@@ -395,29 +403,30 @@ static void fresh_op(void)
 
 /*
  * Dates are checked as the indices' `date` mapping parses them (every value
- * below was tried against the node: the accepted ones are indexed, the
+ * in these lists was tried against the node: the accepted ones are indexed, the
  * others answered mapper_parsing_exception, except the forms marked
  * "stricter", which the node takes and the projection refuses), so the node
  * never refuses what the projection takes.
  */
+static const char *const mapping_good[] = {
+	"2026-01-05", "2026-01-05T10:00", "2026-01-05T10:00Z", "2026-01-05T10:00:00",
+	"2026-01-05T10:00:00Z", "2026-01-05T10:00:00.123456789Z", "2024-02-29",
+	"2026-01-05T10:00:00+18:00", "2026-01-05T10:00:00-18:00", "2026-01-05T10:00:00.5+05:30",
+	"0001-01-01", "9999-12-31T23:59:59Z",
+};
+static const char *const mapping_bad[] = {
+	"2026-01-05T10:00:00.1234567891Z", "2026-01-05T10:00:00.", "2026-02-30T10:00:00Z",
+	"2025-02-29", "2026-01-05T24:00:00Z", "2026-01-05T23:59:60Z", "2026-01-05T10:00:00+18:01",
+	"2026-01-05T10:00:00+19:00", "2026-1-05", "yesterday", "2026-01-05t10:00:00z",
+	"2026-01-05 10:00:00", "+2026-01-05", "2026-13-01", "2026-00-10", "2026-01-00", "",
+	"2026-01-05T", "2026-01-05T10:00:00Z ", "2026-01-05T10:00:00+05:3",
+	/* stricter than the node */
+	"1700000000000", "2026-01-05T10", "2026-01-05T10:00:00+0530", "2026-01-05T10:00:00+05",
+	"0000-01-01", "0001-01-01T00:30:00+01:00", /* (UTC: year 0) */
+};
+
 Test(customer_activity, dates_are_checked_as_the_mapping_parses_them)
 {
-	static const char *const good[] = {
-		"2026-01-05", "2026-01-05T10:00", "2026-01-05T10:00Z", "2026-01-05T10:00:00",
-		"2026-01-05T10:00:00Z", "2026-01-05T10:00:00.123456789Z", "2024-02-29",
-		"2026-01-05T10:00:00+18:00", "2026-01-05T10:00:00-18:00", "2026-01-05T10:00:00.5+05:30",
-		"0001-01-01", "9999-12-31T23:59:59Z",
-	};
-	static const char *const bad[] = {
-		"2026-01-05T10:00:00.1234567891Z", "2026-01-05T10:00:00.", "2026-02-30T10:00:00Z",
-		"2025-02-29", "2026-01-05T24:00:00Z", "2026-01-05T23:59:60Z", "2026-01-05T10:00:00+18:01",
-		"2026-01-05T10:00:00+19:00", "2026-1-05", "yesterday", "2026-01-05t10:00:00z",
-		"2026-01-05 10:00:00", "+2026-01-05", "2026-13-01", "2026-00-10", "2026-01-00", "",
-		"2026-01-05T", "2026-01-05T10:00:00Z ", "2026-01-05T10:00:00+05:3",
-		/* stricter than the node */
-		"1700000000000", "2026-01-05T10", "2026-01-05T10:00:00+0530", "2026-01-05T10:00:00+05",
-		"0000-01-01",
-	};
 	static const char *const fields[][2] = {
 		{ "CustomerCreated", "created_at" },
 		{ "OrderCompleted", "completed_at" },
@@ -427,8 +436,9 @@ Test(customer_activity, dates_are_checked_as_the_mapping_parses_them)
 
 	for (size_t f = 0; f < sizeof(fields) / sizeof(fields[0]); f++) {
 		for (int pass = 0; pass < 2; pass++) {
-			const char *const *list = pass ? bad : good;
-			size_t n = pass ? sizeof(bad) / sizeof(bad[0]) : sizeof(good) / sizeof(good[0]);
+			const char *const *list = pass ? mapping_bad : mapping_good;
+			size_t n = pass ? sizeof(mapping_bad) / sizeof(mapping_bad[0])
+					: sizeof(mapping_good) / sizeof(mapping_good[0]);
 			for (size_t i = 0; i < n; i++) {
 				snprintf(data, sizeof(data),
 					 "{\"customer_id\": \"c1\", \"order_id\": \"o1\", \"product_id\": \"p1\","
@@ -489,4 +499,32 @@ Test(customer_activity, oversized_ids_and_keywords_are_rejected)
 	cr_expect_eq(feed(activity, 1, "OrderCompleted", 4, data), 0, "512 bytes: %s", err);
 	free(fill);
 	free(data);
+}
+
+/*
+ * One rule for both projections: an OrderCompleted whose completed_at
+ * customer_activity refuses is refused by daily_sales too, and the other
+ * way round (before, daily_sales counted "...:60Z" and "+20:00", which the
+ * customers index refused).
+ */
+Test(customer_activity, daily_sales_takes_the_same_dates)
+{
+	char data[512];
+
+	for (int pass = 0; pass < 2; pass++) {
+		const char *const *list = pass ? mapping_bad : mapping_good;
+		size_t n = pass ? sizeof(mapping_bad) / sizeof(mapping_bad[0])
+				: sizeof(mapping_good) / sizeof(mapping_good[0]);
+		for (size_t i = 0; i < n; i++) {
+			int daily_rc, activity_rc;
+			snprintf(data, sizeof(data), DONE("%s"), list[i]);
+			(void)id_of(daily, 0, "OrderCompleted", data, &daily_rc);
+			fresh_op();
+			activity_rc = feed(activity, 0, "OrderCompleted", 1, data);
+			cr_expect_eq(daily_rc, pass ? PROJECTION_REJECT : 0, "daily_sales on '%s': %s", list[i],
+				     err);
+			cr_expect_eq(daily_rc, activity_rc, "'%s': daily_sales %d, customer_activity %d", list[i],
+				     daily_rc, activity_rc);
+		}
+	}
 }
