@@ -426,6 +426,7 @@ int bulk_writer_op(struct bulk_writer *w, const struct bulk_op *op, char *err, s
 	const char *action;
 	yajl_gen_status st;
 	size_t mark = body->len;
+	char shown[65];
 
 	switch (op->kind) {
 	case BULK_NONE:
@@ -486,13 +487,13 @@ int bulk_writer_op(struct bulk_writer *w, const struct bulk_op *op, char *err, s
 		(void)buf_append_char(body, '\n');
 	}
 	if (st != yajl_gen_status_ok) {
-		snprintf(err, errsz, "document '%.*s': %s", (int)json_utf8_prefix(op->id, 64), op->id,
-			 gen_status_text(st));
+		(void)json_utf8_show(shown, sizeof(shown), op->id);
+		snprintf(err, errsz, "document '%s': %s", shown, gen_status_text(st));
 		goto undo;
 	}
 	if (buf_error(body)) {
-		snprintf(err, errsz, "document '%.*s': request body %s", (int)json_utf8_prefix(op->id, 64),
-			 op->id, buf_strerror(buf_error(body)));
+		(void)json_utf8_show(shown, sizeof(shown), op->id);
+		snprintf(err, errsz, "document '%s': request body %s", shown, buf_strerror(buf_error(body)));
 		return -1;
 	}
 	return 0;

@@ -446,11 +446,12 @@ oom:
 /* An event of a held-back document: recorded behind the letter that holds it. */
 static void hold_event(struct pipeline *p, struct position at, const struct held *h)
 {
-	char why[256];
+	char why[256], shown[101];
 
-	snprintf(why, sizeof(why),
-		 "held back: document '%.100s' has an open dead letter at %" PRIu64 "/%" PRId64, h->id,
-		 h->first.txid, h->first.pos);
+	/* the id cut on a character boundary, one line: the reason is UTF-8 text for PostgreSQL */
+	(void)json_utf8_show(shown, sizeof(shown), h->id);
+	snprintf(why, sizeof(why), "held back: document '%s' has an open dead letter at %" PRIu64 "/%" PRId64,
+		 shown, h->first.txid, h->first.pos);
 	dead_letter(p, at, h->id, strlen(h->id), true, why);
 }
 

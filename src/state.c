@@ -801,10 +801,14 @@ int state_letters_print(struct state *st, const char *proj, bool all, FILE *out,
 {
 	const char *params[2] = { proj, all ? "t" : "f" };
 	PGresult *res = query(st, "cannot read the dead letters",
+		/* one line per letter: line breaks and tabs as spaces, other control characters as '?' */
 		"SELECT id, projection, generation, transaction_id::text || '/' || global_position,"
-		"  coalesce(stream_id, ''), coalesce(event_type, ''), coalesce(doc_id, ''), status,"
+		"  regexp_replace(coalesce(stream_id, ''), '[[:cntrl:]]', '?', 'g'),"
+		"  regexp_replace(coalesce(event_type, ''), '[[:cntrl:]]', '?', 'g'),"
+		"  regexp_replace(coalesce(doc_id, ''), '[[:cntrl:]]', '?', 'g'), status,"
 		"  to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),"
-		"  replace(replace(reason, E'\\n', ' '), E'\\r', ' '), note"
+		"  regexp_replace(translate(reason, E'\\n\\r\\t', '   '), '[[:cntrl:]]', '?', 'g'),"
+		"  regexp_replace(translate(note, E'\\n\\r\\t', '   '), '[[:cntrl:]]', '?', 'g')"
 		" FROM esbridge.dead_letters"
 		" WHERE ($1::text IS NULL OR projection = $1)"
 		"  AND ($2::bool OR status IN ('pending','held','retry'))"

@@ -941,6 +941,32 @@ static bool reason_matches(const char *reason, const char *want)
 	return false;
 }
 
+
+/*
+ * A document id as a held letter's reason shows it (README, "Dead
+ * letters"): one line of UTF-8 of at most 100 bytes, each control
+ * character as '?', cut before the first character that would not fit.
+ * The ids of the tests are well-formed UTF-8.
+ */
+static const char *shown_id(char out[101], const char *id)
+{
+	const unsigned char *q = (const unsigned char *)id;
+	size_t n = 0;
+
+	while (*q) {
+		size_t k = *q < 0x80 ? 1 : *q >= 0xf0 ? 4 : *q >= 0xe0 ? 3 : 2;
+		if (n + k > 100)
+			break;
+		if (*q < 0x20 || *q == 0x7f)
+			out[n] = '?';
+		else
+			memcpy(out + n, q, k);
+		n += k;
+		q += k;
+	}
+	out[n] = '\0';
+	return out;
+}
 /* The positions of the letters of `proj` with `status`, as a SQL array text. */
 static char *letters_with_status(const char *proj, const char *status)
 {
@@ -984,7 +1010,7 @@ void h_assert_letters(const char *proj, const struct h_expectations *x)
 
 	for (size_t i = 0; i < x->n; i++) {
 		const struct h_expected *e = &x->ev[i];
-		char pos[32], want[512];
+		char pos[32], want[512], shown[101];
 		const char *params[2] = { proj, pos };
 		PGresult *res;
 		const char *reason, *doc;
@@ -1014,8 +1040,8 @@ void h_assert_letters(const char *proj, const struct h_expectations *x)
 					holder = &x->ev[j];
 			cr_assert_not_null(holder, "a held event at %s without a pending letter before it", pos);
 			snprintf(want, sizeof(want),
-				 "held back: document '%.100s' has an open dead letter at %" PRIu64 "/%" PRId64,
-				 e->doc, h_event_txid(holder->pos), holder->pos);
+				 "held back: document '%s' has an open dead letter at %" PRIu64 "/%" PRId64,
+				 shown_id(shown, e->doc), h_event_txid(holder->pos), holder->pos);
 			cr_assert_str_eq(reason, want, "%s: the reason at %s is \"%s\", want \"%s\"", proj, pos,
 					 reason, want);
 		}

@@ -728,3 +728,59 @@ Test(letters, usage_errors, .timeout = 60)
 	assert_one_line(1, "no open dead letter 424242",
 			(const char *const[]){ "dead-letters", "retry", "424242", NULL });
 }
+
+/* ---- e. ids an application may write ------------------------------------------ */
+
+/*
+ * A document id with a line break and an escape character, long enough that
+ * the first 100 bytes a held letter's reason shows of it end inside a
+ * two-byte character: the letters are recorded, each reason is one line of
+ * UTF-8 cut between characters (before, the held reason carried the line
+ * break and the escape, and half the character), the other document
+ * flows, and `dead-letters list` prints one line per letter.
+ */
+Test(letters, awkward_ids_give_one_line_letters, .timeout = 120)
+{
+	static struct h_expectations x;
+	char id[128], json_id[160], data[512], *out, *cut;
+	int64_t bad, held;
+	size_t n;
+	int code;
+
+	/* "x\n\x1b" and 96 'a': 99 bytes, then "é" (bytes 100 and 101) */
+	n = (size_t)snprintf(id, sizeof(id), "x\n\x1b");
+	memset(id + n, 'a', 96);
+	snprintf(id + n + 96, sizeof(id) - n - 96, "\xc3\xa9");
+	cr_assert_eq(strlen(id), 101);
+	snprintf(json_id, sizeof(json_id), "x\\n\\u001b%.96s\xc3\xa9", id + 3);
+
+	h_begin();
+	narrowed_oracles();
+	snprintf(data, sizeof(data), "{\"product_id\": \"%s\", \"name\": \"A\", \"price\": 1.00}", json_id);
+	h_add_event(&x, "product-awkward", "ProductCreated", data, H_APPLIED, NULL, NULL);
+	snprintf(data, sizeof(data), "{\"product_id\": \"%s\", \"new_price\": \"1,50\"}", json_id);
+	bad = h_add_event(&x, "product-awkward", "ProductPriceChanged", data, H_PENDING, id, "'new_price'");
+	snprintf(data, sizeof(data), "{\"product_id\": \"%s\", \"name\": \"A2\"}", json_id);
+	held = h_add_event(&x, "product-awkward", "ProductUpdated", data, H_HELD, id, NULL);
+	h_add_event(&x, "product-b", "ProductCreated", "{\"product_id\": \"b\", \"name\": \"B\", \"price\": 2.00}",
+		    H_APPLIED, NULL, NULL);
+
+	code = h_run_once((const char *const[]){ "--projection", "products", NULL }, H_LONG);
+	cr_assert_eq(code, 0, "run --once exited %d", code);
+	/* the held reason shows "x??" and the 96 'a' (99 bytes: "é" would pass 100) */
+	h_assert_letters("products", &x);
+	cr_assert_eq(h_query_ll(NULL, "SELECT count(*) FROM esbridge.dead_letters WHERE reason ~ '[[:cntrl:]]'", 0,
+				NULL, -1), 0, "a reason with a control character");
+	leave_out(bad);
+	leave_out(held);
+	h_assert_docs_match_oracle(ALIAS);
+	cr_assert(searchable("b"), "b did not flow");
+
+	out = cli_ok((const char *const[]){ "dead-letters", "list", NULL });
+	cr_assert_eq(listed_lines(out), 1 + 2, "list printed %d lines, want a header and 2:\n%s", listed_lines(out),
+		     out);
+	cut = strstr(out, "x??aaaa");
+	cr_assert_not_null(cut, "the id is not shown as x??aaa...:\n%s", out);
+	free(out);
+	h_expectations_free(&x);
+}
