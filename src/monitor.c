@@ -27,8 +27,7 @@
 
 /* What PostgreSQL says of one generation. */
 struct numbers {
-	const struct projection *proj;
-	int gen;
+	struct monitor_gen key;
 	struct position checkpoint; /* the one the numbers were counted from */
 	bool valid;
 	int64_t head;              /* the projection's newest event */
@@ -62,8 +61,7 @@ struct monitor {
 	int n_nums;
 	bool writing_error;         /* the query in flight records a last error */
 	struct {
-		const struct projection *proj;
-		int gen;
+		struct monitor_gen key;
 		char error[256];
 	} written[MAX_GENS];        /* the last errors recorded */
 	int n_written;
@@ -74,8 +72,7 @@ struct monitor {
 	char es_error[256];
 	/* for events/s in the summary */
 	struct {
-		const struct projection *proj;
-		int gen;
+		struct monitor_gen key;
 		uint64_t events;
 		double at;
 	} prev[MAX_GENS];
@@ -83,6 +80,44 @@ struct monitor {
 };
 
 static void pg_next(struct monitor *m);
+
+/* ---- the generations kept ----------------------------------------------- */
+
+int monitor_forget(void *table, size_t size, int n, const struct monitor_gen *live, int n_live)
+{
+	char *t = table;
+	int kept = 0;
+
+	for (int i = 0; i < n; i++) {
+		const struct monitor_gen *g = (const struct monitor_gen *)(t + (size_t)i * size);
+		int k = 0;
+		while (k < n_live && (live[k].proj != g->proj || live[k].gen != g->gen))
+			k++;
+		if (k == n_live)
+			continue;
+		if (kept < i)
+			memcpy(t + (size_t)kept * size, g, size);
+		kept++;
+	}
+	return kept;
+}
+
+/* The generations the pipelines of `src` run now (at most MAX_GENS). */
+static int live_gens(const struct monitor_source *src, int n_src, struct monitor_gen *out)
+{
+	int n = 0;
+
+	for (int i = 0; i < n_src; i++) {
+		const struct pipeline *ps[2];
+		int np = src[i].runner ? runner_pipelines(src[i].runner, ps) : 0;
+		for (int j = 0; j < np && n < MAX_GENS; j++) {
+			out[n].proj = src[i].proj;
+			out[n].gen = pipeline_generation(ps[j])->number;
+			n++;
+		}
+	}
+	return n;
+}
 
 /* ---- reading the numbers ------------------------------------------------ */
 
@@ -117,10 +152,15 @@ static void pg_broken(struct monitor *m, const char *why)
 	m->writing_error = false;
 }
 
+/*
+ * By generation, not by slot: an answer that arrives after its generation
+ * was forgotten (the batch in m->jobs is never pruned) adds it back, with
+ * its own numbers, until the next tick forgets it again.
+ */
 static void store_numbers(struct monitor *m, const struct numbers *n)
 {
 	for (int i = 0; i < m->n_nums; i++)
-		if (m->nums[i].proj == n->proj && m->nums[i].gen == n->gen) {
+		if (m->nums[i].key.proj == n->key.proj && m->nums[i].key.gen == n->key.gen) {
 			m->nums[i] = *n;
 			return;
 		}
@@ -132,12 +172,12 @@ static void store_numbers(struct monitor *m, const struct numbers *n)
 static int written_slot(struct monitor *m, const struct projection *proj, int gen)
 {
 	for (int i = 0; i < m->n_written; i++)
-		if (m->written[i].proj == proj && m->written[i].gen == gen)
+		if (m->written[i].key.proj == proj && m->written[i].key.gen == gen)
 			return i;
 	if (m->n_written == MAX_GENS)
 		return -1;
-	m->written[m->n_written].proj = proj;
-	m->written[m->n_written].gen = gen;
+	m->written[m->n_written].key.proj = proj;
+	m->written[m->n_written].key.gen = gen;
 	m->written[m->n_written].error[0] = '\0';
 	return m->n_written++;
 }
@@ -146,12 +186,12 @@ static int written_slot(struct monitor *m, const struct projection *proj, int ge
 static bool send_error(struct monitor *m, const struct numbers *n)
 {
 	char gen[16];
-	const char *params[3] = { n->proj->name, gen, n->error };
-	int k = written_slot(m, n->proj, n->gen);
+	const char *params[3] = { n->key.proj->name, gen, n->error };
+	int k = written_slot(m, n->key.proj, n->key.gen);
 
 	if (k < 0 || !strcmp(m->written[k].error, n->error))
 		return false;
-	snprintf(gen, sizeof(gen), "%d", n->gen);
+	snprintf(gen, sizeof(gen), "%d", n->key.gen);
 	if (!PQsendQueryParams(m->conn,
 			       "UPDATE esbridge.generations SET last_error = $3, last_error_at = now()"
 			       " WHERE projection = $1 AND generation = $2::int AND last_error <> $3",
@@ -225,20 +265,20 @@ static void pg_next(struct monitor *m)
 	if (m->job >= m->n_jobs || !m->conn)
 		return;
 	n = &m->jobs[m->job];
-	if (store_text_array(n->proj->event_types, &types) ||
-	    store_text_array(n->proj->streams ? n->proj->streams : none, &streams)) {
+	if (store_text_array(n->key.proj->event_types, &types) ||
+	    store_text_array(n->key.proj->streams ? n->key.proj->streams : none, &streams)) {
 		buf_release(&types);
 		buf_release(&streams);
 		return;
 	}
 	snprintf(txid, sizeof(txid), "%" PRIu64, n->checkpoint.txid);
 	snprintf(pos, sizeof(pos), "%" PRId64, n->checkpoint.pos);
-	snprintf(gen, sizeof(gen), "%d", n->gen);
+	snprintf(gen, sizeof(gen), "%d", n->key.gen);
 	params[0] = types.data;
 	params[1] = streams.data;
 	params[2] = txid;
 	params[3] = pos;
-	params[4] = n->proj->name;
+	params[4] = n->key.proj->name;
 	params[5] = gen;
 	ok = PQsendQueryParams(m->conn, numbers_sql, 6, NULL, params, NULL, NULL, 0);
 	buf_release(&types);
@@ -288,8 +328,8 @@ static void pg_refresh(struct monitor *m, const struct monitor_source *src, int 
 		for (int j = 0; j < np && m->n_jobs < MAX_GENS; j++) {
 			struct numbers *n = &m->jobs[m->n_jobs++];
 			memset(n, 0, sizeof(*n));
-			n->proj = src[i].proj;
-			n->gen = pipeline_generation(ps[j])->number;
+			n->key.proj = src[i].proj;
+			n->key.gen = pipeline_generation(ps[j])->number;
 			n->checkpoint = pipeline_checkpoint(ps[j]);
 			snprintf(n->error, sizeof(n->error), "%s", pipeline_get_stats(ps[j])->last_error);
 		}
@@ -300,7 +340,7 @@ static void pg_refresh(struct monitor *m, const struct monitor_source *src, int 
 static const struct numbers *numbers_of(const struct monitor *m, const struct projection *proj, int gen)
 {
 	for (int i = 0; i < m->n_nums; i++)
-		if (m->nums[i].proj == proj && m->nums[i].gen == gen && m->nums[i].valid)
+		if (m->nums[i].key.proj == proj && m->nums[i].key.gen == gen && m->nums[i].valid)
 			return &m->nums[i];
 	return NULL;
 }
@@ -314,7 +354,7 @@ static void ping_done(void *arg, const struct es_response *r)
 	m->es_pinging = false;
 	if (r->transport_error || r->status >= 500 || r->status == 0) {
 		if (m->es_ok || !m->es_failing_since)
-			m->es_failing_since = ev_now(m->loop);
+			m->es_failing_since = m->ping_started; /* a timeout counts from the request */
 		m->es_ok = false;
 		if (r->transport_error)
 			snprintf(m->es_error, sizeof(m->es_error), "%s", r->error);
@@ -394,8 +434,8 @@ static void judge(const struct monitor *m, struct verdict *v)
 	v->reason[0] = '\0';
 	if (!m->pg_ok && *m->pg_error)
 		add_reason(v, "cannot reach PostgreSQL: %s", m->pg_error);
-	if (!m->es_ok && m->es_failing_since && now - m->es_failing_since >= 0)
-		add_reason(v, "cannot reach Elasticsearch: %s", m->es_error);
+	if (!m->es_ok && m->es_failing_since && now - m->es_failing_since >= ES_DOWN_AFTER)
+		add_reason(v, "cannot reach Elasticsearch for %.0fs: %s", now - m->es_failing_since, m->es_error);
 	else if (m->es_pinging && now - m->ping_started >= ES_DOWN_AFTER)
 		/* a hung node: the ping itself only fails after request-timeout */
 		add_reason(v, "cannot reach Elasticsearch: no answer for %.0fs", now - m->ping_started);
@@ -626,15 +666,15 @@ static void summary(struct monitor *m, const struct monitor_source *src, int n_s
 			const struct numbers *n = numbers_of(m, src[i].proj, gen);
 			double rate = 0;
 			for (k = 0; k < m->n_prev; k++)
-				if (m->prev[k].proj == src[i].proj && m->prev[k].gen == gen)
+				if (m->prev[k].key.proj == src[i].proj && m->prev[k].key.gen == gen)
 					break;
 			if (k < m->n_prev && now > m->prev[k].at)
 				rate = (double)(s->events - m->prev[k].events) / (now - m->prev[k].at);
 			if (k == m->n_prev && m->n_prev < MAX_GENS)
 				m->n_prev++;
 			if (k < MAX_GENS) {
-				m->prev[k].proj = src[i].proj;
-				m->prev[k].gen = gen;
+				m->prev[k].key.proj = src[i].proj;
+				m->prev[k].key.gen = gen;
 				m->prev[k].events = s->events;
 				m->prev[k].at = now;
 			}
@@ -661,10 +701,15 @@ static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	struct monitor *m = (struct monitor *)((char *)w - offsetof(struct monitor, tick));
 	struct monitor_source src[MAX_SOURCES];
-	int n = m->sources(m->arg, src, MAX_SOURCES);
+	struct monitor_gen live[MAX_GENS];
+	int n = m->sources(m->arg, src, MAX_SOURCES), n_live = live_gens(src, n, live);
 	double now = ev_now(loop), every = tick_period(m->cfg);
 
 	(void)revents;
+	/* generations gone (retired by a rebuild, or starting over) leave room for new ones */
+	m->n_nums = monitor_forget(m->nums, sizeof(m->nums[0]), m->n_nums, live, n_live);
+	m->n_written = monitor_forget(m->written, sizeof(m->written[0]), m->n_written, live, n_live);
+	m->n_prev = monitor_forget(m->prev, sizeof(m->prev[0]), m->n_prev, live, n_live);
 	/* stats-interval is reloadable: the period follows it */
 	if (w->repeat != every) {
 		w->repeat = every;

@@ -37,6 +37,20 @@ typedef int (*monitor_sources_fn)(void *arg, struct monitor_source *out, int max
 struct monitor *monitor_new(struct ev_loop *loop, const struct config *cfg, struct es_client *es,
 			    monitor_sources_fn sources, void *arg, char *err, size_t errsz);
 
+/* A projection's generation: the key of what the monitor keeps per generation. */
+struct monitor_gen {
+	const struct projection *proj;
+	int gen;
+};
+
+/*
+ * Drops from `table` (its `n` entries of `size` bytes, each beginning with a
+ * struct monitor_gen) those whose generation is not in `live`, keeping the
+ * order of the rest; returns how many are left. Every tick the monitor drops
+ * the generations no pipeline runs any more (each rebuild makes a new one).
+ */
+int monitor_forget(void *table, size_t size, int n, const struct monitor_gen *live, int n_live);
+
 /* The port /metrics listens on, or 0 when off. */
 int monitor_port(const struct monitor *m);
 
