@@ -136,6 +136,7 @@ static void on_hup(struct ev_loop *loop, ev_signal *w, int revents);
 static void on_finish(void *arg, struct runner *r);
 
 #define STANDBY_POLL 1.0 /* seconds between a standby's tries to take the lock */
+#define WAIT_FOR_OWNER 10.0 /* seconds `rebuild` waits for a standby to take a stopped owner's place */
 
 /* A standby: only `run` waits for another process to let go of a projection. */
 static bool may_stand_by(const struct runner_opts *opts)
@@ -450,7 +451,8 @@ static int cmd_rebuild(struct config *cfg, const char *name, int keep)
 	struct state *st;
 	char err[1024], status[32], message[512];
 	long long id;
-	int rc, open_cmds;
+	int rc, open_cmds, owned;
+	double free_since = 0;
 	bool busy = false;
 
 	if (!proj)
@@ -549,16 +551,26 @@ remote:
 		n = state_list_generations(st, name, gens, RUNNER_MAX_GENERATIONS, err, sizeof(err));
 		if (n > 0 && gens[n - 1].state != GEN_ACTIVE && state_head(st, &head, err, sizeof(err)) == 0)
 			print_progress(name, gens[n - 1].number, gens[n - 1].checkpoint.pos, head, 0);
-		/* the lock free means no process runs the projection any more */
-		if (state_own_projection(st, name, err, sizeof(err)) > 0) {
-			if (state_disown_projection(st, name, err, sizeof(err)))
-				log_warn("%s", err);
-			if (state_command_status(st, id, status, sizeof(status), message, sizeof(message),
-						 err, sizeof(err)) == 0 && !strcmp(status, "running")) {
-				state_close(st);
-				return die(1, "the esbridge process running '%s' stopped before the rebuild ended;"
-					   " it resumes when esbridge runs again", name);
-			}
+		/*
+		 * The lock free: the process running the rebuild stopped. A
+		 * standby that takes the projection over resumes the rebuild and
+		 * this command with it, so wait for one a while before saying so.
+		 */
+		owned = state_projection_owned(st, name, err, sizeof(err));
+		if (owned < 0) {
+			state_close(st);
+			return die(1, "%s", err);
+		}
+		if (owned) {
+			free_since = 0;
+		} else if (!free_since) {
+			free_since = ev_time();
+		} else if (ev_time() - free_since >= WAIT_FOR_OWNER &&
+			   state_command_status(st, id, status, sizeof(status), message, sizeof(message), err,
+						sizeof(err)) == 0 && !strcmp(status, "running")) {
+			state_close(st);
+			return die(1, "no esbridge process has run '%s' for %.0fs, before the rebuild ended;"
+				   " it resumes when esbridge runs again", name, WAIT_FOR_OWNER);
 		}
 		nanosleep(&half, NULL);
 	}

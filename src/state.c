@@ -428,13 +428,23 @@ int state_command_recover(struct state *st, const char *proj, bool resuming, lon
 	return 0;
 }
 
-int state_disown_projection(struct state *st, const char *proj, char *err, size_t errsz)
+int state_projection_owned(struct state *st, const char *proj, char *err, size_t errsz)
 {
 	const char *params[1] = { proj };
+	/* a lock on two int4 keys: classid and objid are their bits as oids, objsubid 2 */
+	PGresult *res = query(st, "cannot read the projection lock",
+		"SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 2"
+		"  AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+		"  AND classid::bigint = hashtext('esbridge.projection')::bigint & 4294967295"
+		"  AND objid::bigint = hashtext($1)::bigint & 4294967295",
+		1, params, true, err, errsz);
+	int rc;
 
-	return exec_params(st, "cannot release the projection lock",
-			   "SELECT pg_advisory_unlock(hashtext('esbridge.projection'), hashtext($1))",
-			   1, params, err, errsz);
+	if (!res)
+		return -1;
+	rc = strcmp(PQgetvalue(res, 0, 0), "0") ? 1 : 0;
+	PQclear(res);
+	return rc;
 }
 
 int state_commands_open(struct state *st, const char *proj, char *err, size_t errsz)

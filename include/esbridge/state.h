@@ -173,9 +173,13 @@ __attribute__((warn_unused_result))
 int state_command_recover(struct state *st, const char *proj, bool resuming, long long *id,
 			  int *keep, char *err, size_t errsz);
 
-/* Releases the lock taken by state_own_projection. */
+/*
+ * Whether some session holds the lock of state_own_projection, seen in
+ * pg_locks without trying to take it (a standby's attempt is never in the
+ * way): 1 if held, 0 if free, -1 on error.
+ */
 __attribute__((warn_unused_result))
-int state_disown_projection(struct state *st, const char *proj, char *err, size_t errsz);
+int state_projection_owned(struct state *st, const char *proj, char *err, size_t errsz);
 
 /* LISTEN for commands on this connection; its socket; pending notifications. */
 __attribute__((warn_unused_result))

@@ -1075,9 +1075,8 @@ Test(rebuild, daemon_restart_during_a_rebuild_command, .timeout = 120)
 	H_EVENTUALLY(h_alias_is("products", GEN2), H_LONG, "the restarted daemon did not finish the rebuild (log: %s)",
 		     d->log);
 	swapped = h_now();
-	assert_generations("products", "1:retired,2:active", "after the resumed rebuild");
 
-	/* the waiting CLI ends */
+	/* the waiting CLI ends (the command is done once the state names generation 2 active) */
 	if (!h_wait(cli, 15)) {
 		char *status = h_query_text(NULL, "SELECT string_agg(id || ':' || status, ',' ORDER BY id)"
 					    " FROM esbridge.commands", 0, NULL);
@@ -1086,6 +1085,11 @@ Test(rebuild, daemon_restart_during_a_rebuild_command, .timeout = 120)
 		free(status);
 		h_kill(cli);
 	}
+	/* it waited for the restarted daemon, which finished the rebuild and its command */
+	cr_assert_eq(h_exit_code(cli), 0, "`esbridge rebuild` exited %d across the daemon's restart, want 0 (log: %s)",
+		     h_exit_code(cli), cli->log);
+	assert_output_has(cli, "done products", "the waiting rebuild");
+	assert_generations("products", "1:retired,2:active", "after the resumed rebuild");
 
 	/* nothing runs now: a new rebuild through the daemon is accepted */
 	again = h_spawn(0, (const char *const[]){ "rebuild", "products", NULL });
@@ -1095,6 +1099,47 @@ Test(rebuild, daemon_restart_during_a_rebuild_command, .timeout = 120)
 	assert_alias("products", "products-000003", "after the next rebuild");
 	wait_caught_up("products", d);
 	h_stop(d, 30);
+	h_assert_docs_match_oracle("products");
+}
+
+/*
+ * The owner dies in the middle of a rebuild command (ESBRIDGE_CRASH_AT kills
+ * it once the new generation has caught up); the standby takes the
+ * projection over, resumes the rebuild and the command with it, and the
+ * waiting `esbridge rebuild` reports it done and exits 0: it gives another
+ * process 10 s to own a projection whose owner stopped before saying the
+ * rebuild stopped (before, it said so and exited 1 as soon as it found the
+ * lock free, while the standby went on to finish the rebuild).
+ */
+Test(rebuild, standby_finishes_a_rebuild_command, .timeout = 120)
+{
+	static const char *const run_args[] = { "run", "--projection", "products", "--poll-interval", "0.2", NULL };
+	struct h_proc *owner, *standby, *cli;
+	int code;
+
+	h_begin();
+	h_insert_generated_products(1, 6000);
+	run_once_ok((const char *const[]){ "--projection", "products", NULL });
+	owner = h_spawn_ex(0, NULL, (const char *const[]){ "ESBRIDGE_CRASH_AT=caught-up", NULL }, run_args);
+	wait_owner(owner, "products");
+	standby = h_spawn(0, run_args);
+	H_EVENTUALLY(h_output_count(standby, "standing by to take over") > 0 || !standby->running, 30,
+		     "the second daemon did not stand by (log: %s)", standby->log);
+	cr_assert(standby->running, "the standby exited (log: %s)", standby->log);
+
+	cli = h_spawn(0, (const char *const[]){ "rebuild", "products", NULL });
+	cr_assert(h_wait(owner, 60), "the owner did not kill itself at caught-up (log: %s)", owner->log);
+	cr_assert_eq(h_term_signal(owner), SIGKILL, "the owner: status 0x%x, want death by SIGKILL (log: %s)",
+		     (unsigned)owner->status, owner->log);
+	code = finish(cli, 60, "the waiting rebuild");
+	cr_assert_eq(code, 0, "`esbridge rebuild` exited %d, want 0: the standby finished the rebuild (log: %s)",
+		     code, cli->log);
+	assert_output_has(cli, "done products", "the waiting rebuild");
+	assert_output_has(standby, "took over", "the standby");
+	assert_alias("products", GEN2, "after the standby's rebuild");
+	assert_generations("products", "1:retired,2:active", "after the standby's rebuild");
+	wait_caught_up("products", standby);
+	h_stop(standby, 30);
 	h_assert_docs_match_oracle("products");
 }
 
