@@ -23,7 +23,7 @@
 #define MAX_SOURCES 64
 #define MAX_GENS (MAX_SOURCES * 2)
 #define REFRESH 5.0        /* seconds between reads of the numbers in PostgreSQL */
-#define ES_DOWN_AFTER 10.0 /* seconds of failing requests before health says so */
+#define DOWN_AFTER 10.0 /* seconds of failing requests (to either service) before health says so */
 
 /* What PostgreSQL says of one generation. */
 struct numbers {
@@ -54,6 +54,7 @@ struct monitor {
 	double connect_backoff; /* the wait after the last failed attempt (0: none failed) */
 	ev_io pg_io;
 	bool pg_ok;
+	double pg_failing_since;   /* the first failure since the last answer (0: none) */
 	char pg_error[256];
 	struct numbers jobs[MAX_GENS];
 	int n_jobs, job;            /* the batch being read, and the query in flight */
@@ -141,6 +142,8 @@ static void pg_broken(struct monitor *m, const char *why)
 {
 	if (m->pg_ok || !*m->pg_error)
 		log_warn("monitor: %s", why);
+	if (!m->pg_failing_since)
+		m->pg_failing_since = ev_now(m->loop);
 	m->pg_ok = false;
 	snprintf(m->pg_error, sizeof(m->pg_error), "%s", why);
 	ev_io_stop(m->loop, &m->pg_io);
@@ -234,6 +237,7 @@ static void pg_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 			n->valid = true;
 			store_numbers(m, n);
 			m->pg_ok = true;
+			m->pg_failing_since = 0;
 			m->pg_error[0] = '\0';
 		} else if (PQresultStatus(res) != PGRES_TUPLES_OK) {
 			char why[256];
@@ -416,7 +420,7 @@ static void judge_pipeline(const struct monitor *m, const struct projection *pro
 	}
 	if (s->store_down)
 		add_reason(v, "%s generation %d cannot reach PostgreSQL", proj->name, gen);
-	if (s->failing_since && now - s->failing_since >= ES_DOWN_AFTER)
+	if (s->failing_since && now - s->failing_since >= DOWN_AFTER)
 		add_reason(v, "%s generation %d: Elasticsearch requests failing for %.0fs: %s", proj->name,
 			   gen, now - s->failing_since, s->last_error);
 	if (n && n->lag > 0 && now - s->last_advance >= m->cfg->stall_timeout)
@@ -432,11 +436,12 @@ static void judge(const struct monitor *m, struct verdict *v)
 
 	v->ok = true;
 	v->reason[0] = '\0';
-	if (!m->pg_ok && *m->pg_error)
-		add_reason(v, "cannot reach PostgreSQL: %s", m->pg_error);
-	if (!m->es_ok && m->es_failing_since && now - m->es_failing_since >= ES_DOWN_AFTER)
+	/* one lost connection or failed query alone is no outage: the next tick tries again */
+	if (!m->pg_ok && *m->pg_error && m->pg_failing_since && now - m->pg_failing_since >= DOWN_AFTER)
+		add_reason(v, "cannot reach PostgreSQL for %.0fs: %s", now - m->pg_failing_since, m->pg_error);
+	if (!m->es_ok && m->es_failing_since && now - m->es_failing_since >= DOWN_AFTER)
 		add_reason(v, "cannot reach Elasticsearch for %.0fs: %s", now - m->es_failing_since, m->es_error);
-	else if (m->es_pinging && now - m->ping_started >= ES_DOWN_AFTER)
+	else if (m->es_pinging && now - m->ping_started >= DOWN_AFTER)
 		/* a hung node: the ping itself only fails after request-timeout */
 		add_reason(v, "cannot reach Elasticsearch: no answer for %.0fs", now - m->ping_started);
 	for (int i = 0; i < n; i++) {

@@ -248,6 +248,16 @@ static struct h_http get(int port, const char *path)
 	return r;
 }
 
+/* True when GET /health answers `want`. */
+static bool health_is(int port, long want)
+{
+	struct h_http r = get(port, "/health");
+	bool is = r.status == want;
+
+	h_http_free(&r);
+	return is;
+}
+
 /*
  * The value of the sample `series` (name with its labels, exactly as
  * printed) in Prometheus text; false when absent.
@@ -825,6 +835,58 @@ Test(operate, a_failed_ping_alone_keeps_health, .timeout = 240)
 }
 
 /* ---- 4. wait --------------------------------------------------------------------- */
+
+/*
+ * One lost connection of the monitor is no outage either: its query fails,
+ * the next tick connects again, and /health stays 200 meanwhile (it says
+ * PostgreSQL cannot be reached only after 10 s without an answer).
+ */
+Test(operate, a_lost_monitor_connection_alone_keeps_health, .timeout = 120)
+{
+	const char *const args[] = { "run", "--projection", "products", "--metrics-address", "127.0.0.1:0",
+				     "--stats-interval", "1", "--poll-interval", "0.2", NULL };
+	char like[64];
+	const char *params[1] = { like };
+	struct h_proc *p;
+	struct h_http r;
+	long long ended = 0;
+	long polls = 0;
+	double until;
+	int port;
+
+	h_begin();
+	h_insert_generated_products(1, 100);
+	p = h_spawn(0, args);
+	port = metrics_port(p);
+	wait_caught_up(p, "products", last_pos_of("product-"), 120);
+	wait_alias(p, "products");
+	H_EVENTUALLY(health_is(port, 200), 30, "/health never said 200 (log: %s)", p->log);
+	snprintf(like, sizeof(like), "esbridge-monitor %% pid %ld", (long)p->pid);
+	until = h_now() + 30;
+	while (ended < 1) {
+		ended = h_query_ll(NULL, "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity"
+					 " WHERE application_name LIKE $1", 1, params, 0);
+		cr_assert(h_now() < until, "no monitor connection to end within 30s (log: %s)", p->log);
+		h_sleep(0.05);
+	}
+	/* the monitor notices at its next query (every second), then connects again at the tick after */
+	H_EVENTUALLY(h_output_count(p, "monitor:") > 0, 30, "the monitor never noticed (log: %s)", p->log);
+	until = h_now() + 5;
+	while (h_now() < until) {
+		r = get(port, "/health");
+		cr_assert_eq(r.status, 200, "/health after the monitor's connection ended (poll %ld): HTTP %ld %s"
+			     " (log: %s)", polls, r.status, r.body, p->log);
+		h_http_free(&r);
+		polls++;
+		h_sleep(0.1);
+	}
+	/* and it is back: a connection named for the monitor again */
+	H_EVENTUALLY(h_query_ll(NULL, "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE $1", 1,
+				params, 0) > 0, 30, "the monitor did not connect again (log: %s)", p->log);
+	cr_log_info("/health 200 in %ld polls after the monitor's connection ended", polls);
+	h_stop(p, 30);
+	h_end();
+}
 
 Test(operate, wait_command, .timeout = 180)
 {
