@@ -440,86 +440,71 @@ static void progress_cb(struct ev_loop *loop, ev_timer *w, int revents)
 		       dt > 0 ? (double)pr.events / dt : 0);
 }
 
-/*
- * esbridge rebuild NAME: in this process when no daemon owns the projection,
- * else through a command row the daemon picks up; either way it returns once
- * the alias names the new generation.
- */
-static int cmd_rebuild(struct config *cfg, const char *name, int keep)
+/* The rebuild in this process; *busy when another process took the projection first. */
+static int rebuild_here(struct config *cfg, const struct projection *proj, int keep, bool *busy)
 {
-	const struct projection *proj = projection_find(name);
-	struct state *st;
-	char err[1024], status[32], message[512];
-	long long id;
-	int rc, open_cmds, owned;
-	double free_since = 0;
-	bool busy = false;
+	struct runner_opts opts = { .exit_after_rebuild = true, .no_wait = true, .busy = busy };
+	struct progress_ctx pc = { .name = proj->name };
+	const struct projection *projs[1] = { proj };
+	struct session s;
+	ev_timer tick;
+	char err[1024];
+	int rc;
 
-	if (!proj)
-		return die(EXIT_USAGE, "unknown projection '%s'", name ? name : "");
-	st = state_open(cfg->pg, err, sizeof(err));
-	if (!st)
-		return die(1, "%s", err);
-	open_cmds = state_commands_open(st, name, err, sizeof(err));
-	if (open_cmds < 0) {
-		state_close(st);
-		return die(1, "%s", err);
+	rc = session_open(&s, cfg, projs, 1, &opts);
+	if (rc && *busy) {
+		session_close(&s);
+		return 1;
 	}
-	rc = state_own_projection(st, name, err, sizeof(err));
-	if (rc < 0) {
-		state_close(st);
-		return die(1, "%s", err);
+	if (!rc) {
+		struct runner_progress pr;
+		runner_set_keep(s.runners[0], keep); /* a resumed rebuild too */
+		if (runner_progress(s.runners[0], &pr) == 0 && !pr.rebuilding &&
+		    runner_rebuild(s.runners[0], keep, err, sizeof(err)))
+			rc = die(1, "%s", err);
 	}
-	state_close(st); /* releases the lock if it was taken: the runner takes it again */
-	if (rc > 0) {
-		struct runner_opts opts = { .exit_after_rebuild = true, .no_wait = true, .busy = &busy };
-		struct progress_ctx pc = { .name = name };
-		const struct projection *projs[1] = { proj };
-		struct session s;
-		ev_timer tick;
-
-		rc = session_open(&s, cfg, projs, 1, &opts);
-		if (rc && busy) {
+	if (!rc) {
+		pc.r = s.runners[0];
+		pc.st = state_open(cfg->pg, err, sizeof(err));
+		if (!pc.st) {
 			session_close(&s);
-			goto remote;
+			return die(1, "%s", err);
 		}
+		pc.started = ev_now(s.loop);
+		ev_timer_init(&tick, progress_cb, 1.0, 1.0);
+		tick.data = &pc;
+		ev_timer_start(s.loop, &tick);
+		rc = session_run(&s);
+		ev_timer_stop(s.loop, &tick);
+		if (!rc && !runner_swapped(s.runners[0]))
+			rc = die(1, "stopped before the alias moved; 'esbridge rebuild %s' or"
+				 " 'esbridge run' resumes the rebuild", proj->name);
 		if (!rc) {
 			struct runner_progress pr;
-			runner_set_keep(s.runners[0], keep); /* a resumed rebuild too */
-			if (runner_progress(s.runners[0], &pr) == 0 && !pr.rebuilding &&
-			    runner_rebuild(s.runners[0], keep, err, sizeof(err)))
-				rc = die(1, "%s", err);
+			if (runner_progress(s.runners[0], &pr) == 0)
+				printf("done %s %d write-pause-ms %.0f\n", proj->name, pr.generation,
+				       pr.last_pause * 1000.0);
 		}
-		if (!rc) {
-			pc.r = s.runners[0];
-			pc.st = state_open(cfg->pg, err, sizeof(err));
-			if (!pc.st) {
-				session_close(&s);
-				return die(1, "%s", err);
-			}
-			pc.started = ev_now(s.loop);
-			ev_timer_init(&tick, progress_cb, 1.0, 1.0);
-			tick.data = &pc;
-			ev_timer_start(s.loop, &tick);
-			rc = session_run(&s);
-			ev_timer_stop(s.loop, &tick);
-			if (!rc && !runner_swapped(s.runners[0]))
-				rc = die(1, "stopped before the alias moved; 'esbridge rebuild %s' or"
-					 " 'esbridge run' resumes the rebuild", name);
-			if (!rc) {
-				struct runner_progress pr;
-				if (runner_progress(s.runners[0], &pr) == 0)
-					printf("done %s %d write-pause-ms %.0f\n", name, pr.generation,
-					       pr.last_pause * 1000.0);
-			}
-			state_close(pc.st);
-		}
-		session_close(&s);
-		return rc;
+		state_close(pc.st);
 	}
-remote:
-	if (open_cmds > 0)
-		return die(1, "a rebuild of '%s' is already running", name);
+	session_close(&s);
+	return rc;
+}
+
+/*
+ * The rebuild through the process that owns the projection: a command row
+ * it picks up, followed here to its end. *withdrawn when no process owned
+ * the projection for WAIT_FOR_OWNER seconds before one took the command,
+ * which is then withdrawn (returns 0, nothing printed).
+ */
+static int rebuild_remote(struct config *cfg, const char *name, int keep, bool *withdrawn)
+{
+	char err[1024], status[32], message[512];
+	double free_since = 0;
+	struct state *st;
+	long long id;
+
+	*withdrawn = false;
 	st = state_open(cfg->pg, err, sizeof(err));
 	if (!st)
 		return die(1, "%s", err);
@@ -532,7 +517,7 @@ remote:
 		const struct timespec half = { 0, 500 * 1000 * 1000 };
 		struct generation gens[RUNNER_MAX_GENERATIONS];
 		int64_t head = 0;
-		int n;
+		int n, owned;
 
 		if (state_command_status(st, id, status, sizeof(status), message, sizeof(message), err,
 					 sizeof(err))) {
@@ -552,9 +537,9 @@ remote:
 		if (n > 0 && gens[n - 1].state != GEN_ACTIVE && state_head(st, &head, err, sizeof(err)) == 0)
 			print_progress(name, gens[n - 1].number, gens[n - 1].checkpoint.pos, head, 0);
 		/*
-		 * The lock free: the process running the rebuild stopped. A
-		 * standby that takes the projection over resumes the rebuild and
-		 * this command with it, so wait for one a while before saying so.
+		 * The lock free: the owner stopped. A standby that takes the
+		 * projection over picks the command up (or resumes the rebuild
+		 * and the command with it), so wait for one a while first.
 		 */
 		owned = state_projection_owned(st, name, err, sizeof(err));
 		if (owned < 0) {
@@ -565,14 +550,69 @@ remote:
 			free_since = 0;
 		} else if (!free_since) {
 			free_since = ev_time();
-		} else if (ev_time() - free_since >= WAIT_FOR_OWNER &&
-			   state_command_status(st, id, status, sizeof(status), message, sizeof(message), err,
-						sizeof(err)) == 0 && !strcmp(status, "running")) {
-			state_close(st);
-			return die(1, "no esbridge process has run '%s' for %.0fs, before the rebuild ended;"
-				   " it resumes when esbridge runs again", name, WAIT_FOR_OWNER);
+		} else if (ev_time() - free_since >= WAIT_FOR_OWNER) {
+			int w = state_command_withdraw(st, id, "no esbridge process took it", err, sizeof(err));
+			if (w < 0) {
+				state_close(st);
+				return die(1, "%s", err);
+			}
+			if (w > 0) {
+				log_info("%s: no esbridge process took rebuild command %lld within %.0fs;"
+					 " withdrew it", name, id, WAIT_FOR_OWNER);
+				state_close(st);
+				*withdrawn = true;
+				return 0;
+			}
+			if (state_command_status(st, id, status, sizeof(status), message, sizeof(message), err,
+						 sizeof(err)) == 0 && !strcmp(status, "running")) {
+				state_close(st);
+				return die(1, "no esbridge process has run '%s' for %.0fs, before the rebuild"
+					   " ended; it resumes when esbridge runs again", name, WAIT_FOR_OWNER);
+			}
 		}
 		nanosleep(&half, NULL);
+	}
+}
+
+/*
+ * esbridge rebuild NAME: in this process when no process owns the
+ * projection, else through a command row the owner picks up; either way it
+ * returns once the alias names the new generation. A command no process
+ * took is withdrawn and the choice made again (a few times at most).
+ */
+static int cmd_rebuild(struct config *cfg, const char *name, int keep)
+{
+	const struct projection *proj = projection_find(name);
+
+	if (!proj)
+		return die(EXIT_USAGE, "unknown projection '%s'", name ? name : "");
+	for (int attempt = 1;; attempt++) {
+		char err[1024];
+		struct state *st = state_open(cfg->pg, err, sizeof(err));
+		int open_cmds, owned, rc;
+		bool busy = false, withdrawn;
+
+		if (!st)
+			return die(1, "%s", err);
+		open_cmds = state_commands_open(st, name, err, sizeof(err));
+		/* seen in pg_locks, not by taking the lock: a lock this process let go of could
+		 * still be held by its old session when the runner asks for it */
+		owned = open_cmds < 0 ? -1 : state_projection_owned(st, name, err, sizeof(err));
+		state_close(st);
+		if (owned < 0)
+			return die(1, "%s", err);
+		if (!owned) {
+			rc = rebuild_here(cfg, proj, keep, &busy);
+			if (!busy)
+				return rc;
+		}
+		if (open_cmds > 0)
+			return die(1, "a rebuild of '%s' is already running", name);
+		rc = rebuild_remote(cfg, name, keep, &withdrawn);
+		if (!withdrawn)
+			return rc;
+		if (attempt == 3)
+			return die(1, "no esbridge process took the rebuild of '%s' (tried %d times)", name, attempt);
 	}
 }
 

@@ -374,6 +374,26 @@ int state_command_finish(struct state *st, long long id, bool ok, const char *me
 			   3, params, err, errsz);
 }
 
+int state_command_withdraw(struct state *st, long long id, const char *message, char *err, size_t errsz)
+{
+	char num[24];
+	const char *params[2] = { num, message };
+	PGresult *res;
+	int rc;
+
+	snprintf(num, sizeof(num), "%lld", id);
+	/* the row lock orders it with a claim: whichever comes second sees the other's status */
+	res = query(st, "cannot withdraw the command",
+		    "UPDATE esbridge.commands SET status = 'failed', message = $2, updated_at = now()"
+		    " WHERE id = $1::bigint AND status = 'pending' RETURNING id",
+		    2, params, false, err, errsz);
+	if (!res)
+		return -1;
+	rc = PQntuples(res) == 1;
+	PQclear(res);
+	return rc;
+}
+
 int state_command_status(struct state *st, long long id, char *status, size_t statussz,
 			 char *message, size_t messagesz, char *err, size_t errsz)
 {

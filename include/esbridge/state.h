@@ -160,6 +160,9 @@ int state_command_finish(struct state *st, long long id, bool ok, const char *me
 __attribute__((warn_unused_result))
 int state_command_status(struct state *st, long long id, char *status, size_t statussz,
 			 char *message, size_t messagesz, char *err, size_t errsz);
+/* Marks a still pending command failed with `message`: 1 if withdrawn, 0 if taken meanwhile, -1. */
+__attribute__((warn_unused_result))
+int state_command_withdraw(struct state *st, long long id, const char *message, char *err, size_t errsz);
 __attribute__((warn_unused_result))
 int state_commands_open(struct state *st, const char *proj, char *err, size_t errsz);
 

@@ -1143,6 +1143,41 @@ Test(rebuild, standby_finishes_a_rebuild_command, .timeout = 120)
 	h_assert_docs_match_oracle("products");
 }
 
+/*
+ * A rebuild command that no process takes: the CLI found the projection's
+ * lock held (here by a session that lets go of it soon after, as a daemon
+ * killed right then would), sent its command, and then no process owned
+ * the projection. After 10 s it withdraws the command and rebuilds in this
+ * process (before, it waited for the pending command forever).
+ */
+Test(rebuild, a_command_no_process_takes_is_withdrawn, .timeout = 120)
+{
+	PGconn *holder;
+	struct h_proc *cli;
+	int code;
+
+	h_begin();
+	h_insert_generated_products(1, 2000);
+	run_once_ok((const char *const[]){ "--projection", "products", NULL });
+	holder = h_connect();
+	h_sql(holder, "SELECT pg_advisory_lock(hashtext('esbridge.projection'), hashtext('products'))");
+	cli = h_spawn(0, (const char *const[]){ "rebuild", "products", NULL });
+	H_EVENTUALLY(h_output_count(cli, "sent it rebuild command") > 0 || !cli->running, 30,
+		     "the rebuild did not send a command to the lock's holder (log: %s)", cli->log);
+	cr_assert(cli->running, "the rebuild ended while the lock was held (log: %s)", cli->log);
+	h_disconnect(holder);
+	code = finish(cli, 60, "the rebuild");
+	cr_assert_eq(code, 0, "`esbridge rebuild` exited %d, want 0 (log: %s)", code, cli->log);
+	assert_output_has(cli, "withdrew it", "the rebuild");
+	assert_output_has(cli, "done products 2 write-pause-ms", "the rebuild");
+	assert_alias("products", GEN2, "after the rebuild");
+	assert_generations("products", "1:retired,2:active", "after the rebuild");
+	cr_assert_eq(h_query_ll(NULL, "SELECT count(*) FROM esbridge.commands WHERE status = 'failed'"
+				      " AND message = 'no esbridge process took it'", 0, NULL, -1), 1,
+		     "the withdrawn command is not marked failed");
+	h_assert_docs_match_oracle("products");
+}
+
 /* README: "Retired indices beyond the newest --keep N (default 1) are deleted", a resumed rebuild too. */
 Test(rebuild, resumed_rebuild_honours_keep, .timeout = 90)
 {
