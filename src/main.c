@@ -595,8 +595,11 @@ static int cmd_rebuild(struct config *cfg, const char *name, int keep)
 		if (!st)
 			return die(1, "%s", err);
 		open_cmds = state_commands_open(st, name, err, sizeof(err));
-		/* seen in pg_locks, not by taking the lock: a lock this process let go of could
-		 * still be held by its old session when the runner asks for it */
+		/*
+		 * Seen in pg_locks, not by taking the lock: a lock this process
+		 * let go of could still be held by its closing session when the
+		 * runner asks for it.
+		 */
 		owned = open_cmds < 0 ? -1 : state_projection_owned(st, name, err, sizeof(err));
 		state_close(st);
 		if (owned < 0)
