@@ -551,7 +551,15 @@ static int rebuild_remote(struct config *cfg, const char *name, int keep, bool *
 		} else if (!free_since) {
 			free_since = ev_time();
 		} else if (ev_time() - free_since >= WAIT_FOR_OWNER) {
-			int w = state_command_withdraw(st, id, "no esbridge process took it", err, sizeof(err));
+			int w;
+
+			if (!strcmp(status, "running")) {
+				state_close(st);
+				return die(1, "no esbridge process has run '%s' for %.0fs, before the rebuild"
+					   " ended; it resumes when esbridge runs again", name, WAIT_FOR_OWNER);
+			}
+			/* still pending (or taken meanwhile: read again at the top) */
+			w = state_command_withdraw(st, id, "no esbridge process took it", err, sizeof(err));
 			if (w < 0) {
 				state_close(st);
 				return die(1, "%s", err);
@@ -562,12 +570,6 @@ static int rebuild_remote(struct config *cfg, const char *name, int keep, bool *
 				state_close(st);
 				*withdrawn = true;
 				return 0;
-			}
-			if (state_command_status(st, id, status, sizeof(status), message, sizeof(message), err,
-						 sizeof(err)) == 0 && !strcmp(status, "running")) {
-				state_close(st);
-				return die(1, "no esbridge process has run '%s' for %.0fs, before the rebuild"
-					   " ended; it resumes when esbridge runs again", name, WAIT_FOR_OWNER);
 			}
 		}
 		nanosleep(&half, NULL);
