@@ -53,7 +53,6 @@ struct monitor {
 	double connect_after;   /* a failed connect: no other attempt before then */
 	double connect_backoff; /* the wait after the last failed attempt (0: none failed) */
 	ev_io pg_io;
-	bool pg_ok;
 	double pg_failing_since;   /* the first failure since the last answer (0: none) */
 	char pg_error[256];
 	struct numbers jobs[MAX_GENS];
@@ -67,9 +66,9 @@ struct monitor {
 	} written[MAX_GENS];        /* the last errors recorded */
 	int n_written;
 	/* Elasticsearch */
-	bool es_pinging, es_ok;
+	bool es_pinging;
 	double ping_started;
-	double es_failing_since;
+	double es_failing_since;   /* the first failed ping since the last answer (0: none) */
 	char es_error[256];
 	/* for events/s in the summary */
 	struct {
@@ -140,11 +139,10 @@ static const char numbers_sql[] =
 
 static void pg_broken(struct monitor *m, const char *why)
 {
-	if (m->pg_ok || !*m->pg_error)
+	if (!m->pg_failing_since) {
 		log_warn("monitor: %s", why);
-	if (!m->pg_failing_since)
 		m->pg_failing_since = ev_now(m->loop);
-	m->pg_ok = false;
+	}
 	snprintf(m->pg_error, sizeof(m->pg_error), "%s", why);
 	ev_io_stop(m->loop, &m->pg_io);
 	if (m->conn) {
@@ -236,7 +234,6 @@ static void pg_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 			n->letters_open = strtoll(PQgetvalue(res, 0, 5), NULL, 10);
 			n->valid = true;
 			store_numbers(m, n);
-			m->pg_ok = true;
 			m->pg_failing_since = 0;
 			m->pg_error[0] = '\0';
 		} else if (PQresultStatus(res) != PGRES_TUPLES_OK) {
@@ -357,16 +354,14 @@ static void ping_done(void *arg, const struct es_response *r)
 
 	m->es_pinging = false;
 	if (r->transport_error || r->status >= 500 || r->status == 0) {
-		if (m->es_ok || !m->es_failing_since)
+		if (!m->es_failing_since)
 			m->es_failing_since = m->ping_started; /* a timeout counts from the request */
-		m->es_ok = false;
 		if (r->transport_error)
 			snprintf(m->es_error, sizeof(m->es_error), "%s", r->error);
 		else
 			snprintf(m->es_error, sizeof(m->es_error), "HTTP %ld", r->status);
 		return;
 	}
-	m->es_ok = true;
 	m->es_failing_since = 0;
 	m->es_error[0] = '\0';
 }
@@ -437,9 +432,9 @@ static void judge(const struct monitor *m, struct verdict *v)
 	v->ok = true;
 	v->reason[0] = '\0';
 	/* one lost connection or failed query alone is no outage: the next tick tries again */
-	if (!m->pg_ok && *m->pg_error && m->pg_failing_since && now - m->pg_failing_since >= DOWN_AFTER)
+	if (m->pg_failing_since && now - m->pg_failing_since >= DOWN_AFTER)
 		add_reason(v, "cannot reach PostgreSQL for %.0fs: %s", now - m->pg_failing_since, m->pg_error);
-	if (!m->es_ok && m->es_failing_since && now - m->es_failing_since >= DOWN_AFTER)
+	if (m->es_failing_since && now - m->es_failing_since >= DOWN_AFTER)
 		add_reason(v, "cannot reach Elasticsearch for %.0fs: %s", now - m->es_failing_since, m->es_error);
 	else if (m->es_pinging && now - m->ping_started >= DOWN_AFTER)
 		/* a hung node: the ping itself only fails after request-timeout */
@@ -750,7 +745,6 @@ struct monitor *monitor_new(struct ev_loop *loop, const struct config *cfg, stru
 	m->es = es;
 	m->sources = sources;
 	m->arg = arg;
-	m->es_ok = true;
 	m->last_summary = ev_now(loop);
 	ev_init(&m->pg_io, pg_io_cb);
 	if (*cfg->metrics_address) {
