@@ -686,6 +686,15 @@ Test(activity, rebuild_moves_both_aliases_under_live_writes, .timeout = 300)
 
 /* ---- one rule for dates ----------------------------------------------------------- */
 
+/* The dead letters of `proj` at position `pos` (text). */
+static long long letters_at(const char *proj, const char *pos)
+{
+	const char *params[2] = { proj, pos };
+
+	return h_query_ll(NULL, "SELECT count(*) FROM esbridge.dead_letters"
+				" WHERE projection = $1 AND global_position = $2::bigint", 2, params, -1);
+}
+
 /*
  * daily_sales and customer_activity read completed_at by one rule (the
  * date mapping's): a completion one refuses is a dead letter of the other
@@ -729,17 +738,12 @@ Test(activity, one_rule_for_dates_in_both_projections, .timeout = 120)
 
 	for (int i = 0; i < N; i++) {
 		char p[24], cid[16];
-		const char *params[1] = { p };
 		long long daily, activity;
 
 		snprintf(p, sizeof(p), "%" PRId64, pos[i]);
 		snprintf(cid, sizeof(cid), "dc%d", i);
-		daily = h_query_ll(NULL, "SELECT count(*) FROM esbridge.dead_letters"
-					 " WHERE projection = 'daily_sales' AND global_position = $1::bigint",
-				   1, params, -1);
-		activity = h_query_ll(NULL, "SELECT count(*) FROM esbridge.dead_letters"
-					    " WHERE projection = 'customer_activity' AND global_position = $1::bigint",
-				      1, params, -1);
+		daily = letters_at("daily_sales", p);
+		activity = letters_at("customer_activity", p);
 		cr_expect_eq(daily, cases[i].ok ? 0 : 1, "'%s': %lld dead letters of daily_sales", cases[i].at,
 			     daily);
 		/* a refused completion is a letter of both indices: customers/ID and customer_orders/ID */

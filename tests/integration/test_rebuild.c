@@ -1115,7 +1115,6 @@ Test(rebuild, standby_finishes_a_rebuild_command, .timeout = 120)
 {
 	static const char *const run_args[] = { "run", "--projection", "products", "--poll-interval", "0.2", NULL };
 	struct h_proc *owner, *standby, *cli;
-	int code;
 
 	h_begin();
 	h_insert_generated_products(1, 6000);
@@ -1131,9 +1130,7 @@ Test(rebuild, standby_finishes_a_rebuild_command, .timeout = 120)
 	cr_assert(h_wait(owner, 60), "the owner did not kill itself at caught-up (log: %s)", owner->log);
 	cr_assert_eq(h_term_signal(owner), SIGKILL, "the owner: status 0x%x, want death by SIGKILL (log: %s)",
 		     (unsigned)owner->status, owner->log);
-	code = finish(cli, 60, "the waiting rebuild");
-	cr_assert_eq(code, 0, "`esbridge rebuild` exited %d, want 0: the standby finished the rebuild (log: %s)",
-		     code, cli->log);
+	assert_exit0(cli, 60, "the waiting rebuild (the standby finished the rebuild)");
 	assert_output_has(cli, "done products", "the waiting rebuild");
 	assert_output_has(standby, "took over", "the standby");
 	assert_alias("products", GEN2, "after the standby's rebuild");
@@ -1154,7 +1151,6 @@ Test(rebuild, a_command_no_process_takes_is_withdrawn, .timeout = 120)
 {
 	PGconn *holder;
 	struct h_proc *cli;
-	int code;
 
 	h_begin();
 	h_insert_generated_products(1, 2000);
@@ -1166,8 +1162,7 @@ Test(rebuild, a_command_no_process_takes_is_withdrawn, .timeout = 120)
 		     "the rebuild did not send a command to the lock's holder (log: %s)", cli->log);
 	cr_assert(cli->running, "the rebuild ended while the lock was held (log: %s)", cli->log);
 	h_disconnect(holder);
-	code = finish(cli, 60, "the rebuild");
-	cr_assert_eq(code, 0, "`esbridge rebuild` exited %d, want 0 (log: %s)", code, cli->log);
+	assert_exit0(cli, 60, "the rebuild");
 	assert_output_has(cli, "withdrew it", "the rebuild");
 	assert_output_has(cli, "done products 2 write-pause-ms", "the rebuild");
 	assert_alias("products", GEN2, "after the rebuild");
