@@ -25,6 +25,7 @@
 
 #include "esbridge/bulk.h"
 #include "esbridge/json.h"
+#include "esbridge/projection.h"
 
 #include "fuzz.h"
 #include "fuzz_json.h"
@@ -73,11 +74,11 @@ static void check_accepted(const char *body, size_t len, const struct bulk_respo
 	root = fuzz_yajl_tree(body, len, yerr, sizeof(yerr));
 	FUZZ_CHECK(root != NULL, "accepted, yajl refuses: %s", yerr);
 	FUZZ_CHECK(root->type == yajl_t_object, "accepted a response that is not an object");
-	errors = fuzz_member(root, "errors");
+	errors = projection_member(root, "errors");
 	FUZZ_CHECK(errors && (errors->type == yajl_t_true || errors->type == yajl_t_false),
 		   "accepted a response without a boolean 'errors'");
 	FUZZ_CHECK(r->errors == (errors->type == yajl_t_true), "'errors' read wrong");
-	items = fuzz_member(root, "items");
+	items = projection_member(root, "items");
 	if (items && items->type == yajl_t_array)
 		n = items->u.array.len;
 	FUZZ_CHECK(r->n_items == n, "%zu items read, the response has %zu", r->n_items, n);
@@ -93,16 +94,16 @@ static void check_accepted(const char *body, size_t len, const struct bulk_respo
 			   "item %zu accepted without exactly one action", i);
 		inner = item->u.object.values[0];
 		FUZZ_CHECK(inner->type == yajl_t_object, "item %zu accepted, its action is not an object", i);
-		status = fuzz_member(inner, "status");
+		status = projection_member(inner, "status");
 		FUZZ_CHECK(status && status->type == yajl_t_number &&
 			   fuzz_integer_text(status->u.number.r, &want),
 			   "item %zu accepted without a whole-number status", i);
 		FUZZ_CHECK(want >= 100 && want <= 599, "item %zu: status %s accepted", i, status->u.number.r);
 		FUZZ_CHECK(it->status == want, "item %zu: status %d, the response says %s", i, it->status,
 			   status->u.number.r);
-		error = fuzz_member(inner, "error");
-		check_text(it->error_type, sizeof(it->error_type), fuzz_member(error, "type"), i, "error type");
-		check_text(it->error_reason, sizeof(it->error_reason), fuzz_member(error, "reason"), i,
+		error = projection_member(inner, "error");
+		check_text(it->error_type, sizeof(it->error_type), projection_member(error, "type"), i, "error type");
+		check_text(it->error_reason, sizeof(it->error_reason), projection_member(error, "reason"), i,
 			   "error reason");
 		out = bulk_item_outcome(it);
 		FUZZ_CHECK(out == expected_outcome(it->status, it->error_type),

@@ -233,11 +233,11 @@ static void check_meta(yajl_val meta, const struct bulk_op *op)
 	inner = meta->u.object.values[0];
 	FUZZ_CHECK(inner->type == yajl_t_object && inner->u.object.len == (update ? 2u : 1u),
 		   "'%s': the metadata is not {_id%s}", op->id, update ? ", retry_on_conflict" : "");
-	id = fuzz_member(inner, "_id");
+	id = projection_member(inner, "_id");
 	FUZZ_CHECK(id && id->type == yajl_t_string && !strcmp(id->u.string, op->id),
 		   "'%s': the metadata names another _id", op->id);
 	if (update) {
-		roc = fuzz_member(inner, "retry_on_conflict");
+		roc = projection_member(inner, "retry_on_conflict");
 		FUZZ_CHECK(roc && YAJL_IS_INTEGER(roc) && roc->u.number.i == BULK_RETRY_ON_CONFLICT,
 			   "'%s': no retry_on_conflict", op->id);
 	}
@@ -253,17 +253,17 @@ static void check_source(yajl_val src, const struct bulk_op *op)
 			   src->u.object.len, op->n_fields);
 		break;
 	case BULK_UPDATE:
-		doc = fuzz_member(src, "doc");
+		doc = projection_member(src, "doc");
 		FUZZ_CHECK(src->u.object.len == 2 && doc && doc->type == yajl_t_object &&
-			   doc->u.object.len == op->n_fields && fuzz_member(src, "doc_as_upsert") &&
-			   fuzz_member(src, "doc_as_upsert")->type == yajl_t_true,
+			   doc->u.object.len == op->n_fields && projection_member(src, "doc_as_upsert") &&
+			   projection_member(src, "doc_as_upsert")->type == yajl_t_true,
 			   "'%s': the update is not {doc, doc_as_upsert:true}", op->id);
 		break;
 	case BULK_SCRIPT:
-		script = fuzz_member(src, "script");
-		events = fuzz_member(fuzz_member(script, "params"), "events");
-		FUZZ_CHECK(script && fuzz_member(script, "id") && fuzz_member(script, "id")->type == yajl_t_string &&
-			   !strcmp(fuzz_member(script, "id")->u.string, BULK_SCRIPT_ID),
+		script = projection_member(src, "script");
+		events = projection_member(projection_member(script, "params"), "events");
+		FUZZ_CHECK(script && projection_member(script, "id") && projection_member(script, "id")->type == yajl_t_string &&
+			   !strcmp(projection_member(script, "id")->u.string, BULK_SCRIPT_ID),
 			   "'%s': not the stored script", op->id);
 		FUZZ_CHECK(events && events->type == yajl_t_array && events->u.array.len == op->n_entries,
 			   "'%s': the script has not the %zu entries", op->id, op->n_entries);

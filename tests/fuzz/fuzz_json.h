@@ -34,17 +34,6 @@ static inline yajl_val fuzz_yajl_tree(const char *s, size_t len, char *err, size
 	return v;
 }
 
-/* The first member named `key` of an object of yajl's (as Elasticsearch clients read it), or NULL. */
-static inline yajl_val fuzz_member(yajl_val obj, const char *key)
-{
-	if (!obj || obj->type != yajl_t_object)
-		return NULL;
-	for (size_t i = 0; i < obj->u.object.len; i++)
-		if (!strcmp(obj->u.object.keys[i], key))
-			return obj->u.object.values[i];
-	return NULL;
-}
-
 /* yajl without comments (its default), over exactly `len` bytes. */
 static inline bool fuzz_yajl_strict_ok(const char *s, size_t len)
 {
