@@ -1181,9 +1181,10 @@ Test(json, utf8_len_of_one_character)
 		{ "\xf5\x80\x80\x80", 4, 0 }, { "\xff", 1, 0 },
 	};
 
-	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
-		cr_expect_eq(utf8_len_n(cases[i].s, cases[i].n), cases[i].want, "case %zu: %zu, want %zu", i,
-			     utf8_len_n(cases[i].s, cases[i].n), cases[i].want);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		size_t got = utf8_len_n(cases[i].s, cases[i].n);
+		cr_expect_eq(got, cases[i].want, "case %zu: %zu, want %zu", i, got, cases[i].want);
+	}
 	cr_expect_eq(json_utf8_len((const unsigned char *)"a", (const unsigned char *)"a"), 0,
 		     "nothing before the end");
 }
@@ -1204,9 +1205,10 @@ Test(json, utf8_prefix_ends_between_characters)
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		char *copy = strdup(cases[i].s);
+		size_t got;
 		cr_assert_not_null(copy);
-		cr_expect_eq(json_utf8_prefix(copy, cases[i].max), cases[i].want, "case %zu: %zu, want %zu",
-			     i, json_utf8_prefix(copy, cases[i].max), cases[i].want);
+		got = json_utf8_prefix(copy, cases[i].max);
+		cr_expect_eq(got, cases[i].want, "case %zu: %zu, want %zu", i, got, cases[i].want);
 		free(copy);
 	}
 }

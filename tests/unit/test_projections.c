@@ -610,6 +610,8 @@ Test(helpers, unknown_type_is_one_line_of_utf8)
 		  "unknown event type 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa'" },
 	};
 
+	yajl_val d = parse("{\"product_id\": \"p1\", \"order_id\": \"o1\", \"customer_id\": \"c1\"}");
+
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		char *type = strdup(cases[i].type);
 		struct event ev = { .type = type, .stream_id = "stream", .data = "{}", .created_at = TS };
@@ -620,7 +622,6 @@ Test(helpers, unknown_type_is_one_line_of_utf8)
 		cr_expect_str_eq(err, cases[i].want, "case %zu", i);
 		/* and through every projection: its doc_id, or its apply, in its first index */
 		for (const struct projection *const *p = projection_registry; *p; p++) {
-			yajl_val d = parse("{\"product_id\": \"p1\", \"order_id\": \"o1\", \"customer_id\": \"c1\"}");
 			int rc;
 
 			err[0] = '\0';
