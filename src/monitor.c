@@ -121,14 +121,16 @@ static int live_gens(const struct monitor_source *src, int n_src, struct monitor
 
 /* ---- reading the numbers ------------------------------------------------ */
 
-static const char numbers_sql[] =
+const char monitor_numbers_sql[] =
 	"WITH x AS (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin),"
 	" e AS NOT MATERIALIZED (SELECT transaction_id, global_position, created_at FROM events"
 	"  WHERE event_type = ANY($1::text[]) OR stream_id ^@ ANY($2::text[])),"
 	" w AS (SELECT e.created_at FROM e, x WHERE (e.transaction_id, e.global_position)"
 	"  > ($3::xid8, $4::bigint) AND e.transaction_id < x.xmin)"
 	" SELECT"
-	"  (SELECT coalesce(max(global_position), 0) FROM e),"
+	/* the head: its newest event after the checkpoint, or the checkpoint (no backward scan of the store) */
+	"  (SELECT greatest($4::bigint, coalesce(max(e.global_position), 0)) FROM e"
+	"    WHERE (e.transaction_id, e.global_position) > ($3::xid8, $4::bigint)),"
 	"  (SELECT count(*) FROM w),"
 	"  (SELECT coalesce(extract(epoch FROM now() - min(created_at)), 0) FROM w),"
 	"  (SELECT count(*) FROM e, x WHERE e.transaction_id >= x.xmin),"
@@ -281,7 +283,7 @@ static void pg_next(struct monitor *m)
 	params[3] = pos;
 	params[4] = n->key.proj->name;
 	params[5] = gen;
-	ok = PQsendQueryParams(m->conn, numbers_sql, 6, NULL, params, NULL, NULL, 0);
+	ok = PQsendQueryParams(m->conn, monitor_numbers_sql, 6, NULL, params, NULL, NULL, 0);
 	buf_release(&types);
 	buf_release(&streams);
 	if (!ok) {
@@ -312,6 +314,10 @@ static void pg_refresh(struct monitor *m, const struct monitor_source *src, int 
 			return;
 		pq_app_name("esbridge-monitor", name, sizeof(name));
 		m->conn = pq_connect(m->cfg->pg, name, why, sizeof(why));
+		if (m->conn && pq_events_session(m->conn, why, sizeof(why))) {
+			PQfinish(m->conn);
+			m->conn = NULL;
+		}
 		if (!m->conn) {
 			double wait = m->connect_backoff ? 2 * m->connect_backoff : m->tick.repeat;
 			m->connect_backoff = wait < m->cfg->retry_max ? wait : m->cfg->retry_max;

@@ -54,6 +54,21 @@ PGconn *pq_connect(const char *conninfo, const char *application_name, char *err
 	return conn;
 }
 
+const char pq_events_session_sql[] = "SET enable_seqscan = off; SET enable_bitmapscan = off";
+
+int pq_events_session(PGconn *conn, char *err, size_t errsz)
+{
+	PGresult *res = PQexec(conn, pq_events_session_sql);
+	int rc = 0;
+
+	if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+		pq_error(err, errsz, "cannot set the planner settings", PQresultErrorMessage(res));
+		rc = -1;
+	}
+	PQclear(res);
+	return rc;
+}
+
 int pq_drain_notifies(PGconn *conn)
 {
 	PGnotify *n;

@@ -640,11 +640,12 @@ int state_held_documents(struct state *st, const char *proj, int number, state_h
 
 	snprintf(num, sizeof(num), "%d", number);
 	res = query(st, "cannot read the dead letters",
-		    "SELECT DISTINCT ON (doc_id) doc_id, transaction_id::text, global_position"
-		    " FROM esbridge.dead_letters"
-		    " WHERE projection = $1 AND generation = $2::int AND doc_id IS NOT NULL"
-		    "  AND status IN ('pending','held')"
-		    " ORDER BY doc_id, transaction_id, global_position",
+		    /* d.: the xid8 column, not the text output of the same name */
+		    "SELECT DISTINCT ON (d.doc_id) d.doc_id, d.transaction_id::text, d.global_position"
+		    " FROM esbridge.dead_letters d"
+		    " WHERE d.projection = $1 AND d.generation = $2::int AND d.doc_id IS NOT NULL"
+		    "  AND d.status IN ('pending','held')"
+		    " ORDER BY d.doc_id, d.transaction_id, d.global_position",
 		    2, params, false, err, errsz);
 	if (!res)
 		return -1;
@@ -685,9 +686,9 @@ int state_letters_to_retry(struct state *st, const char *proj, int number, struc
 			2, params, err, errsz))
 		return -1;
 	res = query(st, "cannot read the dead letters",
-		    "SELECT id, transaction_id::text, global_position FROM esbridge.dead_letters"
-		    " WHERE projection = $1 AND generation = $2::int AND status = 'retry'"
-		    " ORDER BY transaction_id, global_position",
+		    "SELECT d.id, d.transaction_id::text, d.global_position FROM esbridge.dead_letters d"
+		    " WHERE d.projection = $1 AND d.generation = $2::int AND d.status = 'retry'"
+		    " ORDER BY d.transaction_id, d.global_position",
 		    2, params, false, err, errsz);
 	if (!res)
 		return -1;

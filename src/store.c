@@ -17,7 +17,7 @@ struct store {
 	bool prepared;
 };
 
-static int set_utc(struct store *s, char *err, size_t errsz);
+static int session_setup(struct store *s, char *err, size_t errsz);
 
 struct store *store_open(const char *conninfo, char *err, size_t errsz)
 {
@@ -34,8 +34,7 @@ struct store *store_open(const char *conninfo, char *err, size_t errsz)
 		store_close(s);
 		return NULL;
 	}
-	/* timestamps in UTC regardless of the server's setting */
-	if (set_utc(s, err, errsz)) {
+	if (session_setup(s, err, errsz)) {
 		store_close(s);
 		return NULL;
 	}
@@ -64,7 +63,8 @@ int store_listen(struct store *s, char *err, size_t errsz)
 	return rc;
 }
 
-static int set_utc(struct store *s, char *err, size_t errsz)
+/* Timestamps in UTC whatever the server's setting, and the planner settings of a reader. */
+static int session_setup(struct store *s, char *err, size_t errsz)
 {
 	PGresult *res = PQexec(s->conn, "SET TIME ZONE 'UTC'");
 	int rc = 0;
@@ -74,7 +74,7 @@ static int set_utc(struct store *s, char *err, size_t errsz)
 		rc = -1;
 	}
 	PQclear(res);
-	return rc;
+	return rc ? rc : pq_events_session(s->conn, err, errsz);
 }
 
 int store_reconnect(struct store *s, bool listen, char *err, size_t errsz)
@@ -85,7 +85,7 @@ int store_reconnect(struct store *s, bool listen, char *err, size_t errsz)
 		pq_error(err, errsz, "cannot reconnect to PostgreSQL", PQerrorMessage(s->conn));
 		return -1;
 	}
-	if (set_utc(s, err, errsz))
+	if (session_setup(s, err, errsz))
 		return -1;
 	return listen ? store_listen(s, err, errsz) : 0;
 }
@@ -147,18 +147,18 @@ int store_xmin(struct store *s, uint64_t *xmin, char *err, size_t errsz)
 	" to_char(e.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS created" \
 	" FROM events e"
 
-static const char read_sql[] =
+const char store_read_sql[] =
 	EVENT_COLUMNS
 	" WHERE (e.transaction_id, e.global_position) > ($1::xid8, $2::bigint)"
-	"   AND e.transaction_id < pg_snapshot_xmin(pg_current_snapshot())"
-	"   AND ($3::xid8 IS NULL OR e.transaction_id < $3::xid8)"
+	/* one upper bound for the index (least() ignores a NULL bound) */
+	"   AND e.transaction_id < least(pg_snapshot_xmin(pg_current_snapshot()), $3::xid8)"
 	/* its types, and anything in the streams it owns (unknown types: dead letters) */
 	"   AND (e.event_type = ANY($4::text[]) OR e.stream_id ^@ ANY($6::text[]))"
 	/* the table's columns, not the text outputs: xids must not sort as text */
 	" ORDER BY e.transaction_id, e.global_position"
 	" LIMIT $5";
 
-static const char by_position_sql[] =
+const char store_by_position_sql[] =
 	EVENT_COLUMNS
 	" WHERE e.global_position = ANY($1::bigint[])"
 	" ORDER BY e.transaction_id, e.global_position";
@@ -193,7 +193,7 @@ int store_read(struct store *s, struct position after, uint64_t bound,
 	out->res = NULL;
 	out->n = 0;
 	if (!s->prepared) {
-		res = PQprepare(s->conn, "esbridge_read", read_sql, 6, NULL);
+		res = PQprepare(s->conn, "esbridge_read", store_read_sql, 6, NULL);
 		if (PQresultStatus(res) != PGRES_COMMAND_OK) {
 			pq_error(err, errsz, "cannot prepare the event read", PQresultErrorMessage(res));
 			PQclear(res);
@@ -233,6 +233,16 @@ int store_read(struct store *s, struct position after, uint64_t bound,
 	return 0;
 }
 
+/*
+ * The head: a backward scan of the commit-order index, one row. The ORDER
+ * BY names the table's columns (e.): a bare transaction_id would name the
+ * text output column, sort xids as text (9 after 10) and scan the table.
+ */
+const char store_head_sql[] =
+	"SELECT e.transaction_id::text AS txid, e.global_position AS pos FROM events e"
+	" WHERE e.transaction_id < least(pg_snapshot_xmin(pg_current_snapshot()), $1::xid8)"
+	" ORDER BY e.transaction_id DESC, e.global_position DESC LIMIT 1";
+
 int store_head(struct store *s, uint64_t bound, struct position *head, char *err, size_t errsz)
 {
 	char bnd[24];
@@ -244,12 +254,7 @@ int store_head(struct store *s, uint64_t bound, struct position *head, char *err
 		snprintf(bnd, sizeof(bnd), "%" PRIu64, bound);
 		params[0] = bnd;
 	}
-	res = PQexecParams(s->conn,
-			   "SELECT transaction_id::text, global_position FROM events"
-			   " WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot())"
-			   "  AND ($1::xid8 IS NULL OR transaction_id < $1::xid8)"
-			   " ORDER BY transaction_id DESC, global_position DESC LIMIT 1",
-			   1, NULL, params, NULL, NULL, 0);
+	res = PQexecParams(s->conn, store_head_sql, 1, NULL, params, NULL, NULL, 0);
 	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
 		pq_error(err, errsz, "cannot read the head of the event store", PQresultErrorMessage(res));
 		rc = -1;
@@ -285,7 +290,7 @@ int store_read_positions(struct store *s, const struct position *at, size_t n,
 		return -1;
 	}
 	params[0] = list.data;
-	res = PQexecParams(s->conn, by_position_sql, 1, NULL, params, NULL, NULL, 0);
+	res = PQexecParams(s->conn, store_by_position_sql, 1, NULL, params, NULL, NULL, 0);
 	buf_release(&list);
 	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
 		pq_error(err, errsz, "cannot read events again", PQresultErrorMessage(res));

@@ -24,6 +24,13 @@
 
 struct monitor;
 
+/*
+ * The statement that reads a generation's numbers ($1 types, $2 stream
+ * prefixes, $3/$4 the checkpoint, $5 projection, $6 generation); for the
+ * plan tests.
+ */
+extern const char monitor_numbers_sql[];
+
 /* A projection this process owns; `runner` is NULL while it starts over. */
 struct monitor_source {
 	const struct projection *proj;

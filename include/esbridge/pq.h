@@ -22,6 +22,17 @@ void pq_app_name(const char *role, char *out, size_t outsz);
 /* Writes "WHAT: MSG" into `err` on one line (libpq's messages end in '\n'). */
 void pq_error(char *err, size_t errsz, const char *what, const char *msg);
 
+/*
+ * The planner settings of the connections that read the events table (the
+ * reader's and the monitor's): no sequential or bitmap scans, so that a read
+ * is the commit-order index scan it is written for whatever the statistics
+ * say (a projection whose types look rare, or a table not analysed yet,
+ * would otherwise get a scan and a sort of the whole table per read).
+ */
+extern const char pq_events_session_sql[];
+__attribute__((warn_unused_result))
+int pq_events_session(PGconn *conn, char *err, size_t errsz);
+
 /* Reads what arrived and drops pending notifications: how many, or -1 if the connection is lost. */
 int pq_drain_notifies(PGconn *conn);
 

@@ -89,6 +89,16 @@ int store_read_positions(struct store *s, const struct position *at, size_t n,
 void store_batch_event(const struct store_batch *b, int i, struct event *ev);
 void store_batch_release(struct store_batch *b);
 
+/*
+ * The statements the store sends on the events table, for the plan tests
+ * (tests/integration/test_store.c): read ($1 txid, $2 pos, $3 bound or
+ * NULL, $4 types, $5 limit, $6 stream prefixes), head ($1 bound or NULL),
+ * by position ($1 bigint[]).
+ */
+extern const char store_read_sql[];
+extern const char store_head_sql[];
+extern const char store_by_position_sql[];
+
 /* Renders NULL-terminated strings as a text[] literal (a parameter), quoted and escaped;
  * NULL renders the empty array '{}'. */
 struct buf;
