@@ -10,6 +10,7 @@
 #include <yajl/yajl_tree.h>
 
 #include "esbridge/bulk.h"
+#include "esbridge/doctable.h"
 #include "esbridge/json.h"
 #include "esbridge/log.h"
 #include "esbridge/state.h"
@@ -23,40 +24,6 @@ struct rbatch {
 	struct arena arena;   /* the parsed events; operations point into it */
 	long long *retried;   /* dead letters applied again by this batch */
 	size_t n_retried;
-};
-
-/* A document held back by a dead letter: its events after `first` wait. */
-struct held {
-	char *id;             /* NULL: empty slot */
-	struct position first;
-};
-
-/* The held-back documents: open addressing, a power of two. */
-struct held_table {
-	struct held *slots;
-	size_t n, n_slots;
-};
-
-/* `n` events of read batch `rb` are held by an operation set. */
-struct settle {
-	struct rbatch *rb;
-	size_t n;
-};
-
-/*
- * The operations of one request: one per document, in first-seen order,
- * found by _id through an open-addressing table; the parsed events their
- * values point into; and what they settle.
- */
-struct opset {
-	struct bulk_op *ops;
-	size_t n_ops, cap_ops;
-	uint32_t *slots;      /* op index + 1; 0 = empty */
-	size_t n_slots;       /* a power of two, or 0 */
-	struct arena arena;   /* trees of events read again by split_op */
-	struct settle *settles;
-	size_t n_settles, cap_settles;
-	size_t est_bytes;
 };
 
 struct lane {
@@ -123,146 +90,6 @@ struct pipeline {
 static void kick(struct pipeline *p);
 static void finish(struct pipeline *p);
 
-/* ---- operation sets ---------------------------------------------------- */
-
-static uint64_t hash_id(const char *s, size_t n)
-{
-	uint64_t h = 14695981039346656037ULL; /* FNV-1a 64 offset basis */
-
-	for (size_t i = 0; i < n; i++) {
-		h ^= (unsigned char)s[i];
-		h *= 1099511628211ULL;
-	}
-	return h;
-}
-
-/* A document is its index slot and its _id (one index: slot 0, the _id's hash). */
-static uint64_t hash_key(const char *s, size_t n, unsigned slot)
-{
-	return hash_id(s, n) ^ ((uint64_t)slot * 0x9E3779B97F4A7C15ULL);
-}
-
-static uint64_t hash_op(const struct bulk_op *op)
-{
-	return hash_key(op->id, strlen(op->id), op->slot);
-}
-
-static void opset_release(struct opset *o)
-{
-	for (size_t i = 0; i < o->n_ops; i++)
-		bulk_op_release(&o->ops[i]);
-	arena_release(&o->arena);
-	free(o->ops);
-	free(o->slots);
-	free(o->settles);
-	memset(o, 0, sizeof(*o));
-}
-
-static int opset_rehash(struct opset *o, size_t n_slots)
-{
-	uint32_t *slots = calloc(n_slots, sizeof(*slots));
-
-	if (!slots)
-		return -1;
-	for (size_t i = 0; i < o->n_ops; i++) {
-		size_t j = hash_op(&o->ops[i]) & (n_slots - 1);
-		while (slots[j])
-			j = (j + 1) & (n_slots - 1);
-		slots[j] = (uint32_t)(i + 1);
-	}
-	free(o->slots);
-	o->slots = slots;
-	o->n_slots = n_slots;
-	return 0;
-}
-
-/*
- * The pending operation of document `id` in index `slot` (`index`: its
- * name for the action, NULL with one index), created when absent. With
- * `fresh`, a new operation is appended even when one exists (no coalescing;
- * the lookup then finds the newest).
- */
-static struct bulk_op *opset_get(struct opset *o, const char *id, size_t len, unsigned slot,
-				 const char *index, bool fresh, bool *created)
-{
-	size_t j;
-	bool follows = false;
-
-	*created = false;
-	if ((o->n_ops + 1) * 2 > o->n_slots && opset_rehash(o, o->n_slots ? o->n_slots * 2 : 64))
-		return NULL;
-	j = hash_key(id, len, slot) & (o->n_slots - 1);
-	while (o->slots[j]) {
-		struct bulk_op *op = &o->ops[o->slots[j] - 1];
-		if (op->slot == slot && !strcmp(op->id, id)) {
-			if (!fresh)
-				return op;
-			follows = true;
-			break; /* the slot now names the newest operation */
-		}
-		j = (j + 1) & (o->n_slots - 1);
-	}
-	if (o->n_ops == o->cap_ops) {
-		size_t ncap = o->cap_ops ? o->cap_ops * 2 : 64;
-		struct bulk_op *nops = realloc(o->ops, ncap * sizeof(*nops));
-		if (!nops)
-			return NULL;
-		o->ops = nops;
-		o->cap_ops = ncap;
-	}
-	if (bulk_op_init(&o->ops[o->n_ops], id, len))
-		return NULL;
-	o->ops[o->n_ops].slot = slot;
-	o->ops[o->n_ops].index = index;
-	o->slots[j] = (uint32_t)(o->n_ops + 1);
-	o->ops[o->n_ops].follows = follows;
-	*created = true;
-	return &o->ops[o->n_ops++];
-}
-
-/* Drops the operation just created by opset_get (it stayed empty). */
-static void opset_drop_last(struct opset *o)
-{
-	struct bulk_op *op = &o->ops[o->n_ops - 1];
-	size_t j = hash_op(op) & (o->n_slots - 1);
-
-	while (o->slots[j] != o->n_ops)
-		j = (j + 1) & (o->n_slots - 1);
-	bulk_op_release(op);
-	o->n_ops--;
-	/* re-insert the probe chain after the hole */
-	o->slots[j] = 0;
-	for (size_t k = (j + 1) & (o->n_slots - 1); o->slots[k]; k = (k + 1) & (o->n_slots - 1)) {
-		uint32_t v = o->slots[k];
-		size_t h;
-		o->slots[k] = 0;
-		h = hash_op(&o->ops[v - 1]) & (o->n_slots - 1);
-		while (o->slots[h])
-			h = (h + 1) & (o->n_slots - 1);
-		o->slots[h] = v;
-	}
-}
-
-static int opset_add_settle(struct opset *o, struct rbatch *rb)
-{
-	if (o->n_settles && o->settles[o->n_settles - 1].rb == rb) {
-		o->settles[o->n_settles - 1].n++;
-		return 0;
-	}
-	if (o->n_settles == o->cap_settles) {
-		size_t ncap = o->cap_settles ? o->cap_settles * 2 : 8;
-		struct settle *ns = realloc(o->settles, ncap * sizeof(*ns));
-		if (!ns)
-			return -1;
-		o->settles = ns;
-		o->cap_settles = ncap;
-	}
-	o->settles[o->n_settles].rb = rb;
-	o->settles[o->n_settles].n = 1;
-	o->n_settles++;
-	return 0;
-}
-
 /* ---- dead letters and failure ------------------------------------------ */
 
 static void note_error(struct pipeline *p, const char *what)
@@ -297,64 +124,6 @@ static void state_failed(struct pipeline *p, const char *err)
 }
 
 /* ---- held-back documents ---------------------------------------------- */
-
-static struct held *held_slot(struct held *slots, size_t n_slots, const char *id, size_t len)
-{
-	size_t i = (size_t)hash_id(id, len) & (n_slots - 1);
-
-	while (slots[i].id && (strlen(slots[i].id) != len || memcmp(slots[i].id, id, len)))
-		i = (i + 1) & (n_slots - 1);
-	return &slots[i];
-}
-
-static struct held *held_find(const struct pipeline *p, const char *id, size_t len)
-{
-	struct held *h;
-
-	if (!p->held.n)
-		return NULL;
-	h = held_slot(p->held.slots, p->held.n_slots, id, len);
-	return h->id ? h : NULL;
-}
-
-static void held_clear(struct held_table *t)
-{
-	for (size_t i = 0; i < t->n_slots; i++)
-		free(t->slots[i].id);
-	free(t->slots);
-	memset(t, 0, sizeof(*t));
-}
-
-/* Holds document `id` back from `first` on (the earliest wins); -1 on no memory. */
-static int held_add(struct held_table *t, const char *id, size_t len, struct position first)
-{
-	struct held *h;
-
-	if ((t->n + 1) * 2 > t->n_slots) {
-		size_t n = t->n_slots ? t->n_slots * 2 : 64;
-		struct held *slots = calloc(n, sizeof(*slots));
-		if (!slots)
-			return -1;
-		for (size_t i = 0; i < t->n_slots; i++)
-			if (t->slots[i].id)
-				*held_slot(slots, n, t->slots[i].id, strlen(t->slots[i].id)) = t->slots[i];
-		free(t->slots);
-		t->slots = slots;
-		t->n_slots = n;
-	}
-	h = held_slot(t->slots, t->n_slots, id, len);
-	if (h->id) {
-		if (position_cmp(first, h->first) < 0)
-			h->first = first;
-		return 0;
-	}
-	h->id = strndup(id, len);
-	if (!h->id)
-		return -1;
-	h->first = first;
-	t->n++;
-	return 0;
-}
 
 static int held_load_one(void *arg, const char *doc_id, struct position first)
 {
@@ -621,7 +390,7 @@ static void process_slot(struct pipeline *p, struct rbatch *rb, struct event *ev
 		return;
 	}
 	key_len = doc_key(p, slot, p->id.data, p->id.len, key, sizeof(key));
-	h = held_find(p, key, key_len);
+	h = held_find(&p->held, key, key_len);
 	if (h) {
 		rc = position_cmp(ev->at, h->first);
 		if (rc > 0)
@@ -635,7 +404,7 @@ static void process_slot(struct pipeline *p, struct rbatch *rb, struct event *ev
 		slot_dead_letter(p, slot, ev->at, key, key_len, err);
 		return;
 	}
-	l = &p->lanes[hash_id(p->id.data, p->id.len) % (uint64_t)p->n_lanes];
+	l = &p->lanes[doctable_hash(p->id.data, p->id.len) % (uint64_t)p->n_lanes];
 	if (opset_full(p, &l->building) && lane_seal(l)) {
 		fail(p, "out of memory");
 		return;
@@ -805,7 +574,7 @@ static bool hold_op(struct pipeline *p, struct bulk_op *op)
 	if (op->kind == BULK_NONE || !op->n_events || !p->held.n)
 		return false;
 	key_len = doc_key(p, op->slot, op->id, strlen(op->id), key, sizeof(key));
-	h = held_find(p, key, key_len);
+	h = held_find(&p->held, key, key_len);
 	if (!h || position_cmp(op->events[0], h->first) <= 0)
 		return false;
 	for (size_t e = 0; e < op->n_events; e++)

@@ -1312,3 +1312,60 @@ Test(orders, xid_order_across_a_power_of_ten, .timeout = 120)
 				      " WHERE projection IN ('orders', 'products')", 0, NULL, -1), 0);
 	h_disconnect(c);
 }
+
+/* ---- g. a re-creation among queued script events, in a growing request ---- */
+
+#define RECREATED 700
+
+/*
+ * Regression test (issue: the document table lost track of the newest
+ * operation). RECREATED orders already in the index each get, inside one
+ * request: an item (a script action), a re-creation (a new `index`
+ * action after it: a second operation of the document), then, after the
+ * other orders' events, another item and a shipment, which must fold into
+ * the re-creation. The request's table of operations grows several times
+ * meanwhile; it used to find the first operation after a growth, so the
+ * later events went into the action sent before the re-creation, which
+ * then overwrote them (orders left `pending`, an item missing).
+ */
+Test(orders, recreation_then_more_events_in_one_request, .timeout = 180)
+{
+	static const char *const big[] = { "--batch-size", "10000", "--bulk-actions", "10000", NULL };
+	char n[16];
+	const char *params[1] = { n };
+
+	h_begin();
+	snprintf(n, sizeof(n), "%d", RECREATED);
+	PQclear(h_exec(NULL, "INSERT INTO public.events (stream_id, event_type, data, version)"
+		  " SELECT 'order-r' || o, 'OrderCreated', jsonb_build_object('order_id', 'r' || o,"
+		  "  'customer_id', 'c' || o, 'created_at', '2026-11-01T10:00:00Z'), 1"
+		  " FROM generate_series(1, $1::int) o", 1, params));
+	run_once(big);
+	cr_assert_eq(h_load_es_docs(ALIAS), RECREATED);
+
+	/* one transaction, one read, one request */
+	h_sql(NULL, "BEGIN");
+	PQclear(h_exec(NULL, "INSERT INTO public.events (stream_id, event_type, data, version)"
+		  " SELECT 'order-r' || o, t, CASE t"
+		  "   WHEN 'OrderItemAdded' THEN jsonb_build_object('order_id', 'r' || o, 'product_id', 'p1',"
+		  "    'price', 1.25, 'quantity', 1)"
+		  "   ELSE jsonb_build_object('order_id', 'r' || o, 'customer_id', 'c' || o,"
+		  "    'created_at', '2026-11-02T10:00:00Z') END, v"
+		  " FROM generate_series(1, $1::int) o,"
+		  "  (VALUES (2, 'OrderItemAdded'), (3, 'OrderCreated')) s(v, t)"
+		  " ORDER BY o, v", 1, params));
+	PQclear(h_exec(NULL, "INSERT INTO public.events (stream_id, event_type, data, version)"
+		  " SELECT 'order-r' || o, t, CASE t"
+		  "   WHEN 'OrderItemAdded' THEN jsonb_build_object('order_id', 'r' || o, 'product_id', 'p2',"
+		  "    'price', 2.50, 'quantity', 2)"
+		  "   ELSE jsonb_build_object('order_id', 'r' || o, 'shipped_at', '2026-11-03T10:00:00Z') END, v"
+		  " FROM generate_series(1, $1::int) o,"
+		  "  (VALUES (4, 'OrderItemAdded'), (5, 'OrderShipped')) s(v, t)"
+		  " ORDER BY o, v", 1, params));
+	h_sql(NULL, "COMMIT");
+	run_once(big);
+	cr_assert_eq(h_dead_letter_count(), 0);
+	h_assert_docs_match_oracle(ALIAS);
+	cr_assert_eq(h_query_ll(NULL, "SELECT count(*) FROM public.events WHERE event_type = 'OrderShipped'", 0,
+				NULL, -1), RECREATED);
+}
