@@ -782,6 +782,8 @@ static int split_op(struct lane *l, size_t index, const char *why)
 	if (store_read_positions(p->store, at, n, &b, err, sizeof(err))) {
 		PLOG(LOG_WARN, p, "%s", err);
 		free(at);
+		if (!store_connected(p->store))
+			lost_store(p);
 		return -1;
 	}
 	PLOG(LOG_INFO, p, "document '%s': %zu events folded into one action were rejected (%s);"
@@ -963,8 +965,16 @@ static void lane_done(void *arg, const struct es_response *r)
 			snprintf(err, sizeof(err), "rejected by Elasticsearch: HTTP %d %s: %s", it->status,
 				 it->error_type, it->error_reason);
 			/* a missing document is missing for each event alike: no split */
-			if (op->n_events > 1 && it->status != 404 && split_op(l, i, err) == 0) {
-				split = true;
+			if (op->n_events > 1 && it->status != 404) {
+				if (split_op(l, i, err) == 0) {
+					split = true;
+					break;
+				}
+				/* its events could not be read again: the request goes again as it is */
+				if (!again)
+					snprintf(why, sizeof(why), "the events of document '%.64s' cannot be"
+						 " read again to split the action the node refused", op->id);
+				again = true;
 				break;
 			}
 			dead_letter_op(p, op, err);

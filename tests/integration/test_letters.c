@@ -784,3 +784,67 @@ Test(letters, awkward_ids_give_one_line_letters, .timeout = 120)
 	free(out);
 	h_expectations_free(&x);
 }
+
+/* ---- a split that cannot read its events again --------------------------------- */
+
+/* True once the proxy has logged that it holds an answer back. */
+static bool proxy_holding(void *arg)
+{
+	const struct h_proc *proxy = arg;
+
+	return h_output_count(proxy, "faultproxy: holding") > 0;
+}
+
+/*
+ * Regression test (issue: a failed split dead-lettered valid events). A
+ * product's three events fold into one action, which the node refuses
+ * (one of them is not a date). The proxy holds the answer back while the
+ * reader's PostgreSQL session is ended, so that reading the events again
+ * for the split fails. The action must be sent again as it is, and split
+ * once the reader is back: only the bad event is a pending letter, the
+ * one after it held, the creation applied. It used to make all three dead
+ * letters at once, the valid creation among them.
+ */
+Test(letters, a_split_that_cannot_read_the_events_is_retried, .timeout = 120)
+{
+	static struct h_expectations x;
+	char url[128], hold[256];
+	const char *proxy_args[] = { "--hold-file", hold, NULL };
+	const char *args[] = { "run", "--once", "--projection", ALIAS, "--es", url, "--retry-max", "1", NULL };
+	struct h_proc *proxy, *p;
+
+	h_begin();
+	narrowed_oracles();
+	snprintf(hold, sizeof(hold), "%s/hold-%d", oracle_dir, (int)getpid());
+	h_write_file(hold, "hold\n");
+	proxy = h_proxy_start(proxy_args, url, sizeof(url));
+
+	h_sql(NULL, "BEGIN");
+	h_add_event(&x, "product-s", "ProductCreated", "{\"product_id\": \"s\", \"name\": \"S\", \"price\": 5}",
+		    H_APPLIED, NULL, NULL);
+	h_add_event(&x, "product-s", "ProductUpdated", "{\"product_id\": \"s\", \"updated_at\": \"last tuesday\"}",
+		    H_PENDING, "s", "Elasticsearch");
+	h_add_event(&x, "product-s", "ProductUpdated", "{\"product_id\": \"s\", \"name\": \"S2\"}", H_HELD, "s",
+		    NULL);
+	h_sql(NULL, "COMMIT");
+
+	p = h_spawn(0, args);
+	cr_assert(h_eventually(proxy_holding, proxy, H_LONG), "the node's refusal never came (log: %s)", p->log);
+	/* the reader's session ends while the answer is held back */
+	h_sql(NULL, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+		    " WHERE application_name LIKE 'esbridge-reader%'");
+	H_EVENTUALLY(h_query_ll(NULL, "SELECT count(*) FROM pg_stat_activity"
+				      " WHERE application_name LIKE 'esbridge-reader%'", 0, NULL, -1) == 0,
+		     H_LONG, "the reader's session did not end");
+	cr_assert_eq(unlink(hold), 0);
+	cr_assert(h_wait(p, H_LONG), "run --once did not end (log: %s)", p->log);
+	cr_assert_eq(h_exit_code(p), 0, "exit status 0x%x (log: %s)", (unsigned)p->status, p->log);
+	cr_assert(h_output_count(p, "cannot read events again") > 0,
+		  "reading the events again never failed: the test proves nothing (log: %s)", p->log);
+	h_assert_letters("products", &x);
+	for (size_t i = 0; i < x.n; i++)
+		if (x.ev[i].out != H_APPLIED)
+			leave_out(x.ev[i].pos);
+	h_assert_docs_match_oracle(ALIAS);
+	h_expectations_free(&x);
+}

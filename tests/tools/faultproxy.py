@@ -20,6 +20,12 @@ POST .../_bulk, one fault at most, drawn with these probabilities:
                object; the top-level "errors" becomes true
   --cut P      the node's real response is cut short: the headers announce
                the whole body, half of it is sent, the connection is closed
+  --hold-file PATH
+               while PATH exists, the node's answer to a _bulk request that
+               reports item errors ("errors":true) is held back, not sent
+               (logged once per request as `faultproxy: holding ...`), so
+               that a test can act between the node's answer and the
+               client's reading of it
 
 Other requests (index creation, aliases, scripts, searches) are forwarded
 untouched. The request's Accept-Encoding is dropped so that the node answers
@@ -227,6 +233,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     self.state.counts["items-rewritten"] += n
                 self.state.log("items", "path=%s rewritten=%d" % (path, n))
                 data = new
+        if (self.state.args.hold_file and status == 200 and path.rstrip("/").endswith("/_bulk")
+                and b'"errors":true' in data[:200]):
+            logged = False
+            while os.path.exists(self.state.args.hold_file):
+                if not logged:
+                    sys.stdout.write("faultproxy: holding path=%s\n" % path)
+                    sys.stdout.flush()
+                    logged = True
+                threading.Event().wait(0.05)
         if fault == "cut" and len(data) >= 2:
             self.state.log("cut", "path=%s bytes=%d of %d" % (path, len(data) // 2, len(data)))
             self._reply(status, reason, headers, data, cut=True)
@@ -257,6 +272,7 @@ def main():
     ap.add_argument("--items", type=probability, default=0.0)
     ap.add_argument("--item-share", type=probability, default=0.3)
     ap.add_argument("--cut", type=probability, default=0.0)
+    ap.add_argument("--hold-file", default=None)
     args = ap.parse_args()
     if args.reject + args.items + args.cut > 1.0:
         ap.error("--reject + --items + --cut must not exceed 1")
