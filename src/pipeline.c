@@ -1,7 +1,6 @@
 #include "esbridge/pipeline.h"
 
 #include <inttypes.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +8,7 @@
 
 #include <yajl/yajl_tree.h>
 
+#include "esbridge/backoff.h"
 #include "esbridge/bulk.h"
 #include "esbridge/doctable.h"
 #include "esbridge/json.h"
@@ -849,10 +849,7 @@ static void lane_retry_later(struct lane *l, const char *why)
 		kick(p);
 		return;
 	}
-	delay = 0.25 * pow(2.0, l->attempts < 20 ? l->attempts - 1 : 19);
-	if (delay > p->cfg->retry_max)
-		delay = p->cfg->retry_max;
-	delay *= 0.5 + 0.5 * ((double)rand() / (double)RAND_MAX);
+	delay = backoff_delay(0.25, l->attempts, p->cfg->retry_max);
 	PLOG(LOG_WARN, p, "bulk request failed (attempt %d), sending again in %.2fs: %s",
 	     l->attempts, delay, why);
 	l->waiting = true;
