@@ -30,6 +30,14 @@ void buf_reset(struct buf *b)
 	b->err = BUF_OK;
 }
 
+void buf_truncate(struct buf *b, size_t len)
+{
+	if (len >= b->len)
+		return;
+	b->len = len;
+	b->data[len] = '\0';
+}
+
 static enum buf_error buf_fail(struct buf *b, enum buf_error e)
 {
 	size_t limit = b->limit;

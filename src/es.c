@@ -349,30 +349,38 @@ static void sweep(struct es_client *c)
 	}
 }
 
+/* Lets libcurl act on a socket (or its timeout), then reaps what ended. */
+static void multi_action(struct es_client *c, curl_socket_t fd, int action)
+{
+	int running;
+	CURLMcode rc = curl_multi_socket_action(c->multi, fd, action, &running);
+
+	if (rc != CURLM_OK)
+		log_error("%s: libcurl: %s", c->redacted, curl_multi_strerror(rc));
+	sweep(c);
+}
+
 static void io_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
 	struct es_sock *s = (struct es_sock *)w;
 	struct es_client *c = s->c;
-	int action = 0, running;
+	int action = 0;
 
 	(void)loop;
 	if (revents & EV_READ)
 		action |= CURL_CSELECT_IN;
 	if (revents & EV_WRITE)
 		action |= CURL_CSELECT_OUT;
-	curl_multi_socket_action(c->multi, s->fd, action, &running);
-	sweep(c);
+	multi_action(c, s->fd, action);
 }
 
 static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	struct es_client *c = (struct es_client *)((char *)w - offsetof(struct es_client, timer));
-	int running;
 
 	(void)loop;
 	(void)revents;
-	curl_multi_socket_action(c->multi, CURL_SOCKET_TIMEOUT, 0, &running);
-	sweep(c);
+	multi_action(c, CURL_SOCKET_TIMEOUT, 0);
 }
 
 static int socket_cb(CURL *e, curl_socket_t fd, int what, void *userp, void *socketp)
@@ -584,10 +592,14 @@ struct es_client *es_client_new(struct ev_loop *loop, const struct config *cfg,
 		    strncmp(c->nodes[i].url, "https://", 8))
 			log_warn("credentials go to %s over plain http, readable on the network: use https",
 				 c->nodes[i].redacted);
-	curl_multi_setopt(c->multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
-	curl_multi_setopt(c->multi, CURLMOPT_SOCKETDATA, c);
-	curl_multi_setopt(c->multi, CURLMOPT_TIMERFUNCTION, timerfn_cb);
-	curl_multi_setopt(c->multi, CURLMOPT_TIMERDATA, c);
+	if (curl_multi_setopt(c->multi, CURLMOPT_SOCKETFUNCTION, socket_cb) != CURLM_OK ||
+	    curl_multi_setopt(c->multi, CURLMOPT_SOCKETDATA, c) != CURLM_OK ||
+	    curl_multi_setopt(c->multi, CURLMOPT_TIMERFUNCTION, timerfn_cb) != CURLM_OK ||
+	    curl_multi_setopt(c->multi, CURLMOPT_TIMERDATA, c) != CURLM_OK) {
+		snprintf(err, errsz, "cannot set up libcurl's multi handle");
+		es_client_free(c);
+		return NULL;
+	}
 	ev_init(&c->timer, timer_cb);
 	return c;
 }
@@ -682,7 +694,7 @@ int es_request_sync(struct es_client *c, const char *method, const char *path,
 		/* a reset keeps the handle's connections, so setup steps reuse them */
 		curl_easy_reset(e);
 		errbuf[0] = '\0';
-		resp->len = resp_len;
+		buf_truncate(resp, resp_len); /* what an earlier attempt wrote goes */
 		if (setup_easy(c, node, e, method, path, body, len, false, zipped, resp, errbuf)) {
 			snprintf(err, errsz, "cannot set up a request to %s", c->nodes[node].redacted);
 			free(gz);

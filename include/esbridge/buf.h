@@ -45,6 +45,9 @@ void buf_release(struct buf *b);
 /* Empties the buffer and clears the error, keeping the allocation. */
 void buf_reset(struct buf *b);
 
+/* Shortens the contents to their first `len` bytes (no-op when not longer), keeping data[len] = '\0'. */
+void buf_truncate(struct buf *b, size_t len);
+
 /* Appends; return the sticky error (BUF_OK on success). */
 enum buf_error buf_append(struct buf *b, const void *p, size_t n);
 enum buf_error buf_append_str(struct buf *b, const char *s);

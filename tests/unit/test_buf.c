@@ -373,3 +373,18 @@ Test(buf, release_clears_the_error)
 	cr_expect_eq(buf_append_str(&b, "ab"), BUF_OK);
 	cr_expect_str_eq(b.data, "ab");
 }
+
+Test(buf, truncate_keeps_the_terminating_nul)
+{
+	cr_expect_eq(buf_append_str(&b, "abcdef"), BUF_OK);
+	buf_truncate(&b, 2);
+	expect_contents(&b, "ab", 2);
+	cr_expect_str_eq(b.data, "ab");
+	buf_truncate(&b, 5); /* not longer: nothing changes */
+	expect_contents(&b, "ab", 2);
+	buf_truncate(&b, 0);
+	expect_contents(&b, "", 0);
+	expect_invariants(&b);
+	cr_expect_eq(buf_append_str(&b, "xy"), BUF_OK);
+	expect_contents(&b, "xy", 2);
+}
