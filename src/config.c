@@ -131,7 +131,8 @@ static int set_value(struct config *c, const struct option_def *o, const char *v
 			snprintf(err, errsz, "out of memory");
 			return -1;
 		}
-		if (o->secret == ENV_ONLY)
+		/* conninfo and URLs may hold a password too: every secret is wiped */
+		if (o->secret)
 			config_free_secret(*slot);
 		else
 			free(*slot);
@@ -230,7 +231,7 @@ void config_init(struct config *c)
 void config_release(struct config *c)
 {
 	for (size_t i = 0; i < N_OPTIONS; i++)
-		if (options[i].type == OPT_STRING && options[i].secret == ENV_ONLY)
+		if (options[i].type == OPT_STRING && options[i].secret)
 			config_free_secret(*str_at(c, &options[i]));
 		else if (options[i].type == OPT_STRING)
 			free(*str_at(c, &options[i]));
