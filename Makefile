@@ -79,6 +79,17 @@ $(BUILD)/esbridge: $(MAIN_OBJ) $(BUILD)/libesbridge.a
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
+# The crash tests' build: the same program with the rebuild's crash points
+# (ESBRIDGE_CRASH_AT, see src/rebuild.c), which the shipped binary lacks.
+$(BUILD)/src/rebuild-crash.o: src/rebuild.c $(BUILD)/.flags
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC      $@")
+	$(Q)$(CC) $(CPPFLAGS_ALL) -DESBRIDGE_CRASH_POINTS $(PKG_CFLAGS) $(CFLAGS_ALL) -MMD -MP -c -o $@ $<
+
+$(BUILD)/esbridge-crash: $(MAIN_OBJ) $(BUILD)/src/rebuild-crash.o $(BUILD)/libesbridge.a
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
+
 # Unit tests: Criterion, no services.
 $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(UNIT_SUPPORT) $(BUILD)/libesbridge.a
 	@$(if $(Q),echo "  LD      $@")
@@ -101,9 +112,10 @@ INTEG_RUN := $(filter-out $(INTEG_SKIP:%=$(BUILD)/tests/integration-%),\
 	$(INTEG_SRCS:tests/integration/test_%.c=$(BUILD)/tests/integration-%))
 
 # Integration tests need the real services; they are started here when absent.
-integration: $(BUILD)/esbridge $(INTEG_RUN)
+integration: $(BUILD)/esbridge $(BUILD)/esbridge-crash $(INTEG_RUN)
 	@set -e; eval "$$(scripts/services start)"; \
-	for t in $(INTEG_RUN); do echo "== $$t"; ESBRIDGE_BIN=$(BUILD)/esbridge $$t --jobs 1; done
+	for t in $(INTEG_RUN); do echo "== $$t"; ESBRIDGE_BIN=$(BUILD)/esbridge \
+		ESBRIDGE_CRASH_BIN=$(BUILD)/esbridge-crash $$t --jobs 1; done
 
 check: deps
 	@$(MAKE) --no-print-directory unit

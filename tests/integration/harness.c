@@ -1062,6 +1062,20 @@ struct h_proc *h_spawn(unsigned flags, const char *const *args)
 	return h_spawn_ex(flags, NULL, NULL, args);
 }
 
+const char *h_crash_bin(void)
+{
+	static char crash[1100];
+	const char *env = getenv("ESBRIDGE_CRASH_BIN");
+
+	cr_assert(bin[0], "h_begin() was not called");
+	snprintf(crash, sizeof(crash), "%s", env && *env ? env : bin);
+	if (!(env && *env))
+		strncat(crash, "-crash", sizeof(crash) - strlen(crash) - 1);
+	cr_assert_eq(access(crash, X_OK), 0, "the crash test build %s is not executable (make %s): %s", crash,
+		     crash, strerror(errno));
+	return crash;
+}
+
 struct h_proc *h_spawn_ex(unsigned flags, const char *prog, const char *const *env,
 			  const char *const *args)
 {
@@ -1076,8 +1090,13 @@ struct h_proc *h_spawn_ex(unsigned flags, const char *prog, const char *const *e
 	p = &procs[n_procs++];
 	memset(p, 0, sizeof(*p));
 	snprintf(p->log, sizeof(p->log), "%s", log_path);
-	if (!prog)
+	if (!prog) {
 		prog = bin;
+		/* the crash points are only in the test build (src/rebuild.c) */
+		for (int i = 0; env && env[i]; i++)
+			if (!strncmp(env[i], "ESBRIDGE_CRASH_AT=", 18))
+				prog = h_crash_bin();
+	}
 	argv[argc++] = prog;
 	for (int i = 0; args && args[i]; i++) {
 		cr_assert_lt(argc, 62);

@@ -218,6 +218,13 @@ struct h_proc *h_spawn_ex(unsigned flags, const char *prog, const char *const *e
 /* The daemon binary the harness runs (ESBRIDGE_BIN or build/esbridge). */
 const char *h_bin(void);
 
+/*
+ * The test build with the rebuild's crash points (ESBRIDGE_CRASH_BIN,
+ * default h_bin() + "-crash"); h_spawn_ex() runs it instead of h_bin() when
+ * its environment sets ESBRIDGE_CRASH_AT.
+ */
+const char *h_crash_bin(void);
+
 /* The signal that killed a reaped process, 0 if it exited normally (or runs). */
 int h_term_signal(const struct h_proc *p);
 

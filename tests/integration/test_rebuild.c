@@ -764,6 +764,25 @@ static void crash_rebuild_at(const char *step)
 	assert_output_has(p, mark, "rebuild");
 }
 
+/*
+ * The shipped binary has no crash points: ESBRIDGE_CRASH_AT in its
+ * environment changes nothing (the rebuild ends, exit 0).
+ */
+Test(rebuild, the_shipped_binary_has_no_crash_points, .timeout = 90)
+{
+	struct h_proc *p;
+
+	h_begin();
+	h_insert_generated_products(1, 2000);
+	run_once_ok(NULL);
+	p = h_spawn_ex(0, h_bin(), (const char *const[]){ "ESBRIDGE_CRASH_AT=caught-up", NULL },
+		       (const char *const[]){ "rebuild", "products", NULL });
+	cr_assert(h_wait(p, 60), "rebuild did not end within 60s (log: %s)", p->log);
+	cr_assert_eq(h_exit_code(p), 0, "rebuild with ESBRIDGE_CRASH_AT: status 0x%x (log: %s)",
+		     (unsigned)p->status, p->log);
+	assert_alias("products", GEN2, "after the rebuild");
+}
+
 /* Recovery of a stop before the alias moved: `esbridge rebuild` resumes generation 2. */
 static void resume_with_rebuild(void)
 {
