@@ -141,7 +141,7 @@ bench: deps
 
 # The same at 10k events, part of `make check` so that it cannot rot.
 bench-smoke: $(BUILD)/esbridge $(BUILD)/bench-poster
-	@BUILD=$(BUILD) BENCH_EVENTS=10000 BENCH_MEMORY_EVENTS="10000 20000" BENCH_LIVE_SECONDS=3 \
+	@BUILD=$(BUILD) BENCH_EVENTS=10000 BENCH_MEMORY_EVENTS="10000 20000" BENCH_LIVE_SECONDS=3 BENCH_LARGE=40x450000 \
 		BENCH_OUT=$(BUILD)/bench-smoke BENCH_SMOKE=1 scripts/bench
 
 # make install [PREFIX=/usr/local] [DESTDIR=/tmp/stage]: the program, built

@@ -65,6 +65,8 @@ static const struct option_def options[] = {
 	  "seconds without checkpoint progress, while events wait, before /health reports a stall" },
 	{ "max-event-bytes", OPT_INT, OFF(max_event_bytes), "1048576", 1024, 104857600, false, true,
 	  "an event whose data is larger than this many bytes goes to the dead letters" },
+	{ "max-unsettled-bytes", OPT_INT, OFF(max_unsettled_bytes), "16777216", 65536, 17179869184.0, false, true,
+	  "bytes of event data read but not yet settled, per projection; reading waits above it (memory stays flat whatever the backlog)" },
 	{ "log-level", OPT_STRING, OFF(log_level), "info", 0, 0, false, true,
 	  "error, warn, info or debug" },
 	{ "ca-file", OPT_STRING, OFF(ca_file), "", 0, 0, false, false,

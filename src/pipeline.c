@@ -21,6 +21,7 @@ struct rbatch {
 	struct rbatch *next;
 	struct position last;
 	size_t unsettled;
+	size_t bytes;         /* the events' data read (max-unsettled-bytes) */
 	struct arena arena;   /* the parsed events; operations point into it */
 	long long *retried;   /* dead letters applied again by this batch */
 	size_t n_retried;
@@ -57,6 +58,8 @@ struct pipeline {
 	struct position committed; /* saved in PostgreSQL */
 	struct rbatch *rb_head, *rb_tail;
 	size_t unsettled;
+	size_t unsettled_bytes;    /* data of the read batches not settled yet */
+	double event_bytes;        /* the recent mean of an event's data, sizing reads */
 	struct lane *lanes;
 	int n_lanes;
 	bool started, at_head, reached_end, stopping, finished, failed, hold;
@@ -262,6 +265,8 @@ static bool can_read(const struct pipeline *p)
 	if (!p->started || p->stopping || p->finished || p->at_head || p->reached_end || p->pausing)
 		return false;
 	if (p->unsettled >= (size_t)per * (size_t)(p->n_lanes + 1) * 2)
+		return false;
+	if (p->unsettled_bytes >= (size_t)p->cfg->max_unsettled_bytes)
 		return false;
 	for (int i = 0; i < p->n_lanes; i++) {
 		const struct lane *l = &p->lanes[i];
@@ -505,13 +510,25 @@ static void read_once(struct pipeline *p)
 	struct event ev;
 	struct position head = { 0, 0 };
 	bool have_head = false;
+	size_t budget;
+	int limit;
 
 	p->must_read = false;
+	/*
+	 * The bytes left under max-unsettled-bytes bound the read (the store
+	 * stops there); its count is sized by the recent mean event, so that
+	 * the server does not prepare far more large events than are taken.
+	 */
+	budget = p->unsettled_bytes < (size_t)p->cfg->max_unsettled_bytes
+			 ? (size_t)p->cfg->max_unsettled_bytes - p->unsettled_bytes : 1;
+	limit = (int)p->cfg->batch_size;
+	if (p->event_bytes > 0 && (double)budget / p->event_bytes + 1 < (double)limit)
+		limit = (int)((double)budget / p->event_bytes) + 1;
 	/* at the head last time: first see how far the store goes (see skip_to) */
 	if (p->short_reads && store_head(p->store, p->bound, &head, err, sizeof(err)) == 0)
 		have_head = true;
-	if (store_read(p->store, p->read_at, p->bound, p->proj->event_types, p->proj->streams,
-		       (int)p->cfg->batch_size, &b, err, sizeof(err))) {
+	if (store_read(p->store, p->read_at, p->bound, p->proj->event_types, p->proj->streams, limit,
+		       budget, &b, err, sizeof(err))) {
 		p->at_head = true; /* the poll timer or the reconnection tries again */
 		if (!store_connected(p->store)) {
 			PLOG(LOG_WARN, p, "%s", err);
@@ -547,11 +564,16 @@ static void read_once(struct pipeline *p)
 		store_batch_event(&b, i, &ev);
 		process_event(p, rb, &ev);
 		rb->last = ev.at;
+		rb->bytes += ev.data_len;
 	}
+	p->unsettled_bytes += rb->bytes;
+	p->event_bytes = p->event_bytes > 0 ? 0.5 * p->event_bytes + 0.5 * (double)rb->bytes / b.n
+					    : (double)rb->bytes / b.n;
 	p->read_at = rb->last;
-	PLOG(LOG_DEBUG, p, "read %d events up to %" PRIu64 "/%" PRId64, b.n, rb->last.txid, rb->last.pos);
-	p->short_reads = b.n < p->cfg->batch_size;
-	if (b.n < p->cfg->batch_size) {
+	PLOG(LOG_DEBUG, p, "read %d events (%zu bytes) up to %" PRIu64 "/%" PRId64, b.n, rb->bytes,
+	     rb->last.txid, rb->last.pos);
+	p->short_reads = !b.more;
+	if (!b.more) {
 		p->at_head = true;
 		p->reached_end = p->once;
 		if (have_head)
@@ -705,6 +727,7 @@ static void advance_checkpoint(struct pipeline *p)
 		if (rb->retried)
 			p->retry_batches--;
 		free(rb->retried);
+		p->unsettled_bytes -= rb->bytes;
 		p->settled = rb->last;
 		p->rb_head = rb->next;
 		if (!p->rb_head)

@@ -144,22 +144,32 @@ int store_xmin(struct store *s, uint64_t *xmin, char *err, size_t errsz)
 #define EVENT_COLUMNS \
 	"SELECT e.global_position AS pos, e.transaction_id::text AS txid, e.stream_id," \
 	" e.event_type, e.data::text AS data, e.version," \
-	" to_char(e.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS created" \
-	" FROM events e"
+	" to_char(e.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS created"
 
+/*
+ * At most $5 events, and no more bytes of data than $7 (but the first
+ * event, whatever its size): the running sum of the data's length, over the events in order,
+ * stops the read (a window over the ordered rows: no sort). `more` says
+ * whether events the read matched were left for the next read.
+ */
 const char store_read_sql[] =
-	EVENT_COLUMNS
-	" WHERE (e.transaction_id, e.global_position) > ($1::xid8, $2::bigint)"
+	"SELECT w.pos, w.txid, w.stream_id, w.event_type, w.data, w.version, w.created, w.more FROM ("
+	" SELECT r.*, lead(r.pos) OVER o IS NOT NULL AS more,"
+	"  sum(octet_length(r.data)) OVER (o ROWS UNBOUNDED PRECEDING) AS upto"
+	" FROM (" EVENT_COLUMNS ", e.transaction_id AS tx FROM events e"
+	"  WHERE (e.transaction_id, e.global_position) > ($1::xid8, $2::bigint)"
 	/* one upper bound for the index (least() ignores a NULL bound) */
 	"   AND e.transaction_id < least(pg_snapshot_xmin(pg_current_snapshot()), $3::xid8)"
 	/* its types, and anything in the streams it owns (unknown types: dead letters) */
 	"   AND (e.event_type = ANY($4::text[]) OR e.stream_id ^@ ANY($6::text[]))"
 	/* the table's columns, not the text outputs: xids must not sort as text */
-	" ORDER BY e.transaction_id, e.global_position"
-	" LIMIT $5";
+	"  ORDER BY e.transaction_id, e.global_position"
+	"  LIMIT $5) r"
+	" WINDOW o AS (ORDER BY r.tx, r.pos)"
+	") w WHERE w.upto <= $7::bigint OR w.upto = octet_length(w.data) ORDER BY w.tx, w.pos";
 
 const char store_by_position_sql[] =
-	EVENT_COLUMNS
+	EVENT_COLUMNS " FROM events e"
 	" WHERE e.global_position = ANY($1::bigint[])"
 	" ORDER BY e.transaction_id, e.global_position";
 
@@ -182,18 +192,19 @@ int store_text_array(const char *const *items, struct buf *out)
 }
 
 int store_read(struct store *s, struct position after, uint64_t bound,
-	       const char *const *types, const char *const *streams, int limit,
+	       const char *const *types, const char *const *streams, int limit, size_t max_bytes,
 	       struct store_batch *out, char *err, size_t errsz)
 {
-	char txid[24], pos[24], bnd[24], lim[16];
-	const char *params[6];
+	char txid[24], pos[24], bnd[24], lim[16], mb[24];
+	const char *params[7];
 	struct buf tl = BUF_INIT(1 << 16), sl = BUF_INIT(1 << 16);
 	PGresult *res;
 
 	out->res = NULL;
 	out->n = 0;
+	out->more = false;
 	if (!s->prepared) {
-		res = PQprepare(s->conn, "esbridge_read", store_read_sql, 6, NULL);
+		res = PQprepare(s->conn, "esbridge_read", store_read_sql, 7, NULL);
 		if (PQresultStatus(res) != PGRES_COMMAND_OK) {
 			pq_error(err, errsz, "cannot prepare the event read", PQresultErrorMessage(res));
 			PQclear(res);
@@ -218,7 +229,9 @@ int store_read(struct store *s, struct position after, uint64_t bound,
 	params[3] = tl.data;
 	params[4] = lim;
 	params[5] = sl.data;
-	res = PQexecPrepared(s->conn, "esbridge_read", 6, params, NULL, NULL, 0);
+	snprintf(mb, sizeof(mb), "%zu", max_bytes ? max_bytes : 1);
+	params[6] = mb;
+	res = PQexecPrepared(s->conn, "esbridge_read", 7, params, NULL, NULL, 0);
 	buf_release(&tl);
 	buf_release(&sl);
 	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
@@ -230,6 +243,8 @@ int store_read(struct store *s, struct position after, uint64_t bound,
 	}
 	out->res = res;
 	out->n = PQntuples(res);
+	/* cut by the limit or by the bytes: there is more to read */
+	out->more = out->n == limit || (out->n > 0 && PQgetvalue(res, out->n - 1, 7)[0] == 't');
 	return 0;
 }
 
@@ -336,4 +351,5 @@ void store_batch_release(struct store_batch *b)
 	PQclear(b->res);
 	b->res = NULL;
 	b->n = 0;
+	b->more = false;
 }

@@ -31,6 +31,7 @@ struct config {
 	double retry_max;       /* seconds: cap of the retry backoff */
 	double drain_timeout;   /* seconds in-flight requests may take after SIGTERM */
 	long max_event_bytes;   /* larger event data is dead-lettered */
+	long max_unsettled_bytes; /* event data read but not settled; reading waits above it */
 	char *metrics_address;  /* HOST:PORT for /metrics and /health; "" = off */
 	double stats_interval;  /* seconds between summary log lines */
 	double stall_timeout;   /* seconds without progress before /health says stalled */

@@ -56,18 +56,20 @@ int store_xmin(struct store *s, uint64_t *xmin, char *err, size_t errsz);
 struct store_batch {
 	void *res;  /* the PGresult */
 	int n;
+	bool more;  /* store_read: it stopped at its limit or its bytes, not at the head */
 };
 
 /*
  * Reads at most `limit` events after `after` that have one of the given
  * types or a stream_id starting with one of `streams` (NULL-terminated, or
- * NULL for none). When
- * `bound` is non-zero, only events of transactions below it are read (used
- * to stop at the head as it was at a given moment).
+ * NULL for none), and no more than `max_bytes` of data (the first event
+ * whatever its size). When `bound` is non-zero, only events of transactions
+ * below it are read (used to stop at the head as it was at a given moment).
+ * out->more tells whether it stopped short of the head.
  */
 __attribute__((warn_unused_result))
 int store_read(struct store *s, struct position after, uint64_t bound,
-	       const char *const *types, const char *const *streams, int limit,
+	       const char *const *types, const char *const *streams, int limit, size_t max_bytes,
 	       struct store_batch *out, char *err, size_t errsz);
 
 /*
@@ -92,7 +94,7 @@ void store_batch_release(struct store_batch *b);
 /*
  * The statements the store sends on the events table, for the plan tests
  * (tests/integration/test_store.c): read ($1 txid, $2 pos, $3 bound or
- * NULL, $4 types, $5 limit, $6 stream prefixes), head ($1 bound or NULL),
+ * NULL, $4 types, $5 limit, $6 stream prefixes, $7 bytes), head ($1 bound or NULL),
  * by position ($1 bigint[]).
  */
 extern const char store_read_sql[];

@@ -22,6 +22,10 @@ One run, on the same services:
               checkpoint in esbridge.generations covers the event) and
               commit -> searchable (a search through the alias finds a new
               document).
+ 8. large     peak RSS of a `run --once` catch-up of a backlog of large
+              events, BENCH_LARGE="COUNTxBYTES" (default 360x450000: 162 MB
+              of product descriptions), which replaces the workload: the
+              memory bound is in bytes (--max-unsettled-bytes), not events.
 
 Writes BENCH_OUT/report.md, PNG plots, results.json and logs/, prints the
 tables.  Exits 1 on any error (a process failing, a dead letter, documents
@@ -81,6 +85,13 @@ class Cfg:
         self.live_seconds = float(os.environ.get("BENCH_LIVE_SECONDS", "") or 30)
         self.live_rate = env_int("BENCH_LIVE_RATE", 1000)
         self.seed = env_int("BENCH_SEED", 42)
+        large = (os.environ.get("BENCH_LARGE") or "360x450000").strip().lower()
+        try:
+            self.large = tuple(int(x) for x in large.split("x")) if large not in ("0", "none") else None
+        except ValueError:
+            raise Fail("BENCH_LARGE must be COUNTxBYTES, not %r" % large)
+        if self.large is not None and (len(self.large) != 2 or min(self.large) < 1):
+            raise Fail("BENCH_LARGE must be COUNTxBYTES, not %r" % large)
         self.out = os.path.abspath(os.path.join(REPO, os.environ.get("BENCH_OUT", "build/bench")))
         self.bin = os.path.abspath(os.path.join(REPO, os.environ.get("BENCH_ESBRIDGE", "build/esbridge")))
         self.poster = os.path.abspath(os.path.join(REPO, os.environ.get("BENCH_POSTER", "build/bench-poster")))
@@ -696,6 +707,32 @@ class Bench:
                                      "cpu": res["cpu"], "actions": res["actions"]})
             say("memory: %d events: peak RSS %.1f MB, %.1fs" % (m, res["rss_kb"] / 1024, res["wall"]))
 
+    def phase_large(self):
+        """A backlog of large events in place of the workload (the last phase)."""
+        count, size = self.cfg.large
+        say("large: %d events of %d bytes: loading" % (count, size))
+        self.loader.close()
+        with self.pg() as c:
+            c.execute("TRUNCATE events RESTART IDENTITY")
+            for first in range(1, count + 1, 20):
+                with c.transaction():
+                    c.execute(
+                        "INSERT INTO events (stream_id, event_type, data, version)"
+                        " SELECT 'product-large' || g, 'ProductCreated', jsonb_build_object("
+                        "  'product_id', 'large' || g, 'name', 'Large ' || g, 'price', g %% 1000,"
+                        "  'description', repeat(chr(97 + g %% 26), %s::int)), 1"
+                        " FROM generate_series(%s::int, %s::int) g", (size, first, min(count, first + 19)))
+            c.execute("VACUUM ANALYZE events")
+            total = c.execute("SELECT sum(octet_length(data::text)) FROM events").fetchone()[0]
+        self.loader.loaded = count
+        self.reset()
+        say("large: esbridge run --once")
+        res = self.esbridge_once("memory-large")
+        self.r["memory_large"] = {"events": count, "bytes": int(total), "rss_kb": res["rss_kb"],
+                                  "wall": res["wall"], "cpu": res["cpu"]}
+        say("large: %d events, %.0f MB of data: peak RSS %.1f MB, %.1fs" % (
+            count, total / 2**20, res["rss_kb"] / 1024, res["wall"]))
+
     def phase_live(self):
         cfg = self.cfg
         if self.esb_state_at != self.loader.loaded:
@@ -886,6 +923,8 @@ class Bench:
             self.phase_memory()
         if self.cfg.live_seconds > 0 and self.cfg.live_rate > 0:
             self.phase_live()
+        if self.cfg.large:
+            self.phase_large()
         return self.report()
 
 

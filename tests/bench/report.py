@@ -101,11 +101,16 @@ def tables(r, smoke=False):
                 lv["esbridge_cpu"] / lv["events"] * 1e6),
         ])
     memt = ""
-    if mem:
+    large = r.get("memory_large")
+    if mem or large:
         lines = ["| backlog (events) | peak RSS MB | catch-up s | events/s |", "|---:|---:|---:|---:|"]
         for m in mem:
             lines.append("| %s | %.1f | %.1f | %s |" % (_n(m["events"]), m["rss_kb"] / 1024.0,
                                                         m["wall"], _n(m["events"] / m["wall"])))
+        if large:
+            lines.append("| %s large (%.0f MB of data, %s bytes each) | %.1f | %.1f | %s |" % (
+                _n(large["events"]), large["bytes"] / 2**20, _n(large["bytes"] // large["events"]),
+                large["rss_kb"] / 1024.0, large["wall"], _n(large["events"] / large["wall"])))
         memt = "\n".join(lines)
     return main, live, memt, missed, rows
 
@@ -260,7 +265,11 @@ def write_report(r, out, smoke=False):
         md.append("![rss](rss.png)")
         md.append("")
         md.append("Each backlog is a `run --once` catch-up from fresh state (the first %s events "
-                  "of the same workload)." % ("/".join(_n(m["events"]) for m in r["memory"])))
+                  "of the same workload)." % ("/".join(_n(m["events"]) for m in r.get("memory", []))))
+        if r.get("memory_large"):
+            md.append("The large backlog (BENCH_LARGE) replaces the workload with product events "
+                      "whose descriptions are that large, read under the default "
+                      "--max-unsettled-bytes.")
         md.append("")
     md.append("## Details")
     md.append("")

@@ -227,11 +227,11 @@ Test(store, every_statement_on_events_uses_an_index, .timeout = 300)
 		array_literal((*pp)->event_types, types, sizeof(types));
 		array_literal((*pp)->streams, streams, sizeof(streams));
 		snprintf(what, sizeof(what), "the read of %s from the start", (*pp)->name);
-		snprintf(args, sizeof(args), "'0', '0', NULL, %s, 2000, %s", types, streams);
+		snprintf(args, sizeof(args), "'0', '0', NULL, %s, 2000, %s, 16777216", types, streams);
 		assert_plan(what, store_read_sql, args, "events_commit_order", 0);
 		snprintf(what, sizeof(what), "the read of %s from the middle, bounded", (*pp)->name);
-		snprintf(args, sizeof(args), "'%s', '%s', '%s', %s, 2000, %s", mid_txid, mid_pos, mid_txid,
-			 types, streams);
+		snprintf(args, sizeof(args), "'%s', '%s', '%s', %s, 2000, %s, 16777216", mid_txid, mid_pos,
+			 mid_txid, types, streams);
 		assert_plan(what, store_read_sql, args, "events_commit_order", 0);
 		snprintf(what, sizeof(what), "the monitor's numbers of %s", (*pp)->name);
 		snprintf(args, sizeof(args), "%s, %s, '%s', '%s', '%s', 1", types, streams, mid_txid, mid_pos,
@@ -244,5 +244,59 @@ Test(store, every_statement_on_events_uses_an_index, .timeout = 300)
 	/* a sort of the (at most a batch of) rows found by their positions */
 	assert_plan("the read by positions", store_by_position_sql, "'{5,150000,299999}'", "events_pkey",
 		    MAY_SORT_FEW);
+	h_end();
+}
+
+/* ---- c. reads bounded by bytes ---------------------------------------------- */
+
+#define BIG_EVENTS 40
+#define BIG_BYTES 300000
+#define UNSETTLED (1 << 20)
+
+/*
+ * Regression test (issue: memory bounded by event count, not by bytes). A
+ * backlog of BIG_EVENTS products of about BIG_BYTES each, with
+ * --max-unsettled-bytes 1 MiB: every read takes at most the bytes left
+ * under the bound (its first event whatever its size), never a batch of
+ * 2000 events, and the catch-up still ends at the head with the index equal
+ * to the oracle.
+ */
+Test(store, reads_stop_at_the_unsettled_bytes, .timeout = 240)
+{
+	static const char *const args[] = { "run", "--once", "--projection", "products", "--log-level", "debug",
+					    "--max-unsettled-bytes", "1048576", NULL };
+	char n[16], size[16];
+	const char *params[2] = { n, size };
+	struct h_proc *p;
+	char *out, *line;
+	long reads = 0, events = 0;
+
+	h_begin();
+	snprintf(n, sizeof(n), "%d", BIG_EVENTS);
+	snprintf(size, sizeof(size), "%d", BIG_BYTES);
+	PQclear(h_exec(NULL,
+		"INSERT INTO public.events (stream_id, event_type, data, version)"
+		" SELECT 'product-big' || g, 'ProductCreated', jsonb_build_object('product_id', 'big' || g,"
+		"  'name', 'Big ' || g, 'price', g, 'description', repeat(chr(97 + g % 26), $2::int)), 1"
+		" FROM generate_series(1, $1::int) g", 2, params));
+	p = h_spawn(0, args);
+	cr_assert(h_wait(p, 200), "run --once did not end (log: %s)", p->log);
+	cr_assert_eq(h_exit_code(p), 0, "exit status 0x%x (log: %s)", (unsigned)p->status, p->log);
+	out = h_proc_output(p);
+	for (line = strstr(out, "msg=\"read "); line; line = strstr(line + 1, "msg=\"read ")) {
+		int got;
+		size_t bytes;
+		cr_assert_eq(sscanf(line, "msg=\"read %d events (%zu bytes)", &got, &bytes), 2,
+			     "unexpected line: %.120s", line);
+		cr_assert(got == 1 || bytes <= UNSETTLED, "a read of %d events and %zu bytes, above %d"
+			  " (log: %s)", got, bytes, UNSETTLED, p->log);
+		reads++;
+		events += got;
+	}
+	free(out);
+	cr_assert_eq(events, BIG_EVENTS, "%ld events read in %ld reads (log: %s)", events, reads, p->log);
+	cr_assert_geq(reads, BIG_EVENTS * BIG_BYTES / UNSETTLED, "%ld reads only (log: %s)", reads, p->log);
+	cr_assert_eq(h_checkpoint_pos("products"), BIG_EVENTS);
+	h_assert_docs_match_oracle("products");
 	h_end();
 }
