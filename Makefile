@@ -190,10 +190,11 @@ clean:
 FUZZ_CC     ?= clang
 FUZZ_BUILD  ?= build-fuzz
 FUZZ_TIME   ?= 30
-FUZZ_TARGETS := event bulk_response
+FUZZ_TARGETS := event bulk_response http_request config_file
 FUZZ_SAN    := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 FUZZ_CFLAGS := -std=c11 -g -O1 $(WARN) $(FUZZ_SAN) -fsanitize=fuzzer-no-link
-FUZZ_LIB_SRCS := src/buf.c src/json.c src/bulk.c src/projection.c $(wildcard src/projections/*.c)
+FUZZ_LIB_SRCS := src/buf.c src/json.c src/bulk.c src/projection.c $(wildcard src/projections/*.c) \
+	src/config.c src/log.c src/httpd.c
 FUZZ_LIB_OBJS := $(FUZZ_LIB_SRCS:%.c=$(FUZZ_BUILD)/obj/%.o)
 FUZZ_BINS := $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz_%)
 
@@ -215,7 +216,7 @@ $(FUZZ_BUILD)/obj/%.o: %.c $(FUZZ_BUILD)/.flags
 
 $(FUZZ_BUILD)/fuzz_%: $(FUZZ_BUILD)/obj/tests/fuzz/fuzz_%.o $(FUZZ_LIB_OBJS)
 	@$(if $(Q),echo "  FUZZLD  $@")
-	$(Q)$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer -o $@ $^ $(shell pkg-config --libs yajl 2>/dev/null || echo -lyajl)
+	$(Q)$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer -o $@ $^ $(PKG_LIBS)
 
 fuzz: $(FUZZ_BINS)
 	@failed=; for t in $(FUZZ_TARGETS); do \

@@ -739,13 +739,22 @@ static char *trim(char *s)
 int config_load_file(struct config *c, const char *path, char *err, size_t errsz)
 {
 	FILE *f = fopen(path, "r");
-	char line[4096];
-	int n = 0, rc = 0;
+	int rc;
 
 	if (!f) {
 		snprintf(err, errsz, "cannot read the config file %s: %s", path, strerror(errno));
 		return -1;
 	}
+	rc = config_load_stream(c, f, path, err, errsz);
+	fclose(f);
+	return rc;
+}
+
+int config_load_stream(struct config *c, FILE *f, const char *path, char *err, size_t errsz)
+{
+	char line[4096];
+	int n = 0, rc = 0;
+
 	while (rc == 0 && fgets(line, sizeof(line), f)) {
 		const struct option_def *o;
 		char *name, *value, *eq;
@@ -789,7 +798,6 @@ int config_load_file(struct config *c, const char *path, char *err, size_t errsz
 		snprintf(err, errsz, "cannot read the config file %s", path);
 		rc = -1;
 	}
-	fclose(f);
 	return rc;
 }
 

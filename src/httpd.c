@@ -14,7 +14,7 @@
 
 #include "esbridge/log.h"
 
-#define REQUEST_MAX 8192
+#define REQUEST_MAX HTTPD_REQUEST_MAX
 #define CONN_MAX 64
 #define CONN_TIMEOUT 10.0
 
@@ -90,25 +90,57 @@ static int respond(struct conn *c, int status, const char *type, const char *bod
 	return c->out ? 0 : -1;
 }
 
+bool httpd_request_complete(const char *req)
+{
+	return strstr(req, "\r\n\r\n") || strstr(req, "\n\n");
+}
+
+int httpd_request_line(const char *req, char *path, size_t pathsz, bool *head)
+{
+	const char *m = req, *p, *v;
+	size_t mlen, plen;
+
+	*head = false;
+	if (pathsz)
+		path[0] = '\0';
+	/* METHOD SP TARGET SP HTTP/1.x */
+	mlen = strcspn(m, " \t\r\n");
+	p = m + mlen;
+	p += strspn(p, " \t");
+	plen = strcspn(p, " \t\r\n");
+	v = p + plen;
+	v += strspn(v, " \t");
+	if (!mlen || mlen > 7 || !plen || strncmp(v, "HTTP/1.", 7) || !v[7] || v[7] == '\r' || v[7] == '\n')
+		return 400;
+	if (mlen == 4 && !strncmp(m, "HEAD", 4))
+		*head = true;
+	else if (mlen != 3 || strncmp(m, "GET", 3))
+		return 405;
+	plen = strcspn(p, "? \t\r\n"); /* the path without its query string */
+	if (plen >= pathsz)
+		plen = pathsz ? pathsz - 1 : 0;
+	if (pathsz) {
+		memcpy(path, p, plen);
+		path[plen] = '\0';
+	}
+	return 0;
+}
+
 /* Answers the request in c->req (complete); -1 to drop the connection. */
 static int handle(struct conn *c)
 {
 	struct httpd *h = c->h;
-	char method[8], path[512];
+	char path[512];
 	const char *type = "text/plain; charset=utf-8";
 	struct buf body = BUF_INIT((size_t)32 << 20);
 	bool head;
 	int status, rc;
-	char *q;
 
-	if (sscanf(c->req, "%7s %511s HTTP/1.%*c", method, path) != 2)
+	status = httpd_request_line(c->req, path, sizeof(path), &head);
+	if (status == 400)
 		return respond(c, 400, type, "bad request\n", 12, false);
-	head = !strcmp(method, "HEAD");
-	if (strcmp(method, "GET") && !head)
+	if (status == 405)
 		return respond(c, 405, type, "GET or HEAD only\n", 17, false);
-	q = strchr(path, '?');
-	if (q)
-		*q = '\0';
 	status = h->fn(h->arg, path, &body, &type);
 	if (buf_error(&body)) {
 		buf_release(&body);
@@ -134,7 +166,7 @@ static void conn_cb(struct ev_loop *loop, ev_io *w, int revents)
 		}
 		c->n += (size_t)n;
 		c->req[c->n] = '\0';
-		if (!strstr(c->req, "\r\n\r\n") && !strstr(c->req, "\n\n")) {
+		if (!httpd_request_complete(c->req)) {
 			if (c->n == REQUEST_MAX)
 				conn_close(c); /* too long: not ours to serve */
 			return;

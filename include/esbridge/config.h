@@ -75,6 +75,10 @@ int config_set(struct config *c, const char *name, const char *value, char *err,
 __attribute__((warn_unused_result))
 int config_load_file(struct config *c, const char *path, char *err, size_t errsz);
 
+/* The same from an open stream, `path` naming it in errors (tests and fuzzing). */
+__attribute__((warn_unused_result))
+int config_load_stream(struct config *c, FILE *f, const char *path, char *err, size_t errsz);
+
 /*
  * SIGHUP: copies the settings marked reloadable from `next` into `live`
  * (values are swapped, so releasing `next` frees the old ones) and logs a

@@ -1,6 +1,7 @@
 #ifndef ESBRIDGE_HTTPD_H
 #define ESBRIDGE_HTTPD_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include <ev.h>
@@ -30,6 +31,21 @@ typedef int (*httpd_handler_fn)(void *arg, const char *path, struct buf *body,
  */
 struct httpd *httpd_new(struct ev_loop *loop, const char *address, httpd_handler_fn fn, void *arg,
 			char *err, size_t errsz);
+
+/* The request reader (pure, for tests and fuzzing). */
+
+#define HTTPD_REQUEST_MAX 8192
+
+/* Whether the request text so far (NUL-terminated) holds the whole head. */
+bool httpd_request_complete(const char *req);
+
+/*
+ * Reads the request line of a complete request head: GET or HEAD, and the
+ * path without its query string (NUL-terminated, at most `pathsz - 1`
+ * bytes; a longer one is cut). Returns 0 with `*head` set, or the HTTP
+ * status to answer: 400 (not a request line), 405 (another method).
+ */
+int httpd_request_line(const char *req, char *path, size_t pathsz, bool *head);
 
 /* The port it listens on. */
 int httpd_port(const struct httpd *h);
