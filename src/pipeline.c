@@ -1,4 +1,5 @@
 #include "esbridge/pipeline.h"
+#include "pipeline_int.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -8,7 +9,6 @@
 
 #include <yajl/yajl_tree.h>
 
-#include "esbridge/backoff.h"
 #include "esbridge/bulk.h"
 #include "esbridge/doctable.h"
 #include "esbridge/json.h"
@@ -16,105 +16,31 @@
 #include "esbridge/state.h"
 #include "esbridge/store.h"
 
-/* One read from the event store; settled once all its events are. */
-struct rbatch {
-	struct rbatch *next;
-	struct position last;
-	size_t unsettled;
-	size_t bytes;         /* the events' data read (max-unsettled-bytes) */
-	struct arena arena;   /* the parsed events; operations point into it */
-	long long *retried;   /* dead letters applied again by this batch */
-	size_t n_retried;
-};
-
-struct lane {
-	struct pipeline *p;
-	int idx;
-	struct opset building;  /* filling from reads */
-	struct opset *ready;    /* full sets waiting for the lane, oldest first */
-	size_t n_ready, cap_ready;
-	struct opset sending;   /* the request in flight or waiting to be sent again */
-	double sent_at;         /* when the request in flight was sent */
-	size_t body_len;        /* its body's size */
-	bool busy;              /* a request is in flight */
-	bool waiting;           /* the retry timer runs */
-	int attempts;
-	size_t n_written;
-	ev_timer retry;
-};
-
-struct pipeline {
-	struct ev_loop *loop;
-	const struct config *cfg;
-	const struct projection *proj;
-	struct es_client *es;
-	struct store *store;
-	struct state *state;
-	struct generation gen;
-	bool once;
-	uint64_t bound;            /* with --once: read only below this xid */
-	struct position read_at;   /* the last event read */
-	struct position settled;   /* everything up to here is settled */
-	struct position committed; /* saved in PostgreSQL */
-	struct rbatch *rb_head, *rb_tail;
-	size_t unsettled;
-	size_t unsettled_bytes;    /* data of the read batches not settled yet */
-	double event_bytes;        /* the recent mean of an event's data, sizing reads */
-	struct lane *lanes;
-	int n_lanes;
-	bool started, at_head, reached_end, stopping, finished, failed, hold;
-	double caught_up_logged;
-	bool caught_up_seen;
-	ev_idle idle;
-	ev_timer poll;
-	ev_io notify;
-	struct pipeline_hooks hooks;
-	bool pausing, paused;
-	bool lost;                 /* the state connection is gone: start over */
-	bool short_reads;          /* the last read reached the head */
-	bool must_read;            /* woken by the owner: caught up only after a read */
-	bool letters_changed;      /* dead letters to retry may wait */
-	int retry_batches;         /* batches of letters applied again, not yet settled */
-	struct dead_letter *letters; /* recorded before the checkpoint moves */
-	size_t n_letters, cap_letters;
-	struct held_table held;
-	ev_timer reconnect;
-	double reconnect_delay;
-	struct pipeline_stats stats;
-	struct buf id;
-	struct json_scratch scratch;
-	size_t n_slots;            /* indices the projection writes */
-	char path[256];
-	uint64_t dump_seq;
-};
-
-#define PLOG(lvl, p, ...) LOG_AT(lvl, (p)->proj->name, (p)->gen.number, __VA_ARGS__)
-
-static void kick(struct pipeline *p);
+void pl_kick(struct pipeline *p);
 static void finish(struct pipeline *p);
 
 /* ---- dead letters and failure ------------------------------------------ */
 
-static void note_error(struct pipeline *p, const char *what)
+void pl_note_error(struct pipeline *p, const char *what)
 {
 	snprintf(p->stats.last_error, sizeof(p->stats.last_error), "%s", what);
 }
 
-static void fail(struct pipeline *p, const char *why)
+void pl_fail(struct pipeline *p, const char *why)
 {
 	PLOG(LOG_ERROR, p, "stopping: %s", why);
-	note_error(p, why);
+	pl_note_error(p, why);
 	p->failed = true;
 	p->hold = true;
 	p->stopping = true;
-	kick(p);
+	pl_kick(p);
 }
 
 static void lose(struct pipeline *p, const char *err)
 {
 	PLOG(LOG_ERROR, p, "%s; lost the PostgreSQL connection of the bridge state: starting over", err);
 	p->lost = true;
-	fail(p, "lost the state connection");
+	pl_fail(p, "lost the state connection");
 }
 
 /* A call on the bridge state failed: start over if its connection is gone, else try again later. */
@@ -176,7 +102,7 @@ static void utf8_repair(char *s)
  * the checkpoint passes them (flush_letters). A letter naming a document
  * holds the document's later events back.
  */
-static void dead_letter(struct pipeline *p, struct position at, const char *doc, size_t doc_len,
+void pl_dead_letter(struct pipeline *p, struct position at, const char *doc, size_t doc_len,
 			bool held, const char *reason)
 {
 	struct dead_letter *dl;
@@ -212,7 +138,7 @@ static void dead_letter(struct pipeline *p, struct position at, const char *doc,
 	return;
 oom:
 	/* the event is neither projected nor recorded: never move past it */
-	fail(p, "out of memory");
+	pl_fail(p, "out of memory");
 }
 
 /* An event of a held-back document: recorded behind the letter that holds it. */
@@ -224,7 +150,7 @@ static void hold_event(struct pipeline *p, struct position at, const struct held
 	(void)json_utf8_show(shown, sizeof(shown), h->id);
 	snprintf(why, sizeof(why), "held back: document '%s' has an open dead letter at %" PRIu64 "/%" PRId64,
 		 shown, h->first.txid, h->first.pos);
-	dead_letter(p, at, h->id, strlen(h->id), true, why);
+	pl_dead_letter(p, at, h->id, strlen(h->id), true, why);
 }
 
 /* Records the queued letters; -1 if some could not be (they stay queued). */
@@ -252,12 +178,7 @@ static int flush_letters(struct pipeline *p)
 
 /* ---- reading ----------------------------------------------------------- */
 
-static bool opset_full(const struct pipeline *p, const struct opset *o)
-{
-	return o->n_ops >= (size_t)p->cfg->bulk_actions || o->est_bytes >= (size_t)p->cfg->bulk_bytes;
-}
-
-static bool can_read(const struct pipeline *p)
+bool pl_can_read(const struct pipeline *p)
 {
 	/* enough read ahead to fill every lane twice, and one read batch (reloadable sizes) */
 	long per = p->cfg->bulk_actions > p->cfg->batch_size ? p->cfg->bulk_actions : p->cfg->batch_size;
@@ -277,37 +198,10 @@ static bool can_read(const struct pipeline *p)
 }
 
 /*
- * Queues the lane's full building set to be sent after the ones before it;
- * a document's later events then go to a later request, in order.
- */
-static int lane_seal(struct lane *l)
-{
-	if (l->n_ready == l->cap_ready) {
-		size_t ncap = l->cap_ready ? l->cap_ready * 2 : 4;
-		struct opset *nr = realloc(l->ready, ncap * sizeof(*nr));
-		if (!nr)
-			return -1;
-		l->ready = nr;
-		l->cap_ready = ncap;
-	}
-	l->ready[l->n_ready++] = l->building;
-	memset(&l->building, 0, sizeof(l->building));
-	return 0;
-}
-
-static void lane_drop_unsent(struct lane *l)
-{
-	for (size_t i = 0; i < l->n_ready; i++)
-		opset_release(&l->ready[i]);
-	l->n_ready = 0;
-	opset_release(&l->building);
-}
-
-/*
  * Projections may keep ev->created_at in an operation (projection.h): give
  * it the lifetime of the parsed data.
  */
-static int keep_created_at(struct arena *a, struct event *ev)
+int pl_keep_created_at(struct arena *a, struct event *ev)
 {
 	size_t n = strlen(ev->created_at);
 	char *copy = arena_alloc(a, n + 1);
@@ -333,7 +227,7 @@ static int type_index(const struct projection *proj, const char *type)
 }
 
 /* The concrete index of `slot` for the actions, NULL with one index (it is in the path). */
-static const char *slot_index(const struct pipeline *p, size_t slot)
+const char *pl_slot_index(const struct pipeline *p, size_t slot)
 {
 	return p->n_slots > 1 ? generation_index(&p->gen, slot) : NULL;
 }
@@ -343,7 +237,7 @@ static const char *slot_index(const struct pipeline *p, size_t slot)
  * found by: its _id, or "ALIAS/_id" for a projection of several indices.
  * Returns its length.
  */
-static size_t doc_key(const struct pipeline *p, size_t slot, const char *id, size_t len, char *key,
+size_t pl_doc_key(const struct pipeline *p, size_t slot, const char *id, size_t len, char *key,
 		      size_t keysz)
 {
 	int n;
@@ -359,17 +253,17 @@ static size_t doc_key(const struct pipeline *p, size_t slot, const char *id, siz
 }
 
 /* A dead letter of index `slot` (of several: the reason says which). */
-static void slot_dead_letter(struct pipeline *p, size_t slot, struct position at, const char *doc,
+void pl_slot_dead_letter(struct pipeline *p, size_t slot, struct position at, const char *doc,
 			     size_t doc_len, const char *why)
 {
 	char reason[600];
 
 	if (p->n_slots == 1) {
-		dead_letter(p, at, doc, doc_len, false, why);
+		pl_dead_letter(p, at, doc, doc_len, false, why);
 		return;
 	}
 	snprintf(reason, sizeof(reason), "%s: %s", projection_alias(p->proj, slot), why);
-	dead_letter(p, at, doc, doc_len, false, reason);
+	pl_dead_letter(p, at, doc, doc_len, false, reason);
 }
 
 /* Folds a parsed event into its document of index `slot`, if it has one there. */
@@ -389,12 +283,12 @@ static void process_slot(struct pipeline *p, struct rbatch *rb, struct event *ev
 		return;
 	if (rc) {
 		if (rc == PROJECTION_REJECT)
-			slot_dead_letter(p, slot, ev->at, NULL, 0, err);
+			pl_slot_dead_letter(p, slot, ev->at, NULL, 0, err);
 		else
-			fail(p, "out of memory");
+			pl_fail(p, "out of memory");
 		return;
 	}
-	key_len = doc_key(p, slot, p->id.data, p->id.len, key, sizeof(key));
+	key_len = pl_doc_key(p, slot, p->id.data, p->id.len, key, sizeof(key));
 	h = held_find(&p->held, key, key_len);
 	if (h) {
 		rc = position_cmp(ev->at, h->first);
@@ -406,24 +300,24 @@ static void process_slot(struct pipeline *p, struct rbatch *rb, struct event *ev
 	if (ev->data_len > (size_t)p->cfg->max_event_bytes) {
 		snprintf(err, sizeof(err), "the event's data is %zu bytes, above max-event-bytes (%ld)",
 			 ev->data_len, p->cfg->max_event_bytes);
-		slot_dead_letter(p, slot, ev->at, key, key_len, err);
+		pl_slot_dead_letter(p, slot, ev->at, key, key_len, err);
 		return;
 	}
 	l = &p->lanes[doctable_hash(p->id.data, p->id.len) % (uint64_t)p->n_lanes];
-	if (opset_full(p, &l->building) && lane_seal(l)) {
-		fail(p, "out of memory");
+	if (lanes_opset_full(p, &l->building) && lane_seal(l)) {
+		pl_fail(p, "out of memory");
 		return;
 	}
-	op = opset_get(&l->building, p->id.data, p->id.len, (unsigned)slot, slot_index(p, slot),
+	op = opset_get(&l->building, p->id.data, p->id.len, (unsigned)slot, pl_slot_index(p, slot),
 		       !p->cfg->coalesce, &created);
 	if (!op) {
-		fail(p, "out of memory");
+		pl_fail(p, "out of memory");
 		return;
 	}
 	rc = p->proj->apply(ev, tree, op, err, sizeof(err));
 	if (rc == PROJECTION_NEW_OP) {
 		/* a second action for the document, after the pending one */
-		op = opset_get(&l->building, p->id.data, p->id.len, (unsigned)slot, slot_index(p, slot),
+		op = opset_get(&l->building, p->id.data, p->id.len, (unsigned)slot, pl_slot_index(p, slot),
 			       true, &created);
 		rc = op ? p->proj->apply(ev, tree, op, err, sizeof(err)) : -2;
 		if (rc == PROJECTION_NEW_OP)
@@ -433,17 +327,17 @@ static void process_slot(struct pipeline *p, struct rbatch *rb, struct event *ev
 		if (created && op->kind == BULK_NONE && !op->n_events)
 			opset_drop_last(&l->building);
 		if (rc == PROJECTION_REJECT)
-			slot_dead_letter(p, slot, ev->at, key, key_len, err);
+			pl_slot_dead_letter(p, slot, ev->at, key, key_len, err);
 		else
-			fail(p, "out of memory");
+			pl_fail(p, "out of memory");
 		return;
 	}
 	if (bulk_op_note_event(op, ev->at)) {
-		fail(p, "out of memory");
+		pl_fail(p, "out of memory");
 		return;
 	}
 	if (opset_add_settle(&l->building, rb)) {
-		fail(p, "out of memory");
+		pl_fail(p, "out of memory");
 		return;
 	}
 	rb->unsettled++;
@@ -471,24 +365,22 @@ static void process_event(struct pipeline *p, struct rbatch *rb, struct event *e
 		json_utf8_show(stream, sizeof(stream), ev->stream_id);
 		snprintf(err, sizeof(err), "unknown event type '%s' in stream '%s' of projection '%s'", type,
 			 stream, p->proj->name);
-		dead_letter(p, ev->at, NULL, 0, false, err);
+		pl_dead_letter(p, ev->at, NULL, 0, false, err);
 		return;
 	}
-	if (keep_created_at(&rb->arena, ev)) {
-		fail(p, "out of memory");
+	if (pl_keep_created_at(&rb->arena, ev)) {
+		pl_fail(p, "out of memory");
 		return;
 	}
 	tree = json_parse(&rb->arena, &p->scratch, ev->data, ev->data_len, perr, sizeof(perr));
 	if (!tree) {
 		snprintf(err, sizeof(err), "%s", perr);
-		dead_letter(p, ev->at, NULL, 0, false, err);
+		pl_dead_letter(p, ev->at, NULL, 0, false, err);
 		return;
 	}
 	for (size_t slot = 0; slot < p->n_slots && !p->hold; slot++)
 		process_slot(p, rb, ev, tree, slot);
 }
-
-static void lost_store(struct pipeline *p);
 
 /*
  * After a short read preceded by store_head: every event of the projection
@@ -532,7 +424,7 @@ static void read_once(struct pipeline *p)
 		p->at_head = true; /* the poll timer or the reconnection tries again */
 		if (!store_connected(p->store)) {
 			PLOG(LOG_WARN, p, "%s", err);
-			lost_store(p);
+			pl_lost_store(p);
 		} else {
 			PLOG(LOG_WARN, p, "%s; trying again in %gs", err, p->cfg->poll_interval);
 		}
@@ -552,7 +444,7 @@ static void read_once(struct pipeline *p)
 	rb = calloc(1, sizeof(*rb));
 	if (!rb) {
 		store_batch_release(&b);
-		fail(p, "out of memory");
+		pl_fail(p, "out of memory");
 		return;
 	}
 	if (p->rb_tail)
@@ -587,7 +479,7 @@ static void read_once(struct pipeline *p)
  * an earlier event: its events become held letters and it is sent no more
  * (they settle with its set, as letters). True if it was held.
  */
-static bool hold_op(struct pipeline *p, struct bulk_op *op)
+bool pl_hold_op(struct pipeline *p, struct bulk_op *op)
 {
 	char key[1024];
 	const struct held *h;
@@ -595,7 +487,7 @@ static bool hold_op(struct pipeline *p, struct bulk_op *op)
 
 	if (op->kind == BULK_NONE || !op->n_events || !p->held.n)
 		return false;
-	key_len = doc_key(p, op->slot, op->id, strlen(op->id), key, sizeof(key));
+	key_len = pl_doc_key(p, op->slot, op->id, strlen(op->id), key, sizeof(key));
 	h = held_find(&p->held, key, key_len);
 	if (!h || position_cmp(op->events[0], h->first) <= 0)
 		return false;
@@ -614,7 +506,7 @@ static bool hold_op(struct pipeline *p, struct bulk_op *op)
 static void hold_queued_set(struct pipeline *p, struct opset *o)
 {
 	for (size_t i = 0; i < o->n_ops; i++)
-		(void)hold_op(p, &o->ops[i]);
+		(void)pl_hold_op(p, &o->ops[i]);
 }
 
 static void hold_queued(struct pipeline *p)
@@ -666,7 +558,7 @@ static void process_retries(struct pipeline *p)
 		free(rb);
 		free(at);
 		free(refs);
-		fail(p, "out of memory");
+		pl_fail(p, "out of memory");
 		return;
 	}
 	for (size_t i = 0; i < n; i++) {
@@ -682,7 +574,7 @@ static void process_retries(struct pipeline *p)
 		free(rb);
 		free(at);
 		if (!store_connected(p->store))
-			lost_store(p);
+			pl_lost_store(p);
 		goto later;
 	}
 	free(at);
@@ -747,458 +639,7 @@ static void advance_checkpoint(struct pipeline *p)
 	PLOG(LOG_DEBUG, p, "checkpoint %" PRIu64 "/%" PRId64, p->committed.txid, p->committed.pos);
 }
 
-/* ---- sending ----------------------------------------------------------- */
-
-static void send_lane(struct lane *l);
-static void send_sending(struct lane *l);
-
-static void settle_sending(struct lane *l)
-{
-	struct pipeline *p = l->p;
-
-	for (size_t i = 0; i < l->sending.n_settles; i++) {
-		l->sending.settles[i].rb->unsettled -= l->sending.settles[i].n;
-		p->unsettled -= l->sending.settles[i].n;
-	}
-	opset_release(&l->sending);
-	l->attempts = 0;
-}
-
-static void abandon_sending(struct lane *l)
-{
-	/* its events stay unsettled: the checkpoint never passes them */
-	opset_release(&l->sending);
-	l->attempts = 0;
-}
-
-static void dead_letter_op(struct pipeline *p, struct bulk_op *op, const char *reason)
-{
-	char key[1024];
-	size_t key_len = doc_key(p, op->slot, op->id, strlen(op->id), key, sizeof(key));
-
-	for (size_t i = 0; i < op->n_events; i++)
-		slot_dead_letter(p, op->slot, op->events[i], key, key_len, reason);
-	op->kind = BULK_NONE;
-}
-
-/*
- * An action that folded several events was rejected: one of them may be bad
- * and the others fine. Replaces it by one action per event (read again from
- * the store), sent with the rest of the request, so that only the events
- * Elasticsearch refuses on their own become dead letters, as they would
- * have in a live run that sent them one by one. Returns 0, or -1 if the
- * events could not be read again (the request is then retried as it is).
- */
-static int split_op(struct lane *l, size_t index, const char *why)
-{
-	struct pipeline *p = l->p;
-	struct store_batch b;
-	struct position *at;
-	size_t n = l->sending.ops[index].n_events;
-	unsigned slot = l->sending.ops[index].slot;
-	char err[512], perr[256];
-
-	at = malloc(n * sizeof(*at));
-	if (!at)
-		return -1;
-	memcpy(at, l->sending.ops[index].events, n * sizeof(*at));
-	if (store_read_positions(p->store, at, n, &b, err, sizeof(err))) {
-		PLOG(LOG_WARN, p, "%s", err);
-		free(at);
-		if (!store_connected(p->store))
-			lost_store(p);
-		return -1;
-	}
-	PLOG(LOG_INFO, p, "document '%s': %zu events folded into one action were rejected (%s);"
-	     " sending them one by one", l->sending.ops[index].id, n, why);
-	l->sending.ops[index].kind = BULK_NONE;
-	for (int i = 0; i < b.n; i++) {
-		struct event ev;
-		struct bulk_op *op;
-		yajl_val tree;
-		bool created;
-		int rc;
-
-		store_batch_event(&b, i, &ev);
-		if (keep_created_at(&l->sending.arena, &ev)) {
-			fail(p, "out of memory");
-			break;
-		}
-		tree = json_parse(&l->sending.arena, &p->scratch, ev.data, ev.data_len, perr, sizeof(perr));
-		if (!tree) {
-			dead_letter(p, ev.at, NULL, 0, false, perr);
-			continue;
-		}
-		/* only the index of the rejected action: the event's others are done */
-		rc = projection_doc_id(p->proj, &ev, tree, slot, &p->id, err, sizeof(err));
-		if (rc == PROJECTION_SKIP)
-			continue;
-		op = rc ? NULL : opset_get(&l->sending, p->id.data, p->id.len, slot, slot_index(p, slot),
-					  true, &created);
-		if (op)
-			rc = p->proj->apply(&ev, tree, op, err, sizeof(err));
-		if (!op || rc) {
-			/* with an operation, the letter names its document */
-			char key[1024];
-			size_t key_len = op ? doc_key(p, slot, p->id.data, p->id.len, key, sizeof(key)) : 0;
-
-			if (op && created)
-				opset_drop_last(&l->sending);
-			slot_dead_letter(p, slot, ev.at, op ? key : NULL, key_len,
-					 rc == PROJECTION_REJECT ? err : "out of memory");
-			continue;
-		}
-		if (bulk_op_note_event(op, ev.at)) {
-			fail(p, "out of memory");
-			break;
-		}
-	}
-	store_batch_release(&b);
-	free(at);
-	return 0;
-}
-
-static void lane_retry_later(struct lane *l, const char *why)
-{
-	struct pipeline *p = l->p;
-	double delay;
-
-	p->stats.retries++;
-	l->attempts++;
-	note_error(p, why);
-	if (p->stopping) {
-		PLOG(LOG_WARN, p, "bulk request failed while stopping, not sent again: %s", why);
-		abandon_sending(l);
-		kick(p);
-		return;
-	}
-	delay = backoff_delay(0.25, l->attempts, p->cfg->retry_max);
-	PLOG(LOG_WARN, p, "bulk request failed (attempt %d), sending again in %.2fs: %s",
-	     l->attempts, delay, why);
-	l->waiting = true;
-	ev_timer_set(&l->retry, delay, 0.0);
-	ev_timer_start(p->loop, &l->retry);
-}
-
-/*
- * Applied operations are not sent again, except those that follow a retried
- * operation of the same document in the request: the retried one must not
- * land after them, so they are sent again after it, in order (replaying
- * them is harmless: writes are replay-proof).
- */
-static void settle_applied(struct lane *l, size_t n_ops, bool retrying)
-{
-	for (size_t i = 0; i < n_ops; i++) {
-		struct bulk_op *op = &l->sending.ops[i];
-		bool keep = false;
-		if (!op->applied)
-			continue;
-		for (size_t j = 0; retrying && j < i && !keep; j++) {
-			const struct bulk_op *earlier = &l->sending.ops[j];
-			keep = earlier->kind != BULK_NONE && !earlier->applied && earlier->slot == op->slot &&
-			       !strcmp(earlier->id, op->id);
-		}
-		op->applied = false;
-		if (!keep)
-			op->kind = BULK_NONE;
-	}
-}
-
-static void lane_done(void *arg, const struct es_response *r)
-{
-	struct lane *l = arg;
-	struct pipeline *p = l->p;
-	struct bulk_response br;
-	char err[512], why[512] = "";
-	size_t item = 0;
-	bool again = false, split = false, deferred = false;
-	size_t n_ops;
-
-	l->busy = false;
-	kick(p);
-	{
-		double dt = ev_now(p->loop) - l->sent_at;
-		int b = 0;
-		while (b < PIPELINE_LATENCY_BUCKETS - 1 && dt > pipeline_latency_bounds[b])
-			b++;
-		p->stats.latency[b]++;
-		p->stats.latency_sum += dt;
-		p->stats.inflight_bytes -= l->body_len;
-	}
-	if (r->transport_error || r->status != 200) {
-		p->stats.requests_failed++;
-		if (p->stats.failing_since == 0)
-			p->stats.failing_since = ev_now(p->loop);
-	} else {
-		p->stats.failing_since = 0;
-	}
-	if (r->transport_error) {
-		lane_retry_later(l, r->error);
-		return;
-	}
-	if (r->status == 401 || r->status == 403) {
-		/* the body is often a proxy's HTML page; es.c explains once */
-		snprintf(err, sizeof(err), "HTTP %ld %s", r->status,
-			 r->status == 401 ? "Unauthorized (check the credentials)" : "Forbidden (check the rights)");
-		lane_retry_later(l, err);
-		return;
-	}
-	if (r->status != 200) {
-		snprintf(err, sizeof(err), "HTTP %ld: %.200s", r->status, r->body);
-		for (char *c = err; *c; c++)
-			if (*c == '\n' || *c == '\r')
-				*c = ' ';
-		lane_retry_later(l, err);
-		return;
-	}
-	if (bulk_response_parse(r->body, r->len, &br, err, sizeof(err))) {
-		lane_retry_later(l, err);
-		return;
-	}
-	if (br.n_items != l->n_written) {
-		snprintf(err, sizeof(err), "the response has %zu items for %zu actions", br.n_items,
-			 l->n_written);
-		bulk_response_release(&br);
-		lane_retry_later(l, err);
-		return;
-	}
-	p->stats.requests++;
-	/* split_op appends to the set: only the operations this response answers */
-	n_ops = l->sending.n_ops;
-	for (size_t i = 0; i < n_ops; i++) {
-		struct bulk_op *op = &l->sending.ops[i];
-		const struct bulk_item *it;
-		if (op->kind == BULK_NONE)
-			continue;
-		if (!op->written) {
-			deferred = true;
-			continue;
-		}
-		it = &br.items[item++];
-		switch (bulk_item_outcome(it)) {
-		case BULK_ITEM_OK:
-			p->stats.items_ok++;
-			op->applied = true; /* not sent again, unless a retry needs it (below) */
-			break;
-		case BULK_ITEM_REJECT:
-			p->stats.items_rejected++;
-			snprintf(err, sizeof(err), "rejected by Elasticsearch: HTTP %d %s: %s", it->status,
-				 it->error_type, it->error_reason);
-			/* a missing document is missing for each event alike: no split */
-			if (op->n_events > 1 && it->status != 404) {
-				if (split_op(l, i, err) == 0) {
-					split = true;
-					break;
-				}
-				/* its events could not be read again: the request goes again as it is */
-				if (!again)
-					snprintf(why, sizeof(why), "the events of document '%.64s' cannot be"
-						 " read again to split the action the node refused", op->id);
-				again = true;
-				break;
-			}
-			dead_letter_op(p, op, err);
-			break;
-		case BULK_ITEM_RETRY:
-			p->stats.items_retry++;
-			if (!again)
-				snprintf(why, sizeof(why), "item HTTP %d %s: %s", it->status, it->error_type,
-					 it->error_reason);
-			again = true;
-			break;
-		}
-	}
-	bulk_response_release(&br);
-	settle_applied(l, n_ops, again);
-	if (again) {
-		lane_retry_later(l, why);
-		return;
-	}
-	if (split || deferred) {
-		if (p->stopping)
-			abandon_sending(l); /* not applied yet: never settled */
-		else
-			send_sending(l);
-		return;
-	}
-	settle_sending(l);
-}
-
-/* With --dump-bulk, keeps a copy of the body: DIR/PROJECTION-GEN-SEQ.ndjson. */
-static void dump_body(struct pipeline *p, const char *data, size_t len)
-{
-	char path[1024];
-	FILE *f;
-
-	snprintf(path, sizeof(path), "%s/%s-%d-%08" PRIu64 ".ndjson", p->cfg->dump_bulk, p->proj->name,
-		 p->gen.number, p->dump_seq++);
-	f = fopen(path, "wb");
-	if (!f || fwrite(data, 1, len, f) != len) {
-		PLOG(LOG_WARN, p, "cannot write %s", path);
-		if (f)
-			fclose(f);
-		return;
-	}
-	if (fclose(f))
-		PLOG(LOG_WARN, p, "cannot write %s", path);
-}
-
-/*
- * Another action of the document of operation i, with earlier events, still
- * waits for its answer (by event order, not place in the set: actions split
- * by split_op are appended after later ones).
- */
-static bool pending_before(const struct opset *o, size_t i)
-{
-	const struct bulk_op *me = &o->ops[i];
-
-	for (size_t j = 0; j < o->n_ops; j++) {
-		const struct bulk_op *op = &o->ops[j];
-		if (j == i || op->kind == BULK_NONE || op->slot != me->slot || strcmp(op->id, me->id))
-			continue;
-		if (!op->n_events || !me->n_events || position_cmp(op->events[0], me->events[0]) < 0)
-			return true;
-	}
-	return false;
-}
-
-/* Renders the operations still to send and starts the request. */
-static void send_sending(struct lane *l)
-{
-	struct pipeline *p = l->p;
-	struct bulk_writer w;
-	struct buf body;
-	char err[512];
-	char *data;
-	size_t len;
-
-	buf_init(&body, (size_t)p->cfg->bulk_bytes * 2 + ((size_t)16 << 20));
-	if (bulk_writer_init(&w, &body)) {
-		fail(p, "out of memory");
-		abandon_sending(l);
-		return;
-	}
-	l->n_written = 0;
-	for (size_t i = 0; i < l->sending.n_ops; i++) {
-		struct bulk_op *op = &l->sending.ops[i];
-		op->written = false;
-		/* held: an earlier event of the document is a dead letter */
-		if (op->kind == BULK_NONE || hold_op(p, op))
-			continue;
-		/*
-		 * One action per document in a request: a later one waits for
-		 * the answer to the earlier, which may be refused (then it is
-		 * held back, never applied before it).
-		 */
-		if (op->follows && pending_before(&l->sending, i))
-			continue;
-		if (bulk_writer_op(&w, op, err, sizeof(err))) {
-			if (buf_error(&body)) {
-				bulk_writer_release(&w);
-				buf_release(&body);
-				fail(p, err);
-				abandon_sending(l);
-				return;
-			}
-			dead_letter_op(p, op, err);
-			continue;
-		}
-		op->written = true;
-		l->n_written++;
-	}
-	bulk_writer_release(&w);
-	if (l->n_written == 0) {
-		buf_release(&body);
-		settle_sending(l);
-		kick(p);
-		return;
-	}
-	data = buf_take(&body, &len);
-	if (!data) {
-		fail(p, "out of memory");
-		abandon_sending(l);
-		return;
-	}
-	p->stats.actions += l->n_written;
-	p->stats.bytes += len;
-	if (*p->cfg->dump_bulk)
-		dump_body(p, data, len);
-	PLOG(LOG_DEBUG, p, "lane %d: _bulk of %zu actions, %zu bytes", l->idx, l->n_written, len);
-	if (es_request(p->es, "POST", p->path, data, len, true, lane_done, l)) {
-		lane_retry_later(l, "cannot start the request");
-		return;
-	}
-	l->busy = true;
-	l->sent_at = ev_now(p->loop);
-	l->body_len = len;
-	p->stats.inflight_bytes += len;
-}
-
-static void send_lane(struct lane *l)
-{
-	if (l->n_ready) {
-		l->sending = l->ready[0];
-		memmove(l->ready, l->ready + 1, (l->n_ready - 1) * sizeof(*l->ready));
-		l->n_ready--;
-	} else {
-		l->sending = l->building;
-		memset(&l->building, 0, sizeof(l->building));
-	}
-	send_sending(l);
-}
-
-static void retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
-{
-	struct lane *l = (struct lane *)((char *)w - offsetof(struct lane, retry));
-
-	(void)loop;
-	(void)revents;
-	l->waiting = false;
-	if (l->p->stopping) {
-		abandon_sending(l);
-		kick(l->p);
-		return;
-	}
-	send_sending(l);
-}
-
-static bool lane_sendable(const struct pipeline *p, const struct lane *l)
-{
-	if (l->busy || l->waiting || p->stopping)
-		return false;
-	if (l->n_ready)
-		return true;
-	if (l->building.n_ops == 0)
-		return false;
-	return opset_full(p, &l->building) || p->at_head || p->reached_end || p->pausing || !can_read(p);
-}
-
-static void send_ready(struct pipeline *p)
-{
-	for (int i = 0; i < p->n_lanes; i++)
-		if (lane_sendable(p, &p->lanes[i]))
-			send_lane(&p->lanes[i]);
-}
-
 /* ---- the pump ---------------------------------------------------------- */
-
-static bool all_quiet(const struct pipeline *p)
-{
-	for (int i = 0; i < p->n_lanes; i++) {
-		const struct lane *l = &p->lanes[i];
-		if (l->busy || l->waiting || l->building.n_ops || l->n_ready || l->sending.n_ops)
-			return false;
-	}
-	return true;
-}
-
-static bool any_in_flight(const struct pipeline *p)
-{
-	for (int i = 0; i < p->n_lanes; i++)
-		if (p->lanes[i].busy)
-			return true;
-	return false;
-}
 
 static void caught_up(struct pipeline *p)
 {
@@ -1210,7 +651,7 @@ static void caught_up(struct pipeline *p)
 	 * up), everything read settled and committed.
 	 */
 	if (!(p->at_head || p->reached_end || p->short_reads) || p->must_read || p->rb_head ||
-	    !all_quiet(p) || position_cmp(p->settled, p->committed) != 0 || p->caught_up_seen)
+	    !lanes_all_quiet(p) || position_cmp(p->settled, p->committed) != 0 || p->caught_up_seen)
 		return;
 	p->caught_up_seen = true; /* until the next wake-up */
 	if (p->caught_up_logged == 0) {
@@ -1229,7 +670,7 @@ static void caught_up(struct pipeline *p)
 /* Paused: nothing in flight, everything read is settled and committed. */
 static void check_paused(struct pipeline *p)
 {
-	if (!p->pausing || p->paused || any_in_flight(p))
+	if (!p->pausing || p->paused || lanes_any_in_flight(p))
 		return;
 	for (int i = 0; i < p->n_lanes; i++)
 		if (p->lanes[i].waiting || p->lanes[i].building.n_ops || p->lanes[i].n_ready)
@@ -1255,17 +696,17 @@ static void pump(struct pipeline *p)
 			if (l->waiting) {
 				ev_timer_stop(p->loop, &l->retry);
 				l->waiting = false;
-				abandon_sending(l);
+				lane_abandon_sending(l);
 			}
 		}
-		if (!any_in_flight(p)) {
+		if (!lanes_any_in_flight(p)) {
 			advance_checkpoint(p);
 			finish(p);
 		}
 		ev_idle_stop(p->loop, &p->idle);
 		return;
 	}
-	send_ready(p);
+	lanes_send_ready(p);
 	if (!p->pausing) {
 		/* before reading what was notified since: see caught_up() */
 		caught_up(p);
@@ -1273,11 +714,11 @@ static void pump(struct pipeline *p)
 			return;
 	}
 	/* letters marked 'retry' stay so until applied: never read them twice */
-	if (p->letters_changed && !p->retry_batches && can_read(p))
+	if (p->letters_changed && !p->retry_batches && pl_can_read(p))
 		process_retries(p);
-	if (can_read(p)) {
+	if (pl_can_read(p)) {
 		read_once(p);
-		send_ready(p);
+		lanes_send_ready(p);
 		advance_checkpoint(p);
 	}
 	if (p->pausing) {
@@ -1288,7 +729,7 @@ static void pump(struct pipeline *p)
 	caught_up(p);
 	if (p->finished || p->stopping)
 		return;
-	if (!can_read(p)) {
+	if (!pl_can_read(p)) {
 		bool more = false;
 		for (int i = 0; i < p->n_lanes; i++)
 			more = more || lane_sendable(p, &p->lanes[i]);
@@ -1306,7 +747,7 @@ static void idle_cb(struct ev_loop *loop, ev_idle *w, int revents)
 	pump(p);
 }
 
-static void kick(struct pipeline *p)
+void pl_kick(struct pipeline *p)
 {
 	if (!p->finished)
 		ev_idle_start(p->loop, &p->idle);
@@ -1317,7 +758,7 @@ static void wake(struct pipeline *p)
 	if (!p->reached_end)
 		p->at_head = false;
 	p->caught_up_seen = false;
-	kick(p);
+	pl_kick(p);
 }
 
 /*
@@ -1325,12 +766,12 @@ static void wake(struct pipeline *p)
  * backoff, LISTEN again, and read on from the last event read (what was
  * read and not yet settled is still queued; the checkpoint did not move).
  */
-static void lost_store(struct pipeline *p)
+void pl_lost_store(struct pipeline *p)
 {
 	if (ev_is_active(&p->reconnect) || p->finished)
 		return;
 	p->stats.store_down = true;
-	note_error(p, "lost the event store connection");
+	pl_note_error(p, "lost the event store connection");
 	ev_io_stop(p->loop, &p->notify);
 	if (p->reconnect_delay <= 0)
 		p->reconnect_delay = 0.1;
@@ -1373,7 +814,7 @@ static void poll_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	(void)loop;
 	(void)revents;
 	if (!store_connected(p->store)) {
-		lost_store(p);
+		pl_lost_store(p);
 		return;
 	}
 	wake(p);
@@ -1386,7 +827,7 @@ static void notify_cb(struct ev_loop *loop, ev_io *w, int revents)
 	(void)loop;
 	(void)revents;
 	if (store_drain_notifies(p->store) < 0) {
-		lost_store(p);
+		pl_lost_store(p);
 		return;
 	}
 	wake(p);
@@ -1440,7 +881,7 @@ struct pipeline *pipeline_new(struct ev_loop *loop, const struct config *cfg,
 	for (int i = 0; i < p->n_lanes; i++) {
 		p->lanes[i].p = p;
 		p->lanes[i].idx = i;
-		ev_init(&p->lanes[i].retry, retry_cb);
+		ev_init(&p->lanes[i].retry, lane_retry_cb);
 	}
 	ev_idle_init(&p->idle, idle_cb);
 	ev_timer_init(&p->poll, poll_cb, cfg->poll_interval, cfg->poll_interval);
@@ -1487,7 +928,7 @@ void pipeline_start(struct pipeline *p, const struct pipeline_hooks *hooks)
 		ev_io_start(p->loop, &p->notify);
 	}
 	ev_timer_start(p->loop, &p->poll);
-	kick(p);
+	pl_kick(p);
 }
 
 void pipeline_stop(struct pipeline *p)
@@ -1496,7 +937,7 @@ void pipeline_stop(struct pipeline *p)
 		return;
 	PLOG(LOG_INFO, p, "stopping: finishing the requests in flight");
 	p->stopping = true;
-	kick(p);
+	pl_kick(p);
 }
 
 void pipeline_pause(struct pipeline *p)
@@ -1506,7 +947,7 @@ void pipeline_pause(struct pipeline *p)
 	PLOG(LOG_INFO, p, "pausing: finishing the requests in flight");
 	p->pausing = true;
 	p->paused = false;
-	kick(p);
+	pl_kick(p);
 }
 
 void pipeline_resume(struct pipeline *p)
@@ -1525,7 +966,7 @@ void pipeline_wake(struct pipeline *p)
 
 void pipeline_fail(struct pipeline *p, const char *why)
 {
-	fail(p, why);
+	pl_fail(p, why);
 }
 
 struct position pipeline_checkpoint(const struct pipeline *p)
@@ -1558,7 +999,7 @@ int pipeline_exit_code(const struct pipeline *p)
 void pipeline_letters_changed(struct pipeline *p)
 {
 	p->letters_changed = true;
-	kick(p);
+	pl_kick(p);
 }
 
 const struct pipeline_stats *pipeline_get_stats(const struct pipeline *p)
