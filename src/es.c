@@ -496,13 +496,86 @@ static int build_headers(struct es_client *c, const char *api_key)
 	return rc;
 }
 
+/* The nodes of `es`, comma-separated URLs; -1 with `err` set. */
+static int add_nodes(struct es_client *c, const char *es, char *err, size_t errsz)
+{
+	/* the URLs may hold user:password: the copy they are cut from is wiped whole */
+	size_t ulen = strlen(es), blen;
+	char *urls = strdup(es);
+	bool oom = !urls;
+	char *save = NULL, *tok = urls ? strtok_r(urls, ",", &save) : NULL;
+
+	for (; tok && c->n_nodes < ES_MAX_NODES; tok = strtok_r(NULL, ",", &save)) {
+		struct es_node *n = &c->nodes[c->n_nodes];
+		n->url = strdup(tok);
+		if (!n->url) {
+			oom = true;
+			break;
+		}
+		blen = strlen(n->url);
+		while (blen && n->url[blen - 1] == '/')
+			n->url[--blen] = '\0';
+		config_redact_url(n->url, n->redacted, sizeof(n->redacted));
+		c->n_nodes++;
+	}
+	if (urls) {
+		config_wipe(urls, ulen);
+		free(urls);
+	}
+	if (oom) {
+		snprintf(err, errsz, "out of memory");
+		return -1;
+	}
+	if (!c->n_nodes) {
+		snprintf(err, errsz, "missing Elasticsearch URL: set ESBRIDGE_ES or --es");
+		return -1;
+	}
+	/* messages about the cluster as a whole name its first node */
+	snprintf(c->redacted, sizeof(c->redacted), "%.480s%s", c->nodes[0].redacted,
+		 c->n_nodes > 1 ? " (and others)" : "");
+	return 0;
+}
+
+/* Basic auth or an API key, and the headers; -1 with `err` set. */
+static int set_credentials(struct es_client *c, const struct config *cfg, char *err, size_t errsz)
+{
+	char *api_key = NULL;
+	int rc;
+
+	if (*cfg->es_user) {
+		c->user = strdup(cfg->es_user);
+		c->password = load_secret("es-password-file", cfg->es_password, cfg->es_password_file,
+					  err, errsz);
+		if (!c->user || !c->password) {
+			if (!c->user)
+				snprintf(err, errsz, "out of memory");
+			return -1;
+		}
+	}
+	if (*cfg->es_api_key || *cfg->es_api_key_file) {
+		api_key = load_secret("es-api-key-file", cfg->es_api_key, cfg->es_api_key_file, err, errsz);
+		if (!api_key)
+			return -1;
+		c->api_key = true;
+	}
+	rc = build_headers(c, api_key);
+	config_free_secret(api_key);
+	if (rc) {
+		snprintf(err, errsz, "out of memory");
+		return -1;
+	}
+	for (int i = 0; i < c->n_nodes; i++)
+		if ((c->user || c->api_key || strchr(c->nodes[i].redacted, '@')) &&
+		    strncmp(c->nodes[i].url, "https://", 8))
+			log_warn("credentials go to %s over plain http, readable on the network: use https",
+				 c->nodes[i].redacted);
+	return 0;
+}
+
 struct es_client *es_client_new(struct ev_loop *loop, const struct config *cfg,
 				char *err, size_t errsz)
 {
 	struct es_client *c;
-	char *api_key = NULL, *urls;
-	size_t blen, ulen;
-	bool oom = false;
 
 	if (!curl_global_ready) {
 		if (curl_global_init(CURL_GLOBAL_DEFAULT)) {
@@ -523,85 +596,24 @@ struct es_client *es_client_new(struct ev_loop *loop, const struct config *cfg,
 	c->timeout = &cfg->request_timeout;
 	c->multi = curl_multi_init();
 	c->sync_easy = curl_easy_init();
-	/* the URLs may hold user:password: the copy they are cut from is wiped whole */
-	ulen = strlen(cfg->es);
-	urls = strdup(cfg->es);
-	if (!urls || (*cfg->ca_file && !c->ca_file) || !c->multi || !c->sync_easy) {
-		free(urls);
+	if ((*cfg->ca_file && !c->ca_file) || !c->multi || !c->sync_easy) {
 		snprintf(err, errsz, "out of memory");
-		es_client_free(c);
-		return NULL;
+		goto fail;
 	}
-	for (char *save = NULL, *tok = strtok_r(urls, ",", &save); tok && c->n_nodes < ES_MAX_NODES;
-	     tok = strtok_r(NULL, ",", &save)) {
-		struct es_node *n = &c->nodes[c->n_nodes];
-		n->url = strdup(tok);
-		if (!n->url) {
-			oom = true;
-			break;
-		}
-		blen = strlen(n->url);
-		while (blen && n->url[blen - 1] == '/')
-			n->url[--blen] = '\0';
-		config_redact_url(n->url, n->redacted, sizeof(n->redacted));
-		c->n_nodes++;
-	}
-	config_wipe(urls, ulen);
-	free(urls);
-	if (oom) {
-		snprintf(err, errsz, "out of memory");
-		es_client_free(c);
-		return NULL;
-	}
-	if (!c->n_nodes) {
-		snprintf(err, errsz, "missing Elasticsearch URL: set ESBRIDGE_ES or --es");
-		es_client_free(c);
-		return NULL;
-	}
-	/* messages about the cluster as a whole name its first node */
-	snprintf(c->redacted, sizeof(c->redacted), "%.480s%s", c->nodes[0].redacted,
-		 c->n_nodes > 1 ? " (and others)" : "");
-	if (*cfg->es_user) {
-		c->user = strdup(cfg->es_user);
-		c->password = load_secret("es-password-file", cfg->es_password, cfg->es_password_file,
-					  err, errsz);
-		if (!c->user || !c->password) {
-			if (!c->user)
-				snprintf(err, errsz, "out of memory");
-			es_client_free(c);
-			return NULL;
-		}
-	}
-	if (*cfg->es_api_key || *cfg->es_api_key_file) {
-		api_key = load_secret("es-api-key-file", cfg->es_api_key, cfg->es_api_key_file, err, errsz);
-		if (!api_key) {
-			es_client_free(c);
-			return NULL;
-		}
-		c->api_key = true;
-	}
-	if (build_headers(c, api_key)) {
-		config_free_secret(api_key);
-		snprintf(err, errsz, "out of memory");
-		es_client_free(c);
-		return NULL;
-	}
-	config_free_secret(api_key);
-	for (int i = 0; i < c->n_nodes; i++)
-		if ((c->user || c->api_key || strchr(c->nodes[i].redacted, '@')) &&
-		    strncmp(c->nodes[i].url, "https://", 8))
-			log_warn("credentials go to %s over plain http, readable on the network: use https",
-				 c->nodes[i].redacted);
+	if (add_nodes(c, cfg->es, err, errsz) || set_credentials(c, cfg, err, errsz))
+		goto fail;
 	if (curl_multi_setopt(c->multi, CURLMOPT_SOCKETFUNCTION, socket_cb) != CURLM_OK ||
 	    curl_multi_setopt(c->multi, CURLMOPT_SOCKETDATA, c) != CURLM_OK ||
 	    curl_multi_setopt(c->multi, CURLMOPT_TIMERFUNCTION, timerfn_cb) != CURLM_OK ||
 	    curl_multi_setopt(c->multi, CURLMOPT_TIMERDATA, c) != CURLM_OK) {
 		snprintf(err, errsz, "cannot set up libcurl's multi handle");
-		es_client_free(c);
-		return NULL;
+		goto fail;
 	}
 	ev_init(&c->timer, timer_cb);
 	return c;
+fail:
+	es_client_free(c);
+	return NULL;
 }
 
 void es_client_free(struct es_client *c)

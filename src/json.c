@@ -303,11 +303,129 @@ static const char *skip_text(struct parser *ps, const char *q)
 	}
 }
 
+/*
+ * A \u escape at `*q` (just after its backslash): writes the character at
+ * `*o` as UTF-8 and moves both on; -1 after fail() on a bad one.
+ */
+static int unicode_escape(struct parser *ps, const char **q, char **o)
+{
+	unsigned cp, lo;
+	const char *at = *q;
+
+	if (read_hex4(ps, at + 1, &cp)) {
+		ps->p = at;
+		fail(ps, "bad \\u escape");
+		return -1;
+	}
+	at += 5;
+	if (cp >= 0xdc00 && cp <= 0xdfff) {
+		ps->p = at;
+		fail(ps, "lone low surrogate");
+		return -1;
+	}
+	if (cp >= 0xd800 && cp <= 0xdbff) {
+		if (ps->end - at < 6 || at[0] != '\\' || at[1] != 'u' || read_hex4(ps, at + 2, &lo) ||
+		    lo < 0xdc00 || lo > 0xdfff) {
+			ps->p = at;
+			fail(ps, "lone high surrogate");
+			return -1;
+		}
+		at += 6;
+		cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+	}
+	if (cp == 0) {
+		ps->p = at;
+		fail(ps, "NUL character in a string");
+		return -1;
+	}
+	*o = put_utf8(*o, cp);
+	*q = at;
+	return 0;
+}
+
+/* The one-character escapes: what `c` after a backslash stands for, or 0. */
+static char simple_escape(char c)
+{
+	switch (c) {
+	case '"': return '"';
+	case '\\': return '\\';
+	case '/': return '/';
+	case 'b': return '\b';
+	case 'f': return '\f';
+	case 'n': return '\n';
+	case 'r': return '\r';
+	case 't': return '\t';
+	default: return 0;
+	}
+}
+
+/* A string with escapes, from ps->p; the output is never longer than the input. */
+static char *parse_escaped_string(struct parser *ps)
+{
+	const char *q, *run;
+	char *out, *o;
+
+	for (q = ps->p; q < ps->end && *q != '"'; q++)
+		if (*q == '\\')
+			q++;
+	if (q >= ps->end) {
+		fail(ps, "unterminated string");
+		return NULL;
+	}
+	out = arena_alloc(ps->a, (size_t)(q - ps->p) + 1);
+	if (!out) {
+		fail(ps, "out of memory");
+		return NULL;
+	}
+	o = out;
+	q = ps->p;
+	for (;;) {
+		const char *why = NULL;
+		char c;
+
+		run = q;
+		q = skip_text(ps, q);
+		memcpy(o, run, (size_t)(q - run));
+		o += q - run;
+		if (q >= ps->end)
+			why = "unterminated string";
+		else if (*q == '"')
+			break;
+		else if ((unsigned char)*q < 0x20)
+			why = "control character in a string";
+		else if ((unsigned char)*q >= 0x80)
+			why = "invalid UTF-8 in a string";
+		else if (++q >= ps->end) /* the backslash */
+			why = "unterminated string";
+		if (why) {
+			ps->p = q;
+			fail(ps, why);
+			return NULL;
+		}
+		if (*q == 'u') {
+			if (unicode_escape(ps, &q, &o))
+				return NULL;
+			continue;
+		}
+		c = simple_escape(*q);
+		if (!c) {
+			ps->p = q;
+			fail(ps, "bad escape");
+			return NULL;
+		}
+		*o++ = c;
+		q++;
+	}
+	*o = '\0';
+	ps->p = q + 1;
+	return out;
+}
+
 /* Reads a string after its opening quote; returns it NUL-terminated in the arena. */
 static char *parse_string(struct parser *ps)
 {
-	const char *q = ps->p, *run;
-	char *out, *o;
+	const char *q = ps->p;
+	char *out;
 	size_t n;
 
 	/* the common case: no escapes */
@@ -324,98 +442,7 @@ static char *parse_string(struct parser *ps)
 		ps->p = q + 1;
 		return out;
 	}
-	/* escapes: the output is never longer than the input */
-	for (q = ps->p; q < ps->end && *q != '"'; q++)
-		if (*q == '\\')
-			q++;
-	if (q >= ps->end) {
-		fail(ps, "unterminated string");
-		return NULL;
-	}
-	out = arena_alloc(ps->a, (size_t)(q - ps->p) + 1);
-	if (!out) {
-		fail(ps, "out of memory");
-		return NULL;
-	}
-	o = out;
-	q = ps->p;
-	for (;;) {
-		run = q;
-		q = skip_text(ps, q);
-		memcpy(o, run, (size_t)(q - run));
-		o += q - run;
-		if (q >= ps->end) {
-			ps->p = q;
-			fail(ps, "unterminated string");
-			return NULL;
-		}
-		if (*q == '"')
-			break;
-		if ((unsigned char)*q < 0x20) {
-			ps->p = q;
-			fail(ps, "control character in a string");
-			return NULL;
-		}
-		if ((unsigned char)*q >= 0x80) {
-			ps->p = q;
-			fail(ps, "invalid UTF-8 in a string");
-			return NULL;
-		}
-		/* backslash */
-		if (++q >= ps->end) {
-			ps->p = q;
-			fail(ps, "unterminated string");
-			return NULL;
-		}
-		switch (*q) {
-		case '"': *o++ = '"'; q++; break;
-		case '\\': *o++ = '\\'; q++; break;
-		case '/': *o++ = '/'; q++; break;
-		case 'b': *o++ = '\b'; q++; break;
-		case 'f': *o++ = '\f'; q++; break;
-		case 'n': *o++ = '\n'; q++; break;
-		case 'r': *o++ = '\r'; q++; break;
-		case 't': *o++ = '\t'; q++; break;
-		case 'u': {
-			unsigned cp, lo;
-			if (read_hex4(ps, q + 1, &cp)) {
-				ps->p = q;
-				fail(ps, "bad \\u escape");
-				return NULL;
-			}
-			q += 5;
-			if (cp >= 0xdc00 && cp <= 0xdfff) {
-				ps->p = q;
-				fail(ps, "lone low surrogate");
-				return NULL;
-			}
-			if (cp >= 0xd800 && cp <= 0xdbff) {
-				if (ps->end - q < 6 || q[0] != '\\' || q[1] != 'u' || read_hex4(ps, q + 2, &lo) ||
-				    lo < 0xdc00 || lo > 0xdfff) {
-					ps->p = q;
-					fail(ps, "lone high surrogate");
-					return NULL;
-				}
-				q += 6;
-				cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
-			}
-			if (cp == 0) {
-				ps->p = q;
-				fail(ps, "NUL character in a string");
-				return NULL;
-			}
-			o = put_utf8(o, cp);
-			break;
-		}
-		default:
-			ps->p = q;
-			fail(ps, "bad escape");
-			return NULL;
-		}
-	}
-	*o = '\0';
-	ps->p = q + 1;
-	return out;
+	return parse_escaped_string(ps);
 }
 
 static yajl_val parse_number(struct parser *ps)

@@ -207,27 +207,18 @@ static void settle_applied(struct lane *l, size_t n_ops, bool retrying)
 	}
 }
 
-static void lane_done(void *arg, const struct es_response *r)
+/* The request's latency and whether it failed, in the stats. */
+static void count_answer(struct lane *l, const struct es_response *r)
 {
-	struct lane *l = arg;
 	struct pipeline *p = l->p;
-	struct bulk_response br;
-	char err[512], why[512] = "";
-	size_t item = 0;
-	bool again = false, split = false, deferred = false;
-	size_t n_ops;
+	double dt = ev_now(p->loop) - l->sent_at;
+	int b = 0;
 
-	l->busy = false;
-	pl_kick(p);
-	{
-		double dt = ev_now(p->loop) - l->sent_at;
-		int b = 0;
-		while (b < PIPELINE_LATENCY_BUCKETS - 1 && dt > pipeline_latency_bounds[b])
-			b++;
-		p->stats.latency[b]++;
-		p->stats.latency_sum += dt;
-		p->stats.inflight_bytes -= l->body_len;
-	}
+	while (b < PIPELINE_LATENCY_BUCKETS - 1 && dt > pipeline_latency_bounds[b])
+		b++;
+	p->stats.latency[b]++;
+	p->stats.latency_sum += dt;
+	p->stats.inflight_bytes -= l->body_len;
 	if (r->transport_error || r->status != 200) {
 		p->stats.requests_failed++;
 		if (p->stats.failing_since == 0)
@@ -235,16 +226,26 @@ static void lane_done(void *arg, const struct es_response *r)
 	} else {
 		p->stats.failing_since = 0;
 	}
+}
+
+/*
+ * The answer as a whole: 0 with its items in `br` (one per action
+ * written), or -1 once the request is due to be sent again.
+ */
+static int read_response(struct lane *l, const struct es_response *r, struct bulk_response *br)
+{
+	char err[512];
+
 	if (r->transport_error) {
 		lane_retry_later(l, r->error);
-		return;
+		return -1;
 	}
 	if (r->status == 401 || r->status == 403) {
 		/* the body is often a proxy's HTML page; es.c explains once */
 		snprintf(err, sizeof(err), "HTTP %ld %s", r->status,
 			 r->status == 401 ? "Unauthorized (check the credentials)" : "Forbidden (check the rights)");
 		lane_retry_later(l, err);
-		return;
+		return -1;
 	}
 	if (r->status != 200) {
 		snprintf(err, sizeof(err), "HTTP %ld: %.200s", r->status, r->body);
@@ -252,36 +253,51 @@ static void lane_done(void *arg, const struct es_response *r)
 			if (*c == '\n' || *c == '\r')
 				*c = ' ';
 		lane_retry_later(l, err);
-		return;
+		return -1;
 	}
-	if (bulk_response_parse(r->body, r->len, &br, err, sizeof(err))) {
+	if (bulk_response_parse(r->body, r->len, br, err, sizeof(err))) {
 		lane_retry_later(l, err);
-		return;
+		return -1;
 	}
-	if (br.n_items != l->n_written) {
-		snprintf(err, sizeof(err), "the response has %zu items for %zu actions", br.n_items,
+	if (br->n_items != l->n_written) {
+		snprintf(err, sizeof(err), "the response has %zu items for %zu actions", br->n_items,
 			 l->n_written);
-		bulk_response_release(&br);
+		bulk_response_release(br);
 		lane_retry_later(l, err);
-		return;
+		return -1;
 	}
-	p->stats.requests++;
-	/* split_op appends to the set: only the operations this response answers */
-	n_ops = l->sending.n_ops;
+	return 0;
+}
+
+/* What the items of one answer ask of the request. */
+struct answer {
+	bool again;     /* an item is to be sent again: the request goes again */
+	bool split;     /* an action was split into one per event, to send */
+	bool deferred;  /* an action waited for this answer, to send */
+	char why[512];  /* the first reason to send again */
+};
+
+/* Reads the answer's item of each operation written: applied, a dead letter, split, or again. */
+static void read_items(struct lane *l, const struct bulk_response *br, size_t n_ops, struct answer *a)
+{
+	struct pipeline *p = l->p;
+	char err[512];
+	size_t item = 0;
+
 	for (size_t i = 0; i < n_ops; i++) {
 		struct bulk_op *op = &l->sending.ops[i];
 		const struct bulk_item *it;
 		if (op->kind == BULK_NONE)
 			continue;
 		if (!op->written) {
-			deferred = true;
+			a->deferred = true;
 			continue;
 		}
-		it = &br.items[item++];
+		it = &br->items[item++];
 		switch (bulk_item_outcome(it)) {
 		case BULK_ITEM_OK:
 			p->stats.items_ok++;
-			op->applied = true; /* not sent again, unless a retry needs it (below) */
+			op->applied = true; /* not sent again, unless a retry needs it (settle_applied) */
 			break;
 		case BULK_ITEM_REJECT:
 			p->stats.items_rejected++;
@@ -290,34 +306,53 @@ static void lane_done(void *arg, const struct es_response *r)
 			/* a missing document is missing for each event alike: no split */
 			if (op->n_events > 1 && it->status != 404) {
 				if (split_op(l, i, err) == 0) {
-					split = true;
+					a->split = true;
 					break;
 				}
 				/* its events could not be read again: the request goes again as it is */
-				if (!again)
-					snprintf(why, sizeof(why), "the events of document '%.64s' cannot be"
+				if (!a->again)
+					snprintf(a->why, sizeof(a->why), "the events of document '%.64s' cannot be"
 						 " read again to split the action the node refused", op->id);
-				again = true;
+				a->again = true;
 				break;
 			}
 			dead_letter_op(p, op, err);
 			break;
 		case BULK_ITEM_RETRY:
 			p->stats.items_retry++;
-			if (!again)
-				snprintf(why, sizeof(why), "item HTTP %d %s: %s", it->status, it->error_type,
+			if (!a->again)
+				snprintf(a->why, sizeof(a->why), "item HTTP %d %s: %s", it->status, it->error_type,
 					 it->error_reason);
-			again = true;
+			a->again = true;
 			break;
 		}
 	}
+}
+
+static void lane_done(void *arg, const struct es_response *r)
+{
+	struct lane *l = arg;
+	struct pipeline *p = l->p;
+	struct bulk_response br;
+	struct answer a = { false, false, false, "" };
+	size_t n_ops;
+
+	l->busy = false;
+	pl_kick(p);
+	count_answer(l, r);
+	if (read_response(l, r, &br))
+		return;
+	p->stats.requests++;
+	/* split_op appends to the set: only the operations this response answers */
+	n_ops = l->sending.n_ops;
+	read_items(l, &br, n_ops, &a);
 	bulk_response_release(&br);
-	settle_applied(l, n_ops, again);
-	if (again) {
-		lane_retry_later(l, why);
+	settle_applied(l, n_ops, a.again);
+	if (a.again) {
+		lane_retry_later(l, a.why);
 		return;
 	}
-	if (split || deferred) {
+	if (a.split || a.deferred) {
 		if (p->stopping)
 			lane_abandon_sending(l); /* not applied yet: never settled */
 		else
