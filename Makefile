@@ -95,6 +95,12 @@ $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(UNIT_SUPPORT) $(BUILD)/libesbridge.a
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $< $(UNIT_SUPPORT) $(BUILD)/libesbridge.a $(PKG_LIBS) -lcriterion
 
+# Allocation failures: esbridge's own allocations go through the test's wrappers.
+OOM_WRAP := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=strdup,--wrap=strndup
+$(BUILD)/tests/test_oom: $(BUILD)/tests/unit/test_oom.o $(UNIT_SUPPORT) $(BUILD)/libesbridge.a
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) $(OOM_WRAP) -o $@ $< $(UNIT_SUPPORT) $(BUILD)/libesbridge.a $(PKG_LIBS) -lcriterion
+
 $(BUILD)/tests/integration-%: $(BUILD)/tests/integration/test_%.o $(INTEG_SUPPORT) $(BUILD)/libesbridge.a
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lcriterion
