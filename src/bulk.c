@@ -419,39 +419,27 @@ static const char *gen_status_text(yajl_gen_status st)
 	}
 }
 
-int bulk_writer_op(struct bulk_writer *w, const struct bulk_op *op, char *err, size_t errsz)
+/* The action line's verb of an operation, NULL for none (or an unknown kind). */
+static const char *action_name(enum bulk_kind kind)
 {
-	struct buf *body = w->body;
-	yajl_gen g = w->g;
-	const char *action;
-	yajl_gen_status st;
-	size_t mark = body->len;
-	char shown[65];
-
-	switch (op->kind) {
-	case BULK_NONE:
-		return 0;
+	switch (kind) {
 	case BULK_INDEX:
-		action = "index";
-		break;
+		return "index";
 	case BULK_UPDATE:
-		action = "update";
-		break;
-	case BULK_DELETE:
-		action = "delete";
-		break;
 	case BULK_SCRIPT:
-		action = "update";
-		break;
+		return "update";
+	case BULK_DELETE:
+		return "delete";
 	default:
-		snprintf(err, errsz, "unknown bulk operation %d", (int)op->kind);
-		return -1;
+		return NULL;
 	}
+}
 
-	yajl_gen_reset(g, NULL);
+/* The action line: {"index":{"_id":"..."}} (and "_index" for several indices). */
+static yajl_gen_status gen_action(yajl_gen g, const struct bulk_op *op, const char *action)
+{
+	yajl_gen_status st = yajl_gen_map_open(g);
 
-	/* action line: {"index":{"_id":"..."}} (and "_index" for several indices) */
-	st = yajl_gen_map_open(g);
 	if (st == yajl_gen_status_ok)
 		st = gen_str(g, action);
 	if (st == yajl_gen_status_ok)
@@ -479,8 +467,28 @@ int bulk_writer_op(struct bulk_writer *w, const struct bulk_op *op, char *err, s
 		st = yajl_gen_map_close(g);
 	if (st == yajl_gen_status_ok)
 		st = yajl_gen_map_close(g);
-	(void)buf_append_char(body, '\n');
+	return st;
+}
 
+int bulk_writer_op(struct bulk_writer *w, const struct bulk_op *op, char *err, size_t errsz)
+{
+	struct buf *body = w->body;
+	yajl_gen g = w->g;
+	const char *action;
+	yajl_gen_status st;
+	size_t mark = body->len;
+	char shown[65];
+
+	if (op->kind == BULK_NONE)
+		return 0;
+	action = action_name(op->kind);
+	if (!action) {
+		snprintf(err, errsz, "unknown bulk operation %d", (int)op->kind);
+		return -1;
+	}
+	yajl_gen_reset(g, NULL);
+	st = gen_action(g, op, action);
+	(void)buf_append_char(body, '\n');
 	if (st == yajl_gen_status_ok && op->kind != BULK_DELETE) {
 		yajl_gen_reset(g, NULL);
 		st = gen_source(g, op);
@@ -489,7 +497,9 @@ int bulk_writer_op(struct bulk_writer *w, const struct bulk_op *op, char *err, s
 	if (st != yajl_gen_status_ok) {
 		(void)json_utf8_show(shown, sizeof(shown), op->id);
 		snprintf(err, errsz, "document '%s': %s", shown, gen_status_text(st));
-		goto undo;
+		/* drop the half-written lines so the body stays valid NDJSON */
+		buf_truncate(body, mark);
+		return -1;
 	}
 	if (buf_error(body)) {
 		(void)json_utf8_show(shown, sizeof(shown), op->id);
@@ -497,13 +507,6 @@ int bulk_writer_op(struct bulk_writer *w, const struct bulk_op *op, char *err, s
 		return -1;
 	}
 	return 0;
-undo:
-	/* drop the half-written lines so the body stays valid NDJSON */
-	if (!buf_error(body)) {
-		body->len = mark;
-		body->data[mark] = '\0';
-	}
-	return -1;
 }
 
 int bulk_writer_init(struct bulk_writer *w, struct buf *body)
