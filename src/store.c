@@ -148,9 +148,10 @@ int store_xmin(struct store *s, uint64_t *xmin, char *err, size_t errsz)
 
 /*
  * At most $5 events, and no more bytes of data than $7 (but the first
- * event, whatever its size): the running sum of the data's length, over the events in order,
- * stops the read (a window over the ordered rows: no sort). `more` says
- * whether events the read matched were left for the next read.
+ * event, whatever its size): the running sum of the data's length, over
+ * the events in order, stops the read (a window over the ordered rows: no
+ * sort). `more` says whether events the read matched were left for the
+ * next read.
  */
 const char store_read_sql[] =
 	"SELECT w.pos, w.txid, w.stream_id, w.event_type, w.data, w.version, w.created, w.more FROM ("
