@@ -102,6 +102,31 @@ static int die(int code, const char *fmt, ...)
 	return code;
 }
 
+/* "one of products, orders, ...": the names a --projection takes, for errors. */
+static const char *projection_names(void)
+{
+	static char names[512];
+
+	if (!names[0]) {
+		size_t len = (size_t)snprintf(names, sizeof(names), "one of");
+		for (const struct projection *const *p = projection_registry; *p && len < sizeof(names); p++)
+			len += (size_t)snprintf(names + len, sizeof(names) - len, "%s %s",
+						p == projection_registry ? "" : ",", (*p)->name);
+	}
+	return names;
+}
+
+/* An unknown --projection or rebuild NAME: exit 2, naming the known ones (and an alias's writer). */
+static int unknown_projection(const char *name)
+{
+	for (const struct projection *const *p = projection_registry; *p; p++)
+		for (size_t i = 0; i < projection_n_indices(*p); i++)
+			if (!strcmp(projection_alias(*p, i), name))
+				return die(EXIT_USAGE, "unknown projection '%s': the alias '%s' is written by the"
+					   " projection '%s'", name, name, (*p)->name);
+	return die(EXIT_USAGE, "unknown projection '%s' (%s)", name, projection_names());
+}
+
 #define MAX_RUNNERS 64
 
 struct session;
@@ -386,7 +411,7 @@ static int cmd_run(struct config *cfg, bool once)
 		for (int i = 0; i < cfg->n_projections; i++) {
 			projs[n] = projection_find(cfg->projections[i]);
 			if (!projs[n])
-				return die(EXIT_USAGE, "unknown projection '%s'", cfg->projections[i]);
+				return unknown_projection(cfg->projections[i]);
 			n++;
 		}
 	} else {
@@ -587,7 +612,7 @@ static int cmd_rebuild(struct config *cfg, const char *name, int keep)
 	const struct projection *proj = projection_find(name);
 
 	if (!proj)
-		return die(EXIT_USAGE, "unknown projection '%s'", name ? name : "");
+		return unknown_projection(name ? name : "");
 	for (int attempt = 1;; attempt++) {
 		char err[1024];
 		struct state *st = state_open(cfg->pg, err, sizeof(err));
@@ -634,19 +659,6 @@ static int cmd_status(const struct config *cfg, bool json)
 	return rc;
 }
 
-/* The projection named by --projection, if exactly one; `*bad` if not known. */
-static const char *one_projection(const struct config *cfg, bool *bad)
-{
-	*bad = false;
-	if (cfg->n_projections == 0)
-		return NULL;
-	if (cfg->n_projections > 1 || !projection_find(cfg->projections[0])) {
-		*bad = true;
-		return NULL;
-	}
-	return cfg->projections[0];
-}
-
 static int cmd_dead_letters(const struct config *cfg, const char *sub, const char *arg, bool all,
 			    const char *reason)
 {
@@ -654,12 +666,13 @@ static int cmd_dead_letters(const struct config *cfg, const char *sub, const cha
 	struct state *st;
 	const char *proj;
 	long long id = 0, n;
-	bool bad;
 	int rc = 0;
 
-	proj = one_projection(cfg, &bad);
-	if (bad)
-		return die(EXIT_USAGE, "dead-letters takes one known --projection NAME");
+	if (cfg->n_projections > 1)
+		return die(EXIT_USAGE, "dead-letters takes one --projection NAME at most");
+	proj = cfg->n_projections ? cfg->projections[0] : NULL;
+	if (proj && !projection_find(proj))
+		return unknown_projection(proj);
 	if (!sub || (strcmp(sub, "list") && strcmp(sub, "retry") && strcmp(sub, "discard")))
 		return die(EXIT_USAGE, "dead-letters needs list, retry or discard (see --help)");
 	if (!strcmp(sub, "list") && arg)
@@ -700,20 +713,29 @@ static int cmd_dead_letters(const struct config *cfg, const char *sub, const cha
 	return rc;
 }
 
-/* esbridge wait: read-your-writes for an application that just appended an event. */
+/* `wait`: the event became a dead letter. */
+#define EXIT_DEAD_LETTER 3
+
+/*
+ * esbridge wait: read-your-writes for an application that just appended an
+ * event. 0 once applied (or read past, for an event the projection does not
+ * read), 3 when it became a dead letter, 1 at the timeout or on an error.
+ */
 static int cmd_wait(const struct config *cfg, const char *position, const char *timeout)
 {
 	char err[1024], *end;
+	struct state_wait w;
 	struct state *st;
-	const char *proj;
+	const struct projection *proj;
 	double limit = 30, delay = 0.01, start;
 	long long pos;
-	bool bad;
 	int rc;
 
-	proj = one_projection(cfg, &bad);
-	if (bad || !proj)
-		return die(EXIT_USAGE, "wait needs one known --projection NAME");
+	if (cfg->n_projections != 1)
+		return die(EXIT_USAGE, "wait needs one --projection NAME (%s)", projection_names());
+	proj = projection_find(cfg->projections[0]);
+	if (!proj)
+		return unknown_projection(cfg->projections[0]);
 	pos = position ? strtoll(position, &end, 10) : 0;
 	if (!position || !*position || *end || pos <= 0)
 		return die(EXIT_USAGE, "wait needs --position P, a global position (a number above 0)");
@@ -726,20 +748,27 @@ static int cmd_wait(const struct config *cfg, const char *position, const char *
 	st = state_open(cfg->pg, err, sizeof(err));
 	if (!st)
 		return die(1, "%s", err);
+	memset(&w, 0, sizeof(w));
 	start = ev_time();
 	for (;;) {
 		struct timespec ts;
-		rc = state_applied(st, proj, position, err, sizeof(err));
+		rc = state_applied(st, proj, position, &w, err, sizeof(err));
 		if (rc < 0) {
 			rc = die(1, "%s", err);
 			break;
 		}
-		if (rc > 0) {
+		if (rc == 1) {
 			rc = 0;
 			break;
 		}
+		if (rc == 2) {
+			rc = die(EXIT_DEAD_LETTER, "position %lld of '%s' is dead letter %lld (%s), not applied;"
+				 " see 'esbridge dead-letters list --projection %s'", pos, proj->name, w.letter,
+				 w.letter_status, proj->name);
+			break;
+		}
 		if (ev_time() - start >= limit) {
-			rc = die(1, "timeout: '%s' has not applied position %lld after %gs", proj, pos, limit);
+			rc = die(1, "timeout: '%s' has not applied position %lld after %gs", proj->name, pos, limit);
 			break;
 		}
 		ts.tv_sec = 0;

@@ -143,6 +143,8 @@ static const char *const migrations[] = {
 	/* 5: the last error of a generation's pipeline, for status */
 	"ALTER TABLE esbridge.generations ADD COLUMN last_error text NOT NULL DEFAULT '',"
 	"  ADD COLUMN last_error_at timestamptz;",
+	/* 6: an event's letters in every generation (`wait`, and decisions a rebuild carries over) */
+	"CREATE INDEX ON esbridge.dead_letters (projection, global_position);",
 };
 
 #define N_MIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
@@ -877,21 +879,151 @@ int state_own_projection(struct state *st, const char *proj, char *err, size_t e
 	return rc;
 }
 
-int state_applied(struct state *st, const char *proj, const char *position, char *err, size_t errsz)
+/* Rows of the events table one scan of state_applied reads at most. */
+#define APPLIED_SCAN_ROWS 10000
+#define APPLIED_SCAN_CHUNKS 20
+
+/*
+ * Whether the events in commit order after `from` up to `to` hold one the
+ * projection reads: 1 if so, 0 if none (`*from` then moves to `to`), -1.
+ * Reads APPLIED_SCAN_ROWS rows of the (transaction_id, global_position)
+ * index at a time, at most APPLIED_SCAN_CHUNKS times; 2 when that was not
+ * enough to reach `to` (`*from` has moved as far as it read).
+ */
+static int projection_events_between(struct state *st, const struct projection *proj, struct position *from,
+				     struct position to, char *err, size_t errsz)
 {
-	const char *params[2] = { proj, position };
-	PGresult *res = query(st, "cannot read the checkpoint",
-		"SELECT (e.transaction_id, e.global_position) <= (g.checkpoint_txid, g.checkpoint_pos)"
+	struct buf tl = BUF_INIT(1 << 16), sl = BUF_INIT(1 << 16);
+	char ft[24], fp[24], tt[24], tp[24], lim[16];
+	const char *params[7] = { ft, fp, tt, tp, NULL, NULL, lim };
+	int rc = 2;
+
+	if (store_text_array(proj->event_types, &tl) || store_text_array(proj->streams, &sl)) {
+		snprintf(err, errsz, "out of memory");
+		buf_release(&tl);
+		buf_release(&sl);
+		return -1;
+	}
+	params[4] = tl.data;
+	params[5] = sl.data;
+	snprintf(tt, sizeof(tt), "%" PRIu64, to.txid);
+	snprintf(tp, sizeof(tp), "%" PRId64, to.pos);
+	snprintf(lim, sizeof(lim), "%d", APPLIED_SCAN_ROWS);
+	for (int chunk = 0; chunk < APPLIED_SCAN_CHUNKS && rc == 2; chunk++) {
+		PGresult *res;
+		long long rows;
+
+		snprintf(ft, sizeof(ft), "%" PRIu64, from->txid);
+		snprintf(fp, sizeof(fp), "%" PRId64, from->pos);
+		/* a range of the index in its order; the filter is the one store_read applies */
+		res = query(st, "cannot read the events",
+			    "WITH r AS (SELECT e.transaction_id AS t, e.global_position AS p,"
+			    "   (e.event_type = ANY($5::text[]) OR e.stream_id ^@ ANY($6::text[])) AS mine"
+			    "  FROM events e"
+			    "  WHERE (e.transaction_id, e.global_position) > ($1::xid8, $2::bigint)"
+			    "   AND (e.transaction_id, e.global_position) <= ($3::xid8, $4::bigint)"
+			    "  ORDER BY e.transaction_id, e.global_position LIMIT $7::int),"
+			    " last AS (SELECT t, p FROM r ORDER BY t DESC, p DESC LIMIT 1)"
+			    " SELECT (SELECT count(*) FROM r), (SELECT coalesce(bool_or(mine), false) FROM r),"
+			    "  (SELECT t::text FROM last), (SELECT p FROM last)",
+			    7, params, true, err, errsz);
+		if (!res) {
+			rc = -1;
+			break;
+		}
+		rows = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+		if (PQgetvalue(res, 0, 1)[0] == 't') {
+			rc = 1;
+		} else if (rows < APPLIED_SCAN_ROWS) {
+			*from = to;
+			rc = 0;
+		} else if (store_parse_u64(PQgetvalue(res, 0, 2), &from->txid)) {
+			snprintf(err, errsz, "cannot read the events: bad transaction id");
+			rc = -1;
+		} else {
+			from->pos = strtoll(PQgetvalue(res, 0, 3), NULL, 10);
+		}
+		PQclear(res);
+	}
+	buf_release(&tl);
+	buf_release(&sl);
+	return rc;
+}
+
+int state_applied(struct state *st, const struct projection *proj, const char *position,
+		  struct state_wait *w, char *err, size_t errsz)
+{
+	const char *params[2] = { proj->name, position };
+	struct position at, ck;
+	PGresult *res;
+	int rc = 0;
+
+	/*
+	 * The event, the active generation's checkpoint, whether every
+	 * transaction up to the event's has ended, and the event's letter in
+	 * that generation (an open one first).
+	 */
+	res = query(st, "cannot read the checkpoint",
+		"SELECT e.transaction_id::text, e.transaction_id < pg_snapshot_xmin(pg_current_snapshot()),"
+		"  g.checkpoint_txid::text, g.checkpoint_pos,"
+		"  (e.transaction_id, e.global_position) <= (g.checkpoint_txid, g.checkpoint_pos),"
+		"  l.id, l.status"
 		" FROM events e JOIN esbridge.generations g ON g.projection = $1 AND g.state = 'active'"
+		" LEFT JOIN LATERAL (SELECT d.id, d.status FROM esbridge.dead_letters d"
+		"   WHERE d.projection = $1 AND d.global_position = e.global_position"
+		"    AND d.generation = g.generation"
+		"   ORDER BY d.status IN ('pending','held','retry') DESC, d.id LIMIT 1) l ON true"
 		" WHERE e.global_position = $2::bigint",
 		2, params, false, err, errsz);
-	int rc;
-
 	if (!res)
 		return -1;
-	rc = PQntuples(res) == 1 && PQgetvalue(res, 0, 0)[0] == 't';
+	w->letter = 0;
+	w->letter_status[0] = '\0';
+	if (PQntuples(res) != 1) {
+		PQclear(res); /* not committed yet, or no active generation */
+		return 0;
+	}
+	if (store_parse_u64(PQgetvalue(res, 0, 0), &at.txid) || store_parse_u64(PQgetvalue(res, 0, 2), &ck.txid)) {
+		snprintf(err, errsz, "cannot read the checkpoint: bad transaction id");
+		PQclear(res);
+		return -1;
+	}
+	at.pos = strtoll(position, NULL, 10);
+	ck.pos = strtoll(PQgetvalue(res, 0, 3), NULL, 10);
+	if (PQgetvalue(res, 0, 4)[0] == 't') {
+		const char *status = PQgetvalue(res, 0, 6);
+		if (PQgetisnull(res, 0, 5) || !strcmp(status, "retried")) {
+			rc = 1;
+		} else if (strcmp(status, "retry")) {
+			/* pending, held or discarded: the event is not in the index */
+			w->letter = strtoll(PQgetvalue(res, 0, 5), NULL, 10);
+			snprintf(w->letter_status, sizeof(w->letter_status), "%s", status);
+			rc = 2;
+		} /* else being applied again: not yet */
+		PQclear(res);
+		return rc;
+	}
+	if (PQgetvalue(res, 0, 1)[0] != 't') {
+		PQclear(res); /* a transaction that could still add an event before it is open */
+		return 0;
+	}
 	PQclear(res);
-	return rc;
+	/*
+	 * Past the checkpoint: the projection has read past the event when no
+	 * event it reads lies between the two (it does not save its checkpoint
+	 * at events it skips). What was found empty stays so: every
+	 * transaction up to the event's has ended.
+	 */
+	if (position_cmp(ck, w->scanned) > 0)
+		w->scanned = ck;
+	switch (projection_events_between(st, proj, &w->scanned, at, err, errsz)) {
+	case -1:
+		return -1;
+	case 0:
+		return 1;
+	default:
+		return 0;
+	}
 }
 
 char *state_owner(struct state *st, const char *proj)

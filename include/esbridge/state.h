@@ -195,23 +195,33 @@ __attribute__((warn_unused_result))
 int state_head(struct state *st, int64_t *head, char *err, size_t errsz);
 
 /*
+ * `esbridge wait`: whether the active generation of `proj` has applied the
+ * event at global position `position`. 1: its checkpoint passed it, or the
+ * projection does not read it and has read past it; 2: it passed it as a
+ * dead letter (w->letter, w->letter_status: pending, held or discarded);
+ * 0: not yet (or no such committed event yet); -1 on error. `w` starts
+ * zeroed and carries what earlier calls found between the checkpoint and
+ * the event.
+ */
+struct state_wait {
+	struct position scanned;  /* no event of the projection from the checkpoint up to here */
+	long long letter;
+	char letter_status[16];
+};
+struct projection;
+__attribute__((warn_unused_result))
+int state_applied(struct state *st, const struct projection *proj, const char *position,
+		  struct state_wait *w, char *err, size_t errsz);
+
+/* Who holds the projection's lock ("esbridge HOST pid PID"), malloc'd; NULL if nobody. */
+char *state_owner(struct state *st, const char *proj);
+
+/*
  * `status`: per projection its owner, per generation its state, checkpoint,
  * head, lag, held-back events and open dead letters, then the oldest open
  * writer; as a table, or as one JSON document.
  */
 __attribute__((warn_unused_result))
-/*
- * 1 once the active generation of `proj` has applied the event at global
- * position `position` (its checkpoint passed it), 0 if not yet (or no such
- * committed event yet), -1 on error.
- */
-__attribute__((warn_unused_result))
-int state_applied(struct state *st, const char *proj, const char *position, char *err, size_t errsz);
-
-/* Who holds the projection's lock ("esbridge HOST pid PID"), malloc'd; NULL if nobody. */
-char *state_owner(struct state *st, const char *proj);
-
-struct projection;
 int state_print_status(struct state *st, const struct projection *const *projs, bool json, FILE *out,
 		       char *err, size_t errsz);
 
