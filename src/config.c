@@ -555,6 +555,68 @@ void config_free_secret(char *secret)
 	free(secret);
 }
 
+/* True if `s` (of `len` bytes) is a port number from `min` to 65535. */
+static bool is_port(const char *s, size_t len, long min)
+{
+	long v = 0;
+
+	if (len == 0 || len > 5)
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return false;
+		v = v * 10 + (s[i] - '0');
+	}
+	return v >= min && v <= 65535;
+}
+
+/* HOST:PORT or [V6]:PORT, as the metrics endpoint reads it (port 0: any free one). */
+static int validate_metrics_address(const char *a, char *err, size_t errsz)
+{
+	const char *colon;
+
+	if (!*a)
+		return 0;
+	if (a[0] == '[') {
+		const char *end = strchr(a, ']');
+		colon = end && end[1] == ':' && end > a + 1 ? end + 1 : NULL;
+	} else {
+		colon = strchr(a, ':');
+		/* an IPv6 address goes in brackets */
+		if (colon == a || (colon && strchr(colon + 1, ':')))
+			colon = NULL;
+	}
+	if (!colon || !is_port(colon + 1, strlen(colon + 1), 0)) {
+		snprintf(err, errsz, "invalid value for 'metrics-address': '%.200s' is not HOST:PORT"
+			 " (a port from 0 to 65535)", a);
+		return -1;
+	}
+	return 0;
+}
+
+/* libpq takes any text as a port and refuses it only when it connects: a list of 1..65535. */
+static int validate_pg_ports(const PQconninfoOption *opts, char *err, size_t errsz)
+{
+	for (const PQconninfoOption *o = opts; o->keyword; o++) {
+		const char *v = o->val;
+		if (strcmp(o->keyword, "port") || !v || !*v)
+			continue;
+		for (const char *item = v;;) {
+			size_t len = strcspn(item, ",");
+			/* an empty item of a list is the default port */
+			if (len && !is_port(item, len, 1)) {
+				snprintf(err, errsz, "invalid value for 'pg': port '%.*s' is not a number from 1"
+					 " to 65535", (int)(len > 32 ? 32 : len), item);
+				return -1;
+			}
+			if (!item[len])
+				break;
+			item += len + 1;
+		}
+	}
+	return 0;
+}
+
 int config_validate(const struct config *c, char *err, size_t errsz)
 {
 	char *pqerr = NULL;
@@ -575,8 +637,14 @@ int config_validate(const struct config *c, char *err, size_t errsz)
 			PQfreemem(pqerr);
 			return -1;
 		}
+		if (validate_pg_ports(opts, err, errsz)) {
+			PQconninfoFree(opts);
+			return -1;
+		}
 		PQconninfoFree(opts);
 	}
+	if (validate_metrics_address(c->metrics_address, err, errsz))
+		return -1;
 	if (log_level_parse(c->log_level) < 0) {
 		snprintf(err, errsz, "invalid value for 'log-level': '%.32s' is not error, warn, info or debug",
 			 c->log_level);

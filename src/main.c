@@ -17,15 +17,18 @@
 #include <curl/curl.h>
 #include <ev.h>
 #include <libpq-fe.h>
+#include <yajl/yajl_tree.h>
 #include <yajl/yajl_version.h>
 #include <zlib.h>
 
+#include "esbridge/buf.h"
 #include "esbridge/config.h"
 #include "esbridge/es.h"
 #include "esbridge/log.h"
 #include "esbridge/monitor.h"
 #include "esbridge/pipeline.h"
 #include "esbridge/rebuild.h"
+#include "esbridge/pq.h"
 #include "esbridge/projection.h"
 #include "esbridge/state.h"
 
@@ -62,7 +65,10 @@ static void usage(FILE *f)
 		"  dead-letters discard ID --reason TEXT\n"
 		"                    drop one letter; the other open letters of its document are\n"
 		"                    applied again\n"
-		"  check-config      validate the settings and print them (secrets masked)\n"
+		"  check-config [--connect]\n"
+		"                    validate the settings as a start would and print them (secrets\n"
+		"                    masked); --connect: also reach PostgreSQL and the cluster and\n"
+		"                    say what they hold (versions, each projection's generation)\n"
 		"\n"
 		"options (flag, environment variable, description [default]):\n");
 	fprintf(f, "  --%-16s %-26s %s\n", "config FILE", "ESBRIDGE_CONFIG",
@@ -400,24 +406,52 @@ static int session_sources(void *arg, struct monitor_source *out, int max)
 	return n;
 }
 
+/* The projections `run` runs: --projection's, or every one. 0, or EXIT_USAGE (said). */
+static int selected_projections(const struct config *cfg, const struct projection **projs, int *n)
+{
+	*n = 0;
+	if (!cfg->n_projections) {
+		for (const struct projection *const *p = projection_registry; *p && *n < MAX_RUNNERS; p++)
+			projs[(*n)++] = *p;
+		return 0;
+	}
+	for (int i = 0; i < cfg->n_projections && *n < MAX_RUNNERS; i++) {
+		projs[*n] = projection_find(cfg->projections[i]);
+		if (!projs[*n])
+			return unknown_projection(cfg->projections[i]);
+		(*n)++;
+	}
+	return 0;
+}
+
+/*
+ * What a start would refuse besides the option values, checked before
+ * anything connects: the mapping files of the projections. 0, or
+ * EXIT_USAGE (said).
+ */
+static int preflight(const struct config *cfg, const struct projection *const *projs, int n)
+{
+	char err[1024];
+
+	for (int i = 0; i < n; i++)
+		if (rebuild_check_mappings(cfg, projs[i], err, sizeof(err)))
+			return die(EXIT_USAGE, "%s", err);
+	return 0;
+}
+
 static int cmd_run(struct config *cfg, bool once)
 {
-	const struct projection *projs[64];
+	const struct projection *projs[MAX_RUNNERS];
 	struct runner_opts opts = { .once = once };
 	struct session s;
 	int n = 0, rc;
 
-	if (cfg->n_projections) {
-		for (int i = 0; i < cfg->n_projections; i++) {
-			projs[n] = projection_find(cfg->projections[i]);
-			if (!projs[n])
-				return unknown_projection(cfg->projections[i]);
-			n++;
-		}
-	} else {
-		for (const struct projection *const *p = projection_registry; *p && n < 64; p++)
-			projs[n++] = *p;
-	}
+	rc = selected_projections(cfg, projs, &n);
+	if (rc)
+		return rc;
+	rc = preflight(cfg, projs, n);
+	if (rc)
+		return rc;
 	rc = session_open(&s, cfg, projs, n, &opts);
 	if (!rc) {
 		char err[1024];
@@ -613,6 +647,8 @@ static int cmd_rebuild(struct config *cfg, const char *name, int keep)
 
 	if (!proj)
 		return unknown_projection(name ? name : "");
+	if (preflight(cfg, &proj, 1))
+		return EXIT_USAGE;
 	for (int attempt = 1;; attempt++) {
 		char err[1024];
 		struct state *st = state_open(cfg->pg, err, sizeof(err));
@@ -713,6 +749,133 @@ static int cmd_dead_letters(const struct config *cfg, const char *sub, const cha
 	return rc;
 }
 
+/* check-config --connect: PostgreSQL, what it holds for esbridge, and each projection's generation. */
+static int connect_pg(const struct config *cfg, const struct projection *const *projs, int n)
+{
+	char err[1024], name[96];
+	PGconn *conn;
+	PGresult *res;
+	int rc = 0;
+
+	pq_app_name("esbridge check-config", name, sizeof(name));
+	conn = pq_connect(cfg->pg, name, err, sizeof(err));
+	if (!conn)
+		return die(1, "%s", err);
+	res = PQexec(conn, "SELECT current_setting('server_version'), current_database(), current_user,"
+			   " to_regclass('public.events') IS NOT NULL,"
+			   " to_regclass('esbridge.schema_version') IS NOT NULL");
+	if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+		pq_error(err, sizeof(err), "cannot query PostgreSQL", PQresultErrorMessage(res));
+		PQclear(res);
+		PQfinish(conn);
+		return die(1, "%s", err);
+	}
+	printf("connect: PostgreSQL %s at %s port %s, database '%s' as '%s'\n", PQgetvalue(res, 0, 0),
+	       PQhost(conn), PQport(conn), PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2));
+	if (PQgetvalue(res, 0, 3)[0] != 't') {
+		PQclear(res);
+		PQfinish(conn);
+		return die(1, "PostgreSQL database has no table 'events' (scripts/schema.sql creates it)");
+	}
+	if (PQgetvalue(res, 0, 4)[0] != 't') {
+		printf("connect: no esbridge schema yet (the first start creates it)\n");
+		PQclear(res);
+		PQfinish(conn);
+		return 0;
+	}
+	PQclear(res);
+	for (int i = 0; i < n && rc == 0; i++) {
+		const char *params[1] = { projs[i]->name };
+		res = PQexecParams(conn,
+				   "SELECT g.generation, g.index_name, g.checkpoint_pos,"
+				   "  (SELECT count(*) FROM esbridge.generations b"
+				   "   WHERE b.projection = $1 AND b.state IN ('building','ready'))"
+				   " FROM (SELECT 1) one LEFT JOIN esbridge.generations g"
+				   "  ON g.projection = $1 AND g.state = 'active'",
+				   1, NULL, params, NULL, NULL, 0);
+		if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+			pq_error(err, sizeof(err), "cannot read the generations", PQresultErrorMessage(res));
+			rc = die(1, "%s", err);
+		} else if (PQgetisnull(res, 0, 0)) {
+			printf("connect: %s: no active generation yet%s\n", projs[i]->name,
+			       strcmp(PQgetvalue(res, 0, 3), "0") ? " (one is being built)" : "");
+		} else {
+			printf("connect: %s: active generation %s (%s), checkpoint at position %s%s\n",
+			       projs[i]->name, PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2),
+			       strcmp(PQgetvalue(res, 0, 3), "0") ? "; a rebuild is under way" : "");
+		}
+		PQclear(res);
+	}
+	PQfinish(conn);
+	return rc;
+}
+
+/* The string at `path` of a parsed document, or "?". */
+static const char *json_text(yajl_val v, const char **path)
+{
+	yajl_val s = yajl_tree_get(v, path, yajl_t_string);
+
+	return s ? YAJL_GET_STRING(s) : "?";
+}
+
+/* check-config --connect: the cluster's name and version, as its root answers. */
+static int connect_es(const struct config *cfg)
+{
+	static const char *name_path[] = { "cluster_name", NULL };
+	static const char *number_path[] = { "version", "number", NULL };
+	static const char *dist_path[] = { "version", "distribution", NULL };
+	struct buf resp = BUF_INIT((size_t)1 << 20);
+	struct ev_loop *loop = ev_default_loop(EVFLAG_AUTO);
+	struct es_client *es;
+	char err[1024], url[512];
+	long status = 0;
+	yajl_val v;
+	int rc = 0;
+
+	if (!loop)
+		return die(1, "cannot initialise the event loop");
+	config_redact_url(cfg->es, url, sizeof(url));
+	es = es_client_new(loop, cfg, err, sizeof(err));
+	if (!es)
+		return die(1, "%s", err);
+	if (es_request_sync(es, "GET", "/", NULL, 0, &status, &resp, err, sizeof(err))) {
+		rc = die(1, "cannot reach Elasticsearch: %s", err);
+	} else if (status != 200) {
+		rc = die(1, "Elasticsearch at %s answered HTTP %ld to GET /%s", url, status,
+			 status == 401 || status == 403 ? " (check es-user, es-password or es-api-key)" : "");
+	} else if (!(v = yajl_tree_parse(resp.data ? resp.data : "", NULL, 0))) {
+		rc = die(1, "Elasticsearch at %s answered GET / with no JSON", url);
+	} else {
+		const char *dist = json_text(v, dist_path);
+		printf("connect: Elasticsearch at %s: cluster '%s', %s %s\n", url, json_text(v, name_path),
+		       strcmp(dist, "?") ? dist : "elasticsearch", json_text(v, number_path));
+		yajl_tree_free(v);
+	}
+	buf_release(&resp);
+	es_client_free(es);
+	ev_loop_destroy(loop);
+	return rc;
+}
+
+static int cmd_check_config(const struct config *cfg, bool connect)
+{
+	const struct projection *projs[MAX_RUNNERS];
+	int n, rc;
+
+	rc = selected_projections(cfg, projs, &n);
+	if (!rc)
+		rc = preflight(cfg, projs, n);
+	if (rc)
+		return rc;
+	config_print(cfg, stdout);
+	if (!connect)
+		return 0;
+	fflush(stdout);
+	rc = connect_pg(cfg, projs, n);
+	fflush(stdout);
+	return rc ? rc : connect_es(cfg);
+}
+
 /* `wait`: the event became a dead letter. */
 #define EXIT_DEAD_LETTER 3
 
@@ -784,7 +947,7 @@ static int cmd_wait(const struct config *cfg, const char *position, const char *
 /* What the command line says besides the settings. */
 struct cli {
 	const char *command, *target, *arg, *reason, *position, *timeout, *config_file;
-	bool once, all, help, version, json;
+	bool once, all, help, version, json, connect;
 	int keep;
 };
 
@@ -862,6 +1025,10 @@ static int load_settings(int argc, char **argv, struct config *cfg, struct cli *
 		}
 		if (!strcmp(a, "--json")) {
 			cli->json = true;
+			continue;
+		}
+		if (!strcmp(a, "--connect")) {
+			cli->connect = true;
 			continue;
 		}
 		for (size_t k = 0; k < sizeof(own) / sizeof(own[0]) && !handled && !strncmp(a, "--", 2); k++) {
@@ -995,14 +1162,17 @@ int main(int argc, char **argv)
 		config_release(&cfg);
 		return die(EXIT_USAGE, "unknown command '%s' (see --help)", cli.command);
 	}
+	if (cli.connect && strcmp(cli.command, "check-config")) {
+		config_release(&cfg);
+		return die(EXIT_USAGE, "'--connect' is an option of check-config only");
+	}
 	if (config_validate(&cfg, err, sizeof(err))) {
 		config_release(&cfg);
 		return die(EXIT_USAGE, "%s", err);
 	}
 	log_set_level((enum log_level)log_level_parse(cfg.log_level));
 	if (!strcmp(cli.command, "check-config")) {
-		config_print(&cfg, stdout);
-		rc = 0;
+		rc = cmd_check_config(&cfg, cli.connect);
 	} else if (!strcmp(cli.command, "status")) {
 		rc = cmd_status(&cfg, cli.json);
 	} else if (!strcmp(cli.command, "wait")) {

@@ -7,6 +7,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <sys/stat.h>
+
 #include <yajl/yajl_gen.h>
 #include <yajl/yajl_tree.h>
 
@@ -130,12 +132,34 @@ static int read_mapping(const struct config *cfg, const char *proj, struct buf *
 		char *nl = strchr(perr, '\n');
 		if (nl)
 			*nl = '\0';
-		snprintf(err, errsz, "mapping file '%s' is not a JSON object: %s", path,
+		n = strlen(perr);
+		while (n && (perr[n - 1] == '.' || perr[n - 1] == ' '))
+			perr[--n] = '\0';
+		snprintf(err, errsz, "mapping file '%s' is not a JSON object%s%s", path, root ? "" : ": ",
 			 root ? "" : perr);
 		yajl_tree_free(root);
 		return -1;
 	}
 	yajl_tree_free(root);
+	return 0;
+}
+
+int rebuild_check_mappings(const struct config *cfg, const struct projection *proj, char *err, size_t errsz)
+{
+	struct stat sb;
+
+	if (stat(cfg->mappings_dir, &sb) || !S_ISDIR(sb.st_mode)) {
+		snprintf(err, errsz, "invalid value for 'mappings-dir': cannot open the mappings folder '%s': %s",
+			 cfg->mappings_dir, errno ? strerror(errno) : "not a folder");
+		return -1;
+	}
+	for (size_t slot = 0; slot < projection_n_indices(proj); slot++) {
+		struct buf b = BUF_INIT(MAPPING_LIMIT);
+		int rc = read_mapping(cfg, projection_alias(proj, slot), &b, err, errsz);
+		buf_release(&b);
+		if (rc)
+			return -1;
+	}
 	return 0;
 }
 

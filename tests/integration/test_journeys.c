@@ -6,7 +6,11 @@
  *   b. `wait` exits 3 with one line naming the dead letter when the event
  *      it waits for became one;
  *   c. `wait` returns 0 for an event the projection does not read once the
- *      projection has read past it, and not before.
+ *      projection has read past it, and not before;
+ *   d. configuration errors found before the pipelines start exit 2 (one
+ *      line), runtime ones 1;
+ *   e. `check-config` refuses what `run` refuses; `check-config --connect`
+ *      reaches PostgreSQL and the cluster and says what it found.
  *
  * Logs: build/tests/logs/journeys-TEST.log.
  */
@@ -22,9 +26,21 @@
 
 #include "harness.h"
 
+static char tmp_dir[64];
+
 static void suite_fini(void)
 {
 	h_end();
+	if (tmp_dir[0]) {
+		char path[128];
+		static const char *const files[] = { "products.json", "orders.json", "daily_sales.json",
+						     "customers.json", "customer_orders.json", NULL };
+		for (const char *const *f = files; *f; f++) {
+			snprintf(path, sizeof(path), "%s/%s", tmp_dir, *f);
+			unlink(path);
+		}
+		rmdir(tmp_dir);
+	}
 }
 
 TestSuite(journeys, .fini = suite_fini);
@@ -62,6 +78,35 @@ static int printed_lines(const char *out)
 		l = nl ? nl + 1 : NULL;
 	}
 	return n;
+}
+
+/* A folder of our own holding a copy of mappings/, the file `name` replaced by `text` (NULL: left out). */
+static const char *mappings_with(const char *name, const char *text)
+{
+	static const char *const files[] = { "products.json", "orders.json", "daily_sales.json",
+					     "customers.json", "customer_orders.json", NULL };
+	char path[160], src[160];
+
+	if (!tmp_dir[0]) {
+		snprintf(tmp_dir, sizeof(tmp_dir), "/tmp/esbridge-journeys-XXXXXX");
+		cr_assert_not_null(mkdtemp(tmp_dir), "mkdtemp: %s", strerror(errno));
+	}
+	for (const char *const *f = files; *f; f++) {
+		snprintf(path, sizeof(path), "%s/%s", tmp_dir, *f);
+		unlink(path);
+		if (!strcmp(*f, name)) {
+			if (text)
+				h_write_file(path, text);
+			continue;
+		}
+		snprintf(src, sizeof(src), "mappings/%s", *f);
+		{
+			char *orig = h_read_file(src, NULL);
+			h_write_file(path, orig);
+			free(orig);
+		}
+	}
+	return tmp_dir;
 }
 
 static int64_t add(const char *stream, const char *type, const char *data)
@@ -134,4 +179,114 @@ Test(journeys, c_wait_for_an_event_the_projection_does_not_read, .timeout = 120)
 	cr_assert_eq(code, 1, "wait past an unapplied products event exited %d:\n%s", code, out);
 	cr_assert(strstr(out, "timeout"), "no timeout said:\n%s", out);
 	free(out);
+}
+
+/* ---- d, e. configuration errors ---------------------------------------------------- */
+
+struct bad_case {
+	const char *what;
+	const char *env;   /* NULL or NAME=VALUE */
+	const char *flag, *value;
+	const char *said;  /* a part of the one line */
+};
+
+/* `check-config` and `run --once` both exit 2 with one line for each case. */
+Test(journeys, d_e_configuration_errors_exit_2_everywhere, .timeout = 180)
+{
+	const char *notjson = mappings_with("products.json", "this is not JSON\n");
+	char missing[96];
+	const struct bad_case cases[] = {
+		{ "an unknown projection", NULL, "--projection", "bogus", "'bogus'" },
+		{ "a metrics address without a port", NULL, "--metrics-address", "127.0.0.1", "HOST:PORT" },
+		{ "a missing mappings folder", NULL, "--mappings-dir", missing, "mapping" },
+		{ "a mapping file that is not JSON", NULL, "--mappings-dir", notjson, "not a JSON object" },
+		{ "a PostgreSQL port out of range", "ESBRIDGE_PG=port=99999", NULL, NULL, "99999" },
+	};
+
+	h_begin();
+	snprintf(missing, sizeof(missing), "%s/none", notjson);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		static const char *const cmds[][3] = { { "check-config", NULL, NULL }, { "run", "--once", NULL } };
+		const char *const env[] = { cases[i].env, NULL };
+		for (size_t c = 0; c < 2; c++) {
+			const char *args[6];
+			size_t n = 0;
+			char *out;
+			int code;
+			if (cases[i].flag) {
+				args[n++] = cases[i].flag;
+				args[n++] = cases[i].value;
+			}
+			args[n++] = cmds[c][0];
+			if (cmds[c][1])
+				args[n++] = cmds[c][1];
+			args[n] = NULL;
+			code = cli_env(&out, cases[i].env ? env : NULL, args);
+			cr_expect_eq(code, 2, "%s: %s exited %d, want 2:\n%s", cases[i].what, cmds[c][0], code, out);
+			cr_expect_eq(printed_lines(out), 1, "%s: %s printed %d lines, want one:\n%s", cases[i].what,
+				     cmds[c][0], printed_lines(out), out);
+			cr_expect(strstr(out, cases[i].said), "%s: %s did not say '%s':\n%s", cases[i].what,
+				  cmds[c][0], cases[i].said, out);
+			free(out);
+		}
+	}
+
+	/* runtime: PostgreSQL does not answer at a valid address: 1 */
+	{
+		char env_pg[96];
+		const char *const env[] = { env_pg, NULL };
+		char *out;
+		int code;
+
+		snprintf(env_pg, sizeof(env_pg), "ESBRIDGE_PG=host=127.0.0.1 port=%d connect_timeout=2", h_free_port());
+		code = cli_env(&out, env, (const char *const[]){ "run", "--once", NULL });
+		cr_expect_eq(code, 1, "run --once without PostgreSQL exited %d, want 1:\n%s", code, out);
+		free(out);
+		code = cli_env(&out, env, (const char *const[]){ "check-config", NULL });
+		cr_expect_eq(code, 0, "check-config without PostgreSQL exited %d (it does not connect):\n%s", code, out);
+		free(out);
+		code = cli_env(&out, env, (const char *const[]){ "check-config", "--connect", NULL });
+		cr_expect_eq(code, 1, "check-config --connect without PostgreSQL exited %d, want 1:\n%s", code, out);
+		cr_expect(strstr(out, "PostgreSQL"), "check-config --connect did not name PostgreSQL:\n%s", out);
+		free(out);
+	}
+}
+
+Test(journeys, e_check_config_connect_says_what_it_found, .timeout = 120)
+{
+	char *out, *version;
+	int code;
+
+	h_begin();
+	add("product-p1", "ProductCreated", "{\"product_id\": \"p1\", \"name\": \"one\", \"price\": 1}");
+	run_once_ok((const char *const[]){ "--projection", "products", NULL });
+	code = cli(&out, (const char *const[]){ "check-config", "--connect", NULL });
+	cr_assert_eq(code, 0, "check-config --connect exited %d:\n%s", code, out);
+	version = h_query_text(NULL, "SELECT current_setting('server_version')", 0, NULL);
+	cr_assert(strstr(out, version), "no PostgreSQL version %s in:\n%s", version, out);
+	free(version);
+	cr_assert(strstr(out, "products: active generation 1"), "no products generation in:\n%s", out);
+	{
+		struct h_http r = h_es("GET", "/", NULL);
+		char *num = strstr(r.body, "\"number\"");
+		char want[64];
+		cr_assert_not_null(num, "GET /: %s", r.body);
+		num = strchr(num + 8, '"');
+		cr_assert_not_null(num);
+		snprintf(want, sizeof(want), "%.*s", (int)strcspn(num + 1, "\""), num + 1);
+		cr_assert(strstr(out, want), "no cluster version %s in:\n%s", want, out);
+		h_http_free(&r);
+	}
+	free(out);
+
+	/* an unreachable cluster: 1, naming it */
+	{
+		char env_es[96];
+		const char *const env[] = { env_es, NULL };
+		snprintf(env_es, sizeof(env_es), "ESBRIDGE_ES=http://127.0.0.1:%d", h_free_port());
+		code = cli_env(&out, env, (const char *const[]){ "check-config", "--connect", NULL });
+		cr_assert_eq(code, 1, "check-config --connect to no cluster exited %d:\n%s", code, out);
+		cr_assert(strstr(out, "Elasticsearch"), "the cluster is not named:\n%s", out);
+		free(out);
+	}
 }

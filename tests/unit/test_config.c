@@ -417,6 +417,53 @@ Test(config, pg_must_be_a_conninfo)
 	MENTIONS(err, "hostx");
 }
 
+Test(config, pg_ports_must_be_ports)
+{
+	static const char *const bad[] = {
+		"port=99999", "port=0", "port=abc", "host=a,b port=5432,70000", "postgresql://h:99999/db",
+		"port=-1", "port=123456",
+	};
+	static const char *const good[] = {
+		"port=5432", "host=a,b port=5432,5433", "host=a,b port=,5433", "postgresql://h:6432/db",
+		"port=65535", "port=1",
+	};
+
+	make_valid();
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		set_ok("pg", bad[i]);
+		err[0] = '\0';
+		cr_expect_eq(config_validate(&c, err, sizeof(err)), -1, "pg='%s' accepted", bad[i]);
+		expect_one_line(err);
+		MENTIONS(err, "'pg'");
+	}
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		set_ok("pg", good[i]);
+		cr_expect_eq(config_validate(&c, err, sizeof(err)), 0, "pg='%s': %s", good[i], err);
+	}
+}
+
+Test(config, metrics_address_needs_a_port)
+{
+	static const char *const bad[] = {
+		"127.0.0.1", "localhost", ":9187", "127.0.0.1:", "127.0.0.1:x", "127.0.0.1:65536", "[::1]",
+		"[::1]9187", "[]:9187", "::1",
+	};
+	static const char *const good[] = { "", "127.0.0.1:9187", "localhost:0", "[::1]:9187", "0.0.0.0:65535" };
+
+	make_valid();
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		set_ok("metrics-address", bad[i]);
+		err[0] = '\0';
+		cr_expect_eq(config_validate(&c, err, sizeof(err)), -1, "metrics-address='%s' accepted", bad[i]);
+		expect_one_line(err);
+		MENTIONS(err, "HOST:PORT");
+	}
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		set_ok("metrics-address", good[i]);
+		cr_expect_eq(config_validate(&c, err, sizeof(err)), 0, "metrics-address='%s': %s", good[i], err);
+	}
+}
+
 Test(config, log_level_must_be_known)
 {
 	make_valid();
