@@ -122,15 +122,21 @@ static const char *projection_names(void)
 	return names;
 }
 
-/* An unknown --projection or rebuild NAME: exit 2, naming the known ones (and an alias's writer). */
-static int unknown_projection(const char *name)
+/*
+ * An unknown projection name (of `--projection` when `flag`, else of
+ * rebuild's NAME): exit 2, naming the known ones, or the projection that
+ * writes an alias of that name.
+ */
+static int unknown_projection(const char *name, bool flag)
 {
+	const char *in = flag ? " in --projection" : "";
+
 	for (const struct projection *const *p = projection_registry; *p; p++)
 		for (size_t i = 0; i < projection_n_indices(*p); i++)
 			if (!strcmp(projection_alias(*p, i), name))
-				return die(EXIT_USAGE, "unknown projection '%s': the alias '%s' is written by the"
-					   " projection '%s'", name, name, (*p)->name);
-	return die(EXIT_USAGE, "unknown projection '%s' (%s)", name, projection_names());
+				return die(EXIT_USAGE, "unknown projection '%s'%s: the alias '%s' is written by the"
+					   " projection '%s'", name, in, name, (*p)->name);
+	return die(EXIT_USAGE, "unknown projection '%s'%s (%s)", name, in, projection_names());
 }
 
 #define MAX_RUNNERS 64
@@ -418,7 +424,7 @@ static int selected_projections(const struct config *cfg, const struct projectio
 	for (int i = 0; i < cfg->n_projections && *n < MAX_RUNNERS; i++) {
 		projs[*n] = projection_find(cfg->projections[i]);
 		if (!projs[*n])
-			return unknown_projection(cfg->projections[i]);
+			return unknown_projection(cfg->projections[i], true);
 		(*n)++;
 	}
 	return 0;
@@ -535,7 +541,9 @@ static int rebuild_here(struct config *cfg, const struct projection *proj, int k
 		ev_timer_start(s.loop, &tick);
 		rc = session_run(&s);
 		ev_timer_stop(s.loop, &tick);
-		if (!rc && !runner_swapped(s.runners[0]))
+		if (rc && runner_stop_reason(s.runners[0]))
+			rc = die(1, "%s", runner_stop_reason(s.runners[0]));
+		else if (!rc && !runner_swapped(s.runners[0]))
 			rc = die(1, "stopped before the alias moved; 'esbridge rebuild %s' or"
 				 " 'esbridge run' resumes the rebuild", proj->name);
 		if (!rc) {
@@ -646,7 +654,7 @@ static int cmd_rebuild(struct config *cfg, const char *name, int keep)
 	const struct projection *proj = projection_find(name);
 
 	if (!proj)
-		return unknown_projection(name ? name : "");
+		return unknown_projection(name ? name : "", false);
 	if (preflight(cfg, &proj, 1))
 		return EXIT_USAGE;
 	for (int attempt = 1;; attempt++) {
@@ -708,7 +716,7 @@ static int cmd_dead_letters(const struct config *cfg, const char *sub, const cha
 		return die(EXIT_USAGE, "dead-letters takes one --projection NAME at most");
 	proj = cfg->n_projections ? cfg->projections[0] : NULL;
 	if (proj && !projection_find(proj))
-		return unknown_projection(proj);
+		return unknown_projection(proj, true);
 	if (!sub || (strcmp(sub, "list") && strcmp(sub, "retry") && strcmp(sub, "discard")))
 		return die(EXIT_USAGE, "dead-letters needs list, retry or discard (see --help)");
 	if (!strcmp(sub, "list") && arg)
@@ -898,7 +906,7 @@ static int cmd_wait(const struct config *cfg, const char *position, const char *
 		return die(EXIT_USAGE, "wait needs one --projection NAME (%s)", projection_names());
 	proj = projection_find(cfg->projections[0]);
 	if (!proj)
-		return unknown_projection(cfg->projections[0]);
+		return unknown_projection(cfg->projections[0], true);
 	pos = position ? strtoll(position, &end, 10) : 0;
 	if (!position || !*position || *end || pos <= 0)
 		return die(EXIT_USAGE, "wait needs --position P, a global position (a number above 0)");

@@ -13,6 +13,7 @@
 #include "esbridge/pq.h"
 
 #include "esbridge/buf.h"
+#include "esbridge/json.h"
 #include "esbridge/projection.h"
 #include "esbridge/store.h"
 
@@ -618,13 +619,39 @@ int state_dead_letter(struct state *st, const char *proj, int number, const stru
 	/*
 	 * Replays record the same letter again: one open letter per event. A
 	 * letter being retried that fails again is open once more.
+	 *
+	 * A decision about an event outlives its generation: an event met for
+	 * the first time in this generation whose letter an earlier one
+	 * discarded is recorded discarded (the note says where from), and one
+	 * an earlier one retried and applied is recorded to be retried. A held
+	 * letter whose document has no pending or held letter here (its
+	 * holder was so carried over) is to be retried too: the runner has
+	 * the pipeline apply them (and forget the hold) before a swap.
 	 */
 	return exec_params(st, "cannot record a dead letter",
+			   "WITH prev AS (SELECT p.status, p.generation, p.note FROM esbridge.dead_letters p"
+			   "  WHERE p.projection = $1 AND p.global_position = $4::bigint"
+			   "   AND p.generation < $2::int AND p.status IN ('discarded','retried')"
+			   "   AND coalesce(p.doc_id, '') = coalesce($5, '')"
+			   "   AND NOT EXISTS (SELECT 1 FROM esbridge.dead_letters s WHERE s.projection = $1"
+			   "    AND s.global_position = $4::bigint AND s.generation = $2::int"
+			   "    AND coalesce(s.doc_id, '') = coalesce($5, ''))"
+			   "  ORDER BY p.generation DESC LIMIT 1),"
+			   " holder AS (SELECT 1 FROM esbridge.dead_letters h WHERE h.projection = $1"
+			   "  AND h.generation = $2::int AND h.doc_id = $5 AND h.status IN ('pending','held') LIMIT 1),"
+			   " decided AS (SELECT CASE"
+			   "   WHEN $6 = 'held' THEN CASE WHEN EXISTS (SELECT 1 FROM holder) THEN 'held' ELSE 'retry' END"
+			   "   WHEN (SELECT status FROM prev) = 'discarded' THEN 'discarded'"
+			   "   WHEN (SELECT status FROM prev) = 'retried' THEN 'retry'"
+			   "   ELSE 'pending' END AS status,"
+			   "  coalesce((SELECT format('carried over from generation %s: %s', generation, note) FROM prev"
+			   "   WHERE status = 'discarded'), '') AS note)"
 			   "INSERT INTO esbridge.dead_letters AS d"
 			   " (projection, generation, global_position, transaction_id, stream_id,"
-			   "  event_type, reason, data, doc_id, status)"
-			   " SELECT $1, $2::int, global_position, transaction_id, stream_id, event_type,"
-			   "  $3, data::text, $5, $6 FROM events WHERE global_position = $4::bigint"
+			   "  event_type, reason, data, doc_id, status, note)"
+			   " SELECT $1, $2::int, e.global_position, e.transaction_id, e.stream_id, e.event_type,"
+			   "  $3, e.data::text, $5, decided.status, decided.note"
+			   " FROM events e, decided WHERE e.global_position = $4::bigint"
 			   " ON CONFLICT (projection, generation, global_position, coalesce(doc_id, ''))"
 			   "  WHERE status IN ('pending','held','retry')"
 			   " DO UPDATE SET status = excluded.status, reason = excluded.reason,"
@@ -754,6 +781,59 @@ int state_letters_retried(struct state *st, const long long *ids, size_t n, char
 			 1, params, err, errsz);
 	free(arr);
 	return rc;
+}
+
+long long state_letters_waiting(struct state *st, const char *proj, int number, char *err, size_t errsz)
+{
+	char num[16];
+	const char *params[2] = { proj, num };
+	PGresult *res;
+	long long n;
+
+	snprintf(num, sizeof(num), "%d", number);
+	res = query(st, "cannot read the dead letters",
+		    "SELECT count(*) FROM esbridge.dead_letters"
+		    " WHERE projection = $1 AND status = 'retry' AND generation = $2::int",
+		    2, params, true, err, errsz);
+	if (!res)
+		return -1;
+	n = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+	PQclear(res);
+	return n;
+}
+
+long long state_letters_diverge(struct state *st, const char *proj, int number, int active, char *doc,
+				size_t docsz, long long *first, char *err, size_t errsz)
+{
+	char num[16], act[16];
+	const char *params[3] = { proj, num, act };
+	PGresult *res;
+	long long n = 0;
+
+	snprintf(num, sizeof(num), "%d", number);
+	snprintf(act, sizeof(act), "%d", active);
+	/* per document held back in `number` and not in `active`, its first letter; the first of them */
+	res = query(st, "cannot read the dead letters",
+		    "SELECT count(*) OVER (), x.doc_id, x.id FROM"
+		    " (SELECT DISTINCT ON (n.doc_id) n.doc_id, n.id, n.transaction_id AS t, n.global_position AS p"
+		    "  FROM esbridge.dead_letters n"
+		    "  WHERE n.projection = $1 AND n.generation = $2::int AND n.doc_id IS NOT NULL"
+		    "   AND n.status IN ('pending','held','retry')"
+		    "   AND NOT EXISTS (SELECT 1 FROM esbridge.dead_letters a WHERE a.projection = $1"
+		    "    AND a.generation = $3::int AND a.doc_id = n.doc_id"
+		    "    AND a.status IN ('pending','held','retry'))"
+		    "  ORDER BY n.doc_id, n.transaction_id, n.global_position) x"
+		    " ORDER BY x.t, x.p LIMIT 1",
+		    3, params, false, err, errsz);
+	if (!res)
+		return -1;
+	if (PQntuples(res) == 1) {
+		n = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+		(void)json_utf8_show(doc, docsz, PQgetvalue(res, 0, 1));
+		*first = strtoll(PQgetvalue(res, 0, 2), NULL, 10);
+	}
+	PQclear(res);
+	return n;
 }
 
 /* Counts the rows a statement returns; -1 with `err` on error. */

@@ -76,6 +76,9 @@ void runner_set_keep(struct runner *r, int keep);
 /* True once a rebuild moved the alias in this process. */
 bool runner_swapped(const struct runner *r);
 
+/* Why a rebuild stopped before its swap (it will not be shown as it is), or NULL. */
+const char *runner_stop_reason(const struct runner *r);
+
 /* Drains every pipeline, then `done` runs. */
 void runner_stop(struct runner *r);
 int runner_exit_code(const struct runner *r);

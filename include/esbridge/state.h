@@ -104,6 +104,18 @@ int state_letters_to_retry(struct state *st, const char *proj, int number, struc
 __attribute__((warn_unused_result))
 int state_letters_retried(struct state *st, const long long *ids, size_t n, char *err, size_t errsz);
 
+/* How many letters of the generation wait to be applied again ('retry'), or -1. */
+long long state_letters_waiting(struct state *st, const char *proj, int number, char *err, size_t errsz);
+
+/*
+ * Before a swap: how many documents generation `number` holds back (open
+ * letters) that generation `active` does not, or -1; when some, `doc`
+ * (shown on one line, cut to `docsz`) and `*first` name the first in
+ * commit order and its first open letter.
+ */
+long long state_letters_diverge(struct state *st, const char *proj, int number, int active, char *doc,
+				size_t docsz, long long *first, char *err, size_t errsz);
+
 /*
  * For `esbridge dead-letters`. retry: the open letters of the document of
  * letter `id` (or, with id 0, every open letter of the projection, or of

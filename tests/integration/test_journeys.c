@@ -3,6 +3,9 @@
  * page and --help (issue 17), against the real services and the real
  * daemon:
  *
+ *   a. a discarded dead letter stays discarded through a rebuild, and a
+ *      rebuild whose new generation holds back a document the active one
+ *      does not stops before the alias moves, saying so;
  *   b. `wait` exits 3 with one line naming the dead letter when the event
  *      it waits for became one;
  *   c. `wait` returns 0 for an event the projection does not read once the
@@ -109,6 +112,17 @@ static const char *mappings_with(const char *name, const char *text)
 	return tmp_dir;
 }
 
+static long long letters_open(const char *proj, int generation)
+{
+	char g[16];
+	const char *params[2] = { proj, g };
+
+	snprintf(g, sizeof(g), "%d", generation);
+	return h_query_ll(NULL, "SELECT count(*) FROM esbridge.dead_letters WHERE projection = $1"
+				" AND generation = $2::int AND status IN ('pending','held','retry')",
+			  2, params, -1);
+}
+
 static int64_t add(const char *stream, const char *type, const char *data)
 {
 	return h_event(NULL, stream, type, data);
@@ -119,6 +133,108 @@ static void run_once_ok(const char *const *extra)
 	int code = h_run_once(extra, 120);
 
 	cr_assert_eq(code, 0, "run --once exited %d", code);
+}
+
+/* ---- a. rebuilds and dead letters ----------------------------------------------- */
+
+#define RED_MUG_XL "{\"product_id\": \"m1\", \"name\": \"Red Mug XL\", \"price\": 11.0, \"category\": \"mugs\"}"
+
+Test(journeys, a_rebuild_keeps_a_discarded_letter_discarded, .timeout = 180)
+{
+	static const char *const products[] = { "--projection", "products", NULL };
+	int64_t bad;
+	long long id;
+	char idtext[32], pos[32], *out;
+	const char *params[1] = { pos };
+	int code;
+
+	h_begin();
+	add("product-m1", "ProductCreated",
+	    "{\"product_id\": \"m1\", \"name\": \"Red Mug\", \"price\": 9.99, \"category\": \"mugs\"}");
+	bad = add("product-m1", "ProductPriceChanged", "{\"product_id\": \"m1\", \"new_price\": \"abc\"}");
+	add("product-m1", "ProductUpdated", "{\"product_id\": \"m1\", \"name\": \"Red Mug XL\"}");
+	add("product-m1", "ProductPriceChanged", "{\"product_id\": \"m1\", \"new_price\": 11.0}");
+	run_once_ok(products);
+	cr_assert_eq(letters_open("products", 1), 3, "want the bad event and two held behind it");
+
+	snprintf(pos, sizeof(pos), "%" PRId64, bad);
+	id = h_query_ll(NULL, "SELECT id FROM esbridge.dead_letters WHERE global_position = $1::bigint"
+			      " AND status = 'pending'", 1, params, -1);
+	snprintf(idtext, sizeof(idtext), "%lld", id);
+	code = cli(&out, (const char *const[]){ "dead-letters", "discard", idtext, "--reason", "typo", NULL });
+	cr_assert_eq(code, 0, "discard exited %d:\n%s", code, out);
+	free(out);
+	run_once_ok(products);
+	H_EVENTUALLY(h_source_is("products", "m1", RED_MUG_XL), 10, "m1 is not Red Mug XL after the discard");
+
+	code = cli(&out, (const char *const[]){ "rebuild", "products", NULL });
+	cr_assert_eq(code, 0, "rebuild exited %d:\n%s", code, out);
+	free(out);
+	cr_assert(h_alias_is("products", "products-000002"), "the alias did not move");
+	H_EVENTUALLY(h_source_is("products", "m1", RED_MUG_XL), 10,
+		     "after the rebuild readers see another m1 than Red Mug XL, 11.0");
+	cr_assert_eq(letters_open("products", 2), 0, "the new generation has open letters");
+	cr_assert_eq(h_query_ll(NULL, "SELECT count(*) FROM esbridge.dead_letters WHERE generation = 2"
+				      " AND global_position = $1::bigint AND status = 'discarded'", 1, params, -1),
+		     1, "the new generation does not record the event as discarded");
+}
+
+Test(journeys, a_rebuild_that_would_hold_back_more_stops_before_the_alias, .timeout = 180)
+{
+	static const char *const products[] = { "--projection", "products", NULL };
+	const char *dir;
+	char *orig, *changed, *out, idtext[32];
+	const char *params[1];
+	long long id;
+	int code;
+
+	h_begin();
+	add("product-k1", "ProductCreated",
+	    "{\"product_id\": \"k1\", \"name\": \"Kettle\", \"price\": 20.00, \"category\": \"kitchen\"}");
+	add("product-k2", "ProductCreated",
+	    "{\"product_id\": \"k2\", \"name\": \"Pot\", \"price\": 5.00, \"category\": \"12\"}");
+	add("product-k1", "ProductUpdated", "{\"product_id\": \"k1\", \"name\": \"Kettle 2\"}");
+	run_once_ok(products);
+	cr_assert_eq(letters_open("products", 1), 0, "letters in the first generation");
+
+	/* the new mapping makes category a number: k1's category is refused there, k2's is not */
+	orig = h_read_file("mappings/products.json", NULL);
+	params[0] = orig;
+	changed = h_query_text(NULL, "SELECT jsonb_set($1::jsonb, '{mappings,properties,category}',"
+				     " '{\"type\": \"integer\"}')::text", 1, params);
+	free(orig);
+	dir = mappings_with("products.json", changed);
+	free(changed);
+
+	code = cli(&out, (const char *const[]){ "rebuild", "products", "--mappings-dir", dir, NULL });
+	cr_assert_eq(code, 1, "rebuild exited %d:\n%s", code, out);
+	cr_assert(strstr(out, "holds back") && strstr(out, "'k1'"), "rebuild did not say why:\n%s", out);
+	free(out);
+	cr_assert(h_alias_is("products", "products-000001"), "the alias moved to a generation holding k1 back");
+	H_EVENTUALLY(h_source_is("products", "k1",
+				 "{\"product_id\": \"k1\", \"name\": \"Kettle 2\", \"price\": 20.00, \"category\": \"kitchen\"}"),
+		     10, "readers lost k1");
+
+	/* asked again: the same generation is resumed (none begun beside it) and stops again */
+	code = cli(&out, (const char *const[]){ "rebuild", "products", "--mappings-dir", dir, NULL });
+	cr_assert_eq(code, 1, "the second rebuild exited %d:\n%s", code, out);
+	free(out);
+	cr_assert_eq(h_query_ll(NULL, "SELECT max(generation) FROM esbridge.generations WHERE projection = 'products'",
+				0, NULL, -1), 2, "a rebuild began a third generation beside the stopped one");
+	cr_assert(h_alias_is("products", "products-000001"), "the alias moved");
+
+	/* the operator discards the letter: the next rebuild moves the alias */
+	id = h_query_ll(NULL, "SELECT id FROM esbridge.dead_letters WHERE generation = 2 AND status = 'pending'", 0,
+			NULL, -1);
+	snprintf(idtext, sizeof(idtext), "%lld", id);
+	code = cli(&out, (const char *const[]){ "dead-letters", "discard", idtext, "--reason", "a number now", NULL });
+	cr_assert_eq(code, 0, "discard exited %d:\n%s", code, out);
+	free(out);
+	code = cli(&out, (const char *const[]){ "rebuild", "products", "--mappings-dir", dir, NULL });
+	cr_assert_eq(code, 0, "the rebuild after the discard exited %d:\n%s", code, out);
+	free(out);
+	cr_assert(h_alias_is("products", "products-000002"), "the alias did not move after the discard");
+	cr_assert_eq(letters_open("products", 2), 0, "open letters left in the new generation");
 }
 
 /* ---- b, c. wait ------------------------------------------------------------------ */
