@@ -52,17 +52,21 @@ static void usage(FILE *f)
 		"                    process, or asks the running daemon that owns NAME\n"
 		"  status [--json]   per projection its owner and alias, per generation its state,\n"
 		"                    index, checkpoint, head, lag, events held back by open\n"
-		"                    transactions and open dead letters; the oldest open writer\n"
+		"                    transactions and open dead letters; the oldest open writer;\n"
+		"                    --projection NAME narrows it\n"
 		"  wait --projection NAME --position P [--timeout S]\n"
 		"                    return once NAME's active generation has applied the event at\n"
-		"                    global position P (exit 0), or after S seconds (exit 1) [30]\n"
+		"                    global position P (or read past it, for an event it does not\n"
+		"                    read) (exit 0), became a dead letter (exit 3), or after S\n"
+		"                    seconds (exit 1) [30]\n"
 		"  dead-letters list [--all]\n"
 		"                    the open dead letters (--all: also retried and discarded ones);\n"
 		"                    --projection NAME narrows every dead-letters command\n"
-		"  dead-letters retry ID|--all\n"
+		"  dead-letters retry ID|--all [--wait [--timeout S]]\n"
 		"                    apply the letter's document's open letters again, in order\n"
-		"                    (--all: every open letter)\n"
-		"  dead-letters discard ID --reason TEXT\n"
+		"                    (--all: every open letter); --wait: until they are applied\n"
+		"                    (exit 0) or one failed again (exit 1), at most S seconds [30]\n"
+		"  dead-letters discard ID --reason TEXT [--wait [--timeout S]]\n"
 		"                    drop one letter; the other open letters of its document are\n"
 		"                    applied again\n"
 		"  check-config [--connect]\n"
@@ -692,24 +696,79 @@ static int cmd_rebuild(struct config *cfg, const char *name, int keep)
 
 static int cmd_status(const struct config *cfg, bool json)
 {
+	const struct projection *projs[MAX_RUNNERS + 1];
 	char err[1024];
-	struct state *st = state_open(cfg->pg, err, sizeof(err));
-	int rc;
+	struct state *st;
+	int n, rc;
 
+	/* --projection narrows it */
+	rc = selected_projections(cfg, projs, &n);
+	if (rc)
+		return rc;
+	projs[n] = NULL;
+	st = state_open(cfg->pg, err, sizeof(err));
 	if (!st)
 		return die(1, "%s", err);
-	rc = state_print_status(st, projection_registry, json, stdout, err, sizeof(err)) ? die(1, "%s", err) : 0;
+	rc = state_print_status(st, projs, json, stdout, err, sizeof(err)) ? die(1, "%s", err) : 0;
 	state_close(st);
 	return rc;
 }
 
+/* After a retry or discard: who applies the letters, and where to look. */
+static void say_who_applies(struct state *st, const struct letters_change *c, bool waiting)
+{
+	char *owner = c->projection[0] ? state_owner(st, c->projection) : NULL;
+
+	if (!c->projection[0])
+		printf(": by the esbridge processes that run their projections, at once, or else at their next"
+		       " start");
+	else if (owner)
+		printf(": by %s, which runs '%s', at once", owner, c->projection);
+	else
+		printf(": by the next 'esbridge run' of '%s' (none runs it now)", c->projection);
+	if (!waiting)
+		printf("; one that fails again is open anew ('esbridge dead-letters list'; --wait waits for"
+		       " the outcome)");
+	free(owner);
+}
+
+/* dead-letters retry|discard --wait: until every letter sent is applied or failed again. */
+static int letters_wait(struct state *st, const struct letters_change *c, const char *timeout)
+{
+	double limit = 30, start = ev_time();
+	char err[1024], reason[256], *end;
+
+	if (timeout)
+		limit = strtod(timeout, &end); /* checked by the caller */
+	for (;;) {
+		const struct timespec pause = { 0, 200 * 1000 * 1000 };
+		long long waiting, failed, first;
+		if (state_letters_outcome(st, c->ids, c->n, &waiting, &failed, &first, reason, sizeof(reason), err,
+					  sizeof(err)))
+			return die(1, "%s", err);
+		if (!waiting && !failed) {
+			printf("applied all %zu\n", c->n);
+			return 0;
+		}
+		if (!waiting)
+			return first ? die(1, "%lld of %zu failed again: dead letter %lld is pending: %s", failed, c->n,
+					   first, reason)
+				     : die(1, "%lld of %zu failed again (held back behind a pending letter)", failed,
+					   c->n);
+		if (ev_time() - start >= limit)
+			return die(1, "timeout: %lld of %zu letters not applied after %gs (does an esbridge run"
+				   " their projection?)", waiting, c->n, limit);
+		nanosleep(&pause, NULL);
+	}
+}
+
 static int cmd_dead_letters(const struct config *cfg, const char *sub, const char *arg, bool all,
-			    const char *reason)
+			    const char *reason, bool wait_outcome, const char *timeout)
 {
 	char err[1024];
 	struct state *st;
 	const char *proj;
-	long long id = 0, n;
+	long long id = 0;
 	int rc = 0;
 
 	if (cfg->n_projections > 1)
@@ -734,6 +793,17 @@ static int cmd_dead_letters(const struct config *cfg, const char *sub, const cha
 			return die(EXIT_USAGE, "dead-letters discard needs one ID");
 		if (!strcmp(sub, "discard") && (!reason || !*reason))
 			return die(EXIT_USAGE, "dead-letters discard needs --reason TEXT");
+	} else if (wait_outcome) {
+		return die(EXIT_USAGE, "'--wait' is an option of dead-letters retry and discard");
+	}
+	if (timeout && !wait_outcome)
+		return die(EXIT_USAGE, "'--timeout' of dead-letters goes with --wait");
+	if (timeout) {
+		char *end;
+		double limit = strtod(timeout, &end);
+		if (!*timeout || *end || !(limit >= 0 && limit <= 86400))
+			return die(EXIT_USAGE, "invalid value for '--timeout': '%s' is not seconds from 0 to 86400",
+				   timeout);
 	}
 	st = state_open(cfg->pg, err, sizeof(err));
 	if (!st)
@@ -742,16 +812,31 @@ static int cmd_dead_letters(const struct config *cfg, const char *sub, const cha
 		if (state_letters_print(st, proj, all, stdout, err, sizeof(err)))
 			rc = die(1, "%s", err);
 	} else {
-		n = !strcmp(sub, "retry") ? state_letters_retry(st, id, proj, err, sizeof(err))
-					  : state_letter_discard(st, id, reason, err, sizeof(err));
-		if (n < 0)
-			rc = die(1, "%s", err);
-		else if (n == 0 && id)
+		struct letters_change c;
+		bool retry = !strcmp(sub, "retry");
+		if (retry ? state_letters_retry(st, id, proj, &c, err, sizeof(err))
+			  : state_letter_discard(st, id, reason, &c, err, sizeof(err))) {
+			state_close(st);
+			return die(1, "%s", err);
+		}
+		if (id && (retry ? c.n == 0 : c.discarded == 0)) {
 			rc = die(1, "no open dead letter %lld", id);
-		else if (!strcmp(sub, "retry"))
-			printf("%lld dead letters to apply again\n", n);
-		else
-			printf("discarded dead letter %lld\n", id);
+		} else {
+			if (retry)
+				printf("%zu dead letter%s to apply again", c.n, c.n == 1 ? "" : "s");
+			else if (c.n)
+				printf("discarded dead letter %lld; %zu other letter%s of document '%s' to apply again",
+				       id, c.n, c.n == 1 ? "" : "s", c.doc);
+			else
+				printf("discarded dead letter %lld; its document has no other open letter", id);
+			if (c.n)
+				say_who_applies(st, &c, wait_outcome);
+			putchar('\n');
+			fflush(stdout);
+			if (wait_outcome && c.n)
+				rc = letters_wait(st, &c, timeout);
+		}
+		state_letters_change_release(&c);
 	}
 	state_close(st);
 	return rc;
@@ -955,7 +1040,7 @@ static int cmd_wait(const struct config *cfg, const char *position, const char *
 /* What the command line says besides the settings. */
 struct cli {
 	const char *command, *target, *arg, *reason, *position, *timeout, *config_file;
-	bool once, all, help, version, json, connect;
+	bool once, all, help, version, json, connect, wait;
 	int keep;
 };
 
@@ -1037,6 +1122,10 @@ static int load_settings(int argc, char **argv, struct config *cfg, struct cli *
 		}
 		if (!strcmp(a, "--connect")) {
 			cli->connect = true;
+			continue;
+		}
+		if (!strcmp(a, "--wait")) {
+			cli->wait = true;
 			continue;
 		}
 		for (size_t k = 0; k < sizeof(own) / sizeof(own[0]) && !handled && !strncmp(a, "--", 2); k++) {
@@ -1170,6 +1259,10 @@ int main(int argc, char **argv)
 		config_release(&cfg);
 		return die(EXIT_USAGE, "unknown command '%s' (see --help)", cli.command);
 	}
+	if (cli.wait && strcmp(cli.command, "dead-letters")) {
+		config_release(&cfg);
+		return die(EXIT_USAGE, "'--wait' is an option of dead-letters retry and discard");
+	}
 	if (cli.connect && strcmp(cli.command, "check-config")) {
 		config_release(&cfg);
 		return die(EXIT_USAGE, "'--connect' is an option of check-config only");
@@ -1186,7 +1279,7 @@ int main(int argc, char **argv)
 	} else if (!strcmp(cli.command, "wait")) {
 		rc = cmd_wait(&cfg, cli.position, cli.timeout);
 	} else if (!strcmp(cli.command, "dead-letters")) {
-		rc = cmd_dead_letters(&cfg, cli.target, cli.arg, cli.all, cli.reason);
+		rc = cmd_dead_letters(&cfg, cli.target, cli.arg, cli.all, cli.reason, cli.wait, cli.timeout);
 	} else if (!strcmp(cli.command, "rebuild")) {
 		rc = cli.target ? cmd_rebuild(&cfg, cli.target, cli.keep)
 				: die(EXIT_USAGE, "rebuild needs a projection name (see --help)");

@@ -836,20 +836,6 @@ long long state_letters_diverge(struct state *st, const char *proj, int number, 
 	return n;
 }
 
-/* Counts the rows a statement returns; -1 with `err` on error. */
-static long long exec_count(struct state *st, const char *what, const char *sql, int n,
-			    const char *const *params, char *err, size_t errsz)
-{
-	PGresult *res = query(st, what, sql, n, params, false, err, errsz);
-	long long rows;
-
-	if (!res)
-		return -1;
-	rows = PQntuples(res);
-	PQclear(res);
-	return rows;
-}
-
 /* Wakes the daemons: they apply letters marked 'retry'. */
 static int notify_letters(struct state *st, char *err, size_t errsz)
 {
@@ -857,56 +843,150 @@ static int notify_letters(struct state *st, char *err, size_t errsz)
 			   "SELECT pg_notify('" STATE_COMMANDS_CHANNEL "', 'dead-letters')", 0, NULL, err, errsz);
 }
 
-long long state_letters_retry(struct state *st, long long id, const char *proj, char *err, size_t errsz)
+void state_letters_change_release(struct letters_change *c)
+{
+	free(c->ids);
+	memset(c, 0, sizeof(*c));
+}
+
+/*
+ * Reads rows (id to apply again or NULL, projection, document) into `c`;
+ * -1 with `err` if out of memory.
+ */
+static int read_change(PGresult *res, int id_col, struct letters_change *c, char *err, size_t errsz)
+{
+	int rows = PQntuples(res);
+
+	if (rows) {
+		c->ids = calloc((size_t)rows, sizeof(*c->ids));
+		if (!c->ids) {
+			snprintf(err, errsz, "out of memory");
+			return -1;
+		}
+		snprintf(c->projection, sizeof(c->projection), "%s", PQgetvalue(res, 0, id_col + 1));
+		(void)json_utf8_show(c->doc, sizeof(c->doc), PQgetvalue(res, 0, id_col + 2));
+	}
+	for (int i = 0; i < rows; i++) {
+		if (strcmp(PQgetvalue(res, i, id_col + 1), c->projection))
+			c->projection[0] = '\0'; /* several */
+		if (!PQgetisnull(res, i, id_col))
+			c->ids[c->n++] = strtoll(PQgetvalue(res, i, id_col), NULL, 10);
+	}
+	return 0;
+}
+
+int state_letters_retry(struct state *st, long long id, const char *proj, struct letters_change *c,
+			char *err, size_t errsz)
 {
 	char num[24];
 	const char *params[2] = { num, proj };
-	long long n;
+	PGresult *res;
+	int rc;
 
+	memset(c, 0, sizeof(*c));
 	snprintf(num, sizeof(num), "%lld", id);
 	if (id > 0)
-		n = exec_count(st, "cannot retry the dead letter",
-			       "WITH l AS (SELECT projection, generation, doc_id, id FROM esbridge.dead_letters"
-			       "  WHERE id = $1::bigint AND status IN ('pending','held'))"
-			       " UPDATE esbridge.dead_letters d SET status = 'retry', updated_at = now()"
-			       " FROM l WHERE d.status IN ('pending','held') AND d.projection = l.projection"
-			       "  AND d.generation = l.generation"
-			       "  AND (d.id = l.id OR d.doc_id = l.doc_id) RETURNING d.id",
-			       1, params, err, errsz);
+		res = query(st, "cannot retry the dead letter",
+			    "WITH l AS (SELECT projection, generation, doc_id, id FROM esbridge.dead_letters"
+			    "  WHERE id = $1::bigint AND status IN ('pending','held')),"
+			    " u AS (UPDATE esbridge.dead_letters d SET status = 'retry', updated_at = now()"
+			    "  FROM l WHERE d.status IN ('pending','held') AND d.projection = l.projection"
+			    "   AND d.generation = l.generation"
+			    "   AND (d.id = l.id OR d.doc_id = l.doc_id) RETURNING d.id, d.projection, d.doc_id)"
+			    " SELECT id, projection, coalesce(doc_id, '') FROM u ORDER BY id",
+			    1, params, false, err, errsz);
 	else
-		n = exec_count(st, "cannot retry the dead letters",
-			       "UPDATE esbridge.dead_letters d SET status = 'retry', updated_at = now()"
-			       " FROM esbridge.generations g"
-			       " WHERE d.status IN ('pending','held') AND g.projection = d.projection"
-			       "  AND g.generation = d.generation AND g.state <> 'retired'"
-			       "  AND ($1::text IS NULL OR d.projection = $1) RETURNING d.id",
-			       1, params + 1, err, errsz);
-	if (n > 0 && notify_letters(st, err, errsz))
+		res = query(st, "cannot retry the dead letters",
+			    "WITH u AS (UPDATE esbridge.dead_letters d SET status = 'retry', updated_at = now()"
+			    "  FROM esbridge.generations g"
+			    "  WHERE d.status IN ('pending','held') AND g.projection = d.projection"
+			    "   AND g.generation = d.generation AND g.state <> 'retired'"
+			    "   AND ($1::text IS NULL OR d.projection = $1) RETURNING d.id, d.projection, d.doc_id)"
+			    " SELECT id, projection, coalesce(doc_id, '') FROM u ORDER BY id",
+			    1, params + 1, false, err, errsz);
+	if (!res)
 		return -1;
-	return n;
+	rc = read_change(res, 0, c, err, errsz);
+	PQclear(res);
+	if (rc == 0 && c->n > 0 && notify_letters(st, err, errsz))
+		rc = -1;
+	if (rc)
+		state_letters_change_release(c);
+	return rc;
 }
 
-long long state_letter_discard(struct state *st, long long id, const char *reason, char *err, size_t errsz)
+int state_letter_discard(struct state *st, long long id, const char *reason, struct letters_change *c,
+			 char *err, size_t errsz)
 {
 	char num[24];
 	const char *params[2] = { num, reason };
-	long long n;
+	PGresult *res;
+	int rc;
 
+	memset(c, 0, sizeof(*c));
 	snprintf(num, sizeof(num), "%lld", id);
-	n = exec_count(st, "cannot discard the dead letter",
-		       "WITH l AS (UPDATE esbridge.dead_letters SET status = 'discarded', note = $2,"
-		       "   updated_at = now()"
-		       "  WHERE id = $1::bigint AND status IN ('pending','held')"
-		       "  RETURNING projection, generation, doc_id, id),"
-		       " r AS (UPDATE esbridge.dead_letters d SET status = 'retry', updated_at = now()"
-		       "  FROM l WHERE d.status IN ('pending','held') AND d.projection = l.projection"
-		       "   AND d.generation = l.generation AND d.doc_id = l.doc_id AND d.id <> l.id"
-		       "  RETURNING d.id)"
-		       " SELECT id FROM l",
-		       2, params, err, errsz);
-	if (n > 0 && notify_letters(st, err, errsz))
+	/* one row per letter of the document to apply again (one with none when there are none) */
+	res = query(st, "cannot discard the dead letter",
+		    "WITH l AS (UPDATE esbridge.dead_letters SET status = 'discarded', note = $2,"
+		    "   updated_at = now()"
+		    "  WHERE id = $1::bigint AND status IN ('pending','held')"
+		    "  RETURNING projection, generation, doc_id, id),"
+		    " r AS (UPDATE esbridge.dead_letters d SET status = 'retry', updated_at = now()"
+		    "  FROM l WHERE d.status IN ('pending','held') AND d.projection = l.projection"
+		    "   AND d.generation = l.generation AND d.doc_id = l.doc_id AND d.id <> l.id"
+		    "  RETURNING d.id)"
+		    " SELECT l.id, r.id, l.projection, coalesce(l.doc_id, '') FROM l LEFT JOIN r ON true"
+		    " ORDER BY r.id",
+		    2, params, false, err, errsz);
+	if (!res)
 		return -1;
-	return n;
+	if (PQntuples(res) > 0)
+		c->discarded = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+	rc = read_change(res, 1, c, err, errsz);
+	PQclear(res);
+	if (rc == 0 && c->discarded && notify_letters(st, err, errsz))
+		rc = -1;
+	if (rc)
+		state_letters_change_release(c);
+	return rc;
+}
+
+int state_letters_outcome(struct state *st, const long long *ids, size_t n, long long *waiting,
+			  long long *failed, long long *first_failed, char *reason, size_t reasonsz,
+			  char *err, size_t errsz)
+{
+	char *arr;
+	const char *params[1];
+	PGresult *res;
+
+	*waiting = *failed = *first_failed = 0;
+	if (reasonsz)
+		reason[0] = '\0';
+	if (!n)
+		return 0;
+	arr = id_array(ids, n);
+	if (!arr) {
+		snprintf(err, errsz, "out of memory");
+		return -1;
+	}
+	params[0] = arr;
+	res = query(st, "cannot read the dead letters",
+		    "SELECT count(*) FILTER (WHERE status = 'retry'),"
+		    "  count(*) FILTER (WHERE status IN ('pending','held')),"
+		    "  (SELECT min(id) FROM esbridge.dead_letters WHERE id = ANY($1::bigint[]) AND status = 'pending'),"
+		    "  (SELECT translate(reason, E'\\n\\r\\t', '   ') FROM esbridge.dead_letters"
+		    "    WHERE id = ANY($1::bigint[]) AND status = 'pending' ORDER BY id LIMIT 1)"
+		    " FROM esbridge.dead_letters WHERE id = ANY($1::bigint[])",
+		    1, params, true, err, errsz);
+	free(arr);
+	if (!res)
+		return -1;
+	*waiting = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+	*failed = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
+	*first_failed = strtoll(PQgetvalue(res, 0, 2), NULL, 10);
+	(void)json_utf8_show(reason, reasonsz, PQgetvalue(res, 0, 3));
+	PQclear(res);
+	return 0;
 }
 
 int state_letters_print(struct state *st, const char *proj, bool all, FILE *out, char *err, size_t errsz)
@@ -929,6 +1009,12 @@ int state_letters_print(struct state *st, const char *proj, bool all, FILE *out,
 
 	if (!res)
 		return -1;
+	if (PQntuples(res) == 0) {
+		fprintf(out, all ? "no dead letters%s%s\n" : "no open dead letters%s%s\n", proj ? " of " : "",
+			proj ? proj : "");
+		PQclear(res);
+		return 0;
+	}
 	fprintf(out, "%-8s %-16s %4s %-22s %-20s %-20s %-16s %-9s %-20s %s\n", "ID", "PROJECTION", "GEN",
 		"POSITION(txid/pos)", "STREAM", "TYPE", "DOCUMENT", "STATUS", "CREATED", "REASON");
 	for (int i = 0; i < PQntuples(res); i++) {
@@ -1139,7 +1225,12 @@ int state_print_status(struct state *st, const struct projection *const *projs, 
 	static const char *const none[] = { NULL };
 	yajl_gen g = NULL;
 	PGresult *res;
-	int rc = -1;
+	int rc = -1, name_w = 16;
+
+	/* the columns fit the longest name */
+	for (const struct projection *const *pp = projs; *pp; pp++)
+		if ((int)strlen((*pp)->name) > name_w)
+			name_w = (int)strlen((*pp)->name);
 
 	if (json) {
 		g = yajl_gen_alloc(NULL);
@@ -1152,7 +1243,7 @@ int state_print_status(struct state *st, const struct projection *const *projs, 
 		jstr(g, "projections");
 		yajl_gen_array_open(g);
 	} else {
-		fprintf(out, "%-16s %4s %-24s %-9s %-24s %9s %9s %9s %8s %s\n", "PROJECTION", "GEN", "INDEX",
+		fprintf(out, "%-*s %4s %-24s %-9s %-24s %9s %9s %9s %8s %s\n", name_w, "PROJECTION", "GEN", "INDEX",
 			"STATE", "CHECKPOINT(txid/pos)", "HEAD", "LAG", "HELD", "DEAD", "UPDATED");
 	}
 	for (const struct projection *const *pp = projs; *pp; pp++) {
@@ -1263,14 +1354,23 @@ int state_print_status(struct state *st, const struct projection *const *projs, 
 				yajl_gen_map_close(g);
 			} else {
 				char at[64];
+				const char *indices = PQgetvalue(res, i, 2);
+				size_t first = strcspn(indices, ",");
 				snprintf(at, sizeof(at), "%s/%s", PQgetvalue(res, i, 4), PQgetvalue(res, i, 5));
-				fprintf(out, "%-16s %4s %-24s %-9s %-24s %9s %9s %9s %8s %s\n",
-					PQgetvalue(res, i, 0), PQgetvalue(res, i, 1), PQgetvalue(res, i, 2),
+				/* the first index in the column, the others of the generation on lines below */
+				fprintf(out, "%-*s %4s %-24.*s %-9s %-24s %9s %9s %9s %8s %s\n",
+					name_w, PQgetvalue(res, i, 0), PQgetvalue(res, i, 1), (int)first, indices,
 					PQgetvalue(res, i, 3), at, PQgetvalue(res, i, 10),
 					retired ? "-" : PQgetvalue(res, i, 6), retired ? "-" : PQgetvalue(res, i, 7),
 					PQgetvalue(res, i, 8), PQgetvalue(res, i, 9));
+				while (indices[first]) {
+					const char *more = indices + first + 1;
+					first = strcspn(more, ",");
+					fprintf(out, "%-*s %4s %.*s\n", name_w, "", "", (int)first, more);
+					indices = more;
+				}
 				if (*PQgetvalue(res, i, 11) && !retired)
-					fprintf(out, "%16s last error at %s: %s\n", "", PQgetvalue(res, i, 12),
+					fprintf(out, "%*s last error at %s: %s\n", name_w, "", PQgetvalue(res, i, 12),
 						PQgetvalue(res, i, 11));
 			}
 		}

@@ -121,11 +121,36 @@ long long state_letters_diverge(struct state *st, const char *proj, int number, 
  * letter `id` (or, with id 0, every open letter of the projection, or of
  * all with proj NULL) are to be applied again; discard: letter `id` is
  * dropped with `reason` and the other open letters of its document are
- * applied again. Both wake the daemons and return how many letters they
- * changed (0: no such open letter), or -1.
+ * applied again. Both wake the daemons and say in `c` what they changed:
+ * the letter discarded (0: no such open letter), the letters to apply
+ * again, their projection ("" when several) and the first one's document;
+ * 0, or -1. Release `c` with state_letters_change_release().
  */
-long long state_letters_retry(struct state *st, long long id, const char *proj, char *err, size_t errsz);
-long long state_letter_discard(struct state *st, long long id, const char *reason, char *err, size_t errsz);
+struct letters_change {
+	long long discarded;
+	long long *ids;
+	size_t n;
+	char projection[64];
+	char doc[101];
+};
+__attribute__((warn_unused_result))
+int state_letters_retry(struct state *st, long long id, const char *proj, struct letters_change *c,
+			char *err, size_t errsz);
+__attribute__((warn_unused_result))
+int state_letter_discard(struct state *st, long long id, const char *reason, struct letters_change *c,
+			 char *err, size_t errsz);
+void state_letters_change_release(struct letters_change *c);
+
+/*
+ * What became of letters sent to be applied again: how many still wait
+ * ('retry'), how many failed again (open anew), the first that failed again
+ * itself ('pending', 0 if none) and its reason on one line. 0, or -1.
+ */
+__attribute__((warn_unused_result))
+int state_letters_outcome(struct state *st, const long long *ids, size_t n, long long *waiting,
+			  long long *failed, long long *first_failed, char *reason, size_t reasonsz,
+			  char *err, size_t errsz);
+
 /* Prints the open letters (every letter with `all`), of `proj` or of all when NULL. */
 __attribute__((warn_unused_result))
 int state_letters_print(struct state *st, const char *proj, bool all, FILE *out, char *err, size_t errsz);

@@ -13,7 +13,9 @@
  *   d. configuration errors found before the pipelines start exit 2 (one
  *      line), runtime ones 1;
  *   e. `check-config` refuses what `run` refuses; `check-config --connect`
- *      reaches PostgreSQL and the cluster and says what it found.
+ *      reaches PostgreSQL and the cluster and says what it found;
+ *   f. `status --projection` narrows it, and a projection of two indices
+ *      keeps the columns; `dead-letters list` says when nothing is open.
  *
  * Logs: build/tests/logs/journeys-TEST.log.
  */
@@ -405,4 +407,70 @@ Test(journeys, e_check_config_connect_says_what_it_found, .timeout = 120)
 		cr_assert(strstr(out, "Elasticsearch"), "the cluster is not named:\n%s", out);
 		free(out);
 	}
+}
+
+/* ---- f. status and dead-letters output ------------------------------------------------ */
+
+/* The column where `word` starts on the line of `out` holding `marker`; -1 if none. */
+static long column_of(const char *out, const char *marker, const char *word)
+{
+	for (const char *l = out; l && *l;) {
+		const char *nl = strchr(l, '\n');
+		size_t len = nl ? (size_t)(nl - l) : strlen(l);
+		const char *m = strstr(l, marker);
+		if (m && m < l + len) {
+			const char *w = strstr(l, word);
+			return w && w < l + len ? (long)(w - l) : -1;
+		}
+		l = nl ? nl + 1 : NULL;
+	}
+	return -1;
+}
+
+Test(journeys, f_status_narrows_and_aligns, .timeout = 120)
+{
+	char *out;
+	int code;
+
+	h_begin();
+	add("product-p1", "ProductCreated", "{\"product_id\": \"p1\", \"name\": \"one\", \"price\": 1}");
+	add("customer-c1", "CustomerCreated", "{\"customer_id\": \"c1\", \"email\": \"c@x\", \"name\": \"C\"}");
+	run_once_ok((const char *const[]){ "--projection", "products", "--projection", "customer_activity", NULL });
+
+	/* --projection narrows it */
+	code = cli(&out, (const char *const[]){ "status", "--projection", "customer_activity", NULL });
+	cr_assert_eq(code, 0, "status exited %d:\n%s", code, out);
+	cr_assert_null(strstr(out, "products-000001"), "status --projection customer_activity shows products:\n%s", out);
+	cr_assert_not_null(strstr(out, "customers-000001"), "no customers index:\n%s", out);
+	free(out);
+	code = cli(&out, (const char *const[]){ "status", "--projection", "customers", NULL });
+	cr_assert_eq(code, 2, "status of an alias name exited %d:\n%s", code, out);
+	cr_assert_not_null(strstr(out, "'customer_activity'"), "the writer of the alias is not named:\n%s", out);
+	free(out);
+	code = cli(&out, (const char *const[]){ "status", "--projection", "bogus", NULL });
+	cr_assert_eq(code, 2, "status of an unknown projection exited %d:\n%s", code, out);
+	cr_assert(strstr(out, "'bogus'") && strstr(out, "products, orders"), "status said:\n%s", out);
+	free(out);
+
+	/* the row of a projection of two indices keeps the columns */
+	code = cli(&out, (const char *const[]){ "status", NULL });
+	cr_assert_eq(code, 0, "status exited %d:\n%s", code, out);
+	cr_assert_geq(column_of(out, "products-000001", " active "), 0, "no products row:\n%s", out);
+	cr_assert_eq(column_of(out, "customers-000001", " active "), column_of(out, "products-000001", " active "),
+		     "the STATE column moves on the customer_activity row:\n%s", out);
+	cr_assert_eq(column_of(out, "customers-000001", "customers-000001"),
+		     column_of(out, "products-000001", "products-000001"),
+		     "the INDEX column moves on the customer_activity row:\n%s", out);
+	cr_assert_eq(column_of(out, "customer_orders-000001", "customer_orders-000001"),
+		     column_of(out, "products-000001", "products-000001"),
+		     "the second index is not under the INDEX column:\n%s", out);
+	cr_assert_not_null(strstr(out, "customer_orders-000001"), "the second index is not shown:\n%s", out);
+	free(out);
+
+	/* nothing open: said so */
+	code = cli(&out, (const char *const[]){ "dead-letters", "list", NULL });
+	cr_assert_eq(code, 0, "list exited %d:\n%s", code, out);
+	cr_assert_not_null(strstr(out, "no open dead letters"), "list said:\n%s", out);
+	cr_assert_eq(printed_lines(out), 1, "list printed more than one line:\n%s", out);
+	free(out);
 }
