@@ -80,11 +80,11 @@ static const struct option_def options[] = {
 	{ "es-user", OPT_STRING, OFF(es_user), "", 0, 0, false, false,
 	  "user name for basic auth (the password: ESBRIDGE_ES_PASSWORD or --es-password-file)" },
 	{ "es-password", OPT_STRING, OFF(es_password), "", 0, 0, ENV_ONLY, false,
-	  "password for basic auth: environment only, never a flag (or --es-password-file)" },
+	  "password for basic auth, from the environment or the config file ('es-password = ...'), never a flag (or --es-password-file)" },
 	{ "es-password-file", OPT_STRING, OFF(es_password_file), "", 0, 0, false, false,
 	  "file holding the basic auth password (one line)" },
 	{ "es-api-key", OPT_STRING, OFF(es_api_key), "", 0, 0, ENV_ONLY, false,
-	  "API key (the encoded id:key) sent as 'Authorization: ApiKey': environment only, never a flag (or --es-api-key-file)" },
+	  "API key (the encoded id:key) sent as 'Authorization: ApiKey', from the environment or the config file ('es-api-key = ...'), never a flag (or --es-api-key-file)" },
 	{ "es-api-key-file", OPT_STRING, OFF(es_api_key_file), "", 0, 0, false, false,
 	  "file holding the API key (one line)" },
 	{ "projection", OPT_LIST, OFF(projections), "", 0, 0, false, false,
@@ -779,7 +779,11 @@ void config_usage(FILE *f)
 
 	for (size_t i = 0; i < N_OPTIONS; i++) {
 		env_name(options[i].name, var, sizeof(var));
-		fprintf(f, "  --%-16s %-26s %s", options[i].name, var, options[i].help);
+		/* a secret that is never a flag is not shown as one */
+		if (options[i].secret == ENV_ONLY)
+			fprintf(f, "  %-18s %-26s %s", "(no flag)", var, options[i].help);
+		else
+			fprintf(f, "  --%-16s %-26s %s", options[i].name, var, options[i].help);
 		if (*options[i].def && options[i].type != OPT_LIST)
 			fprintf(f, " [%s]", options[i].def);
 		if (options[i].reloadable)

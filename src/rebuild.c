@@ -47,6 +47,18 @@ static size_t generation_slots(const struct projection *proj, const struct gener
 	return (size_t)g->n_extra + 1 < n ? (size_t)g->n_extra + 1 : n;
 }
 
+/* "a-000002" or, for a projection of several indices, "a-000002, b-000002": for log lines. */
+static const char *generation_indices(const struct projection *proj, const struct generation *g, char *out,
+				      size_t outsz)
+{
+	size_t len = 0;
+
+	out[0] = '\0';
+	for (size_t slot = 0; slot < generation_slots(proj, g) && len < outsz; slot++)
+		len += (size_t)snprintf(out + len, outsz - len, "%s%s", slot ? ", " : "", generation_index(g, slot));
+	return out;
+}
+
 static void print_to_buf(void *ctx, const char *s, size_t len)
 {
 	(void)buf_append(ctx, s, len);
@@ -448,8 +460,17 @@ static int activate(struct state *st, struct es_client *es, const struct config 
 		 : state_set_generation_state(st, proj->name, next->number, GEN_ACTIVE, err, errsz))
 		goto out;
 	next->state = GEN_ACTIVE;
-	plog_info(proj->name, next->number, "alias %s now names %s%s", projection_alias(proj, 0), next->index,
-		  generation_slots(proj, next) > 1 ? " (and every other alias its index)" : "");
+	{
+		/* "alias a now names a-000002", one such part per alias of the projection */
+		char moved[768];
+		size_t len = 0;
+		moved[0] = '\0';
+		for (size_t slot = 0; slot < generation_slots(proj, next) && len < sizeof(moved); slot++)
+			len += (size_t)snprintf(moved + len, sizeof(moved) - len, "%salias %s now names %s",
+						slot ? ", " : "", projection_alias(proj, slot),
+						generation_index(next, slot));
+		plog_info(proj->name, next->number, "%s", moved);
+	}
 	rc = 0;
 out:
 	yajl_tree_free(holders);
@@ -824,8 +845,12 @@ int runner_rebuild(struct runner *r, int keep, char *err, size_t errsz)
 		return -1;
 	r->letters_synced = false;
 	r->stop_reason[0] = '\0';
-	plog_info(r->proj->name, next.number, "rebuild: %s %s from %s beside %s", resume ? "resuming" : "building",
-		  next.index, r->cfg->mappings_dir, cur->index);
+	{
+		char indices[512], beside[512];
+		plog_info(r->proj->name, next.number, "rebuild: %s %s from %s beside %s",
+			  resume ? "resuming" : "building", generation_indices(r->proj, &next, indices, sizeof(indices)),
+			  r->cfg->mappings_dir, generation_indices(r->proj, cur, beside, sizeof(beside)));
+	}
 	r->keep = keep;
 	r->phase = R_CATCHING_UP;
 	r->rebuild_started = ev_time();
@@ -1002,7 +1027,11 @@ struct runner *runner_new(struct ev_loop *loop, const struct config *cfg,
 		b->state = GEN_BUILDING;
 		if (state_create_generation(r->st, proj->name, b, err, errsz))
 			goto fail;
-		plog_info(proj->name, 1, "new generation, index %s", b->index);
+		{
+			char indices[512];
+			plog_info(proj->name, 1, "new generation, %s %s", generation_slots(proj, b) > 1 ? "indices" : "index",
+				  generation_indices(proj, b, indices, sizeof(indices)));
+		}
 	}
 	/* reconcile with the alias, which is the truth readers see */
 	/* (the aliases of several indices move together: the first one tells) */

@@ -15,7 +15,8 @@
  *   e. `check-config` refuses what `run` refuses; `check-config --connect`
  *      reaches PostgreSQL and the cluster and says what it found;
  *   f. `status --projection` narrows it, and a projection of two indices
- *      keeps the columns; `dead-letters list` says when nothing is open.
+ *      keeps the columns and has log lines naming both; `dead-letters
+ *      list` says when nothing is open.
  *
  * Logs: build/tests/logs/journeys-TEST.log.
  */
@@ -435,7 +436,15 @@ Test(journeys, f_status_narrows_and_aligns, .timeout = 120)
 	h_begin();
 	add("product-p1", "ProductCreated", "{\"product_id\": \"p1\", \"name\": \"one\", \"price\": 1}");
 	add("customer-c1", "CustomerCreated", "{\"customer_id\": \"c1\", \"email\": \"c@x\", \"name\": \"C\"}");
-	run_once_ok((const char *const[]){ "--projection", "products", "--projection", "customer_activity", NULL });
+	code = cli(&out, (const char *const[]){ "--projection", "products", "--projection", "customer_activity", "run",
+						"--once", NULL });
+	cr_assert_eq(code, 0, "run --once exited %d:\n%s", code, out);
+	/* the log lines of a projection of two indices name both */
+	cr_assert(strstr(out, "new generation, indices customers-000001, customer_orders-000001") &&
+		  strstr(out, "alias customers now names customers-000001, alias customer_orders now names"
+			      " customer_orders-000001"),
+		  "the log lines do not name both indices:\n%s", out);
+	free(out);
 
 	/* --projection narrows it */
 	code = cli(&out, (const char *const[]){ "status", "--projection", "customer_activity", NULL });

@@ -973,3 +973,21 @@ Test(config, file_sets_options_and_errors_name_the_line)
 	cr_expect_eq(c.batch_size, 500, "a line after the error was applied");
 	cr_assert_eq(unlink(path), 0);
 }
+
+/* --help shows the secrets that are never flags as such, not as --NAME */
+Test(config, usage_shows_no_flag_for_environment_secrets)
+{
+	char *text = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&text, &len);
+
+	cr_assert_not_null(f);
+	config_usage(f);
+	cr_assert_eq(fclose(f), 0);
+	cr_expect_null(strstr(text, "--es-password "), "--es-password shown as a flag:\n%s", text);
+	cr_expect_null(strstr(text, "--es-api-key "), "--es-api-key shown as a flag:\n%s", text);
+	cr_expect_not_null(strstr(text, "(no flag)          ESBRIDGE_ES_PASSWORD "), "%s", text);
+	cr_expect_not_null(strstr(text, "(no flag)          ESBRIDGE_ES_API_KEY "), "%s", text);
+	cr_expect_not_null(strstr(text, "--es-password-file ESBRIDGE_ES_PASSWORD_FILE"), "%s", text);
+	free(text);
+}
