@@ -354,9 +354,19 @@ static int session_open(struct session *s, struct config *cfg,
 	s->sigterm.data = s->sigint.data = s->drain.data = s;
 	ev_signal_start(s->loop, &s->sigterm);
 	ev_signal_start(s->loop, &s->sigint);
-	/* the settings are the caller's: reloadable ones change in place */
-	ev_signal_init(&s->sighup, on_hup, SIGHUP);
-	s->sighup.data = cfg;
+	if (opts->exit_after_rebuild) {
+		/*
+		 * A command, not the daemon: a hang-up (its terminal closed)
+		 * stops it as SIGINT does, instead of a rebuild going on in the
+		 * background.
+		 */
+		ev_signal_init(&s->sighup, on_signal, SIGHUP);
+		s->sighup.data = s;
+	} else {
+		/* the settings are the caller's: reloadable ones change in place */
+		ev_signal_init(&s->sighup, on_hup, SIGHUP);
+		s->sighup.data = cfg;
+	}
 	ev_signal_start(s->loop, &s->sighup);
 	return 0;
 }
