@@ -16,7 +16,8 @@
  *      reaches PostgreSQL and the cluster and says what it found;
  *   f. `status --projection` narrows it, and a projection of two indices
  *      keeps the columns and has log lines naming both; `dead-letters
- *      list` says when nothing is open.
+ *      list` says when nothing is open;
+ *   g. each summary log line gives figures of one moment.
  *
  * Logs: build/tests/logs/journeys-TEST.log.
  */
@@ -482,4 +483,63 @@ Test(journeys, f_status_narrows_and_aligns, .timeout = 120)
 	cr_assert_not_null(strstr(out, "no open dead letters"), "list said:\n%s", out);
 	cr_assert_eq(printed_lines(out), 1, "list printed more than one line:\n%s", out);
 	free(out);
+}
+
+/* ---- g. the summary lines ---------------------------------------------------------- */
+
+/*
+ * Every summary line of the daemon's output is of one moment: a line whose
+ * checkpoint has passed the dead letter counts it open, and its lag is
+ * that of its checkpoint (no event arrives after the last one here, so a
+ * checkpoint at the last event has lag 0, and one before it lag > 0).
+ * Returns how many lines passed the letter.
+ */
+static int check_summaries(const char *out, int64_t bad, int64_t last)
+{
+	int past = 0;
+
+	for (const char *l = strstr(out, " events/s; checkpoint "); l; l = strstr(l + 1, " events/s; checkpoint ")) {
+		long long cp, lag, held, open;
+		if (sscanf(l, " events/s; checkpoint %lld%*1[,:] lag %lld events (%*[^)]), %lld held by open transactions,"
+			      " %lld open dead letters", &cp, &lag, &held, &open) != 4)
+			continue;
+		if (cp >= bad) {
+			past++;
+			cr_assert_eq(open, 1, "a summary at checkpoint %lld, past the letter at %" PRId64
+				     ", counts %lld open letters:\n%.300s", cp, bad, open, l);
+		}
+		if (cp == last)
+			cr_assert_eq(lag, 0, "a summary at the last event says lag %lld:\n%.300s", lag, l);
+		else
+			cr_assert_gt(lag, 0, "a summary at checkpoint %lld before the last event %" PRId64
+				     " says lag 0:\n%.300s", cp, last, l);
+	}
+	return past;
+}
+
+Test(journeys, g_summary_lines_are_of_one_moment, .timeout = 120)
+{
+	static const char *const daemon[] = { "run", "--projection", "products", "--stats-interval", "1",
+					      "--poll-interval", "0.2", NULL };
+	struct h_proc *p;
+	int64_t bad, last;
+	char *out;
+	int past = 0;
+	double until;
+
+	h_begin();
+	p = h_spawn(0, daemon);
+	H_EVENTUALLY(h_alias_is("products", "products-000001"), H_LONG, "the alias never came (log: %s)", p->log);
+	add("product-s1", "ProductCreated", "{\"product_id\": \"s1\", \"name\": \"one\", \"price\": 1}");
+	bad = add("product-s2", "ProductCreated", "{\"product_id\": \"s2\", \"price\": 2}");
+	last = add("product-s3", "ProductCreated", "{\"product_id\": \"s3\", \"name\": \"three\", \"price\": 3}");
+	until = h_now() + 30;
+	while (past < 3 && h_now() < until) {
+		h_sleep(0.5);
+		out = h_proc_output(p);
+		past = check_summaries(out, bad, last);
+		free(out);
+	}
+	cr_assert_geq(past, 3, "fewer than 3 summaries past the letter in 30s (log: %s)", p->log);
+	h_stop(p, 30);
 }
