@@ -637,22 +637,27 @@ int state_dead_letter(struct state *st, const char *proj, int number, const stru
 	 * Replays record the same letter again: one open letter per event. A
 	 * letter being retried that fails again is open once more.
 	 *
-	 * A decision about an event outlives its generation: an event met for
-	 * the first time in this generation whose letter an earlier one
-	 * discarded is recorded discarded (the note says where from), and one
-	 * an earlier one retried and applied is recorded to be retried. A held
-	 * letter whose document has no pending or held letter here (its
-	 * holder was so carried over) is to be retried too: the runner has
-	 * the pipeline apply them (and forget the hold) before a swap.
+	 * A decision about an event outlives its generation: an event with no
+	 * open letter here whose letter an earlier generation discarded is
+	 * recorded discarded (the note says where from; nothing is recorded
+	 * when this one discarded it already, as when it is read again after a
+	 * restart), and one an earlier one retried and applied is recorded to
+	 * be retried. A held letter whose document has no pending or held
+	 * letter here (its holder was so carried over) is to be retried too:
+	 * the runner has the pipeline apply them (and forget the hold) before
+	 * a swap.
 	 */
 	return exec_params(st, "cannot record a dead letter",
 			   "WITH prev AS (SELECT p.status, p.generation, p.note FROM esbridge.dead_letters p"
 			   "  WHERE p.projection = $1 AND p.global_position = $4::bigint"
-			   "   AND p.generation < $2::int AND p.status IN ('discarded','retried')"
 			   "   AND coalesce(p.doc_id, '') = coalesce($5, '')"
+			   "   AND (p.generation < $2::int AND p.status IN ('discarded','retried')"
+			   "    OR p.generation = $2::int AND p.status = 'discarded')"
+			   /* not while a letter of it is open here (one being retried fails again) */
 			   "   AND NOT EXISTS (SELECT 1 FROM esbridge.dead_letters s WHERE s.projection = $1"
 			   "    AND s.global_position = $4::bigint AND s.generation = $2::int"
-			   "    AND coalesce(s.doc_id, '') = coalesce($5, ''))"
+			   "    AND coalesce(s.doc_id, '') = coalesce($5, '')"
+			   "    AND s.status IN ('pending','held','retry'))"
 			   "  ORDER BY p.generation DESC LIMIT 1),"
 			   " holder AS (SELECT 1 FROM esbridge.dead_letters h WHERE h.projection = $1"
 			   "  AND h.generation = $2::int AND h.doc_id = $5 AND h.status IN ('pending','held') LIMIT 1),"
@@ -661,7 +666,9 @@ int state_dead_letter(struct state *st, const char *proj, int number, const stru
 			   "   WHEN (SELECT status FROM prev) = 'discarded' THEN 'discarded'"
 			   "   WHEN (SELECT status FROM prev) = 'retried' THEN 'retry'"
 			   "   ELSE 'pending' END AS status,"
-			   "  coalesce((SELECT format('carried over from generation %s: %s', generation, note) FROM prev"
+			   /* the note of the generation that decided, once */
+			   "  coalesce((SELECT CASE WHEN note LIKE 'carried over from generation %' THEN note"
+			   "    ELSE format('carried over from generation %s: %s', generation, note) END FROM prev"
 			   "   WHERE status = 'discarded'), '') AS note)"
 			   "INSERT INTO esbridge.dead_letters AS d"
 			   " (projection, generation, global_position, transaction_id, stream_id,"
@@ -669,6 +676,9 @@ int state_dead_letter(struct state *st, const char *proj, int number, const stru
 			   " SELECT $1, $2::int, e.global_position, e.transaction_id, e.stream_id, e.event_type,"
 			   "  $3, e.data::text, $5, decided.status, decided.note"
 			   " FROM events e, decided WHERE e.global_position = $4::bigint"
+			   /* read again after a restart: discarded here already */
+			   "  AND NOT (decided.status = 'discarded' AND $6 <> 'held'"
+			   "   AND (SELECT generation FROM prev) = $2::int)"
 			   " ON CONFLICT (projection, generation, global_position, coalesce(doc_id, ''))"
 			   "  WHERE status IN ('pending','held','retry')"
 			   " DO UPDATE SET status = excluded.status, reason = excluded.reason,"

@@ -181,6 +181,22 @@ Test(journeys, a_rebuild_keeps_a_discarded_letter_discarded, .timeout = 180)
 	cr_assert_eq(h_query_ll(NULL, "SELECT count(*) FROM esbridge.dead_letters WHERE generation = 2"
 				      " AND global_position = $1::bigint AND status = 'discarded'", 1, params, -1),
 		     1, "the new generation does not record the event as discarded");
+
+	/* and the one after: the decision of generation 1, said once */
+	code = cli(&out, (const char *const[]){ "rebuild", "products", NULL });
+	cr_assert_eq(code, 0, "the second rebuild exited %d:\n%s", code, out);
+	free(out);
+	cr_assert(h_alias_is("products", "products-000003"), "the alias did not move to generation 3");
+	H_EVENTUALLY(h_source_is("products", "m1", RED_MUG_XL), 10, "generation 3 shows another m1");
+	cr_assert_eq(letters_open("products", 3), 0, "generation 3 has open letters");
+	{
+		char *note = h_query_text(NULL, "SELECT string_agg(note, '|') FROM esbridge.dead_letters WHERE"
+					  " generation = 3 AND global_position = $1::bigint AND status = 'discarded'",
+					  1, params);
+		cr_assert(note && !strcmp(note, "carried over from generation 1: typo"), "generation 3's note: %s",
+			  note ? note : "(none)");
+		free(note);
+	}
 }
 
 Test(journeys, a_rebuild_that_would_hold_back_more_stops_before_the_alias, .timeout = 180)
