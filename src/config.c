@@ -82,11 +82,11 @@ static const struct option_def options[] = {
 	{ "es-user", OPT_STRING, OFF(es_user), "", 0, 0, false, false,
 	  "user name for basic auth (the password: ESBRIDGE_ES_PASSWORD or --es-password-file)" },
 	{ "es-password", OPT_STRING, OFF(es_password), "", 0, 0, ENV_ONLY, false,
-	  "password for basic auth: environment only, never a flag (or --es-password-file)" },
+	  "password for basic auth, from the environment or the config file ('es-password = ...'), never a flag (or --es-password-file)" },
 	{ "es-password-file", OPT_STRING, OFF(es_password_file), "", 0, 0, false, false,
 	  "file holding the basic auth password (one line)" },
 	{ "es-api-key", OPT_STRING, OFF(es_api_key), "", 0, 0, ENV_ONLY, false,
-	  "API key (the encoded id:key) sent as 'Authorization: ApiKey': environment only, never a flag (or --es-api-key-file)" },
+	  "API key (the encoded id:key) sent as 'Authorization: ApiKey', from the environment or the config file ('es-api-key = ...'), never a flag (or --es-api-key-file)" },
 	{ "es-api-key-file", OPT_STRING, OFF(es_api_key_file), "", 0, 0, false, false,
 	  "file holding the API key (one line)" },
 	{ "projection", OPT_LIST, OFF(projections), "", 0, 0, false, false,
@@ -558,6 +558,68 @@ void config_free_secret(char *secret)
 	free(secret);
 }
 
+/* True if `s` (of `len` bytes) is a port number from `min` to 65535. */
+static bool is_port(const char *s, size_t len, long min)
+{
+	long v = 0;
+
+	if (len == 0 || len > 5)
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return false;
+		v = v * 10 + (s[i] - '0');
+	}
+	return v >= min && v <= 65535;
+}
+
+/* HOST:PORT or [V6]:PORT, as the metrics endpoint reads it (port 0: any free one). */
+static int validate_metrics_address(const char *a, char *err, size_t errsz)
+{
+	const char *colon;
+
+	if (!*a)
+		return 0;
+	if (a[0] == '[') {
+		const char *end = strchr(a, ']');
+		colon = end && end[1] == ':' && end > a + 1 ? end + 1 : NULL;
+	} else {
+		colon = strchr(a, ':');
+		/* an IPv6 address goes in brackets */
+		if (colon == a || (colon && strchr(colon + 1, ':')))
+			colon = NULL;
+	}
+	if (!colon || !is_port(colon + 1, strlen(colon + 1), 0)) {
+		snprintf(err, errsz, "invalid value for 'metrics-address': '%.200s' is not HOST:PORT"
+			 " (a port from 0 to 65535)", a);
+		return -1;
+	}
+	return 0;
+}
+
+/* libpq takes any text as a port and refuses it only when it connects: a list of 1..65535. */
+static int validate_pg_ports(const PQconninfoOption *opts, char *err, size_t errsz)
+{
+	for (const PQconninfoOption *o = opts; o->keyword; o++) {
+		const char *v = o->val;
+		if (strcmp(o->keyword, "port") || !v || !*v)
+			continue;
+		for (const char *item = v;;) {
+			size_t len = strcspn(item, ",");
+			/* an empty item of a list is the default port */
+			if (len && !is_port(item, len, 1)) {
+				snprintf(err, errsz, "invalid value for 'pg': port '%.*s' is not a number from 1"
+					 " to 65535", (int)(len > 32 ? 32 : len), item);
+				return -1;
+			}
+			if (!item[len])
+				break;
+			item += len + 1;
+		}
+	}
+	return 0;
+}
+
 int config_validate(const struct config *c, char *err, size_t errsz)
 {
 	char *pqerr = NULL;
@@ -578,8 +640,14 @@ int config_validate(const struct config *c, char *err, size_t errsz)
 			PQfreemem(pqerr);
 			return -1;
 		}
+		if (validate_pg_ports(opts, err, errsz)) {
+			PQconninfoFree(opts);
+			return -1;
+		}
 		PQconninfoFree(opts);
 	}
+	if (validate_metrics_address(c->metrics_address, err, errsz))
+		return -1;
 	if (log_level_parse(c->log_level) < 0) {
 		snprintf(err, errsz, "invalid value for 'log-level': '%.32s' is not error, warn, info or debug",
 			 c->log_level);
@@ -714,7 +782,11 @@ void config_usage(FILE *f)
 
 	for (size_t i = 0; i < N_OPTIONS; i++) {
 		env_name(options[i].name, var, sizeof(var));
-		fprintf(f, "  --%-16s %-26s %s", options[i].name, var, options[i].help);
+		/* a secret that is never a flag is not shown as one */
+		if (options[i].secret == ENV_ONLY)
+			fprintf(f, "  %-18s %-26s %s", "(no flag)", var, options[i].help);
+		else
+			fprintf(f, "  --%-16s %-26s %s", options[i].name, var, options[i].help);
 		if (*options[i].def && options[i].type != OPT_LIST)
 			fprintf(f, " [%s]", options[i].def);
 		if (options[i].reloadable)

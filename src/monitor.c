@@ -37,6 +37,8 @@ struct numbers {
 	double blocking_age;       /* age of the oldest open writer, when `held` */
 	long long letters_open;    /* pending, held and retry letters */
 	char error[256];           /* the pipeline's last error, to record for status */
+	uint64_t events;           /* events the pipeline had read when the numbers were asked for */
+	double asked_at;           /* then */
 };
 
 struct monitor {
@@ -60,6 +62,7 @@ struct monitor {
 	struct numbers nums[MAX_GENS];
 	int n_nums;
 	bool writing_error;         /* the query in flight records a last error */
+	bool summary_due;           /* log the summary once the batch in flight is read */
 	struct {
 		struct monitor_gen key;
 		char error[256];
@@ -80,6 +83,7 @@ struct monitor {
 };
 
 static void pg_next(struct monitor *m);
+static void summary(struct monitor *m);
 
 /* ---- the generations kept ----------------------------------------------- */
 
@@ -146,6 +150,8 @@ static void pg_broken(struct monitor *m, const char *why)
 		m->pg_failing_since = ev_now(m->loop);
 	}
 	snprintf(m->pg_error, sizeof(m->pg_error), "%s", why);
+	if (m->summary_due && m->job < m->n_jobs)
+		summary(m); /* of the batch in flight: the numbers not read say so */
 	ev_io_stop(m->loop, &m->pg_io);
 	if (m->conn) {
 		PQfinish(m->conn);
@@ -253,6 +259,8 @@ static void pg_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 	ev_io_stop(m->loop, &m->pg_io);
 	m->job++;
 	pg_next(m);
+	if (m->job >= m->n_jobs && m->summary_due)
+		summary(m);
 }
 
 /* Sends the next query of the batch. */
@@ -338,6 +346,8 @@ static void pg_refresh(struct monitor *m, const struct monitor_source *src, int 
 			n->key.proj = src[i].proj;
 			n->key.gen = pipeline_generation(ps[j])->number;
 			n->checkpoint = pipeline_checkpoint(ps[j]);
+			n->events = pipeline_get_stats(ps[j])->events;
+			n->asked_at = ev_now(m->loop);
 			snprintf(n->error, sizeof(n->error), "%s", pipeline_get_stats(ps[j])->last_error);
 		}
 	}
@@ -659,42 +669,63 @@ static int serve(void *arg, const char *path, struct buf *body, const char **con
 
 /* ---- the tick ----------------------------------------------------------- */
 
-static void summary(struct monitor *m, const struct monitor_source *src, int n_src)
+/*
+ * One info line per generation of the last batch of numbers, every figure
+ * of one moment: the checkpoint the lag was counted from, the events read
+ * by then (events/s since the summary before), and what PostgreSQL
+ * answered right after (lag, held, open letters); no numbers when it did
+ * not answer.
+ */
+static void summary(struct monitor *m)
 {
-	double now = ev_now(m->loop);
+	m->summary_due = false;
+	for (int i = 0; i < m->n_jobs; i++) {
+		const struct numbers *n = &m->jobs[i];
+		double rate = 0;
+		int k;
+		for (k = 0; k < m->n_prev; k++)
+			if (m->prev[k].key.proj == n->key.proj && m->prev[k].key.gen == n->key.gen)
+				break;
+		if (k < m->n_prev && n->asked_at > m->prev[k].at && n->events >= m->prev[k].events)
+			rate = (double)(n->events - m->prev[k].events) / (n->asked_at - m->prev[k].at);
+		if (k == m->n_prev && m->n_prev < MAX_GENS)
+			m->n_prev++;
+		if (k < MAX_GENS) {
+			m->prev[k].key = n->key;
+			m->prev[k].events = n->events;
+			m->prev[k].at = n->asked_at;
+		}
+		if (n->valid)
+			plog_info(n->key.proj->name, n->key.gen,
+				  "%.0f events/s; checkpoint %" PRId64 ": lag %lld events (%.1fs), %lld held"
+				  " by open transactions, %lld open dead letters",
+				  rate, n->checkpoint.pos, n->lag, n->lag_seconds, n->held, n->letters_open);
+		else
+			plog_info(n->key.proj->name, n->key.gen,
+				  "%.0f events/s; checkpoint %" PRId64 " (PostgreSQL did not give the lag: %s)", rate,
+				  n->checkpoint.pos, *m->pg_error ? m->pg_error : "no answer");
+	}
+}
 
+/* The summary when PostgreSQL cannot be asked: the pipelines' own figures. */
+static void summary_without_numbers(struct monitor *m, const struct monitor_source *src, int n_src)
+{
+	m->n_jobs = m->job = 0;
 	for (int i = 0; i < n_src; i++) {
 		const struct pipeline *ps[2];
 		int np = src[i].runner ? runner_pipelines(src[i].runner, ps) : 0;
-		for (int j = 0; j < np; j++) {
-			const struct pipeline_stats *s = pipeline_get_stats(ps[j]);
-			int gen = pipeline_generation(ps[j])->number, k;
-			const struct numbers *n = numbers_of(m, src[i].proj, gen);
-			double rate = 0;
-			for (k = 0; k < m->n_prev; k++)
-				if (m->prev[k].key.proj == src[i].proj && m->prev[k].key.gen == gen)
-					break;
-			if (k < m->n_prev && now > m->prev[k].at)
-				rate = (double)(s->events - m->prev[k].events) / (now - m->prev[k].at);
-			if (k == m->n_prev && m->n_prev < MAX_GENS)
-				m->n_prev++;
-			if (k < MAX_GENS) {
-				m->prev[k].key.proj = src[i].proj;
-				m->prev[k].key.gen = gen;
-				m->prev[k].events = s->events;
-				m->prev[k].at = now;
-			}
-			if (n)
-				plog_info(src[i].proj->name, gen,
-					  "%.0f events/s; checkpoint %" PRId64 ", lag %lld events (%.1fs), %lld held"
-					  " by open transactions, %lld open dead letters",
-					  rate, pipeline_checkpoint(ps[j]).pos, n->lag, n->lag_seconds, n->held,
-					  n->letters_open);
-			else
-				plog_info(src[i].proj->name, gen, "%.0f events/s; checkpoint %" PRId64, rate,
-					  pipeline_checkpoint(ps[j]).pos);
+		for (int j = 0; j < np && m->n_jobs < MAX_GENS; j++) {
+			struct numbers *n = &m->jobs[m->n_jobs++];
+			memset(n, 0, sizeof(*n));
+			n->key.proj = src[i].proj;
+			n->key.gen = pipeline_generation(ps[j])->number;
+			n->checkpoint = pipeline_checkpoint(ps[j]);
+			n->events = pipeline_get_stats(ps[j])->events;
+			n->asked_at = ev_now(m->loop);
 		}
 	}
+	summary(m);
+	m->n_jobs = m->job = 0;
 }
 
 /* Seconds between ticks: a summary's, or REFRESH if shorter. */
@@ -721,17 +752,20 @@ static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
 		w->repeat = every;
 		ev_timer_again(loop, w);
 	}
-	/* the numbers of the refresh at the tick before (they arrive in between) */
-	if (now - m->last_summary >= m->cfg->stats_interval - 0.01) {
-		m->last_summary = now;
-		summary(m, src, n);
-	}
 	/*
 	 * Counting the lag reads the events after the checkpoint: every tick
-	 * for /metrics and /health, else once a summary, at the tick before it.
+	 * for /metrics and /health, else once a summary. The summary is logged
+	 * once that batch is read, so that its figures are of one moment.
 	 */
-	if (m->httpd || now + w->repeat - m->last_summary >= m->cfg->stats_interval - 0.01)
+	if (now - m->last_summary >= m->cfg->stats_interval - 0.01) {
+		m->last_summary = now;
+		m->summary_due = true;
 		pg_refresh(m, src, n);
+		if (m->summary_due && (m->job >= m->n_jobs || !m->conn))
+			summary_without_numbers(m, src, n); /* PostgreSQL cannot be asked now */
+	} else if (m->httpd) {
+		pg_refresh(m, src, n);
+	}
 	/* only /health and /metrics read the ping's outcome */
 	if (m->httpd)
 		ping(m);

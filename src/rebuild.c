@@ -7,6 +7,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <sys/stat.h>
+
 #include <yajl/yajl_gen.h>
 #include <yajl/yajl_tree.h>
 
@@ -43,6 +45,18 @@ static size_t generation_slots(const struct projection *proj, const struct gener
 	size_t n = projection_n_indices(proj);
 
 	return (size_t)g->n_extra + 1 < n ? (size_t)g->n_extra + 1 : n;
+}
+
+/* "a-000002" or, for a projection of several indices, "a-000002, b-000002": for log lines. */
+static const char *generation_indices(const struct projection *proj, const struct generation *g, char *out,
+				      size_t outsz)
+{
+	size_t len = 0;
+
+	out[0] = '\0';
+	for (size_t slot = 0; slot < generation_slots(proj, g) && len < outsz; slot++)
+		len += (size_t)snprintf(out + len, outsz - len, "%s%s", slot ? ", " : "", generation_index(g, slot));
+	return out;
 }
 
 static void print_to_buf(void *ctx, const char *s, size_t len)
@@ -130,12 +144,34 @@ static int read_mapping(const struct config *cfg, const char *proj, struct buf *
 		char *nl = strchr(perr, '\n');
 		if (nl)
 			*nl = '\0';
-		snprintf(err, errsz, "mapping file '%s' is not a JSON object: %s", path,
+		n = strlen(perr);
+		while (n && (perr[n - 1] == '.' || perr[n - 1] == ' '))
+			perr[--n] = '\0';
+		snprintf(err, errsz, "mapping file '%s' is not a JSON object%s%s", path, root ? "" : ": ",
 			 root ? "" : perr);
 		yajl_tree_free(root);
 		return -1;
 	}
 	yajl_tree_free(root);
+	return 0;
+}
+
+int rebuild_check_mappings(const struct config *cfg, const struct projection *proj, char *err, size_t errsz)
+{
+	struct stat sb;
+
+	if (stat(cfg->mappings_dir, &sb) || !S_ISDIR(sb.st_mode)) {
+		snprintf(err, errsz, "invalid value for 'mappings-dir': cannot open the mappings folder '%s': %s",
+			 cfg->mappings_dir, errno ? strerror(errno) : "not a folder");
+		return -1;
+	}
+	for (size_t slot = 0; slot < projection_n_indices(proj); slot++) {
+		struct buf b = BUF_INIT(MAPPING_LIMIT);
+		int rc = read_mapping(cfg, projection_alias(proj, slot), &b, err, errsz);
+		buf_release(&b);
+		if (rc)
+			return -1;
+	}
 	return 0;
 }
 
@@ -433,8 +469,17 @@ static int activate(struct state *st, struct es_client *es, const struct config 
 		 : state_set_generation_state(st, proj->name, next->number, GEN_ACTIVE, err, errsz))
 		goto out;
 	next->state = GEN_ACTIVE;
-	plog_info(proj->name, next->number, "alias %s now names %s%s", projection_alias(proj, 0), next->index,
-		  generation_slots(proj, next) > 1 ? " (and every other alias its index)" : "");
+	{
+		/* "alias a now names a-000002", one such part per alias of the projection */
+		char moved[768];
+		size_t len = 0;
+		moved[0] = '\0';
+		for (size_t slot = 0; slot < generation_slots(proj, next) && len < sizeof(moved); slot++)
+			len += (size_t)snprintf(moved + len, sizeof(moved) - len, "%salias %s now names %s",
+						slot ? ", " : "", projection_alias(proj, slot),
+						generation_index(next, slot));
+		plog_info(proj->name, next->number, "%s", moved);
+	}
 	rc = 0;
 out:
 	yajl_tree_free(holders);
@@ -506,6 +551,8 @@ struct runner {
 	double last_pause;
 	int keep;
 	long long command_id;
+	bool letters_synced;        /* the building pipeline applied its carried-over letters once */
+	char stop_reason[768];      /* why a rebuild stopped before the swap, for the CLI */
 	ev_io cmd_io;
 	ev_timer cmd_poll;
 	runner_done_fn done;
@@ -578,6 +625,72 @@ static void swap(struct runner *r)
 		runner_stop(r);
 }
 
+/*
+ * The new generation will not be shown: its pipeline stops (its state stays
+ * building, so that the next 'esbridge rebuild' or start resumes it), the
+ * active one goes on, the command (if any) fails with `msg`.
+ */
+static void abandon_building(struct runner *r, const char *msg)
+{
+	plog_error(r->proj->name, pipeline_generation(r->building)->number, "%s", msg);
+	snprintf(r->stop_reason, sizeof(r->stop_reason), "%s", msg);
+	if (r->phase == R_PAUSING || r->phase == R_DRAINING)
+		pipeline_resume(r->active);
+	r->phase = R_IDLE;
+	pipeline_stop(r->building);
+	if (r->n_retired < (int)(sizeof(r->retired) / sizeof(r->retired[0])))
+		r->retired[r->n_retired++] = r->building;
+	else
+		BUG("more than %d retired pipelines stopping at once", r->n_retired);
+	r->building = NULL;
+	command_end(r, false, msg);
+	if (r->exit_after_rebuild) {
+		r->failed = true;
+		runner_stop(r);
+	}
+}
+
+/*
+ * Before the pause and again before the swap. First the new generation
+ * applies the letters it is to apply again (decisions about events that
+ * earlier generations made: see state_dead_letter) and forgets what they
+ * held back; then it must hold back no document that the active generation
+ * does not, or readers would see older documents: the rebuild stops, saying
+ * which. 1: go on; 0: not yet (the pipeline applies them, its next catch-up
+ * asks again); -1: stopped.
+ */
+static int building_ready(struct runner *r)
+{
+	const struct generation *g = pipeline_generation(r->building);
+	const struct generation *a = pipeline_generation(r->active);
+	char err[512], doc[101] = "", msg[768];
+	long long waiting, n, first = 0;
+
+	waiting = state_letters_waiting(r->st, r->proj->name, g->number, err, sizeof(err));
+	n = waiting < 0 ? -1 : 0;
+	if (waiting == 0 && r->letters_synced)
+		n = state_letters_diverge(r->st, r->proj->name, g->number, a->number, doc, sizeof(doc), &first,
+					  err, sizeof(err));
+	if (n < 0)
+		plog_warn(r->proj->name, g->number, "%s (trying again)", err);
+	if (waiting != 0 || !r->letters_synced || n < 0) {
+		r->letters_synced = true;
+		pipeline_letters_changed(r->building);
+		pipeline_wake(r->building);
+		return 0;
+	}
+	if (n == 0)
+		return 1;
+	snprintf(msg, sizeof(msg),
+		 "generation %d of '%s' holds back %lld document%s that generation %d does not (the first: '%s',"
+		 " dead letter %lld); not moving the alias from %s: retry or discard those letters ('esbridge"
+		 " dead-letters list --projection %s'), then 'esbridge rebuild %s' resumes the rebuild",
+		 g->number, r->proj->name, n, n == 1 ? "" : "s", a->number, doc, first, a->index, r->proj->name,
+		 r->proj->name);
+	abandon_building(r, msg);
+	return -1;
+}
+
 static void on_caught_up(void *arg, struct pipeline *p)
 {
 	struct runner *r = arg;
@@ -599,6 +712,8 @@ static void on_caught_up(void *arg, struct pipeline *p)
 		return;
 	switch (r->phase) {
 	case R_CATCHING_UP:
+		if (building_ready(r) <= 0)
+			break;
 		/*
 		 * Settings back and the bulk of the refresh now, while readers
 		 * still use the active generation: the pause then covers only
@@ -615,7 +730,8 @@ static void on_caught_up(void *arg, struct pipeline *p)
 		pipeline_pause(r->active);
 		break;
 	case R_DRAINING:
-		swap(r);
+		if (building_ready(r) > 0)
+			swap(r);
 		break;
 	case R_IDLE:
 	case R_PAUSING:
@@ -688,9 +804,11 @@ static const struct pipeline_hooks *hooks_of(struct runner *r)
 	return &h;
 }
 
+static int ensure_index(struct runner *r, struct generation *g, char *err, size_t errsz);
+
 int runner_rebuild(struct runner *r, int keep, char *err, size_t errsz)
 {
-	struct generation gens[RUNNER_MAX_GENERATIONS], next;
+	struct generation gens[RUNNER_MAX_GENERATIONS], next, *resume = NULL;
 	const struct generation *cur;
 	int n, top = 0, created;
 
@@ -706,26 +824,42 @@ int runner_rebuild(struct runner *r, int keep, char *err, size_t errsz)
 	n = state_list_generations(r->st, r->proj->name, gens, RUNNER_MAX_GENERATIONS, err, errsz);
 	if (n < 0)
 		return -1;
-	for (int i = 0; i < n; i++)
+	cur = pipeline_generation(r->active);
+	for (int i = 0; i < n; i++) {
 		if (gens[i].number > top)
 			top = gens[i].number;
-	memset(&next, 0, sizeof(next));
-	generation_names(r->proj, top + 1, &next);
-	next.state = GEN_BUILDING;
-	if (state_create_generation(r->st, r->proj->name, &next, err, errsz))
-		return -1;
-	for (size_t slot = 0; slot < generation_slots(r->proj, &next); slot++) {
-		created = create_index(r->es, r->cfg, projection_alias(r->proj, slot),
-				       generation_index(&next, slot), err, errsz);
-		if (created < 0)
+		/* a rebuild that stopped before its swap: resumed, not begun again beside it */
+		if ((gens[i].state == GEN_BUILDING || gens[i].state == GEN_READY) && gens[i].number > cur->number)
+			resume = &gens[i];
+	}
+	if (resume) {
+		next = *resume;
+		if (ensure_index(r, &next, err, errsz))
 			return -1;
+	} else {
+		memset(&next, 0, sizeof(next));
+		generation_names(r->proj, top + 1, &next);
+		next.state = GEN_BUILDING;
+		if (state_create_generation(r->st, r->proj->name, &next, err, errsz))
+			return -1;
+		for (size_t slot = 0; slot < generation_slots(r->proj, &next); slot++) {
+			created = create_index(r->es, r->cfg, projection_alias(r->proj, slot),
+					       generation_index(&next, slot), err, errsz);
+			if (created < 0)
+				return -1;
+		}
 	}
 	r->building = pipeline_new(r->loop, r->cfg, r->proj, r->es, r->st, &next, false, err, errsz);
 	if (!r->building)
 		return -1;
-	cur = pipeline_generation(r->active);
-	plog_info(r->proj->name, next.number, "rebuild: building %s from %s beside %s", next.index,
-		  r->cfg->mappings_dir, cur->index);
+	r->letters_synced = false;
+	r->stop_reason[0] = '\0';
+	{
+		char indices[512], beside[512];
+		plog_info(r->proj->name, next.number, "rebuild: %s %s from %s beside %s",
+			  resume ? "resuming" : "building", generation_indices(r->proj, &next, indices, sizeof(indices)),
+			  r->cfg->mappings_dir, generation_indices(r->proj, cur, beside, sizeof(beside)));
+	}
 	r->keep = keep;
 	r->phase = R_CATCHING_UP;
 	r->rebuild_started = ev_time();
@@ -902,7 +1036,11 @@ struct runner *runner_new(struct ev_loop *loop, const struct config *cfg,
 		b->state = GEN_BUILDING;
 		if (state_create_generation(r->st, proj->name, b, err, errsz))
 			goto fail;
-		plog_info(proj->name, 1, "new generation, index %s", b->index);
+		{
+			char indices[512];
+			plog_info(proj->name, 1, "new generation, %s %s", generation_slots(proj, b) > 1 ? "indices" : "index",
+				  generation_indices(proj, b, indices, sizeof(indices)));
+		}
 	}
 	/* reconcile with the alias, which is the truth readers see */
 	/* (the aliases of several indices move together: the first one tells) */
@@ -1004,6 +1142,11 @@ void runner_set_keep(struct runner *r, int keep)
 bool runner_swapped(const struct runner *r)
 {
 	return r->swapped;
+}
+
+const char *runner_stop_reason(const struct runner *r)
+{
+	return r->stop_reason[0] ? r->stop_reason : NULL;
 }
 
 int runner_exit_code(const struct runner *r)

@@ -13,6 +13,7 @@
 #include "esbridge/pq.h"
 
 #include "esbridge/buf.h"
+#include "esbridge/json.h"
 #include "esbridge/projection.h"
 #include "esbridge/store.h"
 
@@ -143,6 +144,8 @@ static const char *const migrations[] = {
 	/* 5: the last error of a generation's pipeline, for status */
 	"ALTER TABLE esbridge.generations ADD COLUMN last_error text NOT NULL DEFAULT '',"
 	"  ADD COLUMN last_error_at timestamptz;",
+	/* 6: an event's letters in every generation (`wait`, and decisions a rebuild carries over) */
+	"CREATE INDEX ON esbridge.dead_letters (projection, global_position);",
 };
 
 #define N_MIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
@@ -497,6 +500,23 @@ int state_drain_notifies(struct state *st)
 	return pq_drain_notifies(st->conn);
 }
 
+int state_events_unanalysed(struct state *st, long long *changed, char *err, size_t errsz)
+{
+	PGresult *res = query(st, "cannot read the statistics of the events table",
+			      "SELECT coalesce((SELECT (last_analyze IS NULL AND last_autoanalyze IS NULL"
+			      "   AND n_mod_since_analyze > 0)::int || ' ' || n_mod_since_analyze"
+			      "  FROM pg_stat_user_tables WHERE relid = 'public.events'::regclass), '0 0')",
+			      0, NULL, true, err, errsz);
+	int rc;
+
+	if (!res)
+		return -1;
+	rc = PQgetvalue(res, 0, 0)[0] == '1';
+	*changed = strtoll(PQgetvalue(res, 0, 0) + 2, NULL, 10);
+	PQclear(res);
+	return rc;
+}
+
 int state_head(struct state *st, int64_t *head, char *err, size_t errsz)
 {
 	PGresult *res = query(st, "cannot read the head", "SELECT coalesce(max(global_position), 0) FROM events",
@@ -616,13 +636,49 @@ int state_dead_letter(struct state *st, const char *proj, int number, const stru
 	/*
 	 * Replays record the same letter again: one open letter per event. A
 	 * letter being retried that fails again is open once more.
+	 *
+	 * A decision about an event outlives its generation: an event with no
+	 * open letter here whose letter an earlier generation discarded is
+	 * recorded discarded (the note says where from; nothing is recorded
+	 * when this one discarded it already, as when it is read again after a
+	 * restart), and one an earlier one retried and applied is recorded to
+	 * be retried. A held letter whose document has no pending or held
+	 * letter here (its holder was so carried over) is to be retried too:
+	 * the runner has the pipeline apply them (and forget the hold) before
+	 * a swap.
 	 */
 	return exec_params(st, "cannot record a dead letter",
+			   "WITH prev AS (SELECT p.status, p.generation, p.note FROM esbridge.dead_letters p"
+			   "  WHERE p.projection = $1 AND p.global_position = $4::bigint"
+			   "   AND coalesce(p.doc_id, '') = coalesce($5, '')"
+			   "   AND (p.generation < $2::int AND p.status IN ('discarded','retried')"
+			   "    OR p.generation = $2::int AND p.status = 'discarded')"
+			   /* not while a letter of it is open here (one being retried fails again) */
+			   "   AND NOT EXISTS (SELECT 1 FROM esbridge.dead_letters s WHERE s.projection = $1"
+			   "    AND s.global_position = $4::bigint AND s.generation = $2::int"
+			   "    AND coalesce(s.doc_id, '') = coalesce($5, '')"
+			   "    AND s.status IN ('pending','held','retry'))"
+			   "  ORDER BY p.generation DESC LIMIT 1),"
+			   " holder AS (SELECT 1 FROM esbridge.dead_letters h WHERE h.projection = $1"
+			   "  AND h.generation = $2::int AND h.doc_id = $5 AND h.status IN ('pending','held') LIMIT 1),"
+			   " decided AS (SELECT CASE"
+			   "   WHEN $6 = 'held' THEN CASE WHEN EXISTS (SELECT 1 FROM holder) THEN 'held' ELSE 'retry' END"
+			   "   WHEN (SELECT status FROM prev) = 'discarded' THEN 'discarded'"
+			   "   WHEN (SELECT status FROM prev) = 'retried' THEN 'retry'"
+			   "   ELSE 'pending' END AS status,"
+			   /* the note of the generation that decided, once */
+			   "  coalesce((SELECT CASE WHEN note LIKE 'carried over from generation %' THEN note"
+			   "    ELSE format('carried over from generation %s: %s', generation, note) END FROM prev"
+			   "   WHERE status = 'discarded'), '') AS note)"
 			   "INSERT INTO esbridge.dead_letters AS d"
 			   " (projection, generation, global_position, transaction_id, stream_id,"
-			   "  event_type, reason, data, doc_id, status)"
-			   " SELECT $1, $2::int, global_position, transaction_id, stream_id, event_type,"
-			   "  $3, data::text, $5, $6 FROM events WHERE global_position = $4::bigint"
+			   "  event_type, reason, data, doc_id, status, note)"
+			   " SELECT $1, $2::int, e.global_position, e.transaction_id, e.stream_id, e.event_type,"
+			   "  $3, e.data::text, $5, decided.status, decided.note"
+			   " FROM events e, decided WHERE e.global_position = $4::bigint"
+			   /* read again after a restart: discarded here already */
+			   "  AND NOT (decided.status = 'discarded' AND $6 <> 'held'"
+			   "   AND (SELECT generation FROM prev) = $2::int)"
 			   " ON CONFLICT (projection, generation, global_position, coalesce(doc_id, ''))"
 			   "  WHERE status IN ('pending','held','retry')"
 			   " DO UPDATE SET status = excluded.status, reason = excluded.reason,"
@@ -755,18 +811,57 @@ int state_letters_retried(struct state *st, const long long *ids, size_t n, char
 	return rc;
 }
 
-/* Counts the rows a statement returns; -1 with `err` on error. */
-static long long exec_count(struct state *st, const char *what, const char *sql, int n,
-			    const char *const *params, char *err, size_t errsz)
+long long state_letters_waiting(struct state *st, const char *proj, int number, char *err, size_t errsz)
 {
-	PGresult *res = query(st, what, sql, n, params, false, err, errsz);
-	long long rows;
+	char num[16];
+	const char *params[2] = { proj, num };
+	PGresult *res;
+	long long n;
 
+	snprintf(num, sizeof(num), "%d", number);
+	res = query(st, "cannot read the dead letters",
+		    "SELECT count(*) FROM esbridge.dead_letters"
+		    " WHERE projection = $1 AND status = 'retry' AND generation = $2::int",
+		    2, params, true, err, errsz);
 	if (!res)
 		return -1;
-	rows = PQntuples(res);
+	n = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
 	PQclear(res);
-	return rows;
+	return n;
+}
+
+long long state_letters_diverge(struct state *st, const char *proj, int number, int active, char *doc,
+				size_t docsz, long long *first, char *err, size_t errsz)
+{
+	char num[16], act[16];
+	const char *params[3] = { proj, num, act };
+	PGresult *res;
+	long long n = 0;
+
+	snprintf(num, sizeof(num), "%d", number);
+	snprintf(act, sizeof(act), "%d", active);
+	/* per document held back in `number` and not in `active`, its first letter; the first of them */
+	res = query(st, "cannot read the dead letters",
+		    "SELECT count(*) OVER (), x.doc_id, x.id FROM"
+		    " (SELECT DISTINCT ON (n.doc_id) n.doc_id, n.id, n.transaction_id AS t, n.global_position AS p"
+		    "  FROM esbridge.dead_letters n"
+		    "  WHERE n.projection = $1 AND n.generation = $2::int AND n.doc_id IS NOT NULL"
+		    "   AND n.status IN ('pending','held','retry')"
+		    "   AND NOT EXISTS (SELECT 1 FROM esbridge.dead_letters a WHERE a.projection = $1"
+		    "    AND a.generation = $3::int AND a.doc_id = n.doc_id"
+		    "    AND a.status IN ('pending','held','retry'))"
+		    "  ORDER BY n.doc_id, n.transaction_id, n.global_position) x"
+		    " ORDER BY x.t, x.p LIMIT 1",
+		    3, params, false, err, errsz);
+	if (!res)
+		return -1;
+	if (PQntuples(res) == 1) {
+		n = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+		(void)json_utf8_show(doc, docsz, PQgetvalue(res, 0, 1));
+		*first = strtoll(PQgetvalue(res, 0, 2), NULL, 10);
+	}
+	PQclear(res);
+	return n;
 }
 
 /* Wakes the daemons: they apply letters marked 'retry'. */
@@ -776,56 +871,150 @@ static int notify_letters(struct state *st, char *err, size_t errsz)
 			   "SELECT pg_notify('" STATE_COMMANDS_CHANNEL "', 'dead-letters')", 0, NULL, err, errsz);
 }
 
-long long state_letters_retry(struct state *st, long long id, const char *proj, char *err, size_t errsz)
+void state_letters_change_release(struct letters_change *c)
+{
+	free(c->ids);
+	memset(c, 0, sizeof(*c));
+}
+
+/*
+ * Reads rows (id to apply again or NULL, projection, document) into `c`;
+ * -1 with `err` if out of memory.
+ */
+static int read_change(PGresult *res, int id_col, struct letters_change *c, char *err, size_t errsz)
+{
+	int rows = PQntuples(res);
+
+	if (rows) {
+		c->ids = calloc((size_t)rows, sizeof(*c->ids));
+		if (!c->ids) {
+			snprintf(err, errsz, "out of memory");
+			return -1;
+		}
+		snprintf(c->projection, sizeof(c->projection), "%s", PQgetvalue(res, 0, id_col + 1));
+		(void)json_utf8_show(c->doc, sizeof(c->doc), PQgetvalue(res, 0, id_col + 2));
+	}
+	for (int i = 0; i < rows; i++) {
+		if (strcmp(PQgetvalue(res, i, id_col + 1), c->projection))
+			c->projection[0] = '\0'; /* several */
+		if (!PQgetisnull(res, i, id_col))
+			c->ids[c->n++] = strtoll(PQgetvalue(res, i, id_col), NULL, 10);
+	}
+	return 0;
+}
+
+int state_letters_retry(struct state *st, long long id, const char *proj, struct letters_change *c,
+			char *err, size_t errsz)
 {
 	char num[24];
 	const char *params[2] = { num, proj };
-	long long n;
+	PGresult *res;
+	int rc;
 
+	memset(c, 0, sizeof(*c));
 	snprintf(num, sizeof(num), "%lld", id);
 	if (id > 0)
-		n = exec_count(st, "cannot retry the dead letter",
-			       "WITH l AS (SELECT projection, generation, doc_id, id FROM esbridge.dead_letters"
-			       "  WHERE id = $1::bigint AND status IN ('pending','held'))"
-			       " UPDATE esbridge.dead_letters d SET status = 'retry', updated_at = now()"
-			       " FROM l WHERE d.status IN ('pending','held') AND d.projection = l.projection"
-			       "  AND d.generation = l.generation"
-			       "  AND (d.id = l.id OR d.doc_id = l.doc_id) RETURNING d.id",
-			       1, params, err, errsz);
+		res = query(st, "cannot retry the dead letter",
+			    "WITH l AS (SELECT projection, generation, doc_id, id FROM esbridge.dead_letters"
+			    "  WHERE id = $1::bigint AND status IN ('pending','held')),"
+			    " u AS (UPDATE esbridge.dead_letters d SET status = 'retry', updated_at = now()"
+			    "  FROM l WHERE d.status IN ('pending','held') AND d.projection = l.projection"
+			    "   AND d.generation = l.generation"
+			    "   AND (d.id = l.id OR d.doc_id = l.doc_id) RETURNING d.id, d.projection, d.doc_id)"
+			    " SELECT id, projection, coalesce(doc_id, '') FROM u ORDER BY id",
+			    1, params, false, err, errsz);
 	else
-		n = exec_count(st, "cannot retry the dead letters",
-			       "UPDATE esbridge.dead_letters d SET status = 'retry', updated_at = now()"
-			       " FROM esbridge.generations g"
-			       " WHERE d.status IN ('pending','held') AND g.projection = d.projection"
-			       "  AND g.generation = d.generation AND g.state <> 'retired'"
-			       "  AND ($1::text IS NULL OR d.projection = $1) RETURNING d.id",
-			       1, params + 1, err, errsz);
-	if (n > 0 && notify_letters(st, err, errsz))
+		res = query(st, "cannot retry the dead letters",
+			    "WITH u AS (UPDATE esbridge.dead_letters d SET status = 'retry', updated_at = now()"
+			    "  FROM esbridge.generations g"
+			    "  WHERE d.status IN ('pending','held') AND g.projection = d.projection"
+			    "   AND g.generation = d.generation AND g.state <> 'retired'"
+			    "   AND ($1::text IS NULL OR d.projection = $1) RETURNING d.id, d.projection, d.doc_id)"
+			    " SELECT id, projection, coalesce(doc_id, '') FROM u ORDER BY id",
+			    1, params + 1, false, err, errsz);
+	if (!res)
 		return -1;
-	return n;
+	rc = read_change(res, 0, c, err, errsz);
+	PQclear(res);
+	if (rc == 0 && c->n > 0 && notify_letters(st, err, errsz))
+		rc = -1;
+	if (rc)
+		state_letters_change_release(c);
+	return rc;
 }
 
-long long state_letter_discard(struct state *st, long long id, const char *reason, char *err, size_t errsz)
+int state_letter_discard(struct state *st, long long id, const char *reason, struct letters_change *c,
+			 char *err, size_t errsz)
 {
 	char num[24];
 	const char *params[2] = { num, reason };
-	long long n;
+	PGresult *res;
+	int rc;
 
+	memset(c, 0, sizeof(*c));
 	snprintf(num, sizeof(num), "%lld", id);
-	n = exec_count(st, "cannot discard the dead letter",
-		       "WITH l AS (UPDATE esbridge.dead_letters SET status = 'discarded', note = $2,"
-		       "   updated_at = now()"
-		       "  WHERE id = $1::bigint AND status IN ('pending','held')"
-		       "  RETURNING projection, generation, doc_id, id),"
-		       " r AS (UPDATE esbridge.dead_letters d SET status = 'retry', updated_at = now()"
-		       "  FROM l WHERE d.status IN ('pending','held') AND d.projection = l.projection"
-		       "   AND d.generation = l.generation AND d.doc_id = l.doc_id AND d.id <> l.id"
-		       "  RETURNING d.id)"
-		       " SELECT id FROM l",
-		       2, params, err, errsz);
-	if (n > 0 && notify_letters(st, err, errsz))
+	/* one row per letter of the document to apply again (one with none when there are none) */
+	res = query(st, "cannot discard the dead letter",
+		    "WITH l AS (UPDATE esbridge.dead_letters SET status = 'discarded', note = $2,"
+		    "   updated_at = now()"
+		    "  WHERE id = $1::bigint AND status IN ('pending','held')"
+		    "  RETURNING projection, generation, doc_id, id),"
+		    " r AS (UPDATE esbridge.dead_letters d SET status = 'retry', updated_at = now()"
+		    "  FROM l WHERE d.status IN ('pending','held') AND d.projection = l.projection"
+		    "   AND d.generation = l.generation AND d.doc_id = l.doc_id AND d.id <> l.id"
+		    "  RETURNING d.id)"
+		    " SELECT l.id, r.id, l.projection, coalesce(l.doc_id, '') FROM l LEFT JOIN r ON true"
+		    " ORDER BY r.id",
+		    2, params, false, err, errsz);
+	if (!res)
 		return -1;
-	return n;
+	if (PQntuples(res) > 0)
+		c->discarded = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+	rc = read_change(res, 1, c, err, errsz);
+	PQclear(res);
+	if (rc == 0 && c->discarded && notify_letters(st, err, errsz))
+		rc = -1;
+	if (rc)
+		state_letters_change_release(c);
+	return rc;
+}
+
+int state_letters_outcome(struct state *st, const long long *ids, size_t n, long long *waiting,
+			  long long *failed, long long *first_failed, char *reason, size_t reasonsz,
+			  char *err, size_t errsz)
+{
+	char *arr;
+	const char *params[1];
+	PGresult *res;
+
+	*waiting = *failed = *first_failed = 0;
+	if (reasonsz)
+		reason[0] = '\0';
+	if (!n)
+		return 0;
+	arr = id_array(ids, n);
+	if (!arr) {
+		snprintf(err, errsz, "out of memory");
+		return -1;
+	}
+	params[0] = arr;
+	res = query(st, "cannot read the dead letters",
+		    "SELECT count(*) FILTER (WHERE status = 'retry'),"
+		    "  count(*) FILTER (WHERE status IN ('pending','held')),"
+		    "  (SELECT min(id) FROM esbridge.dead_letters WHERE id = ANY($1::bigint[]) AND status = 'pending'),"
+		    "  (SELECT translate(reason, E'\\n\\r\\t', '   ') FROM esbridge.dead_letters"
+		    "    WHERE id = ANY($1::bigint[]) AND status = 'pending' ORDER BY id LIMIT 1)"
+		    " FROM esbridge.dead_letters WHERE id = ANY($1::bigint[])",
+		    1, params, true, err, errsz);
+	free(arr);
+	if (!res)
+		return -1;
+	*waiting = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+	*failed = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
+	*first_failed = strtoll(PQgetvalue(res, 0, 2), NULL, 10);
+	(void)json_utf8_show(reason, reasonsz, PQgetvalue(res, 0, 3));
+	PQclear(res);
+	return 0;
 }
 
 int state_letters_print(struct state *st, const char *proj, bool all, FILE *out, char *err, size_t errsz)
@@ -848,6 +1037,12 @@ int state_letters_print(struct state *st, const char *proj, bool all, FILE *out,
 
 	if (!res)
 		return -1;
+	if (PQntuples(res) == 0) {
+		fprintf(out, all ? "no dead letters%s%s\n" : "no open dead letters%s%s\n", proj ? " of " : "",
+			proj ? proj : "");
+		PQclear(res);
+		return 0;
+	}
 	fprintf(out, "%-8s %-16s %4s %-22s %-20s %-20s %-16s %-9s %-20s %s\n", "ID", "PROJECTION", "GEN",
 		"POSITION(txid/pos)", "STREAM", "TYPE", "DOCUMENT", "STATUS", "CREATED", "REASON");
 	for (int i = 0; i < PQntuples(res); i++) {
@@ -878,21 +1073,151 @@ int state_own_projection(struct state *st, const char *proj, char *err, size_t e
 	return rc;
 }
 
-int state_applied(struct state *st, const char *proj, const char *position, char *err, size_t errsz)
+/* Rows of the events table one scan of state_applied reads at most. */
+#define APPLIED_SCAN_ROWS 10000
+#define APPLIED_SCAN_CHUNKS 20
+
+/*
+ * Whether the events in commit order after `from` up to `to` hold one the
+ * projection reads: 1 if so, 0 if none (`*from` then moves to `to`), -1.
+ * Reads APPLIED_SCAN_ROWS rows of the (transaction_id, global_position)
+ * index at a time, at most APPLIED_SCAN_CHUNKS times; 2 when that was not
+ * enough to reach `to` (`*from` has moved as far as it read).
+ */
+static int projection_events_between(struct state *st, const struct projection *proj, struct position *from,
+				     struct position to, char *err, size_t errsz)
 {
-	const char *params[2] = { proj, position };
-	PGresult *res = query(st, "cannot read the checkpoint",
-		"SELECT (e.transaction_id, e.global_position) <= (g.checkpoint_txid, g.checkpoint_pos)"
+	struct buf tl = BUF_INIT(1 << 16), sl = BUF_INIT(1 << 16);
+	char ft[24], fp[24], tt[24], tp[24], lim[16];
+	const char *params[7] = { ft, fp, tt, tp, NULL, NULL, lim };
+	int rc = 2;
+
+	if (store_text_array(proj->event_types, &tl) || store_text_array(proj->streams, &sl)) {
+		snprintf(err, errsz, "out of memory");
+		buf_release(&tl);
+		buf_release(&sl);
+		return -1;
+	}
+	params[4] = tl.data;
+	params[5] = sl.data;
+	snprintf(tt, sizeof(tt), "%" PRIu64, to.txid);
+	snprintf(tp, sizeof(tp), "%" PRId64, to.pos);
+	snprintf(lim, sizeof(lim), "%d", APPLIED_SCAN_ROWS);
+	for (int chunk = 0; chunk < APPLIED_SCAN_CHUNKS && rc == 2; chunk++) {
+		PGresult *res;
+		long long rows;
+
+		snprintf(ft, sizeof(ft), "%" PRIu64, from->txid);
+		snprintf(fp, sizeof(fp), "%" PRId64, from->pos);
+		/* a range of the index in its order; the filter is the one store_read applies */
+		res = query(st, "cannot read the events",
+			    "WITH r AS (SELECT e.transaction_id AS t, e.global_position AS p,"
+			    "   (e.event_type = ANY($5::text[]) OR e.stream_id ^@ ANY($6::text[])) AS mine"
+			    "  FROM events e"
+			    "  WHERE (e.transaction_id, e.global_position) > ($1::xid8, $2::bigint)"
+			    "   AND (e.transaction_id, e.global_position) <= ($3::xid8, $4::bigint)"
+			    "  ORDER BY e.transaction_id, e.global_position LIMIT $7::int),"
+			    " last AS (SELECT t, p FROM r ORDER BY t DESC, p DESC LIMIT 1)"
+			    " SELECT (SELECT count(*) FROM r), (SELECT coalesce(bool_or(mine), false) FROM r),"
+			    "  (SELECT t::text FROM last), (SELECT p FROM last)",
+			    7, params, true, err, errsz);
+		if (!res) {
+			rc = -1;
+			break;
+		}
+		rows = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+		if (PQgetvalue(res, 0, 1)[0] == 't') {
+			rc = 1;
+		} else if (rows < APPLIED_SCAN_ROWS) {
+			*from = to;
+			rc = 0;
+		} else if (store_parse_u64(PQgetvalue(res, 0, 2), &from->txid)) {
+			snprintf(err, errsz, "cannot read the events: bad transaction id");
+			rc = -1;
+		} else {
+			from->pos = strtoll(PQgetvalue(res, 0, 3), NULL, 10);
+		}
+		PQclear(res);
+	}
+	buf_release(&tl);
+	buf_release(&sl);
+	return rc;
+}
+
+int state_applied(struct state *st, const struct projection *proj, const char *position,
+		  struct state_wait *w, char *err, size_t errsz)
+{
+	const char *params[2] = { proj->name, position };
+	struct position at, ck;
+	PGresult *res;
+	int rc = 0;
+
+	/*
+	 * The event, the active generation's checkpoint, whether every
+	 * transaction up to the event's has ended, and the event's letter in
+	 * that generation (an open one first).
+	 */
+	res = query(st, "cannot read the checkpoint",
+		"SELECT e.transaction_id::text, e.transaction_id < pg_snapshot_xmin(pg_current_snapshot()),"
+		"  g.checkpoint_txid::text, g.checkpoint_pos,"
+		"  (e.transaction_id, e.global_position) <= (g.checkpoint_txid, g.checkpoint_pos),"
+		"  l.id, l.status"
 		" FROM events e JOIN esbridge.generations g ON g.projection = $1 AND g.state = 'active'"
+		" LEFT JOIN LATERAL (SELECT d.id, d.status FROM esbridge.dead_letters d"
+		"   WHERE d.projection = $1 AND d.global_position = e.global_position"
+		"    AND d.generation = g.generation"
+		"   ORDER BY d.status IN ('pending','held','retry') DESC, d.id LIMIT 1) l ON true"
 		" WHERE e.global_position = $2::bigint",
 		2, params, false, err, errsz);
-	int rc;
-
 	if (!res)
 		return -1;
-	rc = PQntuples(res) == 1 && PQgetvalue(res, 0, 0)[0] == 't';
+	w->letter = 0;
+	w->letter_status[0] = '\0';
+	if (PQntuples(res) != 1) {
+		PQclear(res); /* not committed yet, or no active generation */
+		return 0;
+	}
+	if (store_parse_u64(PQgetvalue(res, 0, 0), &at.txid) || store_parse_u64(PQgetvalue(res, 0, 2), &ck.txid)) {
+		snprintf(err, errsz, "cannot read the checkpoint: bad transaction id");
+		PQclear(res);
+		return -1;
+	}
+	at.pos = strtoll(position, NULL, 10);
+	ck.pos = strtoll(PQgetvalue(res, 0, 3), NULL, 10);
+	if (PQgetvalue(res, 0, 4)[0] == 't') {
+		const char *status = PQgetvalue(res, 0, 6);
+		if (PQgetisnull(res, 0, 5) || !strcmp(status, "retried")) {
+			rc = 1;
+		} else if (strcmp(status, "retry")) {
+			/* pending, held or discarded: the event is not in the index */
+			w->letter = strtoll(PQgetvalue(res, 0, 5), NULL, 10);
+			snprintf(w->letter_status, sizeof(w->letter_status), "%s", status);
+			rc = 2;
+		} /* else being applied again: not yet */
+		PQclear(res);
+		return rc;
+	}
+	if (PQgetvalue(res, 0, 1)[0] != 't') {
+		PQclear(res); /* a transaction that could still add an event before it is open */
+		return 0;
+	}
 	PQclear(res);
-	return rc;
+	/*
+	 * Past the checkpoint: the projection has read past the event when no
+	 * event it reads lies between the two (it does not save its checkpoint
+	 * at events it skips). What was found empty stays so: every
+	 * transaction up to the event's has ended.
+	 */
+	if (position_cmp(ck, w->scanned) > 0)
+		w->scanned = ck;
+	switch (projection_events_between(st, proj, &w->scanned, at, err, errsz)) {
+	case -1:
+		return -1;
+	case 0:
+		return 1;
+	default:
+		return 0;
+	}
 }
 
 char *state_owner(struct state *st, const char *proj)
@@ -928,7 +1253,12 @@ int state_print_status(struct state *st, const struct projection *const *projs, 
 	static const char *const none[] = { NULL };
 	yajl_gen g = NULL;
 	PGresult *res;
-	int rc = -1;
+	int rc = -1, name_w = 16;
+
+	/* the columns fit the longest name */
+	for (const struct projection *const *pp = projs; *pp; pp++)
+		if ((int)strlen((*pp)->name) > name_w)
+			name_w = (int)strlen((*pp)->name);
 
 	if (json) {
 		g = yajl_gen_alloc(NULL);
@@ -941,7 +1271,7 @@ int state_print_status(struct state *st, const struct projection *const *projs, 
 		jstr(g, "projections");
 		yajl_gen_array_open(g);
 	} else {
-		fprintf(out, "%-16s %4s %-24s %-9s %-24s %9s %9s %9s %8s %s\n", "PROJECTION", "GEN", "INDEX",
+		fprintf(out, "%-*s %4s %-24s %-9s %-24s %9s %9s %9s %8s %s\n", name_w, "PROJECTION", "GEN", "INDEX",
 			"STATE", "CHECKPOINT(txid/pos)", "HEAD", "LAG", "HELD", "DEAD", "UPDATED");
 	}
 	for (const struct projection *const *pp = projs; *pp; pp++) {
@@ -1052,14 +1382,23 @@ int state_print_status(struct state *st, const struct projection *const *projs, 
 				yajl_gen_map_close(g);
 			} else {
 				char at[64];
+				const char *indices = PQgetvalue(res, i, 2);
+				size_t first = strcspn(indices, ",");
 				snprintf(at, sizeof(at), "%s/%s", PQgetvalue(res, i, 4), PQgetvalue(res, i, 5));
-				fprintf(out, "%-16s %4s %-24s %-9s %-24s %9s %9s %9s %8s %s\n",
-					PQgetvalue(res, i, 0), PQgetvalue(res, i, 1), PQgetvalue(res, i, 2),
+				/* the first index in the column, the others of the generation on lines below */
+				fprintf(out, "%-*s %4s %-24.*s %-9s %-24s %9s %9s %9s %8s %s\n",
+					name_w, PQgetvalue(res, i, 0), PQgetvalue(res, i, 1), (int)first, indices,
 					PQgetvalue(res, i, 3), at, PQgetvalue(res, i, 10),
 					retired ? "-" : PQgetvalue(res, i, 6), retired ? "-" : PQgetvalue(res, i, 7),
 					PQgetvalue(res, i, 8), PQgetvalue(res, i, 9));
+				while (indices[first]) {
+					const char *more = indices + first + 1;
+					first = strcspn(more, ",");
+					fprintf(out, "%-*s %4s %.*s\n", name_w, "", "", (int)first, more);
+					indices = more;
+				}
 				if (*PQgetvalue(res, i, 11) && !retired)
-					fprintf(out, "%16s last error at %s: %s\n", "", PQgetvalue(res, i, 12),
+					fprintf(out, "%*s last error at %s: %s\n", name_w, "", PQgetvalue(res, i, 12),
 						PQgetvalue(res, i, 11));
 			}
 		}

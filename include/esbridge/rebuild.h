@@ -39,6 +39,16 @@
 /* Formats the index name of generation `number` of `proj`. */
 void rebuild_index_name(const char *proj, int number, char *out, size_t outsz);
 
+struct projection;
+
+/*
+ * Before anything starts: the mapping file of every index of `proj` can be
+ * read and is a JSON object. -1 with `err` naming the file (a configuration
+ * error) if not.
+ */
+__attribute__((warn_unused_result))
+int rebuild_check_mappings(const struct config *cfg, const struct projection *proj, char *err, size_t errsz);
+
 struct runner;
 
 struct runner_opts {
@@ -65,6 +75,9 @@ void runner_set_keep(struct runner *r, int keep);
 
 /* True once a rebuild moved the alias in this process. */
 bool runner_swapped(const struct runner *r);
+
+/* Why a rebuild stopped before its swap (it will not be shown as it is), or NULL. */
+const char *runner_stop_reason(const struct runner *r);
 
 /* Drains every pipeline, then `done` runs. */
 void runner_stop(struct runner *r);

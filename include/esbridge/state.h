@@ -104,16 +104,53 @@ int state_letters_to_retry(struct state *st, const char *proj, int number, struc
 __attribute__((warn_unused_result))
 int state_letters_retried(struct state *st, const long long *ids, size_t n, char *err, size_t errsz);
 
+/* How many letters of the generation wait to be applied again ('retry'), or -1. */
+long long state_letters_waiting(struct state *st, const char *proj, int number, char *err, size_t errsz);
+
+/*
+ * Before a swap: how many documents generation `number` holds back (open
+ * letters) that generation `active` does not, or -1; when some, `doc`
+ * (shown on one line, cut to `docsz`) and `*first` name the first in
+ * commit order and its first open letter.
+ */
+long long state_letters_diverge(struct state *st, const char *proj, int number, int active, char *doc,
+				size_t docsz, long long *first, char *err, size_t errsz);
+
 /*
  * For `esbridge dead-letters`. retry: the open letters of the document of
  * letter `id` (or, with id 0, every open letter of the projection, or of
  * all with proj NULL) are to be applied again; discard: letter `id` is
  * dropped with `reason` and the other open letters of its document are
- * applied again. Both wake the daemons and return how many letters they
- * changed (0: no such open letter), or -1.
+ * applied again. Both wake the daemons and say in `c` what they changed:
+ * the letter discarded (0: no such open letter), the letters to apply
+ * again, their projection ("" when several) and the first one's document;
+ * 0, or -1. Release `c` with state_letters_change_release().
  */
-long long state_letters_retry(struct state *st, long long id, const char *proj, char *err, size_t errsz);
-long long state_letter_discard(struct state *st, long long id, const char *reason, char *err, size_t errsz);
+struct letters_change {
+	long long discarded;
+	long long *ids;
+	size_t n;
+	char projection[64];
+	char doc[101];
+};
+__attribute__((warn_unused_result))
+int state_letters_retry(struct state *st, long long id, const char *proj, struct letters_change *c,
+			char *err, size_t errsz);
+__attribute__((warn_unused_result))
+int state_letter_discard(struct state *st, long long id, const char *reason, struct letters_change *c,
+			 char *err, size_t errsz);
+void state_letters_change_release(struct letters_change *c);
+
+/*
+ * What became of letters sent to be applied again: how many still wait
+ * ('retry'), how many failed again (open anew), the first that failed again
+ * itself ('pending', 0 if none) and its reason on one line. 0, or -1.
+ */
+__attribute__((warn_unused_result))
+int state_letters_outcome(struct state *st, const long long *ids, size_t n, long long *waiting,
+			  long long *failed, long long *first_failed, char *reason, size_t reasonsz,
+			  char *err, size_t errsz);
+
 /* Prints the open letters (every letter with `all`), of `proj` or of all when NULL. */
 __attribute__((warn_unused_result))
 int state_letters_print(struct state *st, const char *proj, bool all, FILE *out, char *err, size_t errsz);
@@ -190,9 +227,39 @@ int state_listen_commands(struct state *st, char *err, size_t errsz);
 int state_socket(const struct state *st);
 int state_drain_notifies(struct state *st);
 
+/*
+ * 1 when the events table holds rows but was never analysed (no planner
+ * statistics: reads then scan every event after the checkpoint), with how
+ * many rows changed since; 0 if analysed (or empty); -1 on error.
+ */
+__attribute__((warn_unused_result))
+int state_events_unanalysed(struct state *st, long long *changed, char *err, size_t errsz);
+
 /* The highest global_position in the store (for progress). */
 __attribute__((warn_unused_result))
 int state_head(struct state *st, int64_t *head, char *err, size_t errsz);
+
+/*
+ * `esbridge wait`: whether the active generation of `proj` has applied the
+ * event at global position `position`. 1: its checkpoint passed it, or the
+ * projection does not read it and has read past it; 2: it passed it as a
+ * dead letter (w->letter, w->letter_status: pending, held or discarded);
+ * 0: not yet (or no such committed event yet); -1 on error. `w` starts
+ * zeroed and carries what earlier calls found between the checkpoint and
+ * the event.
+ */
+struct state_wait {
+	struct position scanned;  /* no event of the projection from the checkpoint up to here */
+	long long letter;
+	char letter_status[16];
+};
+struct projection;
+__attribute__((warn_unused_result))
+int state_applied(struct state *st, const struct projection *proj, const char *position,
+		  struct state_wait *w, char *err, size_t errsz);
+
+/* Who holds the projection's lock ("esbridge HOST pid PID"), malloc'd; NULL if nobody. */
+char *state_owner(struct state *st, const char *proj);
 
 /*
  * `status`: per projection its owner, per generation its state, checkpoint,
@@ -200,18 +267,6 @@ int state_head(struct state *st, int64_t *head, char *err, size_t errsz);
  * writer; as a table, or as one JSON document.
  */
 __attribute__((warn_unused_result))
-/*
- * 1 once the active generation of `proj` has applied the event at global
- * position `position` (its checkpoint passed it), 0 if not yet (or no such
- * committed event yet), -1 on error.
- */
-__attribute__((warn_unused_result))
-int state_applied(struct state *st, const char *proj, const char *position, char *err, size_t errsz);
-
-/* Who holds the projection's lock ("esbridge HOST pid PID"), malloc'd; NULL if nobody. */
-char *state_owner(struct state *st, const char *proj);
-
-struct projection;
 int state_print_status(struct state *st, const struct projection *const *projs, bool json, FILE *out,
 		       char *err, size_t errsz);
 

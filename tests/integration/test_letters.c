@@ -361,6 +361,7 @@ Test(letters, discard_releases_the_held_events_in_order, .timeout = 150)
 	/* nothing open any more; --all shows what became of them */
 	out = cli_ok((const char *const[]){ "dead-letters", "list", NULL });
 	cr_assert_eq(listed_lines(out), 1, "open letters left:\n%s", out);
+	cr_assert_not_null(strstr(out, "no open dead letters"), "list did not say none is open:\n%s", out);
 	free(out);
 	out = cli_ok((const char *const[]){ "dead-letters", "list", "--all", "--projection", "products", NULL });
 	cr_assert_eq(listed_lines(out), 1 + 5, "list --all printed %d lines, want 6:\n%s", listed_lines(out), out);
@@ -410,11 +411,23 @@ Test(letters, retry_that_fails_again_stays_pending, .timeout = 120)
 	bad_id = letter_id("products", bad);
 	held_id = letter_id("products", held);
 
-	/* retry by the held letter's id: the document's open letters go back together */
+	/*
+	 * retry by the held letter's id: the document's open letters go back
+	 * together; it says who applies them, and --wait waits for the outcome:
+	 * 1, naming the letter that failed again
+	 */
 	snprintf(idtext, sizeof(idtext), "%lld", held_id);
-	out = cli_ok((const char *const[]){ "dead-letters", "retry", idtext, NULL });
-	line = line_starting(out, "2 dead letters to apply again");
+	{
+		char said[64];
+		int code = cli(&out, (const char *const[]){ "dead-letters", "retry", idtext, "--wait", "--timeout",
+							    "60", NULL });
+		cr_assert_eq(code, 1, "retry --wait of a letter that fails again exited %d:\n%s", code, out);
+		snprintf(said, sizeof(said), "dead letter %lld is pending", bad_id);
+		cr_assert_not_null(strstr(out, said), "retry --wait did not name the letter that failed:\n%s", out);
+	}
+	line = line_starting(out, "2 dead letters to apply again: by esbridge ");
 	cr_assert_not_null(line, "retry said:\n%s", out);
+	cr_assert_not_null(strstr(line, "which runs 'products', at once"), "retry said:\n%s", out);
 	free(line);
 	free(out);
 	H_EVENTUALLY(h_output_count(p, "applying 2 dead letters again") > 0 &&

@@ -1031,7 +1031,24 @@ Test(rebuild, keep_one_retired_index, .timeout = 120)
  * generation" (it trusts esbridge's exit code and its "done" line). An
  * in-process rebuild stopped by SIGTERM before the swap has not succeeded.
  */
+static void interrupted_rebuild(int sig);
+
 Test(rebuild, sigterm_before_the_swap_is_not_success, .timeout = 90)
+{
+	interrupted_rebuild(SIGTERM);
+}
+
+/*
+ * A hang-up (the terminal of scripts/reindex closed) stops an in-process
+ * rebuild as SIGINT does, instead of reloading the settings and going on
+ * in the background.
+ */
+Test(rebuild, sighup_stops_an_in_process_rebuild, .timeout = 90)
+{
+	interrupted_rebuild(SIGHUP);
+}
+
+static void interrupted_rebuild(int sig)
 {
 	static const char *const slow[] = { "rebuild", "products", "--batch-size", "200", "--bulk-actions", "20", NULL };
 	struct h_proc *p;
@@ -1046,7 +1063,7 @@ Test(rebuild, sigterm_before_the_swap_is_not_success, .timeout = 90)
 	H_EVENTUALLY(gen_checkpoint("products", 2) > 1000 || !p->running, 60,
 		     "generation 2 never moved (log: %s)", p->log);
 	cr_assert(p->running, "the rebuild ended before the signal (log: %s)", p->log);
-	h_signal(p, SIGTERM);
+	h_signal(p, sig);
 	code = finish(p, 30, "the interrupted rebuild");
 	assert_alias("products", GEN1, "after the interrupted rebuild");
 	assert_generations("products", "1:active,2:building", "after the interrupted rebuild");
@@ -1055,8 +1072,8 @@ Test(rebuild, sigterm_before_the_swap_is_not_success, .timeout = 90)
 	free(out);
 	cr_expect(!done_line, "the interrupted rebuild printed a \"done products\" line though the alias did not move"
 		  " (log: %s)", p->log);
-	cr_expect(code != 0, "the interrupted rebuild exited 0 though the alias still names %s (log: %s)", GEN1,
-		  p->log);
+	cr_expect_eq(code, 1, "the interrupted rebuild exited %d (status 0x%x), not 1, though the alias still"
+		     " names %s (log: %s)", code, (unsigned)p->status, GEN1, p->log);
 	/* it is resumable */
 	resume_with_rebuild();
 }

@@ -417,6 +417,53 @@ Test(config, pg_must_be_a_conninfo)
 	MENTIONS(err, "hostx");
 }
 
+Test(config, pg_ports_must_be_ports)
+{
+	static const char *const bad[] = {
+		"port=99999", "port=0", "port=abc", "host=a,b port=5432,70000", "postgresql://h:99999/db",
+		"port=-1", "port=123456",
+	};
+	static const char *const good[] = {
+		"port=5432", "host=a,b port=5432,5433", "host=a,b port=,5433", "postgresql://h:6432/db",
+		"port=65535", "port=1",
+	};
+
+	make_valid();
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		set_ok("pg", bad[i]);
+		err[0] = '\0';
+		cr_expect_eq(config_validate(&c, err, sizeof(err)), -1, "pg='%s' accepted", bad[i]);
+		expect_one_line(err);
+		MENTIONS(err, "'pg'");
+	}
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		set_ok("pg", good[i]);
+		cr_expect_eq(config_validate(&c, err, sizeof(err)), 0, "pg='%s': %s", good[i], err);
+	}
+}
+
+Test(config, metrics_address_needs_a_port)
+{
+	static const char *const bad[] = {
+		"127.0.0.1", "localhost", ":9187", "127.0.0.1:", "127.0.0.1:x", "127.0.0.1:65536", "[::1]",
+		"[::1]9187", "[]:9187", "::1",
+	};
+	static const char *const good[] = { "", "127.0.0.1:9187", "localhost:0", "[::1]:9187", "0.0.0.0:65535" };
+
+	make_valid();
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		set_ok("metrics-address", bad[i]);
+		err[0] = '\0';
+		cr_expect_eq(config_validate(&c, err, sizeof(err)), -1, "metrics-address='%s' accepted", bad[i]);
+		expect_one_line(err);
+		MENTIONS(err, "HOST:PORT");
+	}
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		set_ok("metrics-address", good[i]);
+		cr_expect_eq(config_validate(&c, err, sizeof(err)), 0, "metrics-address='%s': %s", good[i], err);
+	}
+}
+
 Test(config, log_level_must_be_known)
 {
 	make_valid();
@@ -925,4 +972,22 @@ Test(config, file_sets_options_and_errors_name_the_line)
 	MENTIONS(err, where, "'projection'");
 	cr_expect_eq(c.batch_size, 500, "a line after the error was applied");
 	cr_assert_eq(unlink(path), 0);
+}
+
+/* --help shows the secrets that are never flags as such, not as --NAME */
+Test(config, usage_shows_no_flag_for_environment_secrets)
+{
+	char *text = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&text, &len);
+
+	cr_assert_not_null(f);
+	config_usage(f);
+	cr_assert_eq(fclose(f), 0);
+	cr_expect_null(strstr(text, "--es-password "), "--es-password shown as a flag:\n%s", text);
+	cr_expect_null(strstr(text, "--es-api-key "), "--es-api-key shown as a flag:\n%s", text);
+	cr_expect_not_null(strstr(text, "(no flag)          ESBRIDGE_ES_PASSWORD "), "%s", text);
+	cr_expect_not_null(strstr(text, "(no flag)          ESBRIDGE_ES_API_KEY "), "%s", text);
+	cr_expect_not_null(strstr(text, "--es-password-file ESBRIDGE_ES_PASSWORD_FILE"), "%s", text);
+	free(text);
 }
