@@ -459,29 +459,6 @@ static int preflight(const struct config *cfg, const struct projection *const *p
 	return 0;
 }
 
-/*
- * A table filled in bulk and not analysed yet has no statistics: the
- * planner then reads every event after the checkpoint for each batch
- * (measured on 200,000 events: 180 ms a read instead of 5) until
- * autovacuum analyses it. Said once at start (info: a slow start, not a
- * fault); esbridge has no right to analyse a table it does not own.
- */
-static void warn_unanalysed(const struct config *cfg)
-{
-	char err[1024];
-	struct state *st = state_open(cfg->pg, err, sizeof(err));
-	long long changed = 0;
-
-	if (!st)
-		return; /* the start says why */
-	/* below that, a read of every event is short anyway */
-	if (state_events_unanalysed(st, &changed, err, sizeof(err)) == 1 && changed >= 10000)
-		log_info("the events table has no planner statistics yet (%lld rows changed, never analysed):"
-			 " reads scan every event after the checkpoint until autovacuum analyses it; run"
-			 " 'ANALYZE events' after a bulk load", changed);
-	state_close(st);
-}
-
 static int cmd_run(struct config *cfg, bool once)
 {
 	const struct projection *projs[MAX_RUNNERS];
@@ -495,7 +472,6 @@ static int cmd_run(struct config *cfg, bool once)
 	rc = preflight(cfg, projs, n);
 	if (rc)
 		return rc;
-	warn_unanalysed(cfg);
 	rc = session_open(&s, cfg, projs, n, &opts);
 	if (!rc) {
 		char err[1024];

@@ -500,23 +500,6 @@ int state_drain_notifies(struct state *st)
 	return pq_drain_notifies(st->conn);
 }
 
-int state_events_unanalysed(struct state *st, long long *changed, char *err, size_t errsz)
-{
-	PGresult *res = query(st, "cannot read the statistics of the events table",
-			      "SELECT coalesce((SELECT (last_analyze IS NULL AND last_autoanalyze IS NULL"
-			      "   AND n_mod_since_analyze > 0)::int || ' ' || n_mod_since_analyze"
-			      "  FROM pg_stat_user_tables WHERE relid = 'public.events'::regclass), '0 0')",
-			      0, NULL, true, err, errsz);
-	int rc;
-
-	if (!res)
-		return -1;
-	rc = PQgetvalue(res, 0, 0)[0] == '1';
-	*changed = strtoll(PQgetvalue(res, 0, 0) + 2, NULL, 10);
-	PQclear(res);
-	return rc;
-}
-
 int state_head(struct state *st, int64_t *head, char *err, size_t errsz)
 {
 	PGresult *res = query(st, "cannot read the head", "SELECT coalesce(max(global_position), 0) FROM events",

@@ -227,14 +227,6 @@ int state_listen_commands(struct state *st, char *err, size_t errsz);
 int state_socket(const struct state *st);
 int state_drain_notifies(struct state *st);
 
-/*
- * 1 when the events table holds rows but was never analysed (no planner
- * statistics: reads then scan every event after the checkpoint), with how
- * many rows changed since; 0 if analysed (or empty); -1 on error.
- */
-__attribute__((warn_unused_result))
-int state_events_unanalysed(struct state *st, long long *changed, char *err, size_t errsz);
-
 /* The highest global_position in the store (for progress). */
 __attribute__((warn_unused_result))
 int state_head(struct state *st, int64_t *head, char *err, size_t errsz);
