@@ -184,26 +184,20 @@ static yajl_gen_status gen_str(yajl_gen g, const char *s)
 	return yajl_gen_string(g, (const unsigned char *)s, n);
 }
 
-/* A string of a parsed event: already checked. */
-static yajl_gen_status gen_checked_str(yajl_gen g, const char *s)
-{
-	return yajl_gen_string(g, (const unsigned char *)s, strlen(s));
-}
-
 static yajl_gen_status gen_tree(yajl_gen g, yajl_val v)
 {
 	yajl_gen_status st = yajl_gen_status_ok;
 
 	switch (v->type) {
 	case yajl_t_string:
-		return gen_checked_str(g, v->u.string);
+		return json_gen_str(g, v->u.string);
 	case yajl_t_number:
 		/* the parser validated the text; keep it exact (no double round trip) */
 		return yajl_gen_number(g, v->u.number.r, strlen(v->u.number.r));
 	case yajl_t_object:
 		st = yajl_gen_map_open(g);
 		for (size_t i = 0; st == yajl_gen_status_ok && i < v->u.object.len; i++) {
-			st = gen_checked_str(g, v->u.object.keys[i]);
+			st = json_gen_str(g, v->u.object.keys[i]);
 			if (st == yajl_gen_status_ok)
 				st = gen_tree(g, v->u.object.values[i]);
 		}

@@ -14,6 +14,7 @@
 
 #include "esbridge/buf.h"
 #include "esbridge/httpd.h"
+#include "esbridge/json.h"
 #include "esbridge/log.h"
 #include "esbridge/pipeline.h"
 #include "esbridge/pq.h"
@@ -468,11 +469,6 @@ static void judge(const struct monitor *m, struct verdict *v)
 	}
 }
 
-static void gen_str(yajl_gen g, const char *s)
-{
-	yajl_gen_string(g, (const unsigned char *)s, strlen(s));
-}
-
 static int health(struct monitor *m, struct buf *body)
 {
 	struct verdict v;
@@ -486,11 +482,11 @@ static int health(struct monitor *m, struct buf *body)
 		return v.ok ? 200 : 503;
 	}
 	yajl_gen_map_open(g);
-	gen_str(g, "status");
-	gen_str(g, v.ok ? "ok" : "unhealthy");
+	json_gen_str(g, "status");
+	json_gen_str(g, v.ok ? "ok" : "unhealthy");
 	if (!v.ok) {
-		gen_str(g, "reason");
-		gen_str(g, v.reason);
+		json_gen_str(g, "reason");
+		json_gen_str(g, v.reason);
 	}
 	yajl_gen_map_close(g);
 	if (yajl_gen_get_buf(g, &out, &len) == yajl_gen_status_ok) {

@@ -13,6 +13,7 @@
 #include <yajl/yajl_tree.h>
 
 #include "esbridge/bulk.h"
+#include "esbridge/json.h"
 #include "esbridge/log.h"
 #include "esbridge/pipeline.h"
 #include "esbridge/state.h"
@@ -73,11 +74,6 @@ static yajl_gen json_begin(struct buf *b)
 		yajl_gen_config(g, yajl_gen_validate_utf8, 1);
 	}
 	return g;
-}
-
-static void gstr(yajl_gen g, const char *s)
-{
-	yajl_gen_string(g, (const unsigned char *)s, strlen(s));
 }
 
 /* A one-line summary of an error response for messages. */
@@ -261,16 +257,16 @@ static int set_load_settings(struct es_client *es, const struct config *cfg, con
 		goto out;
 	}
 	yajl_gen_map_open(g);
-	gstr(g, "index");
+	json_gen_str(g, "index");
 	yajl_gen_map_open(g);
-	gstr(g, "refresh_interval");
+	json_gen_str(g, "refresh_interval");
 	if (loading)
-		gstr(g, "-1");
+		json_gen_str(g, "-1");
 	else if (refresh && YAJL_IS_STRING(refresh))
-		gstr(g, YAJL_GET_STRING(refresh));
+		json_gen_str(g, YAJL_GET_STRING(refresh));
 	else
 		yajl_gen_null(g);
-	gstr(g, "number_of_replicas");
+	json_gen_str(g, "number_of_replicas");
 	if (loading)
 		yajl_gen_integer(g, 0);
 	else if (replicas && YAJL_IS_INTEGER(replicas))
@@ -332,12 +328,12 @@ static int put_script(struct es_client *es, char *err, size_t errsz)
 		return -1;
 	}
 	yajl_gen_map_open(g);
-	gstr(g, "script");
+	json_gen_str(g, "script");
 	yajl_gen_map_open(g);
-	gstr(g, "lang");
-	gstr(g, "painless");
-	gstr(g, "source");
-	gstr(g, bulk_script_source);
+	json_gen_str(g, "lang");
+	json_gen_str(g, "painless");
+	json_gen_str(g, "source");
+	json_gen_str(g, bulk_script_source);
 	yajl_gen_map_close(g);
 	yajl_gen_map_close(g);
 	yajl_gen_free(g);
@@ -423,7 +419,7 @@ static int activate(struct state *st, struct es_client *es, const struct config 
 		goto out;
 	}
 	yajl_gen_map_open(gen);
-	gstr(gen, "actions");
+	json_gen_str(gen, "actions");
 	yajl_gen_array_open(gen);
 	for (size_t slot = 0; slot < generation_slots(proj, next); slot++) {
 		const char *alias = projection_alias(proj, slot), *index = generation_index(next, slot);
@@ -436,22 +432,22 @@ static int activate(struct state *st, struct es_client *es, const struct config 
 			if (!strcmp(holders->u.object.keys[i], index))
 				continue;
 			yajl_gen_map_open(gen);
-			gstr(gen, "remove");
+			json_gen_str(gen, "remove");
 			yajl_gen_map_open(gen);
-			gstr(gen, "index");
-			gstr(gen, holders->u.object.keys[i]);
-			gstr(gen, "alias");
-			gstr(gen, alias);
+			json_gen_str(gen, "index");
+			json_gen_str(gen, holders->u.object.keys[i]);
+			json_gen_str(gen, "alias");
+			json_gen_str(gen, alias);
 			yajl_gen_map_close(gen);
 			yajl_gen_map_close(gen);
 		}
 		yajl_gen_map_open(gen);
-		gstr(gen, "add");
+		json_gen_str(gen, "add");
 		yajl_gen_map_open(gen);
-		gstr(gen, "index");
-		gstr(gen, index);
-		gstr(gen, "alias");
-		gstr(gen, alias);
+		json_gen_str(gen, "index");
+		json_gen_str(gen, index);
+		json_gen_str(gen, "alias");
+		json_gen_str(gen, alias);
 		yajl_gen_map_close(gen);
 		yajl_gen_map_close(gen);
 	}

@@ -1219,11 +1219,6 @@ char *state_owner(struct state *st, const char *proj)
 	return owner;
 }
 
-static void jstr(yajl_gen g, const char *v)
-{
-	yajl_gen_string(g, (const unsigned char *)v, strlen(v));
-}
-
 /* A number PostgreSQL printed, as a JSON number. */
 static void jnum(yajl_gen g, const char *v)
 {
@@ -1251,7 +1246,7 @@ int state_print_status(struct state *st, const struct projection *const *projs, 
 		}
 		yajl_gen_config(g, yajl_gen_beautify, 1);
 		yajl_gen_map_open(g);
-		jstr(g, "projections");
+		json_gen_str(g, "projections");
 		yajl_gen_array_open(g);
 	} else {
 		fprintf(out, "%-*s %4s %-24s %-9s %-24s %9s %9s %9s %8s %s\n", name_w, "PROJECTION", "GEN", "INDEX",
@@ -1302,19 +1297,19 @@ int state_print_status(struct state *st, const struct projection *const *projs, 
 		owner = PQntuples(res) ? state_owner(st, (*pp)->name) : NULL;
 		if (json) {
 			yajl_gen_map_open(g);
-			jstr(g, "projection");
-			jstr(g, (*pp)->name);
-			jstr(g, "aliases");
+			json_gen_str(g, "projection");
+			json_gen_str(g, (*pp)->name);
+			json_gen_str(g, "aliases");
 			yajl_gen_array_open(g);
 			for (size_t k = 0; k < projection_n_indices(*pp); k++)
-				jstr(g, projection_alias(*pp, k));
+				json_gen_str(g, projection_alias(*pp, k));
 			yajl_gen_array_close(g);
-			jstr(g, "owner");
+			json_gen_str(g, "owner");
 			if (owner)
-				jstr(g, owner);
+				json_gen_str(g, owner);
 			else
 				yajl_gen_null(g);
-			jstr(g, "generations");
+			json_gen_str(g, "generations");
 			yajl_gen_array_open(g);
 		} else if (PQntuples(res)) {
 			fprintf(out, "%s (alias", (*pp)->name);
@@ -1328,36 +1323,36 @@ int state_print_status(struct state *st, const struct projection *const *projs, 
 			bool retired = !strcmp(PQgetvalue(res, i, 3), "retired");
 			if (json) {
 				yajl_gen_map_open(g);
-				jstr(g, "generation");
+				json_gen_str(g, "generation");
 				jnum(g, PQgetvalue(res, i, 1));
-				jstr(g, "index");
-				jstr(g, PQgetvalue(res, i, 2));
-				jstr(g, "state");
-				jstr(g, PQgetvalue(res, i, 3));
-				jstr(g, "checkpoint");
+				json_gen_str(g, "index");
+				json_gen_str(g, PQgetvalue(res, i, 2));
+				json_gen_str(g, "state");
+				json_gen_str(g, PQgetvalue(res, i, 3));
+				json_gen_str(g, "checkpoint");
 				yajl_gen_map_open(g);
-				jstr(g, "transaction_id");
-				jstr(g, PQgetvalue(res, i, 4)); /* xid8: beyond a double's exact range */
-				jstr(g, "global_position");
+				json_gen_str(g, "transaction_id");
+				json_gen_str(g, PQgetvalue(res, i, 4)); /* xid8: beyond a double's exact range */
+				json_gen_str(g, "global_position");
 				jnum(g, PQgetvalue(res, i, 5));
 				yajl_gen_map_close(g);
-				jstr(g, "head");
+				json_gen_str(g, "head");
 				jnum(g, PQgetvalue(res, i, 10));
-				jstr(g, "lag");
+				json_gen_str(g, "lag");
 				jnum(g, PQgetvalue(res, i, 6));
-				jstr(g, "held");
+				json_gen_str(g, "held");
 				jnum(g, PQgetvalue(res, i, 7));
-				jstr(g, "dead_letters_open");
+				json_gen_str(g, "dead_letters_open");
 				jnum(g, PQgetvalue(res, i, 8));
-				jstr(g, "updated_at");
-				jstr(g, PQgetvalue(res, i, 9));
-				jstr(g, "last_error");
+				json_gen_str(g, "updated_at");
+				json_gen_str(g, PQgetvalue(res, i, 9));
+				json_gen_str(g, "last_error");
 				if (*PQgetvalue(res, i, 11)) {
 					yajl_gen_map_open(g);
-					jstr(g, "message");
-					jstr(g, PQgetvalue(res, i, 11));
-					jstr(g, "at");
-					jstr(g, PQgetvalue(res, i, 12));
+					json_gen_str(g, "message");
+					json_gen_str(g, PQgetvalue(res, i, 11));
+					json_gen_str(g, "at");
+					json_gen_str(g, PQgetvalue(res, i, 12));
 					yajl_gen_map_close(g);
 				} else {
 					yajl_gen_null(g);
@@ -1404,18 +1399,18 @@ int state_print_status(struct state *st, const struct projection *const *projs, 
 		const unsigned char *buf;
 		size_t len;
 		yajl_gen_array_close(g);
-		jstr(g, "oldest_open_writer");
+		json_gen_str(g, "oldest_open_writer");
 		if (PQntuples(res) == 1) {
 			yajl_gen_map_open(g);
-			jstr(g, "transaction_id");
-			jstr(g, PQgetvalue(res, 0, 0));
-			jstr(g, "pid");
+			json_gen_str(g, "transaction_id");
+			json_gen_str(g, PQgetvalue(res, 0, 0));
+			json_gen_str(g, "pid");
 			jnum(g, PQgetvalue(res, 0, 1));
-			jstr(g, "application_name");
-			jstr(g, PQgetvalue(res, 0, 2));
-			jstr(g, "state");
-			jstr(g, PQgetvalue(res, 0, 3));
-			jstr(g, "age_seconds");
+			json_gen_str(g, "application_name");
+			json_gen_str(g, PQgetvalue(res, 0, 2));
+			json_gen_str(g, "state");
+			json_gen_str(g, PQgetvalue(res, 0, 3));
+			json_gen_str(g, "age_seconds");
 			jnum(g, PQgetvalue(res, 0, 4));
 			yajl_gen_map_close(g);
 		} else {

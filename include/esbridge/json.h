@@ -3,7 +3,9 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <string.h>
 
+#include <yajl/yajl_gen.h>
 #include <yajl/yajl_tree.h>
 
 /*
@@ -63,6 +65,12 @@ size_t json_utf8_prefix(const char *s, size_t max);
  * shown as '?'. Returns the length written.
  */
 size_t json_utf8_show(char *dst, size_t dstsz, const char *s);
+
+/* Generates the NUL-terminated string `s` (no UTF-8 check of ours). */
+static inline yajl_gen_status json_gen_str(yajl_gen g, const char *s)
+{
+	return yajl_gen_string(g, (const unsigned char *)s, strlen(s));
+}
 
 /* The parser's working stack, reused across calls; freed by its owner. */
 struct json_scratch {
