@@ -45,9 +45,11 @@ CFLAGS_ALL += $(SAN_FLAGS)
 LDFLAGS += $(SAN_FLAGS)
 endif
 
-LIB_SRCS := $(filter-out src/main.c,$(wildcard src/*.c src/projections/*.c))
+# the command line (main, its commands and their session) is the program's, not the library's
+MAIN_SRCS := src/main.c src/cli.c src/session.c $(wildcard src/cmd_*.c)
+LIB_SRCS := $(filter-out $(MAIN_SRCS),$(wildcard src/*.c src/projections/*.c))
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o)
-MAIN_OBJ := $(BUILD)/src/main.o
+MAIN_OBJ := $(MAIN_SRCS:%.c=$(BUILD)/%.o)
 
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
