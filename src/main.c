@@ -10,6 +10,7 @@
 #include "cli.h"
 
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -105,19 +106,118 @@ static const char *own_flag(int argc, char **argv, int *i, const char *name, boo
 	return argv[++*i];
 }
 
+/* The switches of main's own (no value); true when `a` is one. */
+static bool own_switch(const char *a, struct cli *cli)
+{
+	static const struct {
+		const char *flag;
+		size_t offset;
+	} switches[] = {
+		{ "--once", offsetof(struct cli, once) },       { "--all", offsetof(struct cli, all) },
+		{ "--json", offsetof(struct cli, json) },       { "--connect", offsetof(struct cli, connect) },
+		{ "--wait", offsetof(struct cli, wait) },       { "--help", offsetof(struct cli, help) },
+		{ "-h", offsetof(struct cli, help) },           { "--version", offsetof(struct cli, version) },
+	};
+
+	for (size_t k = 0; k < sizeof(switches) / sizeof(switches[0]); k++) {
+		if (!strcmp(a, switches[k].flag)) {
+			*(bool *)(void *)((char *)cli + switches[k].offset) = true;
+			return true;
+		}
+	}
+	return false;
+}
+
 /*
- * Builds the settings: defaults, then the config file (--config FILE or
- * ESBRIDGE_CONFIG), then ESBRIDGE_* variables, then flags. Also used to
- * reload on SIGHUP. 0, or EXIT_USAGE with `err` set.
+ * A flag of main's own with a value (--reason, --position, --timeout,
+ * --config, --keep) at argv[*i]: 1 if it was one (taken), 0 if not, or
+ * EXIT_USAGE with `err` set.
  */
-static int load_settings(int argc, char **argv, struct config *cfg, struct cli *cli, char *err,
-			 size_t errsz)
+static int own_value(int argc, char **argv, int *i, struct cli *cli, char *err, size_t errsz)
 {
 	static const char *const own[] = { "reason", "position", "timeout", "config", "keep" };
 
-	memset(cli, 0, sizeof(*cli));
-	cli->keep = 1;
-	config_init(cfg);
+	for (size_t k = 0; k < sizeof(own) / sizeof(own[0]); k++) {
+		bool bad;
+		char *end;
+		long kv;
+		const char *v = own_flag(argc, argv, i, own[k], &bad);
+
+		if (bad) {
+			snprintf(err, errsz, "option '--%s' needs a value", own[k]);
+			return EXIT_USAGE;
+		}
+		if (!v)
+			continue;
+		if (!strcmp(own[k], "reason"))
+			cli->reason = v;
+		else if (!strcmp(own[k], "position"))
+			cli->position = v;
+		else if (!strcmp(own[k], "timeout"))
+			cli->timeout = v;
+		else if (!strcmp(own[k], "keep")) {
+			kv = strtol(v, &end, 10);
+			if (!*v || *end || kv < 0 || kv > 32) {
+				snprintf(err, errsz, "invalid value for '--keep': '%s' is not a number from 0 to 32", v);
+				return EXIT_USAGE;
+			}
+			cli->keep = (int)kv;
+		}
+		return 1;
+	}
+	return 0;
+}
+
+/* A word that is not a flag: the command, then rebuild's NAME or dead-letters' SUB and ID. */
+static int word(const char *a, struct cli *cli, char *err, size_t errsz)
+{
+	if (cli->command && (!strcmp(cli->command, "rebuild") || !strcmp(cli->command, "dead-letters")) &&
+	    !cli->target) {
+		cli->target = a;
+		return 0;
+	}
+	if (cli->command && !strcmp(cli->command, "dead-letters") && !cli->arg) {
+		cli->arg = a;
+		return 0;
+	}
+	if (cli->command) {
+		snprintf(err, errsz, "unexpected argument '%s' (see --help)", a);
+		return EXIT_USAGE;
+	}
+	cli->command = a;
+	return 0;
+}
+
+/* A setting's flag at argv[*i]: "--NAME=V", "--NAME V", "--SWITCH" or "--no-SWITCH". */
+static int setting_flag(int argc, char **argv, int *i, struct config *cfg, char *err, size_t errsz)
+{
+	const char *a = argv[*i], *value, *eq = strchr(a + 2, '=');
+	char name[64];
+
+	snprintf(name, sizeof(name), "%.*s", eq ? (int)(eq - a - 2) : (int)strlen(a + 2), a + 2);
+	if (!eq && config_is_switch(name)) {
+		value = "true";
+	} else if (!eq && !strncmp(name, "no-", 3) && config_is_switch(name + 3)) {
+		memmove(name, name + 3, strlen(name + 3) + 1);
+		value = "false";
+	} else if (eq) {
+		value = eq + 1;
+	} else if (config_has_option(name)) {
+		if (*i + 1 >= argc) {
+			snprintf(err, errsz, "option '--%s' needs a value", name);
+			return EXIT_USAGE;
+		}
+		value = argv[++*i];
+	} else {
+		snprintf(err, errsz, "unknown option '--%s' (see --help)", name);
+		return EXIT_USAGE;
+	}
+	return config_set(cfg, name, value, err, errsz) ? EXIT_USAGE : 0;
+}
+
+/* The config file named by --config (the last one) or ESBRIDGE_CONFIG; 0, or EXIT_USAGE. */
+static int config_file_of(int argc, char **argv, struct cli *cli, char *err, size_t errsz)
+{
 	cli->config_file = getenv("ESBRIDGE_CONFIG");
 	for (int i = 1; i < argc; i++) {
 		bool bad;
@@ -132,6 +232,22 @@ static int load_settings(int argc, char **argv, struct config *cfg, struct cli *
 		if (v)
 			cli->config_file = v;
 	}
+	return 0;
+}
+
+/*
+ * Builds the settings: defaults, then the config file (--config FILE or
+ * ESBRIDGE_CONFIG), then ESBRIDGE_* variables, then flags. Also used to
+ * reload on SIGHUP. 0, or EXIT_USAGE with `err` set.
+ */
+static int load_settings(int argc, char **argv, struct config *cfg, struct cli *cli, char *err,
+			 size_t errsz)
+{
+	memset(cli, 0, sizeof(*cli));
+	cli->keep = 1;
+	config_init(cfg);
+	if (config_file_of(argc, argv, cli, err, errsz))
+		return EXIT_USAGE;
 	if (cli->config_file && *cli->config_file &&
 	    config_load_file(cfg, cli->config_file, err, errsz))
 		return EXIT_USAGE;
@@ -139,106 +255,21 @@ static int load_settings(int argc, char **argv, struct config *cfg, struct cli *
 		return EXIT_USAGE;
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
-		char name[64];
-		const char *value, *eq;
-		bool handled = false;
+		int rc;
 
-		if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-			cli->help = true;
-			return 0;
-		}
-		if (!strcmp(a, "--version")) {
-			cli->version = true;
-			return 0;
-		}
-		if (!strcmp(a, "--once")) {
-			cli->once = true;
+		if (own_switch(a, cli)) {
+			if (cli->help || cli->version)
+				return 0;
 			continue;
 		}
-		if (!strcmp(a, "--all")) {
-			cli->all = true;
-			continue;
-		}
-		if (!strcmp(a, "--json")) {
-			cli->json = true;
-			continue;
-		}
-		if (!strcmp(a, "--connect")) {
-			cli->connect = true;
-			continue;
-		}
-		if (!strcmp(a, "--wait")) {
-			cli->wait = true;
-			continue;
-		}
-		for (size_t k = 0; k < sizeof(own) / sizeof(own[0]) && !handled && !strncmp(a, "--", 2); k++) {
-			bool bad;
-			const char *v = own_flag(argc, argv, &i, own[k], &bad);
-			if (bad) {
-				snprintf(err, errsz, "option '--%s' needs a value", own[k]);
-				return EXIT_USAGE;
-			}
-			if (!v)
-				continue;
-			handled = true;
-			if (!strcmp(own[k], "reason"))
-				cli->reason = v;
-			else if (!strcmp(own[k], "position"))
-				cli->position = v;
-			else if (!strcmp(own[k], "timeout"))
-				cli->timeout = v;
-			else if (!strcmp(own[k], "keep")) {
-				char *end;
-				long kv = strtol(v, &end, 10);
-				if (!*v || *end || kv < 0 || kv > 32) {
-					snprintf(err, errsz,
-						 "invalid value for '--keep': '%s' is not a number from 0 to 32", v);
-					return EXIT_USAGE;
-				}
-				cli->keep = (int)kv;
-			}
-		}
-		if (handled)
-			continue;
-		if (strncmp(a, "--", 2) != 0) {
-			if (cli->command &&
-			    (!strcmp(cli->command, "rebuild") || !strcmp(cli->command, "dead-letters")) &&
-			    !cli->target) {
-				cli->target = a;
-				continue;
-			}
-			if (cli->command && !strcmp(cli->command, "dead-letters") && !cli->arg) {
-				cli->arg = a;
-				continue;
-			}
-			if (cli->command) {
-				snprintf(err, errsz, "unexpected argument '%s' (see --help)", a);
-				return EXIT_USAGE;
-			}
-			cli->command = a;
-			continue;
-		}
-		eq = strchr(a + 2, '=');
-		snprintf(name, sizeof(name), "%.*s", eq ? (int)(eq - a - 2) : (int)strlen(a + 2), a + 2);
-		if (!eq && config_is_switch(name)) {
-			value = "true";
-		} else if (!eq && !strncmp(name, "no-", 3) && config_is_switch(name + 3)) {
-			memmove(name, name + 3, strlen(name + 3) + 1);
-			value = "false";
-		} else if (eq) {
-			value = eq + 1;
-		} else if (config_has_option(name)) {
-			if (i + 1 >= argc) {
-				snprintf(err, errsz, "option '--%s' needs a value", name);
-				return EXIT_USAGE;
-			}
-			value = argv[++i];
-		} else {
-			snprintf(err, errsz, "unknown option '--%s' (see --help)", name);
-			return EXIT_USAGE;
-		}
-		if (config_set(cfg, name, value, err, errsz))
-			return EXIT_USAGE;
+		if (strncmp(a, "--", 2) != 0)
+			rc = word(a, cli, err, errsz);
+		else if ((rc = own_value(argc, argv, &i, cli, err, errsz)) == 1)
+			rc = 0;
+		else if (rc == 0)
+			rc = setting_flag(argc, argv, &i, cfg, err, errsz);
+		if (rc)
+			return rc;
 	}
 	return 0;
 }
