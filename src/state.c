@@ -1219,222 +1219,117 @@ char *state_owner(struct state *st, const char *proj)
 	return owner;
 }
 
-/* A number PostgreSQL printed, as a JSON number. */
-static void jnum(yajl_gen g, const char *v)
-{
-	yajl_gen_number(g, v, strlen(v));
-}
+/*
+ * The numbers of a projection's generations. head: its newest event after
+ * the checkpoint (else the checkpoint's), as the monitor reads it; lag: its
+ * events after the checkpoint it may read now (below the snapshot's xmin);
+ * held: its committed events it may not read yet because an older
+ * transaction is still open. `e` is inlined into each subquery, so that
+ * each is a range of the commit-order index, not a scan of the table.
+ */
+static const char status_sql[] =
+	"WITH x AS (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin),"
+	" e AS NOT MATERIALIZED (SELECT transaction_id, global_position FROM events"
+	"  WHERE event_type = ANY($2::text[]) OR stream_id ^@ ANY($3::text[]))"
+	" SELECT g.projection, g.generation,"
+	/* a projection of several indices: every index, the first one's alias first */
+	"  array_to_string(array_prepend(g.index_name, g.extra_indices), ','), g.state,"
+	"  g.checkpoint_txid::text, g.checkpoint_pos,"
+	"  (SELECT count(*) FROM e, x WHERE (e.transaction_id, e.global_position)"
+	"    > (g.checkpoint_txid, g.checkpoint_pos) AND e.transaction_id < x.xmin),"
+	"  (SELECT count(*) FROM e, x WHERE e.transaction_id >= x.xmin),"
+	"  (SELECT count(*) FROM esbridge.dead_letters d WHERE d.projection = g.projection"
+	"    AND d.generation = g.generation AND d.status IN ('pending','held','retry')),"
+	"  to_char(g.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),"
+	"  (SELECT greatest(g.checkpoint_pos, coalesce(max(e.global_position), 0)) FROM e"
+	"    WHERE (e.transaction_id, e.global_position) > (g.checkpoint_txid, g.checkpoint_pos)),"
+	"  g.last_error,"
+	"  coalesce(to_char(g.last_error_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), '')"
+	" FROM esbridge.generations g WHERE g.projection = $1 ORDER BY g.generation";
 
-int state_print_status(struct state *st, const struct projection *const *projs, bool json, FILE *out,
-		       char *err, size_t errsz)
+const char *const state_status_sql = status_sql;
+
+int state_status(struct state *st, const struct projection *proj, struct state_status *out, char *err,
+		 size_t errsz)
 {
 	static const char *const none[] = { NULL };
-	yajl_gen g = NULL;
-	PGresult *res;
-	int rc = -1, name_w = 16;
+	struct buf types = BUF_INIT(1 << 16), streams = BUF_INIT(1 << 16);
+	const char *params[3] = { proj->name, NULL, NULL };
 
-	/* the columns fit the longest name */
-	for (const struct projection *const *pp = projs; *pp; pp++)
-		if ((int)strlen((*pp)->name) > name_w)
-			name_w = (int)strlen((*pp)->name);
-
-	if (json) {
-		g = yajl_gen_alloc(NULL);
-		if (!g) {
-			snprintf(err, errsz, "out of memory");
-			return -1;
-		}
-		yajl_gen_config(g, yajl_gen_beautify, 1);
-		yajl_gen_map_open(g);
-		json_gen_str(g, "projections");
-		yajl_gen_array_open(g);
-	} else {
-		fprintf(out, "%-*s %4s %-24s %-9s %-24s %9s %9s %9s %8s %s\n", name_w, "PROJECTION", "GEN", "INDEX",
-			"STATE", "CHECKPOINT(txid/pos)", "HEAD", "LAG", "HELD", "DEAD", "UPDATED");
-	}
-	for (const struct projection *const *pp = projs; *pp; pp++) {
-		struct buf types = BUF_INIT(1 << 16), streams = BUF_INIT(1 << 16);
-		const char *params[3] = { (*pp)->name, NULL, NULL };
-		char *owner;
-
-		if (store_text_array((*pp)->event_types, &types) ||
-		    store_text_array((*pp)->streams ? (*pp)->streams : none, &streams)) {
-			buf_release(&types);
-			buf_release(&streams);
-			snprintf(err, errsz, "out of memory");
-			goto out;
-		}
-		params[1] = types.data;
-		params[2] = streams.data;
-		/*
-		 * head: the projection's newest event; lag: its events after the
-		 * checkpoint it may read now (below the snapshot's xmin); held:
-		 * its committed events it may not read yet because an older
-		 * transaction is still open.
-		 */
-		res = query(st, "cannot read the generations",
-			"WITH x AS (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin),"
-			" e AS (SELECT transaction_id, global_position FROM events"
-			"  WHERE event_type = ANY($2::text[]) OR stream_id ^@ ANY($3::text[]))"
-			" SELECT g.projection, g.generation,"
-			/* a projection of several indices: every index, the first one's alias first */
-			"  array_to_string(array_prepend(g.index_name, g.extra_indices), ','), g.state,"
-			"  g.checkpoint_txid::text, g.checkpoint_pos,"
-			"  (SELECT count(*) FROM e, x WHERE (e.transaction_id, e.global_position)"
-			"    > (g.checkpoint_txid, g.checkpoint_pos) AND e.transaction_id < x.xmin),"
-			"  (SELECT count(*) FROM e, x WHERE e.transaction_id >= x.xmin),"
-			"  (SELECT count(*) FROM esbridge.dead_letters d WHERE d.projection = g.projection"
-			"    AND d.generation = g.generation AND d.status IN ('pending','held','retry')),"
-			"  to_char(g.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),"
-			"  (SELECT coalesce(max(global_position), 0) FROM e), g.last_error,"
-			"  coalesce(to_char(g.last_error_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), '')"
-			" FROM esbridge.generations g WHERE g.projection = $1 ORDER BY g.generation",
-			3, params, false, err, errsz);
+	memset(out, 0, sizeof(*out));
+	if (store_text_array(proj->event_types, &types) ||
+	    store_text_array(proj->streams ? proj->streams : none, &streams)) {
 		buf_release(&types);
 		buf_release(&streams);
-		if (!res)
-			goto out;
-		owner = PQntuples(res) ? state_owner(st, (*pp)->name) : NULL;
-		if (json) {
-			yajl_gen_map_open(g);
-			json_gen_str(g, "projection");
-			json_gen_str(g, (*pp)->name);
-			json_gen_str(g, "aliases");
-			yajl_gen_array_open(g);
-			for (size_t k = 0; k < projection_n_indices(*pp); k++)
-				json_gen_str(g, projection_alias(*pp, k));
-			yajl_gen_array_close(g);
-			json_gen_str(g, "owner");
-			if (owner)
-				json_gen_str(g, owner);
-			else
-				yajl_gen_null(g);
-			json_gen_str(g, "generations");
-			yajl_gen_array_open(g);
-		} else if (PQntuples(res)) {
-			fprintf(out, "%s (alias", (*pp)->name);
-			for (size_t k = 0; k < projection_n_indices(*pp); k++)
-				fprintf(out, "%s %s", k ? "," : (projection_n_indices(*pp) > 1 ? "es" : ""),
-					projection_alias(*pp, k));
-			fprintf(out, "): owned by %s\n", owner ? owner : "no running esbridge");
-		}
-		free(owner);
-		for (int i = 0; i < PQntuples(res); i++) {
-			bool retired = !strcmp(PQgetvalue(res, i, 3), "retired");
-			if (json) {
-				yajl_gen_map_open(g);
-				json_gen_str(g, "generation");
-				jnum(g, PQgetvalue(res, i, 1));
-				json_gen_str(g, "index");
-				json_gen_str(g, PQgetvalue(res, i, 2));
-				json_gen_str(g, "state");
-				json_gen_str(g, PQgetvalue(res, i, 3));
-				json_gen_str(g, "checkpoint");
-				yajl_gen_map_open(g);
-				json_gen_str(g, "transaction_id");
-				json_gen_str(g, PQgetvalue(res, i, 4)); /* xid8: beyond a double's exact range */
-				json_gen_str(g, "global_position");
-				jnum(g, PQgetvalue(res, i, 5));
-				yajl_gen_map_close(g);
-				json_gen_str(g, "head");
-				jnum(g, PQgetvalue(res, i, 10));
-				json_gen_str(g, "lag");
-				jnum(g, PQgetvalue(res, i, 6));
-				json_gen_str(g, "held");
-				jnum(g, PQgetvalue(res, i, 7));
-				json_gen_str(g, "dead_letters_open");
-				jnum(g, PQgetvalue(res, i, 8));
-				json_gen_str(g, "updated_at");
-				json_gen_str(g, PQgetvalue(res, i, 9));
-				json_gen_str(g, "last_error");
-				if (*PQgetvalue(res, i, 11)) {
-					yajl_gen_map_open(g);
-					json_gen_str(g, "message");
-					json_gen_str(g, PQgetvalue(res, i, 11));
-					json_gen_str(g, "at");
-					json_gen_str(g, PQgetvalue(res, i, 12));
-					yajl_gen_map_close(g);
-				} else {
-					yajl_gen_null(g);
-				}
-				yajl_gen_map_close(g);
-			} else {
-				char at[64];
-				const char *indices = PQgetvalue(res, i, 2);
-				size_t first = strcspn(indices, ",");
-				snprintf(at, sizeof(at), "%s/%s", PQgetvalue(res, i, 4), PQgetvalue(res, i, 5));
-				/* the first index in the column, the others of the generation on lines below */
-				fprintf(out, "%-*s %4s %-24.*s %-9s %-24s %9s %9s %9s %8s %s\n",
-					name_w, PQgetvalue(res, i, 0), PQgetvalue(res, i, 1), (int)first, indices,
-					PQgetvalue(res, i, 3), at, PQgetvalue(res, i, 10),
-					retired ? "-" : PQgetvalue(res, i, 6), retired ? "-" : PQgetvalue(res, i, 7),
-					PQgetvalue(res, i, 8), PQgetvalue(res, i, 9));
-				while (indices[first]) {
-					const char *more = indices + first + 1;
-					first = strcspn(more, ",");
-					fprintf(out, "%-*s %4s %.*s\n", name_w, "", "", (int)first, more);
-					indices = more;
-				}
-				if (*PQgetvalue(res, i, 11) && !retired)
-					fprintf(out, "%*s last error at %s: %s\n", name_w, "", PQgetvalue(res, i, 12),
-						PQgetvalue(res, i, 11));
-			}
-		}
-		if (json) {
-			yajl_gen_array_close(g);
-			yajl_gen_map_close(g);
-		}
-		PQclear(res);
+		snprintf(err, errsz, "out of memory");
+		return -1;
 	}
-	/* the transaction that holds events back: the oldest one with an xid */
-	res = query(st, "cannot read the open transactions",
-		"SELECT backend_xid::text, pid, coalesce(application_name, ''), coalesce(state, ''),"
-		"  round(extract(epoch FROM now() - xact_start))::bigint"
-		" FROM pg_stat_activity WHERE backend_xid IS NOT NULL"
-		" ORDER BY age(backend_xid) DESC LIMIT 1",
-		0, NULL, false, err, errsz);
-	if (!res)
-		goto out;
-	if (json) {
-		const unsigned char *buf;
-		size_t len;
-		yajl_gen_array_close(g);
-		json_gen_str(g, "oldest_open_writer");
-		if (PQntuples(res) == 1) {
-			yajl_gen_map_open(g);
-			json_gen_str(g, "transaction_id");
-			json_gen_str(g, PQgetvalue(res, 0, 0));
-			json_gen_str(g, "pid");
-			jnum(g, PQgetvalue(res, 0, 1));
-			json_gen_str(g, "application_name");
-			json_gen_str(g, PQgetvalue(res, 0, 2));
-			json_gen_str(g, "state");
-			json_gen_str(g, PQgetvalue(res, 0, 3));
-			json_gen_str(g, "age_seconds");
-			jnum(g, PQgetvalue(res, 0, 4));
-			yajl_gen_map_close(g);
-		} else {
-			yajl_gen_null(g);
-		}
-		yajl_gen_map_close(g);
-		if (yajl_gen_get_buf(g, &buf, &len) != yajl_gen_status_ok) {
-			snprintf(err, errsz, "cannot render the status");
-			PQclear(res);
-			goto out;
-		}
-		fwrite(buf, 1, len, out);
-	} else if (PQntuples(res) == 1) {
-		fprintf(out, "oldest open writer: transaction %s (pid %s, application '%s', %s) open for %ss;"
-			" events committed after it began wait for it (HELD)\n",
-			PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2),
-			PQgetvalue(res, 0, 3), PQgetvalue(res, 0, 4));
-	} else {
-		fprintf(out, "oldest open writer: none\n");
+	params[1] = types.data;
+	params[2] = streams.data;
+	/* a command's own connection: planned as the reader's (no scan of the table) */
+	if (pq_events_session(st->conn, err, errsz)) {
+		buf_release(&types);
+		buf_release(&streams);
+		return -1;
 	}
-	PQclear(res);
-	rc = 0;
-out:
-	if (g)
-		yajl_gen_free(g);
-	return rc;
+	out->res = query(st, "cannot read the generations", status_sql, 3, params, false, err, errsz);
+	buf_release(&types);
+	buf_release(&streams);
+	if (!out->res)
+		return -1;
+	out->n = PQntuples(out->res);
+	out->owner = out->n ? state_owner(st, proj->name) : NULL;
+	return 0;
+}
+
+void state_status_row(const struct state_status *s, int i, struct state_status_row *row)
+{
+	const PGresult *res = s->res;
+
+	row->generation = PQgetvalue(res, i, 1);
+	row->indices = PQgetvalue(res, i, 2);
+	row->state = PQgetvalue(res, i, 3);
+	row->checkpoint_txid = PQgetvalue(res, i, 4);
+	row->checkpoint_pos = PQgetvalue(res, i, 5);
+	row->lag = PQgetvalue(res, i, 6);
+	row->held = PQgetvalue(res, i, 7);
+	row->letters_open = PQgetvalue(res, i, 8);
+	row->updated_at = PQgetvalue(res, i, 9);
+	row->head = PQgetvalue(res, i, 10);
+	row->last_error = PQgetvalue(res, i, 11);
+	row->last_error_at = PQgetvalue(res, i, 12);
+}
+
+void state_status_release(struct state_status *s)
+{
+	PQclear(s->res);
+	free(s->owner);
+	memset(s, 0, sizeof(*s));
+}
+
+int state_oldest_writer(struct state *st, struct state_writer *w, char *err, size_t errsz)
+{
+	memset(w, 0, sizeof(*w));
+	w->res = query(st, "cannot read the open transactions",
+		       "SELECT backend_xid::text, pid, coalesce(application_name, ''), coalesce(state, ''),"
+		       "  round(extract(epoch FROM now() - xact_start))::bigint"
+		       " FROM pg_stat_activity WHERE backend_xid IS NOT NULL"
+		       " ORDER BY age(backend_xid) DESC LIMIT 1",
+		       0, NULL, false, err, errsz);
+	if (!w->res)
+		return -1;
+	if (PQntuples(w->res) != 1)
+		return 0;
+	w->transaction_id = PQgetvalue(w->res, 0, 0);
+	w->pid = PQgetvalue(w->res, 0, 1);
+	w->application_name = PQgetvalue(w->res, 0, 2);
+	w->state = PQgetvalue(w->res, 0, 3);
+	w->age_seconds = PQgetvalue(w->res, 0, 4);
+	return 1;
+}
+
+void state_writer_release(struct state_writer *w)
+{
+	PQclear(w->res);
+	memset(w, 0, sizeof(*w));
 }

@@ -254,12 +254,43 @@ int state_applied(struct state *st, const struct projection *proj, const char *p
 char *state_owner(struct state *st, const char *proj);
 
 /*
- * `status`: per projection its owner, per generation its state, checkpoint,
- * head, lag, held-back events and open dead letters, then the oldest open
- * writer; as a table, or as one JSON document.
+ * `status`: the generations of a projection with their numbers (see
+ * state_status_row), and who owns it. The texts point into the result:
+ * valid until state_status_release().
  */
+struct state_status {
+	void *res;      /* the PGresult */
+	int n;          /* generations, oldest first */
+	char *owner;    /* the owning session's application_name, or NULL */
+};
+
+struct state_status_row {
+	const char *generation, *indices /* comma-separated, the first one's alias first */, *state;
+	const char *checkpoint_txid, *checkpoint_pos;
+	const char *head;         /* its newest event after the checkpoint, or the checkpoint */
+	const char *lag;          /* its events after the checkpoint, readable now */
+	const char *held;         /* its committed events an older open transaction holds back */
+	const char *letters_open, *updated_at, *last_error /* "" for none */, *last_error_at;
+};
+
 __attribute__((warn_unused_result))
-int state_print_status(struct state *st, const struct projection *const *projs, bool json, FILE *out,
-		       char *err, size_t errsz);
+int state_status(struct state *st, const struct projection *proj, struct state_status *out, char *err,
+		 size_t errsz);
+void state_status_row(const struct state_status *s, int i, struct state_status_row *row);
+void state_status_release(struct state_status *s);
+
+/* The statement of state_status ($1 projection, $2 types, $3 stream prefixes), for the plan tests. */
+extern const char *const state_status_sql;
+
+/* The oldest transaction with an xid: what holds events back. */
+struct state_writer {
+	void *res;
+	const char *transaction_id, *pid, *application_name, *state, *age_seconds;
+};
+
+/* 1 with `w` filled, 0 if there is none, -1 on error; release it either way. */
+__attribute__((warn_unused_result))
+int state_oldest_writer(struct state *st, struct state_writer *w, char *err, size_t errsz);
+void state_writer_release(struct state_writer *w);
 
 #endif

@@ -3,8 +3,8 @@
  *
  *   a. the head is the newest event in xid order, not in the order of the
  *      xids' text (events of transactions 9..100: as text "99" > "100");
- *   b. every statement esbridge sends on the events table is planned as an
- *      index scan, without a sort of the table and without a full scan, on a
+ *   b. every statement esbridge sends on the events table (the reader's,
+ *      the monitor's and status's) is planned as an index scan, without a sort of the table and without a full scan, on a
  *      table of a few hundred thousand events in a few hundred transactions,
  *      both as a custom plan and as the generic plan a prepared statement
  *      falls back to.
@@ -237,6 +237,9 @@ Test(store, every_statement_on_events_uses_an_index, .timeout = 300)
 		snprintf(args, sizeof(args), "%s, %s, '%s', '%s', '%s', 1", types, streams, mid_txid, mid_pos,
 			 (*pp)->name);
 		assert_plan(what, monitor_numbers_sql, args, "events_commit_order", 0);
+		snprintf(what, sizeof(what), "the status of %s", (*pp)->name);
+		snprintf(args, sizeof(args), "'%s', %s, %s", (*pp)->name, types, streams);
+		assert_plan(what, state_status_sql, args, "events_commit_order", 0);
 	}
 	assert_plan("the head", store_head_sql, "NULL", "events_commit_order", 0);
 	snprintf(args, sizeof(args), "'%s'", mid_txid);
