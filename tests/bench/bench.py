@@ -373,7 +373,7 @@ class Loader:
 # ---- the bench ------------------------------------------------------------
 
 LINE_RE = re.compile(r'proj=(\w+) gen=\d+ msg="stopped at checkpoint (\d+)/(\d+): (\d+) events, '
-                     r'(\d+) actions, (\d+) requests, (\d+) retries, (\d+) dead letters"')
+                     r'(\d+) actions, (\d+) requests, (\d+) no-ops, (\d+) retries, (\d+) dead letters"')
 
 
 def fnv1a(data):
@@ -496,7 +496,7 @@ class Bench:
             res["phases"] = {"setup": first - (res["started"]), "load": last - first}
         for m in LINE_RE.finditer(text):
             res["projections"][m.group(1)] = dict(zip(
-                ("txid", "pos", "events", "actions", "requests", "retries", "dead_letters"),
+                ("txid", "pos", "events", "actions", "requests", "noops", "retries", "dead_letters"),
                 map(int, m.groups()[1:])))
         if res["rc"] != 0:
             raise Fail("%s: esbridge exited %d (log: %s): %s" % (
