@@ -442,8 +442,9 @@ class Bench:
         self.r["env"] = {
             "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
             "commit": commit, "esbridge": ver.splitlines()[0] if ver else "?",
-            "search": "%s %s" % (info["version"].get("distribution", "elasticsearch"),
-                                 info["version"]["number"]),
+            # OpenSearch names itself; Elasticsearch 7.10 has no "distribution"
+            "search": "%s %s" % ({"opensearch": "OpenSearch"}.get(
+                info["version"].get("distribution", ""), "Elasticsearch"), info["version"]["number"]),
             "postgresql": pgv, "cpus": os.cpu_count(), "cpu": cpu,
             "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
             "loadavg_start": os.getloadavg()[0], "python": platform.python_version(),
