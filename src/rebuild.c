@@ -10,6 +10,7 @@
 #include <yajl/yajl_gen.h>
 #include <yajl/yajl_tree.h>
 
+#include "esbridge/answers.h"
 #include "esbridge/bulk.h"
 #include "esbridge/log.h"
 #include "esbridge/pipeline.h"
@@ -431,7 +432,9 @@ static int activate(struct state *st, struct es_client *es, const struct config 
 		snprintf(err, errsz, "out of memory");
 		goto out;
 	}
-	if (call(es, "POST", "/_aliases", body.data, body.len, &resp, err, errsz))
+	/* 8.14 and later may answer 200 to actions applied in part */
+	if (call(es, "POST", "/_aliases", body.data, body.len, &resp, err, errsz) ||
+	    answers_aliases(resp.data, resp.len, err, errsz))
 		goto out;
 	crash_point("alias-moved");
 	if (prev ? state_swap(st, proj->name, prev->number, next->number, err, errsz)
