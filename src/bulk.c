@@ -586,7 +586,8 @@ int bulk_response_parse(const char *body, size_t len, struct bulk_response *r, c
 			static const char *status_path[] = { "status", NULL };
 			static const char *type_path[] = { "error", "type", NULL };
 			static const char *reason_path[] = { "error", "reason", NULL };
-			yajl_val it = items->u.array.values[i], inner, st, t, why;
+			static const char *result_path[] = { "result", NULL };
+			yajl_val it = items->u.array.values[i], inner, st, t, why, res;
 			if (!YAJL_IS_OBJECT(it) || it->u.object.len != 1 ||
 			    !YAJL_IS_OBJECT(it->u.object.values[0])) {
 				snprintf(err, errsz, "unreadable _bulk response: item %zu is malformed", i);
@@ -605,6 +606,11 @@ int bulk_response_parse(const char *body, size_t len, struct bulk_response *r, c
 				goto fail;
 			}
 			r->items[i].status = (int)YAJL_GET_INTEGER(st);
+			res = yajl_tree_get(inner, result_path, yajl_t_string);
+			if (res) {
+				const char *result = YAJL_GET_STRING(res);
+				r->items[i].noop = result && !strcmp(result, "noop");
+			}
 			t = yajl_tree_get(inner, type_path, yajl_t_string);
 			why = yajl_tree_get(inner, reason_path, yajl_t_string);
 			copy_text(r->items[i].error_type, sizeof(r->items[i].error_type),

@@ -297,6 +297,7 @@ static void read_items(struct lane *l, const struct bulk_response *br, size_t n_
 		switch (bulk_item_outcome(it)) {
 		case BULK_ITEM_OK:
 			p->stats.items_ok++;
+			p->stats.items_noop += it->noop;
 			op->applied = true; /* not sent again, unless a retry needs it (settle_applied) */
 			break;
 		case BULK_ITEM_REJECT:

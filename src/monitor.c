@@ -572,10 +572,13 @@ static void metrics(struct monitor *m, struct buf *b)
 		(void)buf_printf(b, "esbridge_bulk_requests_total{" LABELS ",result=\"failed\"} %" PRIu64 "\n",
 				 g[i].proj->name, g[i].gen, g[i].s->requests_failed);
 	}
-	HELP(b, "esbridge_bulk_items_total", "counter", "_bulk items by result.");
+	HELP(b, "esbridge_bulk_items_total", "counter",
+	     "_bulk items by result (ok: applied, noop: applied and the document unchanged).");
 	EACH {
 		(void)buf_printf(b, "esbridge_bulk_items_total{" LABELS ",result=\"ok\"} %" PRIu64 "\n",
-				 g[i].proj->name, g[i].gen, g[i].s->items_ok);
+				 g[i].proj->name, g[i].gen, g[i].s->items_ok - g[i].s->items_noop);
+		(void)buf_printf(b, "esbridge_bulk_items_total{" LABELS ",result=\"noop\"} %" PRIu64 "\n",
+				 g[i].proj->name, g[i].gen, g[i].s->items_noop);
 		(void)buf_printf(b, "esbridge_bulk_items_total{" LABELS ",result=\"retry\"} %" PRIu64 "\n",
 				 g[i].proj->name, g[i].gen, g[i].s->items_retry);
 		(void)buf_printf(b, "esbridge_bulk_items_total{" LABELS ",result=\"rejected\"} %" PRIu64 "\n",

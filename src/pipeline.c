@@ -848,10 +848,10 @@ static void finish(struct pipeline *p)
 		ev_timer_stop(p->loop, &p->lanes[i].retry);
 	PLOG(p->failed ? LOG_ERROR : LOG_INFO, p,
 	     "%s at checkpoint %" PRIu64 "/%" PRId64 ": %" PRIu64 " events, %" PRIu64 " actions, %" PRIu64
-	     " requests, %" PRIu64 " retries, %" PRIu64 " dead letters",
+	     " requests, %" PRIu64 " no-ops, %" PRIu64 " retries, %" PRIu64 " dead letters",
 	     p->failed ? "stopped on an error" : "stopped", p->committed.txid, p->committed.pos,
-	     p->stats.events, p->stats.actions, p->stats.requests, p->stats.retries,
-	     p->stats.dead_letters);
+	     p->stats.events, p->stats.actions, p->stats.requests, p->stats.items_noop,
+	     p->stats.retries, p->stats.dead_letters);
 	if (p->hooks.finished)
 		p->hooks.finished(p->hooks.arg, p);
 }

@@ -12,6 +12,7 @@
 #include <yajl/yajl_gen.h>
 #include <yajl/yajl_tree.h>
 
+#include "esbridge/answers.h"
 #include "esbridge/bulk.h"
 #include "esbridge/json.h"
 #include "esbridge/log.h"
@@ -223,7 +224,8 @@ static int alias_names(struct es_client *es, const char *alias, const char *inde
 
 /*
  * Bulk-load settings while a generation is built (refresh off, no
- * replicas), and the mapping's own values (or the defaults) when it is done.
+ * replicas, replicas not expanded), and the mapping's own values (or the
+ * defaults) when it is done.
  */
 static int set_load_settings(struct es_client *es, const struct config *cfg, const char *proj,
 			     const char *index, bool loading, char *err, size_t errsz)
@@ -233,7 +235,9 @@ static int set_load_settings(struct es_client *es, const struct config *cfg, con
 	static const char *replicas_path2[] = { "settings", "number_of_replicas", NULL };
 	static const char *refresh_path[] = { "settings", "index", "refresh_interval", NULL };
 	static const char *refresh_path2[] = { "settings", "refresh_interval", NULL };
-	yajl_val root = NULL, replicas = NULL, refresh = NULL;
+	static const char *expand_path[] = { "settings", "index", "auto_expand_replicas", NULL };
+	static const char *expand_path2[] = { "settings", "auto_expand_replicas", NULL };
+	yajl_val root = NULL, replicas = NULL, refresh = NULL, expand = NULL;
 	char path[256], perr[128];
 	yajl_gen g;
 	int rc = -1;
@@ -249,6 +253,9 @@ static int set_load_settings(struct es_client *es, const struct config *cfg, con
 			refresh = yajl_tree_get(root, refresh_path, yajl_t_any);
 			if (!refresh)
 				refresh = yajl_tree_get(root, refresh_path2, yajl_t_any);
+			expand = yajl_tree_get(root, expand_path, yajl_t_any);
+			if (!expand)
+				expand = yajl_tree_get(root, expand_path2, yajl_t_any);
 		}
 	}
 	g = json_begin(&body);
@@ -271,6 +278,14 @@ static int set_load_settings(struct es_client *es, const struct config *cfg, con
 		yajl_gen_integer(g, 0);
 	else if (replicas && YAJL_IS_INTEGER(replicas))
 		yajl_gen_integer(g, YAJL_GET_INTEGER(replicas));
+	else
+		yajl_gen_null(g);
+	/* "0-1" in a mapping would undo the 0 replicas of the load */
+	json_gen_str(g, "auto_expand_replicas");
+	if (loading)
+		json_gen_str(g, "false");
+	else if (expand && YAJL_IS_STRING(expand))
+		json_gen_str(g, YAJL_GET_STRING(expand));
 	else
 		yajl_gen_null(g);
 	yajl_gen_map_close(g);
@@ -458,7 +473,9 @@ static int activate(struct state *st, struct es_client *es, const struct config 
 		snprintf(err, errsz, "out of memory");
 		goto out;
 	}
-	if (call(es, "POST", "/_aliases", body.data, body.len, &resp, err, errsz))
+	/* 8.14 and later may answer 200 to actions applied in part */
+	if (call(es, "POST", "/_aliases", body.data, body.len, &resp, err, errsz) ||
+	    answers_aliases(resp.data, resp.len, err, errsz))
 		goto out;
 	crash_point("alias-moved");
 	if (prev ? state_swap(st, proj->name, prev->number, next->number, err, errsz)

@@ -194,6 +194,7 @@ int bulk_write_op(struct buf *body, const struct bulk_op *op, char *err, size_t 
 /* One item of a _bulk response, in request order. */
 struct bulk_item {
 	int status;
+	bool noop;              /* "result":"noop": applied, and the document did not change */
 	char error_type[64];    /* "" when the item has no error */
 	char error_reason[256];
 };
@@ -206,9 +207,12 @@ struct bulk_response {
 
 /*
  * The query string that makes Elasticsearch answer with one small entry per
- * action (status and error) and nothing else.
+ * action (status, result and error) and nothing else.  The result tells
+ * no-ops apart: Elasticsearch before 8.14 does not count the no-op updates
+ * of _bulk in its indexing stats, so esbridge counts them itself.
  */
-#define BULK_FILTER_PATH "filter_path=errors,items.*.status,items.*.error.type,items.*.error.reason"
+#define BULK_FILTER_PATH \
+	"filter_path=errors,items.*.status,items.*.result,items.*.error.type,items.*.error.reason"
 
 /* Reads a _bulk response body; 0, or -1 with `err` set. */
 __attribute__((warn_unused_result))

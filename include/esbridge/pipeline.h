@@ -42,6 +42,7 @@ struct pipeline_stats {
 	uint64_t by_type[PIPELINE_TYPES_MAX + 1];
 	uint64_t requests_failed;  /* no usable answer, or not HTTP 200 */
 	uint64_t items_ok, items_retry, items_rejected;
+	uint64_t items_noop;       /* of items_ok: "result":"noop", the document unchanged */
 	uint64_t inflight_bytes;   /* bodies of the requests in flight */
 	/* _bulk round trips, seconds: counts per bucket (not cumulative), sum */
 	uint64_t latency[PIPELINE_LATENCY_BUCKETS];

@@ -384,7 +384,7 @@ class Loader:
 # ---- the bench ------------------------------------------------------------
 
 LINE_RE = re.compile(r'proj=(\w+) gen=\d+ msg="stopped at checkpoint (\d+)/(\d+): (\d+) events, '
-                     r'(\d+) actions, (\d+) requests, (\d+) retries, (\d+) dead letters"')
+                     r'(\d+) actions, (\d+) requests, (\d+) no-ops, (\d+) retries, (\d+) dead letters"')
 
 
 def fnv1a(data):
@@ -453,8 +453,9 @@ class Bench:
         self.r["env"] = {
             "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
             "commit": commit, "esbridge": ver.splitlines()[0] if ver else "?",
-            "search": "%s %s" % (info["version"].get("distribution", "elasticsearch"),
-                                 info["version"]["number"]),
+            # OpenSearch names itself; Elasticsearch 7.10 has no "distribution"
+            "search": "%s %s" % ({"opensearch": "OpenSearch"}.get(
+                info["version"].get("distribution", ""), "Elasticsearch"), info["version"]["number"]),
             "postgresql": pgv, "cpus": os.cpu_count(), "cpu": cpu,
             "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
             "loadavg_start": os.getloadavg()[0], "python": platform.python_version(),
@@ -507,7 +508,7 @@ class Bench:
             res["phases"] = {"setup": first - (res["started"]), "load": last - first}
         for m in LINE_RE.finditer(text):
             res["projections"][m.group(1)] = dict(zip(
-                ("txid", "pos", "events", "actions", "requests", "retries", "dead_letters"),
+                ("txid", "pos", "events", "actions", "requests", "noops", "retries", "dead_letters"),
                 map(int, m.groups()[1:])))
         if res["rc"] != 0:
             raise Fail("%s: esbridge exited %d (log: %s): %s" % (

@@ -192,7 +192,7 @@ def write_report(r, out, smoke=False):
     md = []
     md.append("# esbridge benchmark%s" % (" (smoke run: sizes too small to mean anything)" if smoke else ""))
     md.append("")
-    md.append("%s, commit %s, %s; %s; PostgreSQL %s; %s × %s, %s GB; load average %.2f at start, %.2f at end; %.0f s in all." % (
+    md.append("%s, commit %s, %s; search engine: %s; PostgreSQL %s; %s × %s, %s GB; load average %.2f at start, %.2f at end; %.0f s in all." % (
         env["date"], env["commit"], env["esbridge"], env["search"], env["postgresql"], env["cpus"],
         env["cpu"], env["memory_gb"], env["loadavg_start"], env["loadavg_end"], r["elapsed"]))
     md.append("")

@@ -1327,7 +1327,8 @@ void h_begin(void)
 	struct h_http r;
 
 	cr_assert(es && *es, "ESBRIDGE_ES is not set (eval \"$(scripts/services start)\")");
-	snprintf(es_base, sizeof(es_base), "%s", es);
+	/* of a cluster's URLs (scripts/services with ESBRIDGE_ES_NODES), the first */
+	snprintf(es_base, sizeof(es_base), "%.*s", (int)strcspn(es, ","), es);
 	while (strlen(es_base) && es_base[strlen(es_base) - 1] == '/')
 		es_base[strlen(es_base) - 1] = '\0';
 	snprintf(bin, sizeof(bin), "%s", b && *b ? b : "build/esbridge");

@@ -266,7 +266,7 @@ struct h_http {
 };
 
 /*
- * A request to ESBRIDGE_ES + `path`; `body` may be NULL (JSON content type
+ * A request to ESBRIDGE_ES (its first URL, when it names several) + `path`; `body` may be NULL (JSON content type
  * otherwise). A transport error fails the test. Free with h_http_free().
  */
 struct h_http h_es(const char *method, const char *path, const char *body);

@@ -722,6 +722,27 @@ Test(bulk_response, all_ok)
 	cr_expect_eq(r.n_items, 0);
 }
 
+/* "result":"noop" is told apart (esbridge counts no-ops itself: Elasticsearch
+ * before 8.14 leaves those of _bulk out of its indexing stats). */
+Test(bulk_response, noop_results)
+{
+	static const struct {
+		int status;
+		bool noop;
+	} want[] = { { 200, true }, { 200, false }, { 201, false }, { 404, false }, { 201, false }, { 200, false } };
+	struct bulk_response r;
+
+	parse_file("results.json", &r);
+	cr_expect_eq(r.errors, false);
+	cr_assert_eq(r.n_items, sizeof(want) / sizeof(want[0]));
+	for (size_t i = 0; i < r.n_items; i++) {
+		cr_expect_eq(r.items[i].status, want[i].status, "item %zu", i);
+		cr_expect_eq(r.items[i].noop, want[i].noop, "item %zu", i);
+		cr_expect_eq(bulk_item_outcome(&r.items[i]), BULK_ITEM_OK, "item %zu", i);
+	}
+	bulk_response_release(&r);
+}
+
 Test(bulk_response, mixed_item_errors)
 {
 	static const struct {
