@@ -530,23 +530,25 @@ static long open_fds(void)
 #define HELP(b, name, type, help) \
 	(void)buf_printf((b), "# HELP " name " " help "\n# TYPE " name " " type "\n")
 
-static void metrics(struct monitor *m, struct buf *b)
+/* A generation the endpoint reports on. */
+struct gen_view {
+	const struct projection *proj;
+	const struct pipeline *p;
+	const struct pipeline_stats *s;
+	const struct numbers *n;
+	int gen;
+};
+
+/* The generations of every running pipeline; how many. */
+static int gen_views(struct monitor *m, struct gen_view *g, int max)
 {
 	struct monitor_source src[MAX_SOURCES];
-	struct {
-		const struct projection *proj;
-		const struct pipeline *p;
-		const struct pipeline_stats *s;
-		const struct numbers *n;
-		int gen;
-	} g[MAX_GENS];
 	int n_src = m->sources(m->arg, src, MAX_SOURCES), n_g = 0;
-	struct verdict v;
 
 	for (int i = 0; i < n_src; i++) {
 		const struct pipeline *ps[2];
 		int np = src[i].runner ? runner_pipelines(src[i].runner, ps) : 0;
-		for (int j = 0; j < np && n_g < MAX_GENS; j++) {
+		for (int j = 0; j < np && n_g < max; j++) {
 			g[n_g].proj = src[i].proj;
 			g[n_g].p = ps[j];
 			g[n_g].s = pipeline_get_stats(ps[j]);
@@ -555,8 +557,15 @@ static void metrics(struct monitor *m, struct buf *b)
 			n_g++;
 		}
 	}
+	return n_g;
+}
+
 #define LABELS "projection=\"%s\",generation=\"%d\""
 #define EACH for (int i = 0; i < n_g; i++)
+
+/* The pipelines' counters: events, requests, items, retries, bytes. */
+static void metrics_counters(struct buf *b, const struct gen_view *g, int n_g)
+{
 	HELP(b, "esbridge_events_total", "counter", "Events read, by type (other: types the projection does not know).");
 	EACH {
 		for (int t = 0; g[i].proj->event_types[t] && t < PIPELINE_TYPES_MAX; t++)
@@ -593,6 +602,11 @@ static void metrics(struct monitor *m, struct buf *b)
 	HELP(b, "esbridge_inflight_bytes", "gauge", "Bytes of the _bulk bodies in flight.");
 	EACH (void)buf_printf(b, "esbridge_inflight_bytes{" LABELS "} %" PRIu64 "\n", g[i].proj->name,
 			      g[i].gen, g[i].s->inflight_bytes);
+}
+
+/* The _bulk round trips, as a histogram. */
+static void metrics_latency(struct buf *b, const struct gen_view *g, int n_g)
+{
 	HELP(b, "esbridge_bulk_latency_seconds", "histogram", "_bulk round trips.");
 	EACH {
 		uint64_t cum = 0;
@@ -610,6 +624,11 @@ static void metrics(struct monitor *m, struct buf *b)
 		(void)buf_printf(b, "esbridge_bulk_latency_seconds_count{" LABELS "} %" PRIu64 "\n",
 				 g[i].proj->name, g[i].gen, cum);
 	}
+}
+
+/* Dead letters written and the checkpoint, as this process knows them. */
+static void metrics_checkpoint(struct monitor *m, struct buf *b, const struct gen_view *g, int n_g)
+{
 	HELP(b, "esbridge_dead_letters_total", "counter", "Events this process sent to the dead letters (held ones included).");
 	EACH (void)buf_printf(b, "esbridge_dead_letters_total{" LABELS "} %" PRIu64 "\n", g[i].proj->name,
 			      g[i].gen, g[i].s->dead_letters);
@@ -619,11 +638,15 @@ static void metrics(struct monitor *m, struct buf *b)
 	HELP(b, "esbridge_checkpoint_age_seconds", "gauge", "Seconds since the checkpoint last moved.");
 	EACH (void)buf_printf(b, "esbridge_checkpoint_age_seconds{" LABELS "} %.3f\n", g[i].proj->name,
 			      g[i].gen, ev_now(m->loop) - g[i].s->last_advance);
-	/* from PostgreSQL, read every few seconds */
+}
+
+/* The numbers that live in PostgreSQL (read every few seconds). */
+static void metrics_store(struct buf *b, const struct gen_view *g, int n_g)
+{
 	HELP(b, "esbridge_dead_letters_open", "gauge", "Dead letters pending, held or being retried.");
 	EACH if (g[i].n) (void)buf_printf(b, "esbridge_dead_letters_open{" LABELS "} %lld\n",
 					  g[i].proj->name, g[i].gen, g[i].n->letters_open);
-	HELP(b, "esbridge_head_position", "gauge", "global_position of the projection's newest event.");
+	HELP(b, "esbridge_head_position", "gauge", "global_position of the projection's newest event after the checkpoint (else the checkpoint's).");
 	EACH if (g[i].n) (void)buf_printf(b, "esbridge_head_position{" LABELS "} %" PRId64 "\n",
 					  g[i].proj->name, g[i].gen, g[i].n->head);
 	HELP(b, "esbridge_lag_events", "gauge", "The projection's events after the checkpoint, readable now.");
@@ -638,8 +661,21 @@ static void metrics(struct monitor *m, struct buf *b)
 	HELP(b, "esbridge_blocking_transaction_age_seconds", "gauge", "Age of the oldest open transaction holding events back (0: none).");
 	EACH if (g[i].n) (void)buf_printf(b, "esbridge_blocking_transaction_age_seconds{" LABELS "} %.3f\n",
 					  g[i].proj->name, g[i].gen, g[i].n->blocking_age);
+}
+
 #undef EACH
 #undef LABELS
+
+static void metrics(struct monitor *m, struct buf *b)
+{
+	struct gen_view g[MAX_GENS];
+	int n_g = gen_views(m, g, MAX_GENS);
+	struct verdict v;
+
+	metrics_counters(b, g, n_g);
+	metrics_latency(b, g, n_g);
+	metrics_checkpoint(m, b, g, n_g);
+	metrics_store(b, g, n_g);
 	judge(m, &v);
 	HELP(b, "esbridge_healthy", "gauge", "1 when /health answers 200.");
 	(void)buf_printf(b, "esbridge_healthy %d\n", v.ok ? 1 : 0);
