@@ -997,13 +997,102 @@ static int ensure_index(struct runner *r, struct generation *g, char *err, size_
 	return 0;
 }
 
+/*
+ * The generations to run, from the recorded ones and the alias, which is
+ * the truth readers see: `*a` the active one (or the first, building in
+ * its place), `*b` a rebuild to resume, either NULL. A first generation is
+ * created when there is none.
+ */
+static int pick_generations(struct runner *r, struct generation *gens, int n, struct generation **pa,
+			    struct generation **pb, char *err, size_t errsz)
+{
+	const struct projection *proj = r->proj;
+	struct generation *a = NULL, *b = NULL;
+	bool named_a = false, named_b = false;
+
+	for (int i = 0; i < n; i++) {
+		if (gens[i].state == GEN_ACTIVE)
+			a = &gens[i];
+		else if (gens[i].state == GEN_BUILDING || gens[i].state == GEN_READY)
+			b = &gens[i]; /* the newest wins */
+	}
+	if (b && a && b->number < a->number)
+		b = NULL; /* a stale leftover: ignore it */
+	if (!a && !b) {
+		char indices[512];
+		memset(&gens[0], 0, sizeof(gens[0]));
+		b = &gens[0];
+		generation_names(proj, 1, b);
+		b->state = GEN_BUILDING;
+		if (state_create_generation(r->st, proj->name, b, err, errsz))
+			return -1;
+		plog_info(proj->name, 1, "new generation, %s %s", generation_slots(proj, b) > 1 ? "indices" : "index",
+			  generation_indices(proj, b, indices, sizeof(indices)));
+	}
+	/* the aliases of several indices move together: the first one tells */
+	if ((a && alias_names(r->es, projection_alias(proj, 0), a->index, &named_a, err, errsz)) ||
+	    (b && alias_names(r->es, projection_alias(proj, 0), b->index, &named_b, err, errsz)))
+		return -1;
+	if (b && named_b) {
+		plog_info(proj->name, b->number, "alias already names %s: recording it as active", b->index);
+		if (a ? state_swap(r->st, proj->name, a->number, b->number, err, errsz)
+		      : state_set_generation_state(r->st, proj->name, b->number, GEN_ACTIVE, err, errsz))
+			return -1;
+		b->state = GEN_ACTIVE;
+		if (a)
+			a->state = GEN_RETIRED;
+		a = b;
+		b = NULL;
+		named_a = true;
+	}
+	if (a && !named_a) {
+		plog_warn(proj->name, a->number, "alias %s does not name %s: it is shown again once caught up",
+			  projection_alias(proj, 0), a->index);
+		if (state_set_generation_state(r->st, proj->name, a->number, GEN_BUILDING, err, errsz))
+			return -1;
+		a->state = GEN_BUILDING;
+	}
+	if ((a && ensure_index(r, a, err, errsz)) || (b && ensure_index(r, b, err, errsz)))
+		return -1;
+	if (!a) {
+		/* the first generation: built in the active slot, shown when caught up */
+		a = b;
+		b = NULL;
+	}
+	*pa = a;
+	*pb = b;
+	return 0;
+}
+
+/*
+ * A daemon's commands: a command a stopped daemon was running (the resumed
+ * rebuild finishes it, or, with no rebuild left, it ended one way or the
+ * other), and those sent from now on.
+ */
+static int listen_commands(struct runner *r, char *err, size_t errsz)
+{
+	long long id = 0;
+	int keep = 1;
+
+	if (state_command_recover(r->st, r->proj->name, r->building != NULL, &id, &keep, err, errsz))
+		return -1;
+	if (id) {
+		r->command_id = id;
+		r->keep = keep;
+	}
+	if (state_listen_commands(r->st, err, errsz))
+		return -1;
+	ev_io_set(&r->cmd_io, state_socket(r->st), EV_READ);
+	ev_timer_set(&r->cmd_poll, r->cfg->poll_interval * 5, r->cfg->poll_interval * 5);
+	return 0;
+}
+
 struct runner *runner_new(struct ev_loop *loop, const struct config *cfg,
 			  const struct projection *proj, struct es_client *es,
 			  const struct runner_opts *opts, char *err, size_t errsz)
 {
 	struct runner *r = calloc(1, sizeof(*r));
 	struct generation gens[RUNNER_MAX_GENERATIONS], *a = NULL, *b = NULL;
-	bool named_a = false, named_b = false;
 	int n, rc;
 
 	if (!r) {
@@ -1031,61 +1120,8 @@ struct runner *runner_new(struct ev_loop *loop, const struct config *cfg,
 	if (put_script(es, err, errsz))
 		goto fail;
 	n = state_list_generations(r->st, proj->name, gens, RUNNER_MAX_GENERATIONS, err, errsz);
-	if (n < 0)
+	if (n < 0 || pick_generations(r, gens, n, &a, &b, err, errsz))
 		goto fail;
-	for (int i = 0; i < n; i++) {
-		if (gens[i].state == GEN_ACTIVE)
-			a = &gens[i];
-		else if (gens[i].state == GEN_BUILDING || gens[i].state == GEN_READY)
-			b = &gens[i]; /* the newest wins */
-	}
-	if (b && a && b->number < a->number)
-		b = NULL; /* a stale leftover: ignore it */
-	if (!a && !b) {
-		n = 0;
-		memset(&gens[0], 0, sizeof(gens[0]));
-		b = &gens[0];
-		generation_names(proj, 1, b);
-		b->state = GEN_BUILDING;
-		if (state_create_generation(r->st, proj->name, b, err, errsz))
-			goto fail;
-		{
-			char indices[512];
-			plog_info(proj->name, 1, "new generation, %s %s", generation_slots(proj, b) > 1 ? "indices" : "index",
-				  generation_indices(proj, b, indices, sizeof(indices)));
-		}
-	}
-	/* reconcile with the alias, which is the truth readers see */
-	/* (the aliases of several indices move together: the first one tells) */
-	if ((a && alias_names(es, projection_alias(proj, 0), a->index, &named_a, err, errsz)) ||
-	    (b && alias_names(es, projection_alias(proj, 0), b->index, &named_b, err, errsz)))
-		goto fail;
-	if (b && named_b) {
-		plog_info(proj->name, b->number, "alias already names %s: recording it as active", b->index);
-		if (a ? state_swap(r->st, proj->name, a->number, b->number, err, errsz)
-		      : state_set_generation_state(r->st, proj->name, b->number, GEN_ACTIVE, err, errsz))
-			goto fail;
-		b->state = GEN_ACTIVE;
-		if (a)
-			a->state = GEN_RETIRED;
-		a = b;
-		b = NULL;
-		named_a = true;
-	}
-	if (a && !named_a) {
-		plog_warn(proj->name, a->number, "alias %s does not name %s: it is shown again once caught up",
-			  projection_alias(proj, 0), a->index);
-		if (state_set_generation_state(r->st, proj->name, a->number, GEN_BUILDING, err, errsz))
-			goto fail;
-		a->state = GEN_BUILDING;
-	}
-	if ((a && ensure_index(r, a, err, errsz)) || (b && ensure_index(r, b, err, errsz)))
-		goto fail;
-	if (!a) {
-		/* the first generation: built in the active slot, shown when caught up */
-		a = b;
-		b = NULL;
-	}
 	r->active = pipeline_new(loop, cfg, proj, es, r->st, a, opts->once, err, errsz);
 	if (!r->active)
 		goto fail;
@@ -1097,23 +1133,8 @@ struct runner *runner_new(struct ev_loop *loop, const struct config *cfg,
 		r->keep = 1;
 		plog_info(proj->name, b->number, "resuming the rebuild of %s", b->index);
 	}
-	if (!opts->once) {
-		/* a command a stopped daemon was running: this resumed rebuild
-		 * finishes it, or, with no rebuild left, it ended one way or the other */
-		long long id = 0;
-		int keep = 1;
-		if (state_command_recover(r->st, proj->name, r->building != NULL, &id, &keep, err, errsz))
-			goto fail;
-		if (id) {
-			r->command_id = id;
-			r->keep = keep;
-		}
-		/* and the commands sent from now on */
-		if (state_listen_commands(r->st, err, errsz))
-			goto fail;
-		ev_io_set(&r->cmd_io, state_socket(r->st), EV_READ);
-		ev_timer_set(&r->cmd_poll, cfg->poll_interval * 5, cfg->poll_interval * 5);
-	}
+	if (!opts->once && listen_commands(r, err, errsz))
+		goto fail;
 	return r;
 fail:
 	runner_free(r);
