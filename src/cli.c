@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "esbridge/indices.h"
+
 int die(int code, const char *fmt, ...)
 {
 	va_list ap;
@@ -76,7 +78,7 @@ int preflight(const struct config *cfg, const struct projection *const *projs, i
 	char err[1024];
 
 	for (int i = 0; i < n; i++)
-		if (rebuild_check_mappings(cfg, projs[i], err, sizeof(err)))
+		if (indices_check_mappings(cfg, projs[i], err, sizeof(err)))
 			return die(EXIT_USAGE, "%s", err);
 	return 0;
 }

@@ -1,26 +1,15 @@
 #include "esbridge/rebuild.h"
 
-#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-#include <sys/stat.h>
-
-#include <yajl/yajl_gen.h>
-#include <yajl/yajl_tree.h>
-
-#include "esbridge/answers.h"
-#include "esbridge/bulk.h"
-#include "esbridge/json.h"
+#include "esbridge/indices.h"
 #include "esbridge/log.h"
 #include "esbridge/pipeline.h"
 #include "esbridge/state.h"
-
-#define SMALL_BODY ((size_t)1 << 20)
-#define MAPPING_LIMIT ((size_t)4 << 20)
 
 _Static_assert(PROJECTION_MAX_INDICES == GEN_MAX_INDICES, "a generation holds every index of a projection");
 
@@ -61,305 +50,6 @@ static const char *generation_indices(const struct projection *proj, const struc
 	return out;
 }
 
-static void print_to_buf(void *ctx, const char *s, size_t len)
-{
-	(void)buf_append(ctx, s, len);
-}
-
-static yajl_gen json_begin(struct buf *b)
-{
-	yajl_gen g = yajl_gen_alloc(NULL);
-
-	if (g) {
-		yajl_gen_config(g, yajl_gen_print_callback, print_to_buf, b);
-		yajl_gen_config(g, yajl_gen_validate_utf8, 1);
-	}
-	return g;
-}
-
-/* A one-line summary of an error response for messages. */
-static void describe(const struct buf *resp, char *out, size_t outsz)
-{
-	static const char *type_path[] = { "error", "type", NULL };
-	static const char *reason_path[] = { "error", "reason", NULL };
-	yajl_val root = yajl_tree_parse(resp->data, NULL, 0);
-	yajl_val t = root ? yajl_tree_get(root, type_path, yajl_t_string) : NULL;
-	yajl_val r = root ? yajl_tree_get(root, reason_path, yajl_t_string) : NULL;
-
-	if (t)
-		snprintf(out, outsz, "%s: %s", YAJL_GET_STRING(t), r ? YAJL_GET_STRING(r) : "");
-	else
-		snprintf(out, outsz, "%.200s", resp->data);
-	for (char *p = out; *p; p++)
-		if (*p == '\n' || *p == '\r')
-			*p = ' ';
-	yajl_tree_free(root);
-}
-
-/* Runs a request that must answer 2xx. */
-static int call(struct es_client *es, const char *method, const char *path,
-		const char *body, size_t len, struct buf *resp, char *err, size_t errsz)
-{
-	long status;
-	char why[300];
-
-	buf_reset(resp);
-	if (es_request_sync(es, method, path, body, len, &status, resp, err, errsz))
-		return -1;
-	if (status < 200 || status >= 300) {
-		describe(resp, why, sizeof(why));
-		snprintf(err, errsz, "%s %s: HTTP %ld: %s", method, path, status, why);
-		return -1;
-	}
-	return 0;
-}
-
-static int read_mapping(const struct config *cfg, const char *proj, struct buf *out,
-			char *err, size_t errsz)
-{
-	char path[1024], perr[256], chunk[8192];
-	FILE *f;
-	size_t n;
-	yajl_val root;
-
-	snprintf(path, sizeof(path), "%s/%s.json", cfg->mappings_dir, proj);
-	f = fopen(path, "rb");
-	if (!f) {
-		snprintf(err, errsz, "cannot open mapping file '%s': %s", path, strerror(errno));
-		return -1;
-	}
-	while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0)
-		(void)buf_append(out, chunk, n);
-	if (ferror(f) || buf_error(out)) {
-		snprintf(err, errsz, "cannot read mapping file '%s'", path);
-		fclose(f);
-		return -1;
-	}
-	fclose(f);
-	root = yajl_tree_parse(out->data, perr, sizeof(perr));
-	if (!root || !YAJL_IS_OBJECT(root)) {
-		char *nl = strchr(perr, '\n');
-		if (nl)
-			*nl = '\0';
-		n = strlen(perr);
-		while (n && (perr[n - 1] == '.' || perr[n - 1] == ' '))
-			perr[--n] = '\0';
-		snprintf(err, errsz, "mapping file '%s' is not a JSON object%s%s", path, root ? "" : ": ",
-			 root ? "" : perr);
-		yajl_tree_free(root);
-		return -1;
-	}
-	yajl_tree_free(root);
-	return 0;
-}
-
-int rebuild_check_mappings(const struct config *cfg, const struct projection *proj, char *err, size_t errsz)
-{
-	struct stat sb;
-
-	if (stat(cfg->mappings_dir, &sb) || !S_ISDIR(sb.st_mode)) {
-		snprintf(err, errsz, "invalid value for 'mappings-dir': cannot open the mappings folder '%s': %s",
-			 cfg->mappings_dir, errno ? strerror(errno) : "not a folder");
-		return -1;
-	}
-	for (size_t slot = 0; slot < projection_n_indices(proj); slot++) {
-		struct buf b = BUF_INIT(MAPPING_LIMIT);
-		int rc = read_mapping(cfg, projection_alias(proj, slot), &b, err, errsz);
-		buf_release(&b);
-		if (rc)
-			return -1;
-	}
-	return 0;
-}
-
-/* The indices the alias points to now, as a parsed {"index":{...}} map. */
-static int alias_holders(struct es_client *es, const char *alias, yajl_val *out,
-			 char *err, size_t errsz)
-{
-	struct buf resp = BUF_INIT(SMALL_BODY);
-	char path[256], perr[128];
-	long status;
-
-	*out = NULL;
-	snprintf(path, sizeof(path), "/_alias/%s", alias);
-	if (es_request_sync(es, "GET", path, NULL, 0, &status, &resp, err, errsz)) {
-		buf_release(&resp);
-		return -1;
-	}
-	if (status == 404) {
-		buf_release(&resp);
-		return 0;
-	}
-	if (status != 200) {
-		snprintf(err, errsz, "GET %s: HTTP %ld", path, status);
-		buf_release(&resp);
-		return -1;
-	}
-	*out = yajl_tree_parse(resp.data, perr, sizeof(perr));
-	buf_release(&resp);
-	if (!*out || !YAJL_IS_OBJECT(*out)) {
-		snprintf(err, errsz, "GET %s: unreadable answer", path);
-		yajl_tree_free(*out);
-		*out = NULL;
-		return -1;
-	}
-	return 0;
-}
-
-static int alias_names(struct es_client *es, const char *alias, const char *index, bool *names,
-		       char *err, size_t errsz)
-{
-	yajl_val holders;
-
-	*names = false;
-	if (alias_holders(es, alias, &holders, err, errsz))
-		return -1;
-	if (holders)
-		for (size_t i = 0; i < holders->u.object.len; i++)
-			if (!strcmp(holders->u.object.keys[i], index))
-				*names = true;
-	yajl_tree_free(holders);
-	return 0;
-}
-
-/*
- * Bulk-load settings while a generation is built (refresh off, no
- * replicas, replicas not expanded), and the mapping's own values (or the
- * defaults) when it is done.
- */
-static int set_load_settings(struct es_client *es, const struct config *cfg, const char *proj,
-			     const char *index, bool loading, char *err, size_t errsz)
-{
-	struct buf body = BUF_INIT(SMALL_BODY), resp = BUF_INIT(SMALL_BODY), mapping = BUF_INIT(MAPPING_LIMIT);
-	static const char *replicas_path[] = { "settings", "index", "number_of_replicas", NULL };
-	static const char *replicas_path2[] = { "settings", "number_of_replicas", NULL };
-	static const char *refresh_path[] = { "settings", "index", "refresh_interval", NULL };
-	static const char *refresh_path2[] = { "settings", "refresh_interval", NULL };
-	static const char *expand_path[] = { "settings", "index", "auto_expand_replicas", NULL };
-	static const char *expand_path2[] = { "settings", "auto_expand_replicas", NULL };
-	yajl_val root = NULL, replicas = NULL, refresh = NULL, expand = NULL;
-	char path[256], perr[128];
-	yajl_gen g;
-	int rc = -1;
-
-	if (!loading) {
-		if (read_mapping(cfg, proj, &mapping, err, errsz))
-			goto out;
-		root = yajl_tree_parse(mapping.data, perr, sizeof(perr));
-		if (root) {
-			replicas = yajl_tree_get(root, replicas_path, yajl_t_any);
-			if (!replicas)
-				replicas = yajl_tree_get(root, replicas_path2, yajl_t_any);
-			refresh = yajl_tree_get(root, refresh_path, yajl_t_any);
-			if (!refresh)
-				refresh = yajl_tree_get(root, refresh_path2, yajl_t_any);
-			expand = yajl_tree_get(root, expand_path, yajl_t_any);
-			if (!expand)
-				expand = yajl_tree_get(root, expand_path2, yajl_t_any);
-		}
-	}
-	g = json_begin(&body);
-	if (!g) {
-		snprintf(err, errsz, "out of memory");
-		goto out;
-	}
-	yajl_gen_map_open(g);
-	json_gen_str(g, "index");
-	yajl_gen_map_open(g);
-	json_gen_str(g, "refresh_interval");
-	if (loading)
-		json_gen_str(g, "-1");
-	else if (refresh && YAJL_IS_STRING(refresh))
-		json_gen_str(g, YAJL_GET_STRING(refresh));
-	else
-		yajl_gen_null(g);
-	json_gen_str(g, "number_of_replicas");
-	if (loading)
-		yajl_gen_integer(g, 0);
-	else if (replicas && YAJL_IS_INTEGER(replicas))
-		yajl_gen_integer(g, YAJL_GET_INTEGER(replicas));
-	else
-		yajl_gen_null(g);
-	/* "0-1" in a mapping would undo the 0 replicas of the load */
-	json_gen_str(g, "auto_expand_replicas");
-	if (loading)
-		json_gen_str(g, "false");
-	else if (expand && YAJL_IS_STRING(expand))
-		json_gen_str(g, YAJL_GET_STRING(expand));
-	else
-		yajl_gen_null(g);
-	yajl_gen_map_close(g);
-	yajl_gen_map_close(g);
-	yajl_gen_free(g);
-	snprintf(path, sizeof(path), "/%s/_settings", index);
-	rc = buf_error(&body) ? -1 : call(es, "PUT", path, body.data, body.len, &resp, err, errsz);
-out:
-	yajl_tree_free(root);
-	buf_release(&body);
-	buf_release(&resp);
-	buf_release(&mapping);
-	return rc;
-}
-
-/* Creates the index of a generation: 1 if created, 0 if it was there, -1. */
-static int create_index(struct es_client *es, const struct config *cfg, const char *proj,
-			const char *index, char *err, size_t errsz)
-{
-	struct buf mapping = BUF_INIT(MAPPING_LIMIT), resp = BUF_INIT(SMALL_BODY);
-	char path[256], why[300];
-	long status;
-	int rc = -1;
-
-	if (read_mapping(cfg, proj, &mapping, err, errsz))
-		goto out;
-	snprintf(path, sizeof(path), "/%s", index);
-	if (es_request_sync(es, "PUT", path, mapping.data, mapping.len, &status, &resp, err, errsz))
-		goto out;
-	if (status == 400 && strstr(resp.data, "resource_already_exists_exception")) {
-		rc = 0;
-		goto out;
-	}
-	if (status < 200 || status >= 300) {
-		describe(&resp, why, sizeof(why));
-		snprintf(err, errsz, "cannot create index '%s': HTTP %ld: %s", index, status, why);
-		goto out;
-	}
-	rc = set_load_settings(es, cfg, proj, index, true, err, errsz) ? -1 : 1;
-out:
-	buf_release(&mapping);
-	buf_release(&resp);
-	return rc;
-}
-
-/* Installs (or replaces, identically) the stored script of BULK_SCRIPT. */
-static int put_script(struct es_client *es, char *err, size_t errsz)
-{
-	struct buf body = BUF_INIT(SMALL_BODY), resp = BUF_INIT(SMALL_BODY);
-	yajl_gen g = json_begin(&body);
-	int rc;
-
-	if (!g) {
-		snprintf(err, errsz, "out of memory");
-		return -1;
-	}
-	yajl_gen_map_open(g);
-	json_gen_str(g, "script");
-	yajl_gen_map_open(g);
-	json_gen_str(g, "lang");
-	json_gen_str(g, "painless");
-	json_gen_str(g, "source");
-	json_gen_str(g, bulk_script_source);
-	yajl_gen_map_close(g);
-	yajl_gen_map_close(g);
-	yajl_gen_free(g);
-	rc = buf_error(&body) ? -1
-			      : call(es, "PUT", "/_scripts/" BULK_SCRIPT_ID, body.data, body.len, &resp,
-				     err, errsz);
-	buf_release(&body);
-	buf_release(&resp);
-	return rc;
-}
-
 /*
  * Fault injection for the crash tests, compiled only into the test build
  * (build/esbridge-crash, -DESBRIDGE_CRASH_POINTS): with ESBRIDGE_CRASH_AT=STEP
@@ -389,21 +79,12 @@ static int make_searchable(struct es_client *es, const struct config *cfg,
 			   const struct projection *proj, const struct generation *g,
 			   char *err, size_t errsz)
 {
-	struct buf resp = BUF_INIT(SMALL_BODY);
-	char path[256];
-	int rc = 0;
-
-	for (size_t i = 0; rc == 0 && i < generation_slots(proj, g); i++) {
-		if (set_load_settings(es, cfg, projection_alias(proj, i), generation_index(g, i), false,
-				      err, errsz)) {
-			rc = -1;
-			break;
-		}
-		snprintf(path, sizeof(path), "/%s/_refresh", generation_index(g, i));
-		rc = call(es, "POST", path, NULL, 0, &resp, err, errsz);
-	}
-	buf_release(&resp);
-	return rc;
+	for (size_t i = 0; i < generation_slots(proj, g); i++)
+		if (indices_settings(es, cfg, projection_alias(proj, i), generation_index(g, i), false, err,
+				     errsz) ||
+		    indices_refresh(es, generation_index(g, i), err, errsz))
+			return -1;
+	return 0;
 }
 
 /*
@@ -418,94 +99,41 @@ static int activate(struct state *st, struct es_client *es, const struct config 
 		    const struct projection *proj, const struct generation *prev,
 		    struct generation *next, char *err, size_t errsz)
 {
-	struct buf body = BUF_INIT(SMALL_BODY), resp = BUF_INIT(SMALL_BODY);
-	yajl_val holders = NULL;
-	yajl_gen gen;
-	int rc = -1;
+	const char *aliases[GEN_MAX_INDICES], *indices[GEN_MAX_INDICES];
+	size_t n = generation_slots(proj, next);
+	char moved[768];
+	size_t len = 0;
 
 	/* cheap when on_caught_up did it already: only the last events */
 	if (make_searchable(es, cfg, proj, next, err, errsz))
-		goto out;
+		return -1;
 	if (state_set_generation_state(st, proj->name, next->number, GEN_READY, err, errsz))
-		goto out;
-	gen = json_begin(&body);
-	if (!gen) {
-		snprintf(err, errsz, "out of memory");
-		goto out;
+		return -1;
+	for (size_t slot = 0; slot < n; slot++) {
+		aliases[slot] = projection_alias(proj, slot);
+		indices[slot] = generation_index(next, slot);
 	}
-	yajl_gen_map_open(gen);
-	json_gen_str(gen, "actions");
-	yajl_gen_array_open(gen);
-	for (size_t slot = 0; slot < generation_slots(proj, next); slot++) {
-		const char *alias = projection_alias(proj, slot), *index = generation_index(next, slot);
-		yajl_tree_free(holders);
-		if (alias_holders(es, alias, &holders, err, errsz)) {
-			yajl_gen_free(gen);
-			goto out;
-		}
-		for (size_t i = 0; holders && i < holders->u.object.len; i++) {
-			if (!strcmp(holders->u.object.keys[i], index))
-				continue;
-			yajl_gen_map_open(gen);
-			json_gen_str(gen, "remove");
-			yajl_gen_map_open(gen);
-			json_gen_str(gen, "index");
-			json_gen_str(gen, holders->u.object.keys[i]);
-			json_gen_str(gen, "alias");
-			json_gen_str(gen, alias);
-			yajl_gen_map_close(gen);
-			yajl_gen_map_close(gen);
-		}
-		yajl_gen_map_open(gen);
-		json_gen_str(gen, "add");
-		yajl_gen_map_open(gen);
-		json_gen_str(gen, "index");
-		json_gen_str(gen, index);
-		json_gen_str(gen, "alias");
-		json_gen_str(gen, alias);
-		yajl_gen_map_close(gen);
-		yajl_gen_map_close(gen);
-	}
-	yajl_gen_array_close(gen);
-	yajl_gen_map_close(gen);
-	yajl_gen_free(gen);
-	if (buf_error(&body)) {
-		snprintf(err, errsz, "out of memory");
-		goto out;
-	}
-	/* 8.14 and later may answer 200 to actions applied in part */
-	if (call(es, "POST", "/_aliases", body.data, body.len, &resp, err, errsz) ||
-	    answers_aliases(resp.data, resp.len, err, errsz))
-		goto out;
+	if (indices_move_aliases(es, aliases, indices, n, err, errsz))
+		return -1;
 	crash_point("alias-moved");
 	if (prev ? state_swap(st, proj->name, prev->number, next->number, err, errsz)
 		 : state_set_generation_state(st, proj->name, next->number, GEN_ACTIVE, err, errsz))
-		goto out;
+		return -1;
 	next->state = GEN_ACTIVE;
-	{
-		/* "alias a now names a-000002", one such part per alias of the projection */
-		char moved[768];
-		size_t len = 0;
-		moved[0] = '\0';
-		for (size_t slot = 0; slot < generation_slots(proj, next) && len < sizeof(moved); slot++)
-			len += (size_t)snprintf(moved + len, sizeof(moved) - len, "%salias %s now names %s",
-						slot ? ", " : "", projection_alias(proj, slot),
-						generation_index(next, slot));
-		plog_info(proj->name, next->number, "%s", moved);
-	}
-	rc = 0;
-out:
-	yajl_tree_free(holders);
-	buf_release(&body);
-	buf_release(&resp);
-	return rc;
+	/* "alias a now names a-000002", one such part per alias of the projection */
+	moved[0] = '\0';
+	for (size_t slot = 0; slot < n && len < sizeof(moved); slot++)
+		len += (size_t)snprintf(moved + len, sizeof(moved) - len, "%salias %s now names %s",
+					slot ? ", " : "", aliases[slot], indices[slot]);
+	plog_info(proj->name, next->number, "%s", moved);
+	return 0;
 }
 
 /* Deletes the indices of retired generations beyond the newest `keep`. */
 static void cleanup(struct state *st, struct es_client *es, const struct projection *proj, int keep)
 {
 	struct generation gens[RUNNER_MAX_GENERATIONS];
-	char err[512], path[256];
+	char err[512];
 	int n = state_list_generations(st, proj->name, gens, RUNNER_MAX_GENERATIONS, err, sizeof(err));
 	int kept = 0;
 
@@ -514,23 +142,15 @@ static void cleanup(struct state *st, struct es_client *es, const struct project
 		return;
 	}
 	for (int i = n - 1; i >= 0; i--) {
-		struct buf resp = BUF_INIT(SMALL_BODY);
-		long status;
 		bool deleted = true;
 		if (gens[i].state != GEN_RETIRED || kept++ < keep)
 			continue;
 		for (size_t slot = 0; slot < generation_slots(proj, &gens[i]); slot++) {
-			const char *index = generation_index(&gens[i], slot);
-			buf_reset(&resp);
-			snprintf(path, sizeof(path), "/%s", index);
-			if (es_request_sync(es, "DELETE", path, NULL, 0, &status, &resp, err, sizeof(err)) ||
-			    (status != 200 && status != 404)) {
-				plog_warn(proj->name, gens[i].number, "cannot delete %s (HTTP %ld) %s", index,
-					  status, resp.data);
+			if (indices_delete(es, generation_index(&gens[i], slot), err, sizeof(err))) {
+				plog_warn(proj->name, gens[i].number, "%s", err);
 				deleted = false;
 			}
 		}
-		buf_release(&resp);
 		if (!deleted)
 			continue;
 		if (state_delete_generation(st, proj->name, gens[i].number, err, sizeof(err)))
@@ -856,7 +476,7 @@ int runner_rebuild(struct runner *r, int keep, char *err, size_t errsz)
 		if (state_create_generation(r->st, r->proj->name, &next, err, errsz))
 			return -1;
 		for (size_t slot = 0; slot < generation_slots(r->proj, &next); slot++) {
-			created = create_index(r->es, r->cfg, projection_alias(r->proj, slot),
+			created = indices_create(r->es, r->cfg, projection_alias(r->proj, slot),
 					       generation_index(&next, slot), err, errsz);
 			if (created < 0)
 				return -1;
@@ -974,7 +594,7 @@ static int ensure_index(struct runner *r, struct generation *g, char *err, size_
 
 	/* any index of the generation missing: all of it again from the start */
 	for (size_t slot = 0; slot < generation_slots(r->proj, g); slot++) {
-		int c = create_index(r->es, r->cfg, projection_alias(r->proj, slot),
+		int c = indices_create(r->es, r->cfg, projection_alias(r->proj, slot),
 				     generation_index(g, slot), err, errsz);
 		if (c < 0)
 			return -1;
@@ -1030,8 +650,8 @@ static int pick_generations(struct runner *r, struct generation *gens, int n, st
 			  generation_indices(proj, b, indices, sizeof(indices)));
 	}
 	/* the aliases of several indices move together: the first one tells */
-	if ((a && alias_names(r->es, projection_alias(proj, 0), a->index, &named_a, err, errsz)) ||
-	    (b && alias_names(r->es, projection_alias(proj, 0), b->index, &named_b, err, errsz)))
+	if ((a && indices_alias_names(r->es, projection_alias(proj, 0), a->index, &named_a, err, errsz)) ||
+	    (b && indices_alias_names(r->es, projection_alias(proj, 0), b->index, &named_b, err, errsz)))
 		return -1;
 	if (b && named_b) {
 		plog_info(proj->name, b->number, "alias already names %s: recording it as active", b->index);
@@ -1117,7 +737,7 @@ struct runner *runner_new(struct ev_loop *loop, const struct config *cfg,
 			*opts->busy = true;
 		goto fail;
 	}
-	if (put_script(es, err, errsz))
+	if (indices_put_script(es, err, errsz))
 		goto fail;
 	n = state_list_generations(r->st, proj->name, gens, RUNNER_MAX_GENERATIONS, err, errsz);
 	if (n < 0 || pick_generations(r, gens, n, &a, &b, err, errsz))

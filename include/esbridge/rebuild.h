@@ -41,14 +41,6 @@ void rebuild_index_name(const char *proj, int number, char *out, size_t outsz);
 
 struct projection;
 
-/*
- * Before anything starts: the mapping file of every index of `proj` can be
- * read and is a JSON object. -1 with `err` naming the file (a configuration
- * error) if not.
- */
-__attribute__((warn_unused_result))
-int rebuild_check_mappings(const struct config *cfg, const struct projection *proj, char *err, size_t errsz);
-
 struct runner;
 
 struct runner_opts {
