@@ -3,6 +3,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "esbridge/indices.h"
@@ -80,5 +81,15 @@ int preflight(const struct config *cfg, const struct projection *const *projs, i
 	for (int i = 0; i < n; i++)
 		if (indices_check_mappings(cfg, projs[i], err, sizeof(err)))
 			return die(EXIT_USAGE, "%s", err);
+	return 0;
+}
+
+int parse_timeout(const char *text, double *seconds)
+{
+	char *end;
+
+	*seconds = strtod(text, &end);
+	if (!*text || *end || !(*seconds >= 0 && *seconds <= 86400))
+		return die(EXIT_USAGE, "invalid value for '--timeout': '%s' is not seconds from 0 to 86400", text);
 	return 0;
 }

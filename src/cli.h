@@ -45,6 +45,8 @@ const char *projection_names(void);
 int unknown_projection(const char *name, bool flag);
 /* The projections `run` runs: --projection's, or every one. 0, or EXIT_USAGE (said). */
 int selected_projections(const struct config *cfg, const struct projection **projs, int *n);
+/* --timeout S: seconds from 0 to 86400; 0, or EXIT_USAGE (said). */
+int parse_timeout(const char *text, double *seconds);
 /* What a start refuses besides the option values (the mapping files). 0, or EXIT_USAGE (said). */
 int preflight(const struct config *cfg, const struct projection *const *projs, int n);
 

@@ -94,11 +94,9 @@ int cmd_dead_letters(struct config *cfg, const struct cli *cli)
 	if (timeout && !wait_outcome)
 		return die(EXIT_USAGE, "'--timeout' of dead-letters goes with --wait");
 	if (timeout) {
-		char *end;
-		double limit = strtod(timeout, &end);
-		if (!*timeout || *end || !(limit >= 0 && limit <= 86400))
-			return die(EXIT_USAGE, "invalid value for '--timeout': '%s' is not seconds from 0 to 86400",
-				   timeout);
+		double limit;
+		if (parse_timeout(timeout, &limit))
+			return EXIT_USAGE;
 	}
 	st = state_open(cfg->pg, err, sizeof(err));
 	if (!st)

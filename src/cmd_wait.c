@@ -32,12 +32,8 @@ int cmd_wait(struct config *cfg, const struct cli *cli)
 	pos = position ? strtoll(position, &end, 10) : 0;
 	if (!position || !*position || *end || pos <= 0)
 		return die(EXIT_USAGE, "wait needs --position P, a global position (a number above 0)");
-	if (timeout) {
-		limit = strtod(timeout, &end);
-		if (!*timeout || *end || !(limit >= 0 && limit <= 86400))
-			return die(EXIT_USAGE, "invalid value for '--timeout': '%s' is not seconds from 0 to 86400",
-				   timeout);
-	}
+	if (timeout && parse_timeout(timeout, &limit))
+		return EXIT_USAGE;
 	st = state_open(cfg->pg, err, sizeof(err));
 	if (!st)
 		return die(1, "%s", err);

@@ -305,6 +305,31 @@ static void pg_next(struct monitor *m)
 	ev_io_start(m->loop, &m->pg_io);
 }
 
+
+/*
+ * One job a generation of the running pipelines, with the pipelines' own
+ * figures (and their last error, `with_error`); the PostgreSQL numbers are
+ * read into them next, or the summary goes without.
+ */
+static void fill_jobs(struct monitor *m, const struct monitor_source *src, int n_src, bool with_error)
+{
+	m->n_jobs = m->job = 0;
+	for (int i = 0; i < n_src; i++) {
+		const struct pipeline *ps[2];
+		int np = src[i].runner ? runner_pipelines(src[i].runner, ps) : 0;
+		for (int j = 0; j < np && m->n_jobs < MAX_GENS; j++) {
+			struct numbers *n = &m->jobs[m->n_jobs++];
+			memset(n, 0, sizeof(*n));
+			n->key.proj = src[i].proj;
+			n->key.gen = pipeline_generation(ps[j])->number;
+			n->checkpoint = pipeline_checkpoint(ps[j]);
+			n->events = pipeline_get_stats(ps[j])->events;
+			n->asked_at = ev_now(m->loop);
+			if (with_error)
+				snprintf(n->error, sizeof(n->error), "%s", pipeline_get_stats(ps[j])->last_error);
+		}
+	}
+}
 /* Starts reading the numbers of every generation owned now. */
 static void pg_refresh(struct monitor *m, const struct monitor_source *src, int n_src)
 {
@@ -337,21 +362,7 @@ static void pg_refresh(struct monitor *m, const struct monitor_source *src, int 
 		m->connect_backoff = 0;
 		m->connect_after = 0;
 	}
-	m->n_jobs = m->job = 0;
-	for (int i = 0; i < n_src; i++) {
-		const struct pipeline *ps[2];
-		int np = src[i].runner ? runner_pipelines(src[i].runner, ps) : 0;
-		for (int j = 0; j < np && m->n_jobs < MAX_GENS; j++) {
-			struct numbers *n = &m->jobs[m->n_jobs++];
-			memset(n, 0, sizeof(*n));
-			n->key.proj = src[i].proj;
-			n->key.gen = pipeline_generation(ps[j])->number;
-			n->checkpoint = pipeline_checkpoint(ps[j]);
-			n->events = pipeline_get_stats(ps[j])->events;
-			n->asked_at = ev_now(m->loop);
-			snprintf(n->error, sizeof(n->error), "%s", pipeline_get_stats(ps[j])->last_error);
-		}
-	}
+	fill_jobs(m, src, n_src, true);
 	pg_next(m);
 }
 
@@ -745,20 +756,7 @@ static void summary(struct monitor *m)
 /* The summary when PostgreSQL cannot be asked: the pipelines' own figures. */
 static void summary_without_numbers(struct monitor *m, const struct monitor_source *src, int n_src)
 {
-	m->n_jobs = m->job = 0;
-	for (int i = 0; i < n_src; i++) {
-		const struct pipeline *ps[2];
-		int np = src[i].runner ? runner_pipelines(src[i].runner, ps) : 0;
-		for (int j = 0; j < np && m->n_jobs < MAX_GENS; j++) {
-			struct numbers *n = &m->jobs[m->n_jobs++];
-			memset(n, 0, sizeof(*n));
-			n->key.proj = src[i].proj;
-			n->key.gen = pipeline_generation(ps[j])->number;
-			n->checkpoint = pipeline_checkpoint(ps[j]);
-			n->events = pipeline_get_stats(ps[j])->events;
-			n->asked_at = ev_now(m->loop);
-		}
-	}
+	fill_jobs(m, src, n_src, false);
 	summary(m);
 	m->n_jobs = m->job = 0;
 }
