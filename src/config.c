@@ -120,99 +120,121 @@ static char **str_at(struct config *c, const struct option_def *o)
 	return (char **)(void *)((char *)c + o->offset);
 }
 
+static int set_string(struct config *c, const struct option_def *o, const char *value, char *err,
+		      size_t errsz)
+{
+	char *copy = strdup(value);
+	char **slot = str_at(c, o);
+
+	if (!copy) {
+		snprintf(err, errsz, "out of memory");
+		return -1;
+	}
+	/* conninfo and URLs may hold a password too: every secret is wiped */
+	if (o->secret)
+		config_free_secret(*slot);
+	else
+		free(*slot);
+	*slot = copy;
+	return 0;
+}
+
+/* One more value of a list (the projections); a value given twice counts once. */
+static int add_to_list(struct config *c, const struct option_def *o, const char *value, char *err,
+		       size_t errsz)
+{
+	char *copy;
+
+	if (!*value) {
+		snprintf(err, errsz, "empty value for '%s'", o->name);
+		return -1;
+	}
+	if (c->n_projections >= CONFIG_MAX_PROJECTIONS) {
+		snprintf(err, errsz, "too many values for '%s' (at most %d)", o->name, CONFIG_MAX_PROJECTIONS);
+		return -1;
+	}
+	for (int i = 0; i < c->n_projections; i++)
+		if (!strcmp(c->projections[i], value))
+			return 0;
+	copy = strdup(value);
+	if (!copy) {
+		snprintf(err, errsz, "out of memory");
+		return -1;
+	}
+	c->projections[c->n_projections++] = copy;
+	return 0;
+}
+
+static int set_int(struct config *c, const struct option_def *o, const char *value, char *err, size_t errsz)
+{
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(value, &end, 10);
+	if (errno || end == value || *end || isspace((unsigned char)*value)) {
+		snprintf(err, errsz, "invalid value for '%s': '%.64s' is not a whole number", o->name, value);
+		return -1;
+	}
+	if ((double)v < o->min || (double)v > o->max) {
+		snprintf(err, errsz, "invalid value for '%s': %ld is outside %.0f..%.0f", o->name, v, o->min,
+			 o->max);
+		return -1;
+	}
+	*(long *)(void *)((char *)c + o->offset) = v;
+	return 0;
+}
+
+static int set_seconds(struct config *c, const struct option_def *o, const char *value, char *err,
+		       size_t errsz)
+{
+	char *end;
+	double v;
+
+	errno = 0;
+	v = strtod(value, &end);
+	if (errno || end == value || *end || !isfinite(v) || isspace((unsigned char)*value)) {
+		snprintf(err, errsz, "invalid value for '%s': '%.64s' is not a number of seconds", o->name,
+			 value);
+		return -1;
+	}
+	if (v < o->min || v > o->max) {
+		snprintf(err, errsz, "invalid value for '%s': %g is outside %g..%g seconds", o->name, v, o->min,
+			 o->max);
+		return -1;
+	}
+	*(double *)(void *)((char *)c + o->offset) = v;
+	return 0;
+}
+
+static int set_bool(struct config *c, const struct option_def *o, const char *value, char *err, size_t errsz)
+{
+	static const char *const yes[] = { "true", "1", "yes", "on" }, *const no[] = { "false", "0", "no", "off" };
+
+	for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++) {
+		if (!strcmp(value, yes[i]) || !strcmp(value, no[i])) {
+			*(bool *)(void *)((char *)c + o->offset) = !strcmp(value, yes[i]);
+			return 0;
+		}
+	}
+	snprintf(err, errsz, "invalid value for '%s': '%.64s' is not true or false", o->name, value);
+	return -1;
+}
+
 static int set_value(struct config *c, const struct option_def *o, const char *value,
 		     char *err, size_t errsz)
 {
-	char *end;
-
 	switch (o->type) {
-	case OPT_STRING: {
-		char *copy = strdup(value);
-		char **slot = str_at(c, o);
-		if (!copy) {
-			snprintf(err, errsz, "out of memory");
-			return -1;
-		}
-		/* conninfo and URLs may hold a password too: every secret is wiped */
-		if (o->secret)
-			config_free_secret(*slot);
-		else
-			free(*slot);
-		*slot = copy;
-		return 0;
-	}
-	case OPT_LIST: {
-		char *copy;
-		if (!*value) {
-			snprintf(err, errsz, "empty value for '%s'", o->name);
-			return -1;
-		}
-		if (c->n_projections >= CONFIG_MAX_PROJECTIONS) {
-			snprintf(err, errsz, "too many values for '%s' (at most %d)", o->name,
-				 CONFIG_MAX_PROJECTIONS);
-			return -1;
-		}
-		for (int i = 0; i < c->n_projections; i++)
-			if (!strcmp(c->projections[i], value))
-				return 0;
-		copy = strdup(value);
-		if (!copy) {
-			snprintf(err, errsz, "out of memory");
-			return -1;
-		}
-		c->projections[c->n_projections++] = copy;
-		return 0;
-	}
-	case OPT_INT: {
-		long v;
-		errno = 0;
-		v = strtol(value, &end, 10);
-		if (errno || end == value || *end || isspace((unsigned char)*value)) {
-			snprintf(err, errsz, "invalid value for '%s': '%.64s' is not a whole number",
-				 o->name, value);
-			return -1;
-		}
-		if ((double)v < o->min || (double)v > o->max) {
-			snprintf(err, errsz, "invalid value for '%s': %ld is outside %.0f..%.0f",
-				 o->name, v, o->min, o->max);
-			return -1;
-		}
-		*(long *)(void *)((char *)c + o->offset) = v;
-		return 0;
-	}
-	case OPT_SECONDS: {
-		double v;
-		errno = 0;
-		v = strtod(value, &end);
-		if (errno || end == value || *end || !isfinite(v) || isspace((unsigned char)*value)) {
-			snprintf(err, errsz, "invalid value for '%s': '%.64s' is not a number of seconds",
-				 o->name, value);
-			return -1;
-		}
-		if (v < o->min || v > o->max) {
-			snprintf(err, errsz, "invalid value for '%s': %g is outside %g..%g seconds",
-				 o->name, v, o->min, o->max);
-			return -1;
-		}
-		*(double *)(void *)((char *)c + o->offset) = v;
-		return 0;
-	}
-	case OPT_BOOL: {
-		bool v;
-		if (!strcmp(value, "true") || !strcmp(value, "1") || !strcmp(value, "yes") ||
-		    !strcmp(value, "on"))
-			v = true;
-		else if (!strcmp(value, "false") || !strcmp(value, "0") || !strcmp(value, "no") ||
-			 !strcmp(value, "off"))
-			v = false;
-		else {
-			snprintf(err, errsz, "invalid value for '%s': '%.64s' is not true or false",
-				 o->name, value);
-			return -1;
-		}
-		*(bool *)(void *)((char *)c + o->offset) = v;
-		return 0;
-	}
+	case OPT_STRING:
+		return set_string(c, o, value, err, errsz);
+	case OPT_LIST:
+		return add_to_list(c, o, value, err, errsz);
+	case OPT_INT:
+		return set_int(c, o, value, err, errsz);
+	case OPT_SECONDS:
+		return set_seconds(c, o, value, err, errsz);
+	case OPT_BOOL:
+		return set_bool(c, o, value, err, errsz);
 	}
 	BUG("unknown option type %d", (int)o->type);
 }
