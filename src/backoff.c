@@ -39,3 +39,10 @@ double backoff_delay(double base, int attempt, double cap)
 		d = cap;
 	return d * (0.5 + 0.5 * backoff_random());
 }
+
+double backoff_next(double prev, double first, double max)
+{
+	double d = prev > 0 ? prev * 2 : first;
+
+	return d < max ? d : max;
+}

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "esbridge/backoff.h"
 #include "esbridge/state.h"
 
 /*
@@ -63,8 +64,7 @@ int cmd_wait(struct config *cfg, const struct cli *cli)
 		ts.tv_sec = 0;
 		ts.tv_nsec = (long)(delay * 1e9);
 		nanosleep(&ts, NULL);
-		if (delay < 0.2)
-			delay *= 2;
+		delay = backoff_next(delay, delay, 0.2);
 	}
 	state_close(st);
 	return rc;

@@ -12,6 +12,7 @@
 #include <libpq-fe.h>
 #include <yajl/yajl_gen.h>
 
+#include "esbridge/backoff.h"
 #include "esbridge/buf.h"
 #include "esbridge/httpd.h"
 #include "esbridge/json.h"
@@ -353,8 +354,7 @@ static void pg_refresh(struct monitor *m, const struct monitor_source *src, int 
 			m->conn = NULL;
 		}
 		if (!m->conn) {
-			double wait = m->connect_backoff ? 2 * m->connect_backoff : m->tick.repeat;
-			m->connect_backoff = wait < m->cfg->retry_max ? wait : m->cfg->retry_max;
+			m->connect_backoff = backoff_next(m->connect_backoff, m->tick.repeat, m->cfg->retry_max);
 			m->connect_after = now + m->connect_backoff;
 			pg_broken(m, why);
 			return;

@@ -9,6 +9,7 @@
 
 #include <yajl/yajl_tree.h>
 
+#include "esbridge/backoff.h"
 #include "esbridge/bulk.h"
 #include "esbridge/doctable.h"
 #include "esbridge/json.h"
@@ -774,7 +775,7 @@ void pl_lost_store(struct pipeline *p)
 	pl_note_error(p, "lost the event store connection");
 	ev_io_stop(p->loop, &p->notify);
 	if (p->reconnect_delay <= 0)
-		p->reconnect_delay = 0.1;
+		p->reconnect_delay = backoff_next(0, 0.1, p->cfg->retry_max);
 	PLOG(LOG_WARN, p, "lost the PostgreSQL connection of the event store; reconnecting in %.1fs",
 	     p->reconnect_delay);
 	ev_timer_set(&p->reconnect, p->reconnect_delay, 0.0);
@@ -789,9 +790,7 @@ static void reconnect_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	(void)loop;
 	(void)revents;
 	if (store_reconnect(p->store, !p->once, err, sizeof(err))) {
-		p->reconnect_delay *= 2;
-		if (p->reconnect_delay > p->cfg->retry_max)
-			p->reconnect_delay = p->cfg->retry_max;
+		p->reconnect_delay = backoff_next(p->reconnect_delay, 0.1, p->cfg->retry_max);
 		PLOG(LOG_WARN, p, "%s; trying again in %.1fs", err, p->reconnect_delay);
 		ev_timer_set(&p->reconnect, p->reconnect_delay, 0.0);
 		ev_timer_start(p->loop, &p->reconnect);

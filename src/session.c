@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "esbridge/backoff.h"
 #include "esbridge/log.h"
 #include "esbridge/pipeline.h"
 
@@ -29,9 +30,7 @@ static bool may_stand_by(const struct runner_opts *opts)
  */
 static void slot_retry_later(struct slot *sl)
 {
-	double max = sl->s->cfg->retry_max;
-
-	sl->delay = sl->delay > 0 ? (sl->delay * 2 > max ? max : sl->delay * 2) : 0.5;
+	sl->delay = backoff_next(sl->delay, 0.5, sl->s->cfg->retry_max);
 	ev_timer_set(&sl->restart, sl->delay, 0.0);
 	ev_timer_start(sl->s->loop, &sl->restart);
 }

@@ -13,6 +13,12 @@
  */
 double backoff_delay(double base, int attempt, double cap);
 
+/*
+ * The next delay of a doubling backoff without jitter: `first` after none
+ * (`prev` 0), then twice `prev`; at most `max` either way.
+ */
+double backoff_next(double prev, double first, double max);
+
 /* A uniform random number in [0, 1) from the same generator. */
 double backoff_random(void);
 

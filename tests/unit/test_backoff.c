@@ -72,3 +72,12 @@ Test(backoff, each_process_draws_its_own_delays)
 	child_delays(b, sizeof(b));
 	cr_assert(strcmp(a, b), "two processes drew the same delays: %s", a);
 }
+
+Test(backoff, next_doubles_up_to_the_cap)
+{
+	cr_assert_float_eq(backoff_next(0, 0.5, 30), 0.5, 1e-12);
+	cr_assert_float_eq(backoff_next(0.5, 0.5, 30), 1.0, 1e-12);
+	cr_assert_float_eq(backoff_next(16, 0.5, 30), 30, 1e-12);
+	cr_assert_float_eq(backoff_next(30, 0.5, 30), 30, 1e-12);
+	cr_assert_float_eq(backoff_next(0, 5, 2), 2, 1e-12);
+}
