@@ -59,10 +59,8 @@ static void settle_sending(struct lane *l)
 {
 	struct pipeline *p = l->p;
 
-	for (size_t i = 0; i < l->sending.n_settles; i++) {
-		l->sending.settles[i].rb->unsettled -= l->sending.settles[i].n;
-		p->unsettled -= l->sending.settles[i].n;
-	}
+	for (size_t i = 0; i < l->sending.n_settles; i++)
+		ledger_settle(&p->ledger, l->sending.settles[i].rb, l->sending.settles[i].n);
 	opset_release(&l->sending);
 	l->attempts = 0;
 }

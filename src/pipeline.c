@@ -186,9 +186,9 @@ bool pl_can_read(const struct pipeline *p)
 
 	if (!p->started || p->stopping || p->finished || p->at_head || p->reached_end || p->pausing)
 		return false;
-	if (p->unsettled >= (size_t)per * (size_t)(p->n_lanes + 1) * 2)
+	if (p->ledger.unsettled >= (size_t)per * (size_t)(p->n_lanes + 1) * 2)
 		return false;
-	if (p->unsettled_bytes >= (size_t)p->cfg->max_unsettled_bytes)
+	if (p->ledger.bytes >= (size_t)p->cfg->max_unsettled_bytes)
 		return false;
 	for (int i = 0; i < p->n_lanes; i++) {
 		const struct lane *l = &p->lanes[i];
@@ -341,8 +341,7 @@ static void process_slot(struct pipeline *p, struct rbatch *rb, struct event *ev
 		pl_fail(p, "out of memory");
 		return;
 	}
-	rb->unsettled++;
-	p->unsettled++;
+	ledger_hold(&p->ledger, rb);
 	l->building.est_bytes += ev->data_len + p->id.len + 48;
 }
 
@@ -412,8 +411,8 @@ static void read_once(struct pipeline *p)
 	 * stops there); its count is sized by the recent mean event, so that
 	 * the server does not prepare far more large events than are taken.
 	 */
-	budget = p->unsettled_bytes < (size_t)p->cfg->max_unsettled_bytes
-			 ? (size_t)p->cfg->max_unsettled_bytes - p->unsettled_bytes : 1;
+	budget = p->ledger.bytes < (size_t)p->cfg->max_unsettled_bytes
+			 ? (size_t)p->cfg->max_unsettled_bytes - p->ledger.bytes : 1;
 	limit = (int)p->cfg->batch_size;
 	if (p->event_bytes > 0 && (double)budget / p->event_bytes + 1 < (double)limit)
 		limit = (int)((double)budget / p->event_bytes) + 1;
@@ -442,24 +441,19 @@ static void read_once(struct pipeline *p)
 			skip_to(p, head);
 		return;
 	}
-	rb = calloc(1, sizeof(*rb));
+	rb = ledger_append(&p->ledger);
 	if (!rb) {
 		store_batch_release(&b);
 		pl_fail(p, "out of memory");
 		return;
 	}
-	if (p->rb_tail)
-		p->rb_tail->next = rb;
-	else
-		p->rb_head = rb;
-	p->rb_tail = rb;
 	for (int i = 0; i < b.n && !p->hold; i++) {
 		store_batch_event(&b, i, &ev);
 		process_event(p, rb, &ev);
 		rb->last = ev.at;
 		rb->bytes += ev.data_len;
 	}
-	p->unsettled_bytes += rb->bytes;
+	p->ledger.bytes += rb->bytes;
 	p->event_bytes = p->event_bytes > 0 ? 0.5 * p->event_bytes + 0.5 * (double)rb->bytes / b.n
 					    : (double)rb->bytes / b.n;
 	p->read_at = rb->last;
@@ -534,6 +528,7 @@ static void process_retries(struct pipeline *p)
 	char err[512];
 	struct letter_ref *refs = NULL;
 	struct position *at = NULL;
+	long long *retried;
 	struct store_batch b;
 	struct rbatch *rb;
 	size_t n = 0;
@@ -549,14 +544,10 @@ static void process_retries(struct pipeline *p)
 	}
 	if (!n)
 		return;
-	rb = calloc(1, sizeof(*rb));
 	at = malloc(n * sizeof(*at));
-	if (rb)
-		rb->retried = malloc(n * sizeof(*rb->retried));
-	if (!rb || !at || !rb->retried) {
-		if (rb)
-			free(rb->retried);
-		free(rb);
+	retried = malloc(n * sizeof(*retried));
+	if (!at || !retried) {
+		free(retried);
 		free(at);
 		free(refs);
 		pl_fail(p, "out of memory");
@@ -564,29 +555,31 @@ static void process_retries(struct pipeline *p)
 	}
 	for (size_t i = 0; i < n; i++) {
 		at[i] = refs[i].at;
-		rb->retried[i] = refs[i].id;
+		retried[i] = refs[i].id;
 	}
-	rb->n_retried = n;
 	free(refs);
 	refs = NULL; /* `later` frees it */
 	if (store_read_positions(p->store, at, n, &b, err, sizeof(err))) {
 		PLOG(LOG_WARN, p, "%s (trying again)", err);
-		free(rb->retried);
-		free(rb);
+		free(retried);
 		free(at);
 		if (!store_connected(p->store))
 			pl_lost_store(p);
 		goto later;
 	}
 	free(at);
+	rb = ledger_append(&p->ledger);
+	if (!rb) {
+		free(retried);
+		store_batch_release(&b);
+		pl_fail(p, "out of memory");
+		return;
+	}
+	rb->retried = retried;
+	rb->n_retried = n;
 	p->retry_batches++;
 	PLOG(LOG_INFO, p, "applying %zu dead letters again", n);
 	rb->last = p->read_at;
-	if (p->rb_tail)
-		p->rb_tail->next = rb;
-	else
-		p->rb_head = rb;
-	p->rb_tail = rb;
 	for (int i = 0; i < b.n && !p->hold; i++) {
 		struct event ev;
 		store_batch_event(&b, i, &ev);
@@ -610,8 +603,7 @@ static void advance_checkpoint(struct pipeline *p)
 	/* the letters of what the checkpoint passes are recorded first */
 	if (p->n_letters && flush_letters(p))
 		return;
-	while (p->rb_head && p->rb_head->unsettled == 0) {
-		struct rbatch *rb = p->rb_head;
+	for (struct rbatch *rb; (rb = ledger_settled(&p->ledger));) {
 		if (rb->n_retried &&
 		    state_letters_retried(p->state, rb->retried, rb->n_retried, err, sizeof(err))) {
 			state_failed(p, err);
@@ -619,14 +611,7 @@ static void advance_checkpoint(struct pipeline *p)
 		}
 		if (rb->retried)
 			p->retry_batches--;
-		free(rb->retried);
-		p->unsettled_bytes -= rb->bytes;
-		p->settled = rb->last;
-		p->rb_head = rb->next;
-		if (!p->rb_head)
-			p->rb_tail = NULL;
-		arena_release(&rb->arena);
-		free(rb);
+		p->settled = ledger_pop(&p->ledger);
 	}
 	if (position_cmp(p->settled, p->committed) == 0)
 		return;
@@ -651,7 +636,7 @@ static void caught_up(struct pipeline *p)
 	 * since: under steady writes the pipeline is never idle, yet caught
 	 * up), everything read settled and committed.
 	 */
-	if (!(p->at_head || p->reached_end || p->short_reads) || p->must_read || p->rb_head ||
+	if (!(p->at_head || p->reached_end || p->short_reads) || p->must_read || p->ledger.head ||
 	    !lanes_all_quiet(p) || position_cmp(p->settled, p->committed) != 0 || p->caught_up_seen)
 		return;
 	p->caught_up_seen = true; /* until the next wake-up */
@@ -676,7 +661,7 @@ static void check_paused(struct pipeline *p)
 	for (int i = 0; i < p->n_lanes; i++)
 		if (p->lanes[i].waiting || p->lanes[i].building.n_ops || p->lanes[i].n_ready)
 			return;
-	if (p->rb_head || position_cmp(p->settled, p->committed) != 0)
+	if (p->ledger.head || position_cmp(p->settled, p->committed) != 0)
 		return;
 	p->paused = true;
 	PLOG(LOG_INFO, p, "paused at %" PRIu64 "/%" PRId64, p->committed.txid, p->committed.pos);
@@ -1023,13 +1008,7 @@ void pipeline_free(struct pipeline *p)
 		opset_release(&p->lanes[i].sending);
 	}
 	free(p->lanes);
-	while (p->rb_head) {
-		struct rbatch *rb = p->rb_head;
-		p->rb_head = rb->next;
-		arena_release(&rb->arena);
-		free(rb->retried);
-		free(rb);
-	}
+	ledger_release(&p->ledger);
 	for (size_t i = 0; i < p->n_letters; i++) {
 		free(p->letters[i].reason);
 		free(p->letters[i].doc_id);

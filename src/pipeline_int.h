@@ -16,19 +16,9 @@
 
 #include "esbridge/doctable.h"
 #include "esbridge/json.h"
+#include "esbridge/ledger.h"
 #include "esbridge/log.h"
 #include "esbridge/pipeline.h"
-
-/* One read from the event store; settled once all its events are. */
-struct rbatch {
-	struct rbatch *next;
-	struct position last;
-	size_t unsettled;
-	size_t bytes;         /* the events' data read (max-unsettled-bytes) */
-	struct arena arena;   /* the parsed events; operations point into it */
-	long long *retried;   /* dead letters applied again by this batch */
-	size_t n_retried;
-};
 
 struct lane {
 	struct pipeline *p;
@@ -59,9 +49,7 @@ struct pipeline {
 	struct position read_at;   /* the last event read */
 	struct position settled;   /* everything up to here is settled */
 	struct position committed; /* saved in PostgreSQL */
-	struct rbatch *rb_head, *rb_tail;
-	size_t unsettled;
-	size_t unsettled_bytes;    /* data of the read batches not settled yet */
+	struct ledger ledger;      /* the reads not passed by the checkpoint yet */
 	double event_bytes;        /* the recent mean of an event's data, sizing reads */
 	struct lane *lanes;
 	int n_lanes;
