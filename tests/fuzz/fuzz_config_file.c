@@ -24,15 +24,29 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 #define NAME "fuzz.conf"
 
-/* The value of `key = VALUE` lines of the input (the last one), trimmed; "" if none. */
-static void secret_of(const char *text, const char *key, char *out, size_t size)
+/*
+ * The value of the last `key = VALUE` line of the input (`size` bytes),
+ * trimmed, as the loader reads lines: split at '\n', each cut at its first
+ * NUL byte. "" if none.
+ */
+static void secret_of(const char *text, size_t size, const char *key, char *out, size_t outsz)
 {
 	size_t klen = strlen(key);
 
 	out[0] = '\0';
-	for (const char *l = text; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
-		const char *p = l + strspn(l, " \t");
+	for (size_t at = 0; at < size;) {
+		const char *l = text + at, *nl = memchr(l, '\n', size - at);
+		size_t len = nl ? (size_t)(nl - l) : size - at;
+		char line[4096];
+		const char *p;
 		size_t n;
+
+		at += len + 1;
+		if (len >= sizeof(line))
+			continue;
+		memcpy(line, l, len);
+		line[len] = '\0'; /* and cut at a NUL inside, as strlen() does */
+		p = line + strspn(line, " \t");
 		if (strncmp(p, key, klen))
 			continue;
 		p += klen;
@@ -48,11 +62,22 @@ static void secret_of(const char *text, const char *key, char *out, size_t size)
 			p++;
 			n -= 2;
 		}
-		if (n >= size)
-			n = size - 1;
+		if (n >= outsz)
+			n = outsz - 1;
 		memcpy(out, p, n);
 		out[n] = '\0';
 	}
+}
+
+/* How many times `needle` stands in the `size` bytes at `buf` (NUL bytes included). */
+static size_t occurrences(const char *buf, size_t size, const char *needle)
+{
+	size_t n = strlen(needle), count = 0;
+
+	for (size_t i = 0; n && i + n <= size; i++)
+		if (!memcmp(buf + i, needle, n))
+			count++;
+	return count;
 }
 
 static char *print(const struct config *c, size_t *len);
@@ -85,12 +110,13 @@ static bool distinctive(const char *secret)
 	return letter && digit;
 }
 
-/* Checked for a secret that the input holds once (as the value), not also where an error may quote it. */
-static void no_secret(const char *input, const char *text, const char *secret, const char *where)
+/*
+ * Checked for a secret that the whole input holds once (as the value), not
+ * also where an error may quote it (another line's name, say).
+ */
+static void no_secret(const char *input, size_t size, const char *text, const char *secret, const char *where)
 {
-	const char *first = strstr(input, secret);
-
-	if (first && !strstr(first + 1, secret) && distinctive(secret))
+	if (occurrences(input, size, secret) == 1 && distinctive(secret))
 		FUZZ_CHECK(!strstr(text, secret), "the secret '%s' shows in %s: %s", secret, where, text);
 }
 
@@ -116,8 +142,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	FUZZ_CHECK(text != NULL, "malloc");
 	memcpy(text, data, size);
 	text[size] = '\0';
-	secret_of(text, "es-password", password, sizeof(password));
-	secret_of(text, "es-api-key", api_key, sizeof(api_key));
+	secret_of(text, size, "es-password", password, sizeof(password));
+	secret_of(text, size, "es-api-key", api_key, sizeof(api_key));
 	config_init(&c);
 	f = fmemopen(text, size ? size : 1, "r");
 	FUZZ_CHECK(f != NULL, "fmemopen");
@@ -127,14 +153,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		rc = config_validate(&c, err, sizeof(err));
 	if (rc) {
 		FUZZ_CHECK(err[0] && !strchr(err, '\n'), "the error is not one line: '%s'", err);
-		no_secret(text, err, password, "an error");
-		no_secret(text, err, api_key, "an error");
+		no_secret(text, size, err, password, "an error");
+		no_secret(text, size, err, api_key, "an error");
 	} else {
 		size_t len;
 		char *out = print(&c, &len);
 
-		no_secret(text, out, password, "the printed settings");
-		no_secret(text, out, api_key, "the printed settings");
+		no_secret(text, size, out, password, "the printed settings");
+		no_secret(text, size, out, api_key, "the printed settings");
 		free(out);
 	}
 	config_release(&c);
