@@ -116,6 +116,14 @@ static bool distinctive(const char *secret)
  */
 static void no_secret(const char *input, size_t size, const char *text, const char *secret, const char *where)
 {
+	/* an error's "fuzz.conf:N: " is the loader's, not the input's */
+	if (!strncmp(text, NAME ":", strlen(NAME) + 1)) {
+		const char *p = text + strlen(NAME) + 1;
+		while (*p >= '0' && *p <= '9')
+			p++;
+		if (p[0] == ':' && p[1] == ' ')
+			text = p + 2;
+	}
 	if (occurrences(input, size, secret) == 1 && distinctive(secret))
 		FUZZ_CHECK(!strstr(text, secret), "the secret '%s' shows in %s: %s", secret, where, text);
 }
